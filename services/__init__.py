@@ -1,0 +1,1 @@
+"""The Kafka side of fraud-console: generator, detector, embedded broker and tools."""

@@ -1,0 +1,161 @@
+"""Settings from the tutorial's environment variables, each also a command-line flag.
+
+Every problem with a setting ends the program with one readable line and exit code 2:
+a user who mistypes ``TRANSACTIONS_PER_SECOND=fast`` should read what is wrong, not a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+EXIT_CONFIG = 2
+DEFAULT_BROKER = "localhost:9092"
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; its message is the one line the user sees."""
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
+
+
+@dataclass(frozen=True)
+class Topics:
+    transactions: str = "queueing.transactions"
+    legit: str = "streaming.transactions.legit"
+    fraud: str = "streaming.transactions.fraud"
+    dlq: str = "streaming.transactions.dlq"
+    control: str = "control.settings"
+    status: str = "monitoring.status"
+
+
+# (attribute, flag, environment variable) for every topic name.
+TOPIC_OPTIONS = (
+    ("transactions", "--transactions-topic", "TRANSACTIONS_TOPIC"),
+    ("legit", "--legit-topic", "LEGIT_TOPIC"),
+    ("fraud", "--fraud-topic", "FRAUD_TOPIC"),
+    ("dlq", "--dlq-topic", "DLQ_TOPIC"),
+    ("control", "--control-topic", "CONTROL_TOPIC"),
+    ("status", "--status-topic", "STATUS_TOPIC"),
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself stays in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, message)
+
+
+def number(
+    name: str, *, low: float, high: float, low_inclusive: bool = True
+) -> Callable[[str], float]:
+    """An argparse type for a finite number in a range; ``name`` is said in errors."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not a number") from None
+        below = value < low if low_inclusive else value <= low
+        if not math.isfinite(value) or below or value > high:
+            bound = "from" if low_inclusive else "above"
+            raise argparse.ArgumentTypeError(
+                f"{name}: {text} is out of range ({bound} {low:g} up to {high:g})"
+            )
+        return value
+
+    return convert
+
+
+def whole(name: str, *, low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name}: {value} is out of range ({low}..{high})")
+        return value
+
+    return convert
+
+
+def topic_name(name: str) -> Callable[[str], str]:
+    legal = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+    def convert(text: str) -> str:
+        if not text or len(text) > 249 or not set(text) <= legal or text in {".", ".."}:
+            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not a valid topic name")
+        return text
+
+    return convert
+
+
+def env_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    env_name: str,
+    default: Any,
+    help_text: str,
+    env: Mapping[str, str],
+    **kwargs: Any,
+) -> None:
+    """A flag whose default comes from an environment variable.
+
+    argparse runs ``type`` on string defaults too, so a bad environment value is
+    reported exactly like a bad flag.
+    """
+    value = env.get(env_name)
+    parser.add_argument(
+        flag,
+        default=value if value not in (None, "") else default,
+        help=f"{help_text} (env {env_name}; default: %(default)s)",
+        **kwargs,
+    )
+
+
+def base_parser(
+    prog: str, description: str, env: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """The options every service shares: where Kafka is and what the topics are called."""
+    env = os.environ if env is None else env
+    parser = OneLineParser(prog=prog, description=description)
+    env_option(
+        parser, "--bootstrap", "KAFKA_BROKER_URL", DEFAULT_BROKER,
+        "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]", env, metavar="SERVERS",
+    )
+    env_option(
+        parser, "--connect-timeout", "KAFKA_CONNECT_TIMEOUT", "15",
+        "seconds to wait for the cluster at start", env,
+        type=number("--connect-timeout", low=0, high=3600, low_inclusive=False),
+        metavar="SECONDS",
+    )
+    for attr, flag, env_name in TOPIC_OPTIONS:
+        env_option(
+            parser, flag, env_name, getattr(Topics, attr), f"the {attr} topic", env,
+            type=topic_name(flag), dest=f"topic_{attr}", metavar="NAME",
+        )
+    return parser
+
+
+def topics(args: argparse.Namespace) -> Topics:
+    return Topics(**{attr: getattr(args, f"topic_{attr}") for attr, _, _ in TOPIC_OPTIONS})
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    bootstrap = str(args.bootstrap).strip()
+    if not bootstrap or any(":" not in server for server in bootstrap.split(",")):
+        parser.error(f"--bootstrap (KAFKA_BROKER_URL): {args.bootstrap!r} is not HOST:PORT")
+    args.bootstrap = bootstrap
+    return args

@@ -1,0 +1,115 @@
+"""The Kafka side of control and status: follow the control topic, publish status.
+
+Every service instance reads every command (no consumer group, all partitions from the
+beginning), so settings survive restarts: a service started later applies the newest
+value of each setting before it does any work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from services import control, kafka
+
+log = logging.getLogger("fraud.control")
+
+
+class ControlFollower:
+    """Reads control commands and applies those meant for this service."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        settings: control.LiveSettings,
+        status: StatusPublisher,
+        on_change: Callable[[control.ControlCommand], None] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.settings = settings
+        self.status = status
+        self.on_change = on_change
+        self._consumer: Consumer = kafka.consumer(
+            bootstrap, f"{status.instance}-control", {"enable.partition.eof": True}
+        )
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        self._consumer.assign(self._assigned)
+
+    def catch_up(self, timeout: float = 10.0) -> None:
+        """Apply every command already on the topic, so that the service starts with
+        the settings in force rather than its defaults."""
+        ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+                for tp in self._assigned}
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for message in self._consumer.consume(100, 0.2):
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        done.add(message.partition())
+                    continue
+                self._apply(message)
+                if message.offset() + 1 >= ends[message.partition()]:
+                    done.add(message.partition())
+        if len(done) < len(ends):
+            log.warning("control topic %s not read to its end within %g s", self.topic, timeout)
+
+    def poll(self) -> None:
+        """Apply what arrived since the last call; never blocks."""
+        for message in self._consumer.consume(100, 0):
+            if not message.error():
+                self._apply(message)
+
+    def _apply(self, message: Any) -> None:
+        applied, reason, cmd = self.settings.apply(message.value())
+        if applied is None:
+            return
+        ref: dict[str, Any] = {"partition": message.partition(), "offset": message.offset()}
+        if cmd is not None:
+            ref["id"] = cmd.id
+        if applied:
+            log.info("applied %s = %s (from %s)", cmd.setting, cmd.value, cmd.origin)
+            if self.on_change is not None:
+                self.on_change(cmd)
+        else:
+            log.warning("refused control command at offset %d: %s", message.offset(), reason)
+        self.status.publish(control.ack(self.settings.service, self.status.instance, ref,
+                                        bool(applied), reason, cmd))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class StatusPublisher:
+    """Heartbeats and command answers on the status topic, keyed by instance."""
+
+    def __init__(
+        self, producer: Producer, topic: str, service: str, instance: str,
+        interval: float = 1.0,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.service = service
+        self.instance = instance
+        self.interval = interval
+        self._next = 0.0
+
+    def publish(self, value: bytes) -> None:
+        try:
+            self.producer.produce(self.topic, value, self.instance.encode())
+        except BufferError:
+            log.warning("producer queue full; status message dropped")
+
+    def beat(
+        self, settings: Mapping[str, Any], counters: Mapping[str, Any], force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if force or now >= self._next:
+            self._next = now + self.interval
+            self.publish(control.heartbeat(self.service, self.instance, settings, counters))

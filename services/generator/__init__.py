@@ -1,0 +1,1 @@
+"""The generator: synthetic card transactions at a rate that can change live."""

@@ -1,0 +1,126 @@
+"""fraud-generator: the Kafka loop around the pacer and the synthetic profile."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import Producer
+
+from services import config, control, kafka
+from services.control_channel import ControlFollower, StatusPublisher
+from services.generator.pacing import Pacer, RateMeter
+from services.generator.synthetic import TutorialProfile
+from services.lifecycle import Shutdown, run_service, setup_logging
+
+log = logging.getLogger("fraud.generator")
+SERVICE = "generator"
+PARTITIONS = 4
+
+
+def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
+    parser = config.base_parser("fraud-generator", "Stream synthetic card transactions.")
+    config.env_option(
+        parser, "--tps", "TRANSACTIONS_PER_SECOND", "100", "transactions per second",
+        os.environ,
+        type=config.number("--tps (TRANSACTIONS_PER_SECOND)", low=0, high=1_000_000,
+                           low_inclusive=False),
+    )
+    parser.add_argument("--count", type=config.whole("--count", low=1, high=10**12),
+                        help="stop after this many transactions (default: run until stopped)")
+    parser.add_argument("--seed", type=int, help="seed for reproducible content")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return config.parse(parser, argv)
+
+
+def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
+    topics = config.topics(args)
+    kafka.ensure_topics(args.bootstrap, {topics.transactions: PARTITIONS, topics.control: 1,
+                                         topics.status: 1}, args.connect_timeout)
+    instance = kafka.instance_id(SERVICE)
+    failures = kafka.DeliveryFailures(SERVICE)
+    producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
+    status = StatusPublisher(producer, topics.status, SERVICE, instance)
+    settings = control.LiveSettings(SERVICE, {"tps": args.tps, "paused": False})
+    pacer = Pacer(rate=args.tps, now=time.monotonic())
+
+    def on_change(cmd: control.ControlCommand) -> None:
+        now = time.monotonic()
+        if cmd.setting == "tps":
+            pacer.retarget(float(cmd.value), now)
+            meter.reset()
+        elif cmd.setting == "paused":
+            pacer.pause(bool(cmd.value), now)
+            meter.reset()
+
+    meter = RateMeter()
+    follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change)
+    follower.catch_up()
+    profile = TutorialProfile(seed=args.seed)
+    limit = args.count
+    produced = 0
+    dropped_seen = 0
+    last_drop_at = -10.0  # when the pacer last gave up on messages it could not send
+    warned_at = -10.0
+    log.info("producing to %s at %g/s%s", topics.transactions, pacer.rate,
+             " (paused)" if pacer.paused else "")
+
+    def counters() -> dict[str, float | int | bool]:
+        return {"produced": produced, "rate": round(meter.rate(), 1),
+                "delivery_failures": failures.count, "dropped": pacer.dropped,
+                "keeping_up": time.monotonic() - last_drop_at > 5}
+
+    try:
+        while not shutdown.requested:
+            now = time.monotonic()
+            count = pacer.due(now)
+            if limit is not None:
+                count = min(count, limit - produced)
+            if count:
+                for key, value in profile.batch(count, time.time_ns() // 1_000_000):
+                    _produce(producer, topics.transactions, key, value)
+                produced += count
+                pacer.sent(count)
+                meter.add(now, count)
+            producer.poll(0)
+            if pacer.dropped != dropped_seen:
+                dropped_seen, last_drop_at = pacer.dropped, now
+                if now - warned_at >= 5:
+                    warned_at = now
+                    log.warning("cannot keep up with %g/s: achieving %.0f/s on this machine",
+                                pacer.rate, meter.rate())
+            status.beat(settings.values, counters())
+            if limit is not None and produced >= limit:
+                break
+            follower.poll()
+            time.sleep(pacer.wait(time.monotonic()))
+    finally:
+        status.beat(settings.values, counters(), force=True)
+        left = producer.flush(4)
+        follower.close()
+    if left:
+        log.error("%d transactions not delivered at exit", left)
+    log.info("stopped after %d transactions (%d delivery failures)", produced, failures.count)
+    return 1 if left or failures.count else 0
+
+
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            # The local queue is full: let librdkafka send, then try again.
+            producer.poll(0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    return run_service("fraud-generator", lambda: run(args, Shutdown().install()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

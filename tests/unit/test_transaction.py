@@ -1,0 +1,59 @@
+"""The transaction codec: what it accepts, what it refuses and why."""
+
+import orjson
+import pytest
+
+from services.transaction import InvalidTransaction, decode, encode, extend
+
+GOOD = {"id": "t-1", "ts": 1_700_000_000_000, "source": "ABCDEF123456",
+        "target": "ZYXWVU654321", "amount": 912.5, "currency": "EUR"}
+
+
+def test_round_trip_keeps_every_field() -> None:
+    assert decode(encode(GOOD)) == GOOD
+
+
+def test_bare_tutorial_schema_is_a_transaction() -> None:
+    bare = {"source": "A", "target": "B", "amount": 10, "currency": "USD"}
+    assert decode(orjson.dumps(bare)) == bare
+
+
+def test_extra_fields_are_carried_along() -> None:
+    tx = {**GOOD, "V1": -1.35, "Class": 0}
+    assert decode(encode(tx))["V1"] == -1.35
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (None, "empty record"),
+    (b"\xff\xfe", "not JSON"),
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"source": "A", "target": "B", "currency": "EUR"}', "missing field: amount"),
+    (b'{"source": "A", "amount": 1, "currency": "EUR"}', "missing field: target"),
+    (b'{"source": "A", "target": "B", "amount": "12", "currency": "EUR"}', "not a number"),
+    (b'{"source": "A", "target": "B", "amount": true, "currency": "EUR"}', "not a number"),
+    (b'{"source": "A", "target": "B", "amount": 0, "currency": "EUR"}', "out of range"),
+    (b'{"source": "A", "target": "B", "amount": -5, "currency": "EUR"}', "out of range"),
+    (b'{"source": "A", "target": "B", "amount": 1e300, "currency": "EUR"}', "out of range"),
+    (b'{"source": "A", "target": "B", "amount": NaN, "currency": "EUR"}', "not JSON"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": "XXX"}', "unknown currency"),
+    (b'{"source": "", "target": "B", "amount": 5, "currency": "EUR"}', "source is not a text"),
+    (b'{"source": 7, "target": "B", "amount": 5, "currency": "EUR"}', "source is not a text"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": "EUR", "ts": "now"}',
+     "ts is not a time"),
+])
+def test_bad_records_are_refused_with_a_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidTransaction, match=reason):
+        decode(raw)
+
+
+def test_extend_appends_members_without_re_encoding() -> None:
+    raw = b'{"source":"A","target":"B","amount":5,"currency":"EUR"}  \n'
+    out = extend(raw, decode(raw), b',"x":1')
+    assert out == b'{"source":"A","target":"B","amount":5,"currency":"EUR","x":1}'
+
+
+def test_extend_never_writes_a_key_twice() -> None:
+    raw = b'{"source":"A","target":"B","amount":5,"currency":"EUR","detection":"forged"}'
+    out = orjson.loads(extend(raw, decode(raw), b',"detection":{"fraud":true}'))
+    assert out["detection"] == {"fraud": True}
