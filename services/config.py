@@ -108,6 +108,7 @@ def env_option(
     default: Any,
     help_text: str,
     env: Mapping[str, str],
+    shown_default: str = "%(default)s",
     **kwargs: Any,
 ) -> None:
     """A flag whose default comes from an environment variable.
@@ -119,20 +120,24 @@ def env_option(
     parser.add_argument(
         flag,
         default=value if value not in (None, "") else default,
-        help=f"{help_text} (env {env_name}; default: %(default)s)",
+        help=f"{help_text} (env {env_name}; default: {shown_default})",
         **kwargs,
     )
 
 
 def base_parser(
-    prog: str, description: str, env: Mapping[str, str] | None = None
+    prog: str,
+    description: str,
+    env: Mapping[str, str] | None = None,
+    bootstrap_default: str | None = DEFAULT_BROKER,
 ) -> argparse.ArgumentParser:
     """The options every service shares: where Kafka is and what the topics are called."""
     env = os.environ if env is None else env
     parser = OneLineParser(prog=prog, description=description)
     env_option(
-        parser, "--bootstrap", "KAFKA_BROKER_URL", DEFAULT_BROKER,
+        parser, "--bootstrap", "KAFKA_BROKER_URL", bootstrap_default,
         "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]", env, metavar="SERVERS",
+        shown_default="%(default)s" if bootstrap_default else "none: run an embedded broker",
     )
     env_option(
         parser, "--connect-timeout", "KAFKA_CONNECT_TIMEOUT", "15",
@@ -154,6 +159,8 @@ def topics(args: argparse.Namespace) -> Topics:
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
+    if args.bootstrap is None:  # a program that has a use for "no cluster given"
+        return args
     bootstrap = str(args.bootstrap).strip()
     if not bootstrap or any(":" not in server for server in bootstrap.split(",")):
         parser.error(f"--bootstrap (KAFKA_BROKER_URL): {args.bootstrap!r} is not HOST:PORT")

@@ -101,7 +101,7 @@ def loop(
     """The hot path: consume a batch → route → produce → checkpoint when due."""
     produce = producer.produce
     while not shutdown.requested:
-        messages = consumer.consume(batch_size, 0.1)
+        messages = kafka.consume_batch(consumer, batch_size, 0.1)
         if messages:
             records = [m for m in messages if not _is_error(m)]
             for destination, key, value, headers in router.route(records):
