@@ -1,0 +1,80 @@
+"""What the console shows, screen by screen, at 80x24 and 160x48.
+
+Each screen is built from a scripted feed on a fake clock, so it is the same on every
+run; the SVGs under __snapshots__ were reviewed by eye before they were committed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.tui.scripted import ScriptedFeed
+from tui.app import FraudConsole
+
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture(autouse=True)
+def utc() -> None:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def under_load() -> ScriptedFeed:
+    feed = ScriptedFeed()
+    feed.traffic(seconds=90, tps=200)
+    feed.traffic(seconds=60, tps=1000)
+    return feed
+
+
+def fraud_heavy() -> ScriptedFeed:
+    feed = ScriptedFeed()
+    feed.settings["detector"]["threshold"] = 300.0
+    feed.settings["generator"]["tps"] = 500.0
+    feed.traffic(seconds=120, tps=500, threshold=300.0, dead=2)
+    return feed
+
+
+def paused() -> ScriptedFeed:
+    feed = under_load()
+    feed.send("paused", True)
+    feed.answer("generator", applied=True)
+    feed.traffic(seconds=30, tps=0)
+    return feed
+
+
+def broker_unreachable() -> ScriptedFeed:
+    feed = under_load()
+    feed.aggregator.set_connected(False)
+    feed.fake_clock.now += 12
+    return feed
+
+
+def refused_command() -> ScriptedFeed:
+    feed = under_load()
+    feed.send("threshold", 950.0)
+    feed.answer("detector", applied=False, reason="command signature does not match")
+    return feed
+
+
+SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
+    "under_load": (under_load, []),
+    "fraud_heavy": (fraud_heavy, []),
+    "paused": (paused, []),
+    "broker_unreachable": (broker_unreachable, []),
+    "refused_command": (refused_command, []),
+    "help": (under_load, ["question_mark"]),
+    "tps_pending": (under_load, ["plus"]),
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen(snap_compare, screen: str, size: tuple[int, int]) -> None:
+    make, keys = SCREENS[screen]
+    app = FraudConsole(make(), subtitle="attached to 127.0.0.1:9092")
+    assert snap_compare(app, press=keys, terminal_size=size)

@@ -1,0 +1,181 @@
+"""fraud-console: the Textual app. Layout and colour live in app.tcss."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Footer, Header, Static
+
+from tui.feed import Feed
+from tui.model import Snapshot
+from tui.screens import HelpScreen, TpsScreen
+from tui.widgets import EventLine, FeedPane, Settings, Throughput
+
+# A 1-2-5 ladder from 1 to 100,000 per second: each key press is a step a person notices.
+TPS_STEPS = tuple(m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= 100_000)
+THRESHOLD_STEP = 50.0
+DEFAULTS = {"tps": 100.0, "threshold": 900.0, "paused": False}
+
+
+def step_tps(current: float, up: bool) -> float:
+    """The next rung of the ladder above (or below) ``current``."""
+    if up:
+        return next((s for s in TPS_STEPS if s > current * 1.0001), TPS_STEPS[-1])
+    return next((s for s in reversed(TPS_STEPS) if s < current * 0.9999), TPS_STEPS[0])
+
+
+class SnapshotReady(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class FraudConsole(App[str | None]):
+    """Watches the pipeline and steers it through the control topic.
+
+    The app's result is a reason to show on exit (a child process that died), or None.
+    """
+
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False  # every action has its key; the footer needs the room
+    TITLE = "fraud-console"
+    # Below 120 columns the feeds stack, so each row shows whole (see app.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("plus,equals_sign", "tps(True)", "TPS+", key_display="+",
+                tooltip="generator rate one step up (1, 2, 5, 10 … 100,000 per second)"),
+        Binding("minus", "tps(False)", "TPS−", key_display="-",
+                tooltip="generator rate one step down"),
+        Binding("t", "type_tps", "TPS…", tooltip="type an exact generator rate"),
+        Binding("right_square_bracket", "threshold(1)", "Thr+", key_display="]",
+                tooltip=f"fraud threshold up by {THRESHOLD_STEP:g}"),
+        Binding("left_square_bracket", "threshold(-1)", "Thr−", key_display="[",
+                tooltip=f"fraud threshold down by {THRESHOLD_STEP:g}"),
+        Binding("p,space", "pause", "Pause", key_display="p",
+                tooltip="pause or resume the generator (also space)"),
+        Binding("r", "reset", "Reset", tooltip="reset this console's counters and history"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="this help"),
+        Binding("q", "quit", "Quit", tooltip="quit (stops what the console started)"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        feed: Feed,
+        subtitle: str = "",
+        watch: Callable[[], str | None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.feed = feed
+        self.sub_title = subtitle
+        self.watch = watch  # says why the console must stop (a child died), or None
+        self.last: Snapshot | None = None
+        self._stop = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("", id="banner")
+        with Horizontal(id="top"):
+            yield Throughput(id="throughput")
+            yield Settings(id="controls")
+        yield EventLine(id="event")
+        with Horizontal(id="feeds"):
+            yield FeedPane("legit")
+            yield FeedPane("fraud")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            # Stop like a quit, so the launcher's cleanup runs.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.exit)
+        self.show(self.feed.snapshot())
+        self.consume()
+        if self.watch is not None:
+            self.set_interval(0.5, self._check_children)
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    @work(thread=True, exclusive=True, name="feed")
+    def consume(self) -> None:
+        """The feed's blocking Kafka loop, off the event loop; snapshots come back as
+        messages (post_message is thread-safe)."""
+        self.feed.run(lambda snapshot: self.post_message(SnapshotReady(snapshot)), self._stop)
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.show(message.snapshot)
+
+    def _check_children(self) -> None:
+        assert self.watch is not None
+        reason = self.watch()
+        if reason:
+            self.exit(reason)
+
+    # -- drawing ----------------------------------------------------------------
+
+    def show(self, snapshot: Snapshot) -> None:
+        self.last = snapshot
+        banner = self.query_one("#banner", Static)
+        if snapshot.connected:
+            banner.display = False
+        else:
+            since = snapshot.outage_since or snapshot.now
+            banner.update(
+                f"Broker {snapshot.bootstrap or ''} unreachable for {snapshot.now - since:.0f} s"
+                " — retrying")
+            banner.display = True
+        self.query_one(Throughput).show(snapshot)
+        self.query_one(Settings).show(snapshot)
+        self.query_one(EventLine).show(snapshot)
+        for pane in self.query(FeedPane):
+            pane.show(snapshot.legit_rows if pane.kind == "legit" else snapshot.fraud_rows)
+
+    def _current(self, setting: str) -> float | bool:
+        """What a step starts from: the pending request, else the value in force."""
+        snapshot = self.last or self.feed.snapshot()
+        request = snapshot.requests.get(setting)
+        if request is not None and request.state == "pending":
+            return request.value
+        applied = snapshot.applied(setting)
+        return DEFAULTS[setting] if applied is None else applied
+
+    def _send(self, setting: str, value: float | bool) -> None:
+        self.feed.send(setting, value)
+        self.show(self.feed.snapshot())  # on screen now, not at the next snapshot
+
+    # -- actions ----------------------------------------------------------------
+
+    def action_tps(self, up: bool) -> None:
+        self._send("tps", float(step_tps(float(self._current("tps")), up)))
+
+    def action_type_tps(self) -> None:
+        def sent(value: float | None) -> None:
+            if value is not None:
+                self._send("tps", value)
+
+        self.push_screen(TpsScreen(), sent)
+
+    def action_threshold(self, direction: int) -> None:
+        current = float(self._current("threshold"))
+        self._send("threshold", max(THRESHOLD_STEP, current + direction * THRESHOLD_STEP))
+
+    def action_pause(self) -> None:
+        self._send("paused", not bool(self._current("paused")))
+
+    def action_reset(self) -> None:
+        self.feed.reset()
+        self.show(self.feed.snapshot())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen([b for b in self.BINDINGS if b.show]))

@@ -1,0 +1,73 @@
+"""fraud-console: attach to a cluster, or run the whole pipeline on an embedded broker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from services import config
+from tui.app import FraudConsole
+from tui.children import Children
+from tui.feed import KafkaFeed
+
+
+def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
+    parser = config.base_parser(
+        "fraud-console",
+        "Watch and steer the fraud pipeline. With no cluster given, run the whole "
+        "pipeline (embedded broker, generator, detector) as child processes.",
+        bootstrap_default=None,
+    )
+    parser.add_argument("--tps", type=config.number("--tps", low=0, high=100_000,
+                                                    low_inclusive=False), default=100.0,
+                        help="starting rate of the embedded generator (default: %(default)s)")
+    parser.add_argument("--threshold", type=config.number("--threshold", low=0, high=1e9,
+                                                          low_inclusive=False),
+                        default=900.0, help="starting fraud threshold of the embedded "
+                        "detector (default: %(default)s)")
+    config.env_option(parser, "--group", "DETECTOR_GROUP", "fraud-detector",
+                      "consumer group of the detectors (for their lag)", os.environ)
+    return config.parse(parser, argv)
+
+
+def service_env(bootstrap: str, args: config.argparse.Namespace) -> dict[str, str]:
+    topics = config.topics(args)
+    return {**os.environ, "KAFKA_BROKER_URL": bootstrap,
+            "TRANSACTIONS_TOPIC": topics.transactions, "LEGIT_TOPIC": topics.legit,
+            "FRAUD_TOPIC": topics.fraud, "DLQ_TOPIC": topics.dlq,
+            "CONTROL_TOPIC": topics.control, "STATUS_TOPIC": topics.status,
+            "DETECTOR_GROUP": args.group}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    topics = config.topics(args)
+    if args.bootstrap is not None:
+        app = FraudConsole(KafkaFeed(args.bootstrap, topics, args.group),
+                           subtitle=f"attached to {args.bootstrap}")
+        app.run()
+        return 0
+
+    children = Children()
+    try:
+        bootstrap = children.start_broker()
+        env = service_env(bootstrap, args)
+        children.start("detector", "services.detector.service",
+                       ["--threshold", str(args.threshold)], env)
+        children.start("generator", "services.generator.service", ["--tps", str(args.tps)],
+                       env)
+        app = FraudConsole(KafkaFeed(bootstrap, topics, args.group),
+                           subtitle=f"embedded broker {bootstrap} · logs {children.log_dir}",
+                           watch=children.first_death)
+        reason = app.run()
+    finally:
+        children.stop_all()
+    if reason:
+        print(f"fraud-console: stopped because the {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""What the console knows, as immutable snapshots, built from batches of records. Pure.
+
+The feed worker hands an ``Aggregator`` counts and a few raw records per batch; a few
+times a second it takes a ``Snapshot``, which is all the UI ever sees. Time comes from
+an injected clock, so tests and screenshots are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.control import parse_status
+
+HISTORY_SECONDS = 300  # sparklines cover the last five minutes
+ROWS = 40  # rows kept per feed pane
+DOWN_AFTER = 5.0
+LATENCY_WINDOW = 10  # a service silent this long is shown as down
+STREAMS = ("in", "legit", "fraud")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One transaction as a feed pane shows it."""
+
+    ts: int
+    source: str
+    target: str
+    amount: float
+    currency: str
+    reasons: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    service: str
+    instance: str
+    age: float  # seconds since the last heartbeat
+    settings: Mapping[str, Any]
+    counters: Mapping[str, Any]
+
+    @property
+    def up(self) -> bool:
+        return self.age <= DOWN_AFTER
+
+
+@dataclass(frozen=True)
+class Request:
+    """A command this console sent, and what became of it."""
+
+    setting: str
+    value: Any
+    id: str
+    state: str = "pending"  # pending, applied, refused
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: float  # wall clock, seconds since epoch
+    connected: bool = True
+    outage_since: float | None = None
+    bootstrap: str = ""
+    legit_rows: tuple[Row, ...] = ()
+    fraud_rows: tuple[Row, ...] = ()
+    history: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    rates: Mapping[str, float] = field(default_factory=dict)
+    totals: Mapping[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    lag: int | None = None
+    latency_p50: float | None = None
+    latency_p99: float | None = None
+    services: tuple[ServiceHealth, ...] = ()
+    requests: Mapping[str, Request] = field(default_factory=dict)
+    events: tuple[str, ...] = ()
+
+    @property
+    def fraud_ratio(self) -> float | None:
+        seen = self.totals.get("legit", 0) + self.totals.get("fraud", 0)
+        return self.totals.get("fraud", 0) / seen if seen else None
+
+    def applied(self, setting: str) -> Any:
+        """The value in force as the owning service reports it (None when unknown)."""
+        for health in self.services:
+            if health.up and setting in health.settings:
+                return health.settings[setting]
+        return None
+
+
+def shown(value: Any) -> str:
+    """A setting's value as a person reads it: 950, not 950.0; 2,500.5; paused."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def row_of(raw: bytes | None) -> Row | None:
+    """The row for one output record; None for what cannot be shown."""
+    try:
+        tx = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(tx, dict):
+        return None
+    rules = (tx.get("detection") or {}).get("rules") or []
+    reasons = ", ".join(str(r.get("reason", r.get("rule", ""))) for r in rules
+                        if isinstance(r, dict))
+    try:
+        return Row(int(tx.get("ts") or 0), str(tx.get("source", "?")),
+                   str(tx.get("target", "?")), float(tx.get("amount", 0.0)),
+                   str(tx.get("currency", "")), reasons)
+    except (TypeError, ValueError):
+        return None
+
+
+class Aggregator:
+    """Counts, rates, latencies and service status from what the feed consumed."""
+
+    def __init__(self, clock: Callable[[], float], bootstrap: str = "") -> None:
+        self.clock = clock
+        self.bootstrap = bootstrap
+        self.reset()
+        self._services: dict[str, dict[str, Any]] = {}
+        self._requests: dict[str, Request] = {}
+        self._events: deque[str] = deque(maxlen=6)
+        self.connected = True
+        self.outage_since: float | None = None
+        self.lag: int | None = None
+        self._in_total: int | None = None  # last high-watermark sum of the input topic
+
+    def reset(self) -> None:
+        """Forget counters and history (the reset key); service status is kept."""
+        start = int(self.clock())
+        self._buckets: dict[str, deque[int]] = {
+            s: deque([0] * HISTORY_SECONDS, maxlen=HISTORY_SECONDS) for s in STREAMS}
+        self._bucket_second = start
+        self._totals = dict.fromkeys(STREAMS, 0)
+        self._dead = 0
+        self._raw: dict[str, deque[bytes]] = {s: deque(maxlen=ROWS) for s in ("legit", "fraud")}
+        # (second, latency in ms) of sampled records: percentiles cover the last
+        # LATENCY_WINDOW seconds, so a start-up backlog does not haunt them for long.
+        self._latencies: deque[tuple[int, float]] = deque(maxlen=20_000)
+
+    # -- input from the feed worker ---------------------------------------------
+
+    def _advance(self) -> None:
+        second = int(self.clock())
+        gap = min(second - self._bucket_second, HISTORY_SECONDS)
+        if gap > 0:
+            for bucket in self._buckets.values():
+                bucket.extend([0] * gap)
+            self._bucket_second = second
+
+    def add_output(self, stream: str, values: list[bytes | None]) -> None:
+        """Records from the legit or fraud topic, counted without decoding."""
+        self._advance()
+        self._buckets[stream][-1] += len(values)
+        self._totals[stream] += len(values)
+        self._raw[stream].extend(v for v in values[-ROWS:] if v is not None)
+
+    def add_dead_letters(self, count: int) -> None:
+        self._dead += count
+
+    def add_input_watermark(self, total: int) -> None:
+        """The input topic's end offsets, summed: their growth is the input rate."""
+        self._advance()
+        if self._in_total is not None and total > self._in_total:
+            grown = total - self._in_total
+            self._buckets["in"][-1] += grown
+            self._totals["in"] += grown
+        self._in_total = total
+
+    def add_latencies(self, samples_ms: Iterable[float]) -> None:
+        second = int(self.clock())
+        self._latencies.extend((second, sample) for sample in samples_ms)
+
+    def add_status(self, values: Iterable[bytes | None]) -> None:
+        now = self.clock()
+        for raw in values:
+            status = parse_status(raw)
+            if status is None:
+                continue
+            if status["kind"] == "heartbeat":
+                self._services[status["instance"]] = {**status, "seen": now}
+            else:
+                self._answer(status)
+
+    def _answer(self, ack: Mapping[str, Any]) -> None:
+        ref = ack.get("ref") or {}
+        for setting, request in self._requests.items():
+            if request.id and request.id == ref.get("id"):
+                if ack.get("applied"):
+                    self._requests[setting] = Request(setting, request.value, request.id,
+                                                      "applied")
+                else:
+                    self._requests[setting] = Request(setting, request.value, request.id,
+                                                      "refused", str(ack.get("reason", "")))
+        if not ack.get("applied"):
+            what = f"{ack.get('setting')} = {shown(ack.get('value'))}" if ack.get("setting") else (
+                f"command at offset {ref.get('offset')}")
+            self.event(f"{ack['service']} refused {what}: {ack.get('reason', '?')}")
+        elif ack.get("setting"):
+            self.event(f"{ack['service']} applied {ack['setting']} = {shown(ack.get('value'))}")
+
+    def requested(self, setting: str, value: Any, command_id: str) -> None:
+        self._requests[setting] = Request(setting, value, command_id)
+
+    def refused_locally(self, setting: str, value: Any, reason: str) -> None:
+        self._requests[setting] = Request(setting, value, "", "refused", reason)
+        self.event(f"not sent {setting} = {shown(value)}: {reason}")
+
+    def event(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+        self._events.append(f"{stamp}  {text}")
+
+    def set_connected(self, connected: bool) -> None:
+        if connected:
+            self.outage_since = None
+        elif self.connected:
+            self.outage_since = self.clock()
+        self.connected = connected
+
+    # -- output to the UI ---------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        self._advance()
+        now = self.clock()
+        # The current second is still filling: rates come from the last full seconds.
+        history = {s: tuple(float(n) for n in list(b)[:-1]) for s, b in self._buckets.items()}
+        rates = {s: sum(h[-3:]) / 3 for s, h in history.items()}
+        since = int(now) - LATENCY_WINDOW
+        while self._latencies and self._latencies[0][0] < since:
+            self._latencies.popleft()
+        latencies = sorted(sample for _, sample in self._latencies)
+        return Snapshot(
+            now=now,
+            connected=self.connected,
+            outage_since=self.outage_since,
+            bootstrap=self.bootstrap,
+            legit_rows=_rows(self._raw["legit"]),
+            fraud_rows=_rows(self._raw["fraud"]),
+            history=history,
+            rates=rates,
+            totals=dict(self._totals),
+            dead_letters=self._dead,
+            lag=self.lag,
+            latency_p50=_percentile(latencies, 0.50),
+            latency_p99=_percentile(latencies, 0.99),
+            services=tuple(
+                ServiceHealth(s["service"], instance, max(0.0, now - s["seen"]),
+                              s.get("settings") or {}, s.get("counters") or {})
+                for instance, s in sorted(self._services.items(),
+                                          key=lambda kv: (kv[1]["service"], kv[0]))),
+            requests=dict(self._requests),
+            events=tuple(self._events),
+        )
+
+
+def _rows(raw: Iterable[bytes]) -> tuple[Row, ...]:
+    """Newest first (by event time: partitions arrive interleaved); only these few
+    records are ever decoded."""
+    rows = [row for row in map(row_of, reversed(list(raw))) if row is not None]
+    return tuple(sorted(rows, key=lambda row: row.ts, reverse=True))
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]

@@ -1,0 +1,211 @@
+"""The console's panels: each renders one part of a Snapshot."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Sparkline, Static
+
+from tui.model import Row, ServiceHealth, Snapshot, shown
+
+LABELS = {"in": "in", "legit": "legit", "fraud": "fraud"}
+
+
+def clock_time(ts_ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
+
+
+def count(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def money(amount: float) -> str:
+    """At most 10 characters, so the amount column never pushes the others out."""
+    if abs(amount) >= 1e7:
+        return f"{amount / 1e6:,.1f}M"
+    return f"{amount:,.2f}"
+
+
+class RateLine(Horizontal):
+    """A stream's label, its sparkline over the last minutes, its rate and its total."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(id=f"rate-{stream}", classes="rate-line")
+        self.stream = stream
+
+    def compose(self) -> ComposeResult:
+        yield Static(LABELS[self.stream], classes="rate-label")
+        yield Sparkline([0.0], summary_function=max, classes=f"spark spark-{self.stream}")
+        yield Static("", classes="rate-value")
+        yield Static("", classes="rate-total")
+
+    def show(self, snapshot: Snapshot) -> None:
+        history = snapshot.history.get(self.stream) or (0.0,)
+        self.query_one(Sparkline).data = list(history)
+        rate = snapshot.rates.get(self.stream, 0.0)
+        self.query_one(".rate-value", Static).update(f"{count(rate)}/s")
+        self.query_one(".rate-total", Static).update(count(snapshot.totals.get(self.stream, 0)))
+
+
+class Throughput(Vertical):
+    def compose(self) -> ComposeResult:
+        for stream in LABELS:
+            yield RateLine(stream)
+        yield Static("", id="totals")
+
+    def on_mount(self) -> None:
+        self.border_title = "Throughput · 5 min"
+        self.border_subtitle = "rate · total"
+
+    def show(self, snapshot: Snapshot) -> None:
+        for line in self.query(RateLine):
+            line.show(snapshot)
+        ratio = snapshot.fraud_ratio
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("fraud ratio ", "dim")
+        text.append(f"{ratio:.1%}" if ratio is not None else "–", "bold")
+        text.append("   dead letters ", "dim")
+        text.append(count(snapshot.dead_letters),
+                    "bold yellow" if snapshot.dead_letters else "")
+        text.append("\nlag ", "dim")
+        text.append(count(snapshot.lag) if snapshot.lag is not None else "–")
+        text.append("   latency p50 ", "dim")
+        text.append(_ms(snapshot.latency_p50))
+        text.append(" p99 ", "dim")
+        text.append(_ms(snapshot.latency_p99))
+        self.query_one("#totals", Static).update(text)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:,.0f} ms" if value is not None else "–"
+
+
+SETTING_LABELS = {"tps": "TPS", "threshold": "threshold", "paused": "generator"}
+
+
+def _value(setting: str, value: Any) -> str:
+    if value is None:
+        return "?"
+    if setting == "paused":
+        return "paused" if value else "running"
+    return shown(value)
+
+
+class Settings(Vertical):
+    """Settings in force as the services report them (the truth, not what was asked),
+    this console's requests on their way, and the services' heartbeats."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="settings")
+        yield Static("", id="services")
+
+    def on_mount(self) -> None:
+        self.border_title = "Settings"
+        self.border_subtitle = "in force → requested"
+
+    def show(self, snapshot: Snapshot) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for setting, label in SETTING_LABELS.items():
+            applied = snapshot.applied(setting)
+            request = snapshot.requests.get(setting)
+            text.append(f"{label:<10}", "dim")
+            text.append(_value(setting, applied), "bold")
+            if request is None:
+                pass
+            elif request.state == "refused":
+                text.append(f"  ✗ {_value(setting, request.value)} refused", "red")
+            elif request.state == "pending" or request.value != applied:
+                text.append(f" → {_value(setting, request.value)}")
+                text.append(" …", "yellow")
+            else:
+                text.append(" ✓", "green")
+            text.append("\n")
+        text.rstrip()
+        self.query_one("#settings", Static).update(text)
+        self.query_one("#services", Static).update(services_text(snapshot.services))
+
+
+def services_text(services: tuple[ServiceHealth, ...]) -> Text:
+    """One line per service: up or down, instances, and the age of the last heartbeat."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if not services:
+        return text.append("no service heard from yet", "dim")
+    by_name: dict[str, list[ServiceHealth]] = {}
+    for health in services:
+        by_name.setdefault(health.service, []).append(health)
+    for i, (name, instances) in enumerate(sorted(by_name.items())):
+        up = [h for h in instances if h.up]
+        mark, style = ("●", "green") if up else ("○", "red")
+        if i:
+            text.append("\n")
+        text.append(f"{mark} ", style)
+        text.append(f"{name:<10}")
+        if len(instances) > 1:
+            text.append(f"{len(up)}/{len(instances)} ", "bold")
+        text.append("up" if up else "down", style)
+        youngest = min(h.age for h in instances)
+        text.append(f" · {youngest:.0f}s ago", "dim")
+    return text
+
+
+class EventLine(Static):
+    """The newest thing that happened to a setting: applied, refused and why."""
+
+    def show(self, snapshot: Snapshot) -> None:
+        if snapshot.events:
+            self.update(Text(snapshot.events[-1], no_wrap=True, overflow="ellipsis"))
+        else:
+            self.update(Text("settings changed with the keys below are confirmed here",
+                             "dim", no_wrap=True, overflow="ellipsis"))
+
+
+class FeedPane(Widget):
+    """One feed pane, newest first, drawn to its width.
+
+    Columns that do not fit are shortened from the right (reasons, then account
+    names), so time and amount always show. Only the rows that fit are drawn.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(id=f"feed-{kind}", classes="feed")
+        self.kind = kind
+        self.rows: tuple[Row, ...] = ()
+
+    def on_mount(self) -> None:
+        self.border_title = "Legit" if self.kind == "legit" else "Fraud"
+
+    def show(self, rows: tuple[Row, ...]) -> None:
+        if rows != self.rows:
+            self.rows = rows
+            self.refresh()
+
+    def render(self) -> Text:
+        width, height = self.content_size.width, self.content_size.height
+        fixed = 8 + 1 + 10 + 1 + 3 + 2  # time, amount, currency and the gaps between
+        accounts = max(9, min(27, width - fixed))
+        side = (accounts - 3) // 2
+        text = Text(no_wrap=True, overflow="crop")
+        header = f"{'time':<8} {'amount':>10} {'':3}  {'source → target':<{accounts}}"
+        if self.kind == "fraud":
+            header += "  why"
+        text.append(header[:width], "bold")
+        amount_style = "red" if self.kind == "fraud" else ""
+        for row in self.rows[: max(0, height - 1)]:
+            text.append("\n")
+            text.append(clock_time(row.ts), "dim")
+            text.append(f" {money(row.amount):>10}", amount_style)
+            text.append(f" {row.currency:<3}  ")
+            pair = f"{_short(row.source, side)} → {_short(row.target, side)}"
+            text.append(f"{pair:<{accounts}}")
+            if self.kind == "fraud" and row.reasons:
+                text.append(f"  {row.reasons}", "dim")
+        return text
+
+
+def _short(account: str, width: int) -> str:
+    return account if len(account) <= width else account[: max(1, width - 1)] + "…"
