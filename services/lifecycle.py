@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,10 +15,17 @@ from services.config import ConfigError, fail
 
 class Shutdown:
     """Set by SIGINT or SIGTERM; service loops check it each turn and then finish
-    their work (flush, commit) instead of dying mid-batch."""
+    their work (flush, commit) instead of dying mid-batch.
 
-    def __init__(self) -> None:
+    A stop is bounded: with the cluster gone, a final commit or a consumer close can
+    wait for it forever, so after ``grace`` seconds (or a second signal) the process
+    exits anyway with code 1. What it had not committed is processed again by the next
+    owner: duplicates are possible then, losses are not.
+    """
+
+    def __init__(self, grace: float = 4.5) -> None:
         self._event = threading.Event()
+        self.grace = grace
 
     def install(self) -> Shutdown:
         signal.signal(signal.SIGINT, self._handle)
@@ -25,8 +33,23 @@ class Shutdown:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("fraud").info("%s received, stopping", signal.Signals(signum).name)
+        log = logging.getLogger("fraud")
+        name = signal.Signals(signum).name
+        if self._event.is_set():
+            log.warning("%s received again, exiting now", name)
+            self._give_up()
+        log.info("%s received, stopping", name)
         self._event.set()
+        timer = threading.Timer(self.grace, self._give_up)
+        timer.daemon = True
+        timer.start()
+
+    def _give_up(self) -> None:
+        logging.getLogger("fraud").error(
+            "could not stop cleanly within %.1f s (is Kafka reachable?); exiting without "
+            "a final commit", self.grace)
+        logging.shutdown()
+        os._exit(1)
 
     def set(self) -> None:
         self._event.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -63,6 +64,8 @@ class FraudConsole(App[str | None]):
         Binding("p,space", "pause", "Pause", key_display="p",
                 tooltip="pause or resume the generator (also space)"),
         Binding("r", "reset", "Reset", tooltip="reset this console's counters and history"),
+        Binding("s", "save_screenshot", "Screenshot", show=False,
+                tooltip="save an SVG screenshot in the current folder"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="this help"),
         Binding("q", "quit", "Quit", tooltip="quit (stops what the console started)"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
@@ -178,4 +181,8 @@ class FraudConsole(App[str | None]):
         self.show(self.feed.snapshot())
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen([b for b in self.BINDINGS if b.show]))
+        self.push_screen(HelpScreen([b for b in self.BINDINGS if b.tooltip]))
+
+    def action_save_screenshot(self) -> None:
+        path = self.save_screenshot(path=os.getcwd())
+        self.notify(f"saved {path}", title="Screenshot")

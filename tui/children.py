@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +97,3 @@ class Children:
     def pids(self) -> list[int]:
         return [child.process.pid for child in self.children]
 
-
-def wait_running(children: Children, seconds: float) -> None:
-    """Give the children a moment; fail early if one dies at start."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if children.first_death():
-            return
-        time.sleep(0.1)
