@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -16,20 +15,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.config import Topics
 from tests.kafka_helpers import ServiceProcess, produce, read_topic, start, values
+from tests.tui.watching import until
 from tui.app import FraudConsole
 from tui.feed import KafkaFeed
-from tui.model import Snapshot
-
-
-async def until(app: FraudConsole, what: Callable[[Snapshot], bool], timeout: float = 30.0,
-                because: str = "") -> Snapshot:
-    """Wait, as a user watching the screen does, until the console shows ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if app.last is not None and what(app.last):
-            return app.last
-        await asyncio.sleep(0.1)
-    pytest.fail(f"the console never showed {because or what}: {app.last}")
 
 
 def input_size(bootstrap: str, topic: str) -> int:
@@ -130,16 +118,3 @@ async def refused(broker: str, topics: Topics, service_env: dict[str, str]) -> N
         assert "threshold -5 is out of range" in snap.events[-1]
         assert snap.applied("threshold") == 900.0
 
-
-def test_an_unreachable_broker_is_shown_not_fatal(topics: Topics) -> None:
-    asyncio.run(unreachable(topics))
-
-
-async def unreachable(topics: Topics) -> None:
-    feed = KafkaFeed("127.0.0.1:9", topics)  # nothing listens on the discard port
-    app = FraudConsole(feed)
-    async with app.run_test(size=(80, 24)):
-        await until(app, lambda s: not s.connected, timeout=20, because="the outage")
-        banner = app.query_one("#banner")
-        assert banner.display
-        assert "unreachable" in str(banner.render())

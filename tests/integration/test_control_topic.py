@@ -1,0 +1,62 @@
+"""Settings live on the control topic: a service started later obeys the latest ones,
+and what it cannot obey it refuses, says why, and keeps running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+
+from services import control
+from services.config import Topics
+from tests.kafka_helpers import ServiceProcess, produce, read_topics, start, values
+
+
+def heartbeats_until(broker: str, topics: Topics, done: Callable[[list[dict]], bool],
+                     timeout: float = 30.0) -> list[dict]:
+    """Everything on the status topic, once ``done`` says it shows what is awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = values(read_topics(broker, [topics.status], 1, timeout=5, settle=0.2)
+                        [topics.status])
+        if done(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def test_a_late_service_takes_the_newest_settings_and_refuses_bad_ones(
+    broker: str, topics: Topics, service_env: dict[str, str], services: list[ServiceProcess]
+) -> None:
+    # Written before any service runs: the newest command of each setting wins.
+    produce(broker, topics.control, [
+        control.command("threshold", 500.0, origin="test"),
+        control.command("tps", 40.0, origin="test"),
+        control.command("threshold", 700.0, origin="test"),
+        (b"threshold", orjson.dumps({"v": 2, "setting": "threshold", "value": 1.0,
+                                     "id": "future", "ts": 1})),
+        (b"threshold", b"{not json"),
+        (b"tps", orjson.dumps({"v": 1, "setting": "tps", "value": 1e12, "id": "big", "ts": 1})),
+    ])
+    start(services, "detector", service_env)
+    start(services, "generator", service_env, "--tps", "5", "--seed", "3")
+
+    def settled(status: list[dict]) -> bool:
+        beats = {s["service"]: s for s in status if s["kind"] == "heartbeat"}
+        return (beats.get("detector", {}).get("settings", {}).get("threshold") == 700.0
+                and beats.get("generator", {}).get("settings", {}).get("tps") == 40.0)
+
+    status = heartbeats_until(broker, topics, settled)
+    assert settled(status), status
+
+    refusals = [s["reason"] for s in status if s["kind"] == "ack" and not s["applied"]]
+    assert any("newer than this service knows" in r for r in refusals), refusals
+    assert any("not JSON" in r for r in refusals), refusals
+    assert any("tps 1000000000000.0 is out of range" in r for r in refusals), refusals
+
+    # And the detector routes at 700: the generator's amounts in [700, 900) are fraud.
+    found = read_topics(broker, [topics.fraud], 1, timeout=30, settle=3)
+    fraud = values(found[topics.fraud])
+    assert fraud and all(tx["amount"] >= 700 for tx in fraud)
+    assert all(tx["detection"]["threshold"] == 700.0 for tx in fraud)
+    assert all(s.process.poll() is None for s in services), "a service stopped on bad input"
