@@ -51,6 +51,34 @@ def decode(raw: bytes | None) -> dict[str, Any]:
 
 
 def validate(tx: Any) -> None:
+    """Nothing for a usable transaction; InvalidTransaction saying why for the rest."""
+    if _plainly_valid(tx):
+        return
+    _explain(tx)
+
+
+def _plainly_valid(tx: Any) -> bool:
+    """The common case in one expression: exact types, no messages to build.
+
+    It accepts only what ``_explain`` accepts (the tests hold both to the same cases),
+    and is about four times faster, which matters at one call per record.
+    """
+    if type(tx) is not dict:
+        return False
+    get = tx.get
+    source, target, amount, currency, ident, ts = (
+        get("source"), get("target"), get("amount"), get("currency"), get("id"), get("ts"))
+    return (
+        type(source) is str and 0 < len(source) <= MAX_TEXT
+        and type(target) is str and 0 < len(target) <= MAX_TEXT
+        and (type(amount) is float or type(amount) is int) and 0 < amount <= MAX_AMOUNT
+        and type(currency) is str and currency in CURRENCIES
+        and (ident is None or (type(ident) is str and 0 < len(ident) <= MAX_TEXT))
+        and (ts is None or (type(ts) is int and 0 <= ts < MAX_TS))
+    )
+
+
+def _explain(tx: Any) -> None:
     if not isinstance(tx, dict):
         raise InvalidTransaction(f"not a JSON object but {type(tx).__name__}")
     for field in ("source", "target"):
@@ -66,7 +94,7 @@ def validate(tx: Any) -> None:
     currency = tx.get("currency")
     if currency is None:
         raise InvalidTransaction("missing field: currency")
-    if currency not in CURRENCIES:
+    if not isinstance(currency, str) or currency not in CURRENCIES:
         raise InvalidTransaction(f"unknown currency: {_show(currency)}")
     ts = tx.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int)

@@ -103,12 +103,16 @@ def loop(
     while not shutdown.requested:
         messages = kafka.consume_batch(consumer, batch_size, 0.1)
         if messages:
-            records = [m for m in messages if not _is_error(m)]
+            records = [m for m in messages if m.error() is None or not _is_error(m)]
             for destination, key, value, headers in router.route(records):
                 topic = destinations[destination]
                 while True:
                     try:
-                        produce(topic, value, key, headers=headers)
+                        # Keyword arguments cost a parse per call: only dead letters have headers.
+                        if headers is None:
+                            produce(topic, value, key)
+                        else:
+                            produce(topic, value, key, headers=headers)
                         break
                     except BufferError:
                         # The local queue is full: let librdkafka send, then retry.

@@ -41,6 +41,19 @@ def test_extra_fields_are_carried_along() -> None:
     (b'{"source": 7, "target": "B", "amount": 5, "currency": "EUR"}', "source is not a text"),
     (b'{"source": "A", "target": "B", "amount": 5, "currency": "EUR", "ts": "now"}',
      "ts is not a time"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": "EUR", "ts": -1}',
+     "ts is not a time"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": "EUR", "ts": true}',
+     "ts is not a time"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": ["EUR"]}', "unknown currency"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": {"c": 1}}', "unknown currency"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": 978}', "unknown currency"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": "EUR", "id": 12}',
+     "id is not a text"),
+    (b'{"source": "A", "target": "B", "amount": 5, "currency": "EUR", "id": ""}',
+     "id is not a text"),
+    (b'{"source": "' + b"A" * 129 + b'", "target": "B", "amount": 5, "currency": "EUR"}',
+     "source is not a text"),
 ])
 def test_bad_records_are_refused_with_a_reason(raw: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidTransaction, match=reason):
@@ -57,3 +70,23 @@ def test_extend_never_writes_a_key_twice() -> None:
     raw = b'{"source":"A","target":"B","amount":5,"currency":"EUR","detection":"forged"}'
     out = orjson.loads(extend(raw, decode(raw), b',"detection":{"fraud":true}'))
     assert out["detection"] == {"fraud": True}
+
+
+def test_the_fast_check_and_the_explaining_one_agree() -> None:
+    """The hot path's one-expression check accepts exactly what the full check accepts."""
+    from services.transaction import _explain, _plainly_valid
+
+    good = {"id": "r-1", "ts": 1, "source": "A", "target": "B", "amount": 1, "currency": "EUR"}
+    variants = [good, {**good, "amount": 0.01}, {**good, "amount": 1e9}, {**good, "ts": 0}]
+    variants += [{k: v for k, v in good.items() if k not in drop} for drop in
+                 (("id",), ("ts",), ("id", "ts"), ("amount",), ("currency",), ("source",))]
+    variants += [{**good, field: value} for field, value in [
+        ("amount", 1e9 + 1), ("amount", True), ("amount", "1"), ("amount", -1),
+        ("ts", 2**53), ("ts", 1.5), ("id", None), ("currency", "eur"), ("target", ["B"])]]
+    for tx in variants:
+        try:
+            _explain(tx)
+            explained = True
+        except InvalidTransaction:
+            explained = False
+        assert _plainly_valid(tx) == explained, tx
