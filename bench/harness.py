@@ -1,65 +1,105 @@
-"""What every benchmark needs: an embedded broker, processes, offsets and CPU clocks.
+"""What every benchmark here needs: an embedded broker, child processes, topic offsets
+and CPU clocks.
 
-Figures are taken from the outside: records are counted by the topics' end offsets
-(never by reading them back: the embedded broker keeps only ~5 MB per partition) and
-CPU time is read from /proc for the process under test alone.
+Figures are taken from outside the process under test: records are counted by the
+topics' end offsets (never by reading them all back, which would compete for the same
+cores; end offsets also survive the embedded broker dropping old data) and CPU time is
+read from /proc for that process alone.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import orjson
+from confluent_kafka import Consumer, TopicPartition
 
+from services import kafka
 from services.config import Topics
 from services.generator.synthetic import TutorialProfile
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
+Children = list[subprocess.Popen[bytes]]
+Output = int | IO[bytes] | None
+
+
+class BenchmarkError(RuntimeError):
+    """A run that cannot be reported: a process failed or the counts are wrong."""
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into SystemExit, so ``finally`` blocks stop the children
+    (Python's default for these signals is to die without running them)."""
+
+    def leave(signum: int, _: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
 
 
 @contextlib.contextmanager
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes() -> Iterator[Children]:
     """Children of a benchmark; all stopped when it ends, however it ends."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: Children = []
     try:
         yield started
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+        stop(*reversed(started))
 
 
-def spawn(started: list[subprocess.Popen[bytes]], module: str, args: Sequence[str] = (),
-          env: dict[str, str] | None = None, stdout: int | None = subprocess.DEVNULL,
-          ) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
-                               env=env or dict(os.environ), stdout=stdout,
-                               stderr=subprocess.DEVNULL)
+def stop(*children: subprocess.Popen[bytes], timeout: float = 10.0) -> list[int]:
+    """SIGTERM to all (the services' graceful stop), SIGKILL to those still running
+    after ``timeout``; their exit codes."""
+    for process in children:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in children:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return [process.returncode for process in children]
+
+
+def spawn(started: Children, module: str, args: Sequence[str] = (),
+          env: dict[str, str] | None = None, stdout: Output = subprocess.DEVNULL,
+          stderr: Output = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """``python -m module args`` as a child that dies with this process (bench.child),
+    so that not even a SIGKILL of the benchmark leaves a service running."""
+    command = [sys.executable, "-m", "bench.child", str(os.getpid()), module, *args]
+    process = subprocess.Popen(command, cwd=ROOT, env=env or dict(os.environ),
+                               stdout=stdout, stderr=stderr)
     started.append(process)
     return process
 
 
-def start_broker(started: list[subprocess.Popen[bytes]]) -> str:
+def start_broker(started: Children) -> str:
     broker = spawn(started, "services.broker", stdout=subprocess.PIPE)
     assert broker.stdout is not None
     bootstrap = broker.stdout.readline().decode().strip()
     if not bootstrap:
-        raise RuntimeError("the embedded broker did not start")
+        raise BenchmarkError("the embedded broker did not start")
     return bootstrap
 
 
@@ -77,31 +117,159 @@ def service_env(bootstrap: str, topics: Topics, group: str) -> dict[str, str]:
             "DETECTOR_GROUP": group}
 
 
+def log_tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+
+# -- CPU time ----------------------------------------------------------------------------
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
+    """User + system CPU time of one process so far, in clock ticks (10 ms) of precision."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def preload(bootstrap: str, topic: str, count: int, seed: int = 1) -> int:
-    """``count`` generated transactions on ``topic`` (4 partitions, keyed by source);
-    returns their total size in bytes."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
-    profile = TutorialProfile(seed=seed)
-    size = 0
-    ts = int(time.time() * 1000)
-    for key, value in profile.batch(count, ts):
-        while True:
+class CpuClock:
+    """CPU time (user + system) of one process, in nanoseconds.
+
+    It sums the run time the scheduler keeps for each thread in nanoseconds
+    (/proc/PID/task/TID/schedstat), because /proc/PID/stat counts in clock ticks of
+    10 ms: too coarse for windows of a few hundred milliseconds. A thread that ends
+    keeps its last reading. Files stay open and are re-read with pread (about a
+    microsecond each), so sampling every few milliseconds costs the machine little.
+    Without schedstat (a kernel without CONFIG_SCHED_INFO) it falls back to ticks.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.precise = Path(f"/proc/{pid}/task/{pid}/schedstat").exists()
+        self._files: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+        self._ended = 0
+
+    def read(self) -> int:
+        if not self.precise:
+            return round(cpu_seconds(self.pid) * 1e9)
+        self._open_new_threads()
+        running = 0
+        for tid, fd in list(self._files.items()):
             try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        size += len(value)
+                self._last[tid] = int(os.pread(fd, 64, 0).split()[0])
+            except ProcessLookupError:  # the thread has ended
+                self._ended += self._last.pop(tid, 0)
+                os.close(self._files.pop(tid))
+                continue
+            running += self._last[tid]
+        return self._ended + running
+
+    def _open_new_threads(self) -> None:
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            if tid not in self._files:
+                # A thread may end between the listing and the open.
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    self._files[tid] = os.open(f"/proc/{self.pid}/task/{tid}/schedstat",
+                                               os.O_RDONLY)
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+class CpuTrace:
+    """A process's CPU time sampled every ``every`` seconds by a thread, against the
+    wall clock, so that it can be read afterwards at any instant of the traced span:
+    for instance at the timestamps of records the process produced."""
+
+    def __init__(self, pid: int, every: float = 0.002) -> None:
+        self.clock = CpuClock(pid)
+        self.every = every
+        self.samples: list[tuple[int, int]] = []  # (wall clock ns, CPU ns)
+        self.error: OSError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name=f"cpu-{pid}", daemon=True)
+
+    def __enter__(self) -> CpuTrace:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.clock.close()
+
+    def _sample(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.samples.append((time.time_ns(), self.clock.read()))
+                self._stop.wait(self.every)
+        except OSError as exc:  # the process is gone: the caller finds out from it
+            self.error = exc
+
+    def at(self, wall_ns: float) -> float:
+        """CPU ns at ``wall_ns``, linear between the two samples around it."""
+        times = [t for t, _ in self.samples]
+        i = bisect.bisect_left(times, wall_ns)
+        if i == 0 or i == len(times):
+            raise BenchmarkError("an output record's time lies outside the CPU trace")
+        (t0, c0), (t1, c1) = self.samples[i - 1], self.samples[i]
+        return c0 + (c1 - c0) * (wall_ns - t0) / (t1 - t0)
+
+
+# -- topics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """An input topic filled with generated transactions, and what a detector should
+    make of them."""
+
+    topic: str
+    records: int
+    bytes: int
+    partitions: int
+    fraud: int  # records whose amount reaches the threshold
+
+    @property
+    def legit(self) -> int:
+        return self.records - self.fraud
+
+
+def preload(bootstrap: str, topic: str, count: int, threshold: float, seed: int = 1,
+            partitions: int = 4, batch: int = 10_000) -> Preloaded:
+    """``count`` transactions made and sent the way the generator makes and sends them
+    (TutorialProfile, keyed by source account, the services' producer), in batches
+    that each carry the time they were made."""
+    kafka.ensure_topics(bootstrap, {topic: partitions})
+    producer = kafka.producer(bootstrap)
+    profile = TutorialProfile(seed=seed)
+    size = fraud = 0
+    for start in range(0, count, batch):
+        made = profile.batch(min(batch, count - start), time.time_ns() // 1_000_000)
+        for key, value in made:
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            size += len(value)
+            if orjson.loads(value)["amount"] >= threshold:
+                fraud += 1
     if producer.flush(60):
-        raise RuntimeError("preload did not complete")
-    return size
+        raise BenchmarkError("the preload did not reach the broker")
+    offsets = Offsets(bootstrap)
+    try:
+        spans = offsets.spans(topic)
+    finally:
+        offsets.close()
+    if sum(high for _, high in spans) != count or any(low for low, _ in spans):
+        raise BenchmarkError(f"the input topic holds {spans} (low, high) per partition, "
+                             f"not {count} records from offset 0: use fewer --records")
+    return Preloaded(topic, count, size, len(spans), fraud)
 
 
 class Offsets:
@@ -116,19 +284,89 @@ class Offsets:
         return sum(self.end(topic) for topic in topics)
 
     def end(self, topic: str) -> int:
+        return sum(high for _, high in self.spans(topic))
+
+    def spans(self, topic: str) -> list[tuple[int, int]]:
+        """``(low, high)`` watermarks of each partition; none while the topic is missing."""
+        return [self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                                    cached=False)
+                for p in self._partitions_of(topic)]
+
+    def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
         if not partitions:
             metadata = self.consumer.list_topics(topic, timeout=10).topics[topic]
             partitions = sorted(metadata.partitions) if metadata.error is None else []
-            if not partitions:
-                return 0
-            self._partitions[topic] = partitions
-        return sum(self.consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                       timeout=10, cached=False)[1]
-                   for p in partitions)
+            if partitions:
+                self._partitions[topic] = partitions
+        return partitions
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def edge_timestamps(bootstrap: str, topics: Sequence[str]) -> tuple[int, int]:
+    """Timestamps (ms) of the first and of the last record across ``topics``.
+
+    Per partition the records keep the order their producer made them in, so its first
+    and last records are its earliest and latest. A partition whose start the broker
+    already dropped (it keeps ~5 MB of each) has lost its first record: an error.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
+                         "group.id": f"bench-edges-{uuid.uuid4().hex[:6]}"})
+    stamps: list[int] = []
+    try:
+        for topic in topics:
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                           timeout=10, cached=False)
+                if low:
+                    raise BenchmarkError(f"the broker dropped the start of {topic}[{p}] "
+                                         "(it keeps ~5 MB per partition): use fewer --records")
+                if high:
+                    stamps += [_timestamp(consumer, topic, p, offset) for offset in (0, high - 1)]
+    finally:
+        consumer.close()
+    if not stamps:
+        raise BenchmarkError(f"no records in {', '.join(topics)}")
+    return min(stamps), max(stamps)
+
+
+def _timestamp(consumer: Consumer, topic: str, partition: int, offset: int) -> int:
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    message = consumer.poll(10)
+    if message is None or message.error() is not None or message.offset() != offset:
+        raise BenchmarkError(f"cannot read {topic}[{partition}]@{offset}")
+    return message.timestamp()[1]
+
+
+def read_all(bootstrap: str, topic: str) -> list[bytes]:
+    """Every value of a small topic (a status topic, say), partition after partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
+                         "group.id": f"bench-read-{uuid.uuid4().hex[:6]}"})
+    values: list[bytes] = []
+    try:
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            values += _read_partition(consumer, TopicPartition(topic, p))
+    finally:
+        consumer.close()
+    return values
+
+
+def _read_partition(consumer: Consumer, partition: TopicPartition) -> list[bytes]:
+    low, high = consumer.get_watermark_offsets(partition, timeout=10, cached=False)
+    consumer.assign([TopicPartition(partition.topic, partition.partition, low)])
+    values: list[bytes] = []
+    offset, deadline = low, time.monotonic() + 10
+    while offset < high and time.monotonic() < deadline:
+        for message in consumer.consume(500, 0.5):
+            offset = message.offset() + 1
+            if message.error() is None and message.value() is not None:
+                values.append(message.value())
+    return values
+
+
+# -- waiting and reporting ---------------------------------------------------------------
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str,
@@ -147,10 +385,10 @@ def median(values: Sequence[float]) -> float:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A fixed-width text table."""
+    """A fixed-width text table: the first column left-aligned, the others right."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(row, widths, strict=True))) for row in cells]
+                       enumerate(zip(row, widths, strict=True))).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

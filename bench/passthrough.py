@@ -1,51 +1,116 @@
 """The baseline the detector is measured against: consume and re-produce raw bytes.
 
-Same clients, settings, batch size and checkpointing as the detector
-(services/detector/service.py), so the difference between the two is the
-detector's own per-record work: decoding, the rule, encoding the verdict.
+Everything but the per-record work is the detector's (services/detector/service.py):
+its settings parser (the same variables and defaults: KAFKA_BROKER_URL,
+TRANSACTIONS_TOPIC, LEGIT_TOPIC, CONTROL_TOPIC, STATUS_TOPIC, DETECTOR_GROUP,
+DETECTOR_BATCH_SIZE), the same client factories, and its loop: the same batch call,
+error filter, produce retry, poll, checkpoint cadence, control follower and
+heartbeat. Each record goes to the legit topic with its key and its bytes untouched.
+What the detector adds is its per-record work: decode, validate, the rule, the
+appended verdict and the choice among three topics.
 
-    python -m bench.passthrough BOOTSTRAP INPUT OUTPUT GROUP
+    KAFKA_BROKER_URL=HOST:PORT TRANSACTIONS_TOPIC=in LEGIT_TOPIC=out python -m bench.passthrough
 """
 
 from __future__ import annotations
 
-import sys
+import logging
+from collections.abc import Callable, Sequence
 
-from services import kafka
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from services import config, control, kafka
 from services.checkpoint import Checkpoint
-from services.lifecycle import Shutdown
+from services.control_channel import ControlFollower, StatusPublisher
+from services.detector.service import PARTITIONS, parse_args
+from services.lifecycle import Shutdown, run_service, setup_logging
+
+log = logging.getLogger("fraud.passthrough")
+SERVICE = "passthrough"
 
 
-def main(argv: list[str]) -> int:
-    bootstrap, source, sink, group = argv
-    shutdown = Shutdown().install()
-    failures = kafka.DeliveryFailures("passthrough")
-    producer = kafka.producer(bootstrap, {"on_delivery": failures})
-    consumer = kafka.consumer(bootstrap, group)
+def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
+    topics = config.topics(args)
+    kafka.ensure_topics(args.bootstrap, {
+        topics.transactions: PARTITIONS, topics.legit: PARTITIONS,
+        topics.control: 1, topics.status: 1,
+    }, args.connect_timeout)
+    instance = kafka.instance_id(SERVICE)
+    failures = kafka.DeliveryFailures(SERVICE)
+    producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
+    consumer = kafka.consumer(args.bootstrap, args.group)
     checkpoint = Checkpoint(consumer, producer, failures)
-    consumer.subscribe([source])
-    produce = producer.produce
+    status = StatusPublisher(producer, topics.status, SERVICE, instance)
+    settings = control.LiveSettings(SERVICE, {})
+    follower = ControlFollower(args.bootstrap, topics.control, settings, status)
+    follower.catch_up()
+
+    def on_revoke(_: Consumer, partitions: list[TopicPartition]) -> None:
+        checkpoint.commit()
+        checkpoint.forget(partitions)
+
+    def housekeeping() -> None:
+        follower.poll()
+        status.beat(settings.values, {"delivery_failures": failures.count,
+                                      "commits": checkpoint.commits})
+
+    consumer.subscribe([topics.transactions], on_revoke=on_revoke)
+    log.info("copying %s to %s", topics.transactions, topics.legit)
     try:
-        while not shutdown.requested:
-            messages = kafka.consume_batch(consumer, 1000, 0.1)
-            records = [m for m in messages if m.error() is None]
-            for message in records:
+        loop(consumer, producer, topics.legit, checkpoint, args.batch_size, housekeeping,
+             shutdown)
+    finally:
+        committed = checkpoint.commit()
+        producer.flush(2)
+        consumer.close()
+        follower.close()
+    return 0 if committed and not failures.count else 1
+
+
+def loop(
+    consumer: Consumer,
+    producer: Producer,
+    sink: str,
+    checkpoint: Checkpoint,
+    batch_size: int,
+    housekeeping: Callable[[], None],
+    shutdown: Shutdown,
+) -> None:
+    """The detector's loop with the routing taken out."""
+    produce = producer.produce
+    while not shutdown.requested:
+        messages = kafka.consume_batch(consumer, batch_size, 0.1)
+        if messages:
+            records = [m for m in messages if m.error() is None or not _is_error(m)]
+            for record in records:
                 while True:
                     try:
-                        produce(sink, message.value(), message.key())
+                        produce(sink, record.value(), record.key())
                         break
                     except BufferError:
                         producer.poll(0.05)
             checkpoint.track(records)
-            producer.poll(0)
-            if checkpoint.due():
-                checkpoint.commit()
-    finally:
-        checkpoint.commit()
-        producer.flush(2)
-        consumer.close()
-    return 0
+        producer.poll(0)
+        if checkpoint.due():
+            checkpoint.commit()
+        housekeeping()
+
+
+def _is_error(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    if error.fatal():
+        raise KafkaException(error)
+    log.warning("consumer: %s", error.str())
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    return run_service("bench-passthrough", lambda: run(args, Shutdown().install()))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -1,189 +1,374 @@
 """Pipeline benchmark on one embedded broker: the detector against a pass-through
 baseline, and the generator's achieved rate.
 
-    python -m bench.pipeline [--records 60000] [--runs 3] [--quick] [--json PATH]
+    python -m bench.pipeline [--records 100000] [--runs 3] [--seconds 5] [--quick]
+                             [--json bench/results/pipeline.json]
 
-Detector vs pass-through. One input topic is preloaded with generated transactions;
-each run starts a fresh consumer group, so the process reads all of them. Measured:
+Detector vs pass-through
+    One input topic (4 partitions) is preloaded with N generated transactions, made
+    and sent the way the generator makes and sends them. Then the pass-through
+    (bench.passthrough) and the detector (services.detector.service) take turns, each
+    as its own process with fresh output topics and a fresh consumer group, so that
+    each reads the whole input from the beginning. Per run:
 
-- throughput, from the first output record to the last, by the timestamps the
-  process's producer gave them (start-up and group join do not count);
-- CPU time per record, from /proc: the process's user + system time between the
-  moment its first output appears and the moment its last one does.
+    - throughput: N - 1 records over the span from the first output record's
+      timestamp to the last one's. The producer stamps a record when produce() is
+      called, so start-up, group join and the final flush fall outside the span;
+    - CPU per record: the process's user + system time between the same two instants.
+      A thread samples it every 2 ms against the wall clock (summing the per-thread
+      schedstat counters, in nanoseconds; /proc/PID/stat counts in 10 ms ticks), and
+      the CPU time at each of the two timestamps is interpolated between the samples
+      around it;
+    - before anything is reported, the counts: once the process has stopped, its
+      outputs' end offsets hold exactly N records (the detector's: exactly the legit
+      and fraud records the preload made, no dead letters), and it stopped cleanly
+      (exit 0: offsets committed, no failed delivery).
 
-Pass-through and detector alternate, run after run, and every figure is a median,
-so that a noisy machine moves both alike; ratios are what to compare. The records
-per run stay below what the embedded broker keeps (~5 MB per partition): the
-detector's outputs are twice the size of its inputs.
+    The detector routes a whole batch before it produces that batch's first record,
+    so the routing of its first batch (1,000 of 100,000 records) falls before its
+    span: that flatters it by about 1 %. Figures are medians of --runs runs; read the
+    ratios, since both sides share the machine's noise.
 
-Generator. At each target rate it runs for a few seconds after a warm-up second;
-the achieved rate is the growth of the topic's end offsets over that window.
+    The embedded broker keeps about 5 MB per partition, and the detector's outputs
+    are about twice the size of its inputs: N stays near 100,000. A run whose start
+    the broker dropped fails instead of reporting.
+
+Generator
+    For each target (1,000, 10,000 and 100,000 per second) the generator runs with
+    --seed on a fresh topic: a warm-up, then --seconds measured. Achieved rate: the
+    growth of the topic's end offsets over the measured window (records that landed,
+    not records attempted), and its error against the target. Alongside, what the
+    generator says of itself in its heartbeats (its rate over its last 5 s, whether it
+    keeps up, records it gave up on). Once stopped, its count must match the topic's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import platform
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import confluent_kafka
 
 from bench.harness import (
+    BenchmarkError,
+    CpuClock,
+    CpuTrace,
     Offsets,
-    cpu_seconds,
+    Preloaded,
+    edge_timestamps,
     fresh_topics,
+    log_tail,
     median,
     preload,
     processes,
+    read_all,
     service_env,
     spawn,
     start_broker,
+    stop,
+    stop_on_signals,
     table,
     wait_until,
 )
+from services.control import parse_status
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
+MODULES = {"passthrough": "bench.passthrough", "detector": "services.detector.service"}
+TARGETS = (1_000.0, 10_000.0, 100_000.0)
+THRESHOLD = 900.0
+BATCH_SIZE = 1000
+GOAL = 0.9  # the project's aim: the detector at least 0.9x the pass-through
 
 
-def edge_timestamps(bootstrap: str, topics: list[str]) -> tuple[int, int]:
-    """Timestamps (ms) of the first and the last record across ``topics``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-edges",
-                         "enable.auto.commit": False})
-    first, last = None, None
-    try:
-        for topic in topics:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            for p in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high <= low:
-                    continue
-                for offset in (low, high - 1):
-                    consumer.assign([TopicPartition(topic, p, offset)])
-                    message = consumer.poll(10)
-                    if message is None or message.error() is not None:
-                        raise RuntimeError(f"cannot read {topic}[{p}]@{offset}")
-                    ts = message.timestamp()[1]
-                    first = ts if first is None else min(first, ts)
-                    last = ts if last is None else max(last, ts)
-    finally:
-        consumer.close()
-    if first is None or last is None:
-        raise RuntimeError("no output records")
-    return first, last
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
-def run_once(bootstrap: str, kind: str, source: str, records: int) -> dict[str, float]:
-    """One pass of ``kind`` ("passthrough" or "detector") over the preloaded input."""
-    group = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
-    topics = fresh_topics(kind)
+def check_alive(process: Any, name: str, log: Path) -> None:
+    if process.poll() is not None:
+        raise BenchmarkError(f"{name} exited with {process.returncode}:\n{log_tail(log)}")
+
+
+# -- detector vs pass-through ------------------------------------------------------------
+
+
+def run_env(bootstrap: str, topics: Any, group: str) -> dict[str, str]:
+    """The same settings for both sides, whatever the caller's environment holds."""
+    return {**service_env(bootstrap, topics, group), "FRAUD_THRESHOLD": f"{THRESHOLD:g}",
+            "DETECTOR_BATCH_SIZE": str(BATCH_SIZE)}
+
+
+def expected_outputs(kind: str, topics: Any, source: Preloaded) -> dict[str, int]:
     if kind == "passthrough":
-        module, args = "bench.passthrough", [bootstrap, source, topics.legit, group]
-        outputs = [topics.legit]
-        env = None
-    else:
-        module, args = "services.detector.service", []
-        outputs = [topics.legit, topics.fraud, topics.dlq]
-        env = service_env(bootstrap, topics, group)
-        env["TRANSACTIONS_TOPIC"] = source
+        return {topics.legit: source.records}
+    return {topics.legit: source.legit, topics.fraud: source.fraud, topics.dlq: 0}
+
+
+def measure(bootstrap: str, kind: str, source: Preloaded, logs: Path) -> dict[str, float]:
+    """One pass of ``kind`` over the preloaded input: its figures, once its counts hold."""
+    topics = dataclasses.replace(fresh_topics(kind), transactions=source.topic)
+    group = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+    expected = expected_outputs(kind, topics, source)
+    log = logs / f"{group}.log"
     offsets = Offsets(bootstrap)
     try:
-        with processes() as started:
-            process = spawn(started, module, args, env)
-            # Start-up is idle time for the process: poll finely to catch its first output.
-            wait_until(lambda: offsets.total(*outputs) > 0, 60, f"{kind} output", every=0.002)
-            cpu_start = cpu_seconds(process.pid)
-            wait_until(lambda: offsets.total(*outputs) >= records, 120,
-                       f"{kind} to finish", every=0.05)
-            cpu_end = cpu_seconds(process.pid)
-            if process.poll() is not None:
-                raise RuntimeError(f"{kind} exited early with {process.returncode}")
+        with processes() as started, log.open("wb") as stderr:
+            process = spawn(started, MODULES[kind], env=run_env(bootstrap, topics, group),
+                            stderr=stderr)
+            with CpuTrace(process.pid) as trace:
+                wait_until(lambda: process.poll() is not None
+                           or offsets.total(*expected) >= source.records,
+                           180, f"{kind} to put out {source.records:,} records", every=0.05)
+            check_alive(process, kind, log)
+            if stop(process)[0] != 0:
+                raise BenchmarkError(f"{kind} did not stop cleanly:\n{log_tail(log)}")
+        counts = {topic: offsets.end(topic) for topic in expected}
     finally:
         offsets.close()
-    first, last = edge_timestamps(bootstrap, outputs[:2])
-    seconds = max(last - first, 1) / 1000
-    return {"msgs_per_s": (records - 1) / seconds,
-            "cpu_us_per_msg": (cpu_end - cpu_start) / records * 1e6,
-            "seconds": seconds}
+    if counts != expected:
+        raise BenchmarkError(f"{kind} put out {counts}, expected {expected}")
+    first, last = edge_timestamps(bootstrap, [t for t, n in expected.items() if n])
+    return figures(source.records, first, last, trace)
 
 
-def generator_rate(bootstrap: str, target: float, seconds: float) -> dict[str, float]:
-    topics = fresh_topics(f"gen{int(target)}")
+def figures(records: int, first_ms: int, last_ms: int, trace: CpuTrace) -> dict[str, float]:
+    # A timestamp is its millisecond, truncated: its middle is the best guess.
+    cpu_ns = trace.at((last_ms + 0.5) * 1e6) - trace.at((first_ms + 0.5) * 1e6)
+    span = max(last_ms - first_ms, 1) / 1000
+    intervals = records - 1
+    return {"msgs_per_s": intervals / span, "cpu_us_per_msg": cpu_ns / 1e3 / intervals,
+            "cores": cpu_ns / 1e9 / span, "span_ms": last_ms - first_ms}
+
+
+def compare(bootstrap: str, source: Preloaded, runs: int,
+            logs: Path) -> dict[str, list[dict[str, float]]]:
+    """Pass-through and detector in turn, ``runs`` times each."""
+    results: dict[str, list[dict[str, float]]] = {kind: [] for kind in MODULES}
+    for n in range(1, runs + 1):
+        for kind, done in results.items():
+            done.append(measure(bootstrap, kind, source, logs))
+            progress(f"  run {n}/{runs} {kind:<11} {done[-1]['msgs_per_s']:>9,.0f} msgs/s "
+                     f"{done[-1]['cpu_us_per_msg']:6.2f} µs/msg")
+    return results
+
+
+# -- generator ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Mark:
+    """A topic's record count and the generator's CPU time at one instant."""
+
+    records: int
+    at: float  # monotonic seconds, the middle of the offsets query
+    wall_ms: float
+    cpu_ns: int
+
+
+def mark(offsets: Offsets, topic: str, clock: CpuClock) -> Mark:
+    before = time.monotonic()
+    records = offsets.end(topic)
+    after = time.monotonic()
+    wall_ms = time.time() * 1000 - (after - before) * 500
+    return Mark(records, (before + after) / 2, wall_ms, clock.read())
+
+
+def generator_rate(bootstrap: str, target: float, warmup: float, seconds: float,
+                   logs: Path) -> dict[str, Any]:
+    topics = fresh_topics(f"gen{target:g}")
+    log = logs / f"generator-{target:g}.log"
     offsets = Offsets(bootstrap)
     try:
-        with processes() as started:
+        with processes() as started, log.open("wb") as stderr:
             process = spawn(started, "services.generator.service",
-                            ["--tps", str(target), "--seed", "1"],
-                            service_env(bootstrap, topics, "bench-unused"))
-            wait_until(lambda: offsets.total(topics.transactions) > 0, 60, "generator output",
-                       every=0.05)
-            time.sleep(1.0)  # warm-up: connections, first batches
-            n0, t0, c0 = offsets.total(topics.transactions), time.monotonic(), \
-                cpu_seconds(process.pid)
-            time.sleep(seconds)
-            n1, t1, c1 = offsets.total(topics.transactions), time.monotonic(), \
-                cpu_seconds(process.pid)
+                            ["--tps", f"{target:g}", "--seed", "1"],
+                            service_env(bootstrap, topics, "bench-unused"), stderr=stderr)
+            start, end = window(process, offsets, topics.transactions, warmup, seconds, log)
+            if stop(process)[0] != 0:
+                raise BenchmarkError(f"the generator did not stop cleanly:\n{log_tail(log)}")
+        total = offsets.end(topics.transactions)
     finally:
         offsets.close()
-    achieved = (n1 - n0) / (t1 - t0)
-    return {"target": target, "achieved": achieved,
-            "error_pct": (achieved - target) / target * 100, "cores": (c1 - c0) / (t1 - t0)}
+    beats = heartbeats(bootstrap, topics.status)
+    if not beats or beats[-1]["produced"] != total:
+        raise BenchmarkError(f"the generator's last heartbeat {beats[-1:]} does not match "
+                             f"the {total:,} records on its topic")
+    # Its own view of the window: the last heartbeat sent before the window closed.
+    seen = [b for b in beats if b["ts"] <= end.wall_ms][-1]
+    achieved = (end.records - start.records) / (end.at - start.at)
+    return {"target": target, "achieved": achieved, "error_pct": percent(achieved, target),
+            "reported": seen["rate"], "reported_error_pct": percent(seen["rate"], target),
+            "keeping_up": seen["keeping_up"], "dropped": beats[-1]["dropped"],
+            "cores": (end.cpu_ns - start.cpu_ns) / 1e9 / (end.at - start.at),
+            "window_s": end.at - start.at, "produced": total}
 
 
-def main() -> int:
+def window(process: Any, offsets: Offsets, topic: str, warmup: float, seconds: float,
+           log: Path) -> tuple[Mark, Mark]:
+    """Marks at the start and the end of the measured window, after the warm-up."""
+    clock = CpuClock(process.pid)
+    try:
+        wait_until(lambda: process.poll() is not None or offsets.end(topic) > 0, 60,
+                   "the generator's first record", every=0.05)
+        check_alive(process, "the generator", log)
+        time.sleep(warmup)
+        start = mark(offsets, topic, clock)
+        time.sleep(seconds)
+        end = mark(offsets, topic, clock)
+        check_alive(process, "the generator", log)
+    finally:
+        clock.close()
+    return start, end
+
+
+def heartbeats(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """The generator's heartbeat counters, oldest first, each with the beat's ``ts``."""
+    beats = []
+    for raw in read_all(bootstrap, topic):
+        status = parse_status(raw)
+        if status and status["kind"] == "heartbeat" and status["service"] == "generator":
+            beats.append({**status["counters"], "ts": status["ts"]})
+    return sorted(beats, key=lambda beat: beat["ts"])
+
+
+def percent(value: float, target: float) -> float:
+    return (value - target) / target * 100
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def summarize(source: Preloaded, runs: dict[str, list[dict[str, float]]],
+              generator: list[dict[str, Any]], precise_cpu: bool) -> dict[str, Any]:
+    sides = {kind: {"median": {key: median([r[key] for r in done]) for key in done[0]},
+                    "runs": done} for kind, done in runs.items()}
+    base, det = sides["passthrough"]["median"], sides["detector"]["median"]
+    throughput = det["msgs_per_s"] / base["msgs_per_s"]
+    return {
+        "input": {"topic": source.topic, "records": source.records,
+                  "bytes_per_record": source.bytes / source.records,
+                  "partitions": source.partitions, "fraud": source.fraud,
+                  "legit": source.legit, "threshold": THRESHOLD, "batch_size": BATCH_SIZE},
+        "runs": len(runs["detector"]),
+        "cpu_clock": "schedstat ns" if precise_cpu else "stat ticks",
+        **sides,
+        "ratios": {"throughput": throughput,
+                   "cpu_efficiency": base["cpu_us_per_msg"] / det["cpu_us_per_msg"],
+                   "goal": GOAL, "goal_met": throughput >= GOAL},
+        "generator": generator,
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    src, ratios = summary["input"], summary["ratios"]
+    head = (f"Detector vs pass-through: {src['records']:,} transactions "
+            f"(~{src['bytes_per_record']:.0f} B, {src['partitions']} partitions, "
+            f"{src['fraud']:,} fraud), batch {src['batch_size']:,}, "
+            f"median of {summary['runs']} runs each")
+    rows = [[kind, f"{m['msgs_per_s']:,.0f}", f"{m['cpu_us_per_msg']:.2f}", f"{m['cores']:.2f}",
+             f"{m['span_ms']:,.0f}",
+             " / ".join(f"{r['msgs_per_s']:,.0f}" for r in summary[kind]["runs"])]
+            for kind in MODULES for m in [summary[kind]["median"]]]
+    verdict = "met" if ratios["goal_met"] else "NOT met"
+    lines = [head, "", table(["", "msgs/s", "CPU µs/msg", "cores", "span ms",
+                              "msgs/s per run"], rows), "",
+             f"detector / pass-through   throughput {ratios['throughput']:.2f}x "
+             f"(goal >= {ratios['goal']:.1f}x: {verdict})",
+             f"pass-through / detector   CPU per record {ratios['cpu_efficiency']:.2f}x "
+             "(the detector's CPU efficiency)",
+             "counts verified: every run put out exactly its input, legit and fraud as "
+             "made, no dead letters, clean exit",
+             "", generator_table(summary["generator"])]
+    return "\n".join(lines)
+
+
+def generator_table(rows: list[dict[str, Any]]) -> str:
+    seconds = rows[0]["window_s"] if rows else 0.0
+    return (f"Generator achieved rate: records landed over {seconds:.1f} s after a warm-up, "
+            "a fresh topic per target\n\n" + table(
+                ["target/s", "landed/s", "error", "own rate/s", "error", "keeping up",
+                 "dropped", "cores"],
+                [[f"{g['target']:,.0f}", f"{g['achieved']:,.0f}", f"{g['error_pct']:+.2f} %",
+                  f"{g['reported']:,.0f}", f"{g['reported_error_pct']:+.2f} %",
+                  "yes" if g["keeping_up"] else "no", f"{g['dropped']:,}",
+                  f"{g['cores']:.2f}"] for g in rows]))
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=60_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0,
-                        help="measured seconds per generator target")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small and once")
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    if args.quick:
-        args.records, args.runs, args.seconds = 10_000, 1, 2.0
+    parser.add_argument("--records", type=int, help="input records (default: 100,000)")
+    parser.add_argument("--runs", type=int, help="runs of each side (default: 3)")
+    parser.add_argument("--seconds", type=float,
+                        help="measured seconds per generator target (default: 5)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke check: 20,000 records, 1 run, 2 s per target")
+    parser.add_argument("--json", type=Path, default=RESULTS,
+                        help="where to write the results (default: %(default)s)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.records = args.records or (20_000 if quick else 100_000)
+    args.runs = args.runs or (1 if quick else 3)
+    args.seconds = args.seconds or (2.0 if quick else 5.0)
+    args.warmup = 1.0 if quick else 2.0
+    if args.records < 2 or args.runs < 1 or args.seconds <= 0:
+        parser.error("--records must be at least 2, --runs at least 1, --seconds above 0")
+    return args
 
-    started_at = time.monotonic()
-    with processes() as started:
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, \
+            processes() as started:
+        logs = Path(tmp)
         bootstrap = start_broker(started)
-        source = fresh_topics("input").transactions
-        size = preload(bootstrap, source, args.records)
-        runs: dict[str, list[dict[str, float]]] = {"passthrough": [], "detector": []}
-        for _ in range(args.runs):
-            for kind in runs:
-                runs[kind].append(run_once(bootstrap, source=source, kind=kind,
-                                           records=args.records))
-        generator = [generator_rate(bootstrap, target, args.seconds)
-                     for target in (1_000.0, 10_000.0, 100_000.0)]
+        progress(f"embedded broker at {bootstrap}; preloading {args.records:,} records")
+        source = preload(bootstrap, fresh_topics("input").transactions, args.records,
+                         THRESHOLD)
+        runs = compare(bootstrap, source, args.runs, logs)
+        generator = []
+        for target in TARGETS:
+            generator.append(generator_rate(bootstrap, target, args.warmup, args.seconds,
+                                            logs))
+            progress(f"  generator at {target:,.0f}/s: {generator[-1]['achieved']:,.0f}/s")
+    return summarize(source, runs, generator, CpuClock(os.getpid()).precise)
 
-    summary: dict[str, Any] = {"records": args.records, "bytes_per_record": size / args.records,
-                               "runs": args.runs}
-    for kind, results in runs.items():
-        summary[kind] = {key: median([r[key] for r in results]) for key in results[0]}
-        summary[kind]["all_msgs_per_s"] = [round(r["msgs_per_s"]) for r in results]
-    base, det = summary["passthrough"], summary["detector"]
-    summary["throughput_ratio"] = det["msgs_per_s"] / base["msgs_per_s"]
-    summary["cpu_efficiency_ratio"] = base["cpu_us_per_msg"] / det["cpu_us_per_msg"]
-    summary["generator"] = generator
-    summary["wall_seconds"] = time.monotonic() - started_at
 
-    print(f"\nDetector vs pass-through: {args.records:,} records of "
-          f"~{size / args.records:.0f} B, median of {args.runs} runs each\n")
-    print(table(["", "msgs/s", "CPU µs/msg", "runs (msgs/s)"], [
-        [kind, f"{summary[kind]['msgs_per_s']:,.0f}", f"{summary[kind]['cpu_us_per_msg']:.1f}",
-         ", ".join(f"{v:,}" for v in summary[kind]["all_msgs_per_s"])] for kind in runs]))
-    print(f"\nthroughput ratio detector/pass-through: {summary['throughput_ratio']:.2f}x"
-          f" (goal >= 0.9x)")
-    print(f"CPU efficiency pass-through/detector:   {summary['cpu_efficiency_ratio']:.2f}x")
-    print("\nGenerator achieved rate\n")
-    print(table(["target/s", "achieved/s", "error", "cores"], [
-        [f"{g['target']:,.0f}", f"{g['achieved']:,.0f}", f"{g['error_pct']:+.2f} %",
-         f"{g['cores']:.2f}"] for g in generator]))
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_on_signals()
+    began, load = time.monotonic(), os.getloadavg()
+    try:
+        summary = benchmark(args)
+    except (BenchmarkError, TimeoutError) as exc:
+        print(f"bench.pipeline: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench.pipeline: interrupted", file=sys.stderr)
+        return 130
+    summary["machine"] = {"cpus": os.cpu_count(), "load_before": load,
+                          "load_after": os.getloadavg(), "python": platform.python_version(),
+                          "confluent_kafka": confluent_kafka.version()[0],
+                          "librdkafka": confluent_kafka.libversion()[0]}
+    summary["wall_seconds"] = time.monotonic() - began
+    print("\n" + render(summary))
+    print(f"\n{summary['wall_seconds']:.0f} s in all; "
+          f"load average {load[0]:.2f} before, {summary['machine']['load_after'][0]:.2f} after")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2))
-    print(f"\n{summary['wall_seconds']:.0f} s; written to {args.json}")
+    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"written to {args.json}")
     return 0
 
 

@@ -117,7 +117,9 @@ class FraudConsole(App[str | None]):
         self.feed.run(lambda snapshot: self.post_message(SnapshotReady(snapshot)), self._stop)
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        self.show(message.snapshot)
+        # A snapshot the worker took before a key press may arrive after it: skip it.
+        if self.last is None or message.snapshot.now >= self.last.now:
+            self.show(message.snapshot)
 
     def _check_children(self) -> None:
         assert self.watch is not None
@@ -146,7 +148,7 @@ class FraudConsole(App[str | None]):
 
     def _current(self, setting: str) -> float | bool:
         """What a step starts from: the pending request, else the value in force."""
-        snapshot = self.last or self.feed.snapshot()
+        snapshot = self.feed.snapshot()  # fresh: the last one shown may predate a press
         request = snapshot.requests.get(setting)
         if request is not None and request.state == "pending":
             return request.value

@@ -195,6 +195,12 @@ class Aggregator:
 
     def _answer(self, ack: Mapping[str, Any]) -> None:
         ref = ack.get("ref") or {}
+        known = self._services.get(str(ack.get("instance")))
+        if ack.get("applied") and ack.get("setting") and known is not None:
+            # As true as a heartbeat, and earlier: without it a second key press would
+            # step from the value before the first.
+            known["settings"] = {**(known.get("settings") or {}),
+                                 ack["setting"]: ack.get("value")}
         for setting, request in self._requests.items():
             if request.id and request.id == ref.get("id"):
                 if ack.get("applied"):

@@ -147,3 +147,16 @@ def test_setting_values_read_like_a_person_writes_them() -> None:
     assert shown(950.0) == "950"
     assert shown(2500.5) == "2,500.5"
     assert shown(True) == "true"
+
+
+def test_an_applied_answer_updates_the_setting_before_the_next_heartbeat() -> None:
+    """So that a second key press steps from the new value, not from the old one."""
+    feed = ScriptedFeed()
+    feed.heartbeats()
+    feed.send("threshold", 950.0)
+    last = feed.sent[-1]
+    cmd = control.parse_command(orjson.dumps(last))
+    feed.aggregator.add_status([control.ack("detector", "detector-1",
+                                            {"partition": 0, "offset": 1, "id": cmd.id},
+                                            True, "", cmd)])  # no heartbeat yet
+    assert feed.snapshot().applied("threshold") == 950.0
