@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from services import config, control, kafka
 from services.checkpoint import Checkpoint
 from services.control_channel import ControlFollower, StatusPublisher
-from services.detector.routing import DLQ, FRAUD, LEGIT, Router
+from services.detector.routing import DLQ, FRAUD, LEGIT, Headers, Router
 from services.lifecycle import Shutdown, run_service, setup_logging
 
 log = logging.getLogger("fraud.detector")
@@ -100,28 +100,37 @@ def loop(
 ) -> None:
     """The hot path: consume a batch → route → produce → checkpoint when due."""
     produce = producer.produce
+    legit_topic, fraud_topic, dlq_topic = destinations[LEGIT], destinations[FRAUD], \
+        destinations[DLQ]
     while not shutdown.requested:
         messages = kafka.consume_batch(consumer, batch_size, 0.1)
         if messages:
             records = [m for m in messages if m.error() is None or not _is_error(m)]
-            for destination, key, value, headers in router.route(records):
-                topic = destinations[destination]
-                while True:
+            routed = router.route(records)
+            for topic, outputs in ((legit_topic, routed.legit), (fraud_topic, routed.fraud)):
+                for key, value in outputs:
                     try:
-                        # Keyword arguments cost a parse per call: only dead letters have headers.
-                        if headers is None:
-                            produce(topic, value, key)
-                        else:
-                            produce(topic, value, key, headers=headers)
-                        break
+                        produce(topic, value, key)
                     except BufferError:
-                        # The local queue is full: let librdkafka send, then retry.
-                        producer.poll(0.05)
+                        _produce_when_room(producer, topic, key, value, None)
+            for key, value, headers in routed.dlq:
+                _produce_when_room(producer, dlq_topic, key, value, headers)
             checkpoint.track(records)
         producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()
         housekeeping()
+
+
+def _produce_when_room(producer: Producer, topic: str, key: bytes | None,
+                       value: bytes | None, headers: Headers | None) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            # The local queue is full: let librdkafka send, then retry.
+            producer.poll(0.05)
 
 
 def _is_error(message: Message) -> bool:

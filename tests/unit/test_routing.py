@@ -34,6 +34,14 @@ class FakeRecord:
         return (1, 1_700_000_000_123)
 
 
+def route(router: Router, records: list[FakeRecord]) -> list[tuple]:
+    """``(destination, key, value, headers)`` of every output, whatever its list."""
+    routed = router.route(records)
+    return ([(LEGIT, k, v, None) for k, v in routed.legit]
+            + [(FRAUD, k, v, None) for k, v in routed.fraud]
+            + [(DLQ, k, v, h) for k, v, h in routed.dlq])
+
+
 def tx(amount: float, **extra: object) -> bytes:
     return orjson.dumps({"id": "x", "ts": 5, "source": "A", "target": "B",
                          "amount": amount, "currency": "EUR", **extra})
@@ -42,7 +50,7 @@ def tx(amount: float, **extra: object) -> bytes:
 @pytest.mark.parametrize(("amount", "destination"), [
     (899.99, LEGIT), (900, FRAUD), (900.0, FRAUD), (1000, FRAUD), (1, LEGIT)])
 def test_threshold_rule(amount: float, destination: str) -> None:
-    [(where, key, value, headers)] = Router("d1").route([FakeRecord(tx(amount))])
+    [(where, key, value, headers)] = route(Router("d1"), [FakeRecord(tx(amount))])
     assert where == destination
     assert key == b"k"
     assert headers is None
@@ -56,14 +64,14 @@ def test_threshold_rule(amount: float, destination: str) -> None:
 def test_threshold_changes_live() -> None:
     router = Router("d1")
     router.set_threshold(100)
-    [(where, _, value, _)] = router.route([FakeRecord(tx(150))])
+    [(where, _, value, _)] = route(router, [FakeRecord(tx(150))])
     assert where == FRAUD
     assert orjson.loads(value)["detection"]["threshold"] == 100
 
 
 def test_bare_tutorial_record_gets_id_and_ts_from_its_origin() -> None:
     bare = orjson.dumps({"source": "A", "target": "B", "amount": 950.0, "currency": "EUR"})
-    [(where, _, value, _)] = Router("d1").route([FakeRecord(bare, _offset=41)])
+    [(where, _, value, _)] = route(Router("d1"), [FakeRecord(bare, _offset=41)])
     out = orjson.loads(value)
     assert where == FRAUD
     assert out["id"] == "queueing.transactions-2-41"
@@ -72,8 +80,8 @@ def test_bare_tutorial_record_gets_id_and_ts_from_its_origin() -> None:
 
 def test_garbage_goes_to_the_dead_letter_topic_untouched_with_its_reason() -> None:
     router = Router("d1")
-    routed = router.route([FakeRecord(b"\x00garbage"), FakeRecord(tx(5))])
-    (where, key, value, headers), (after, *_) = routed
+    routed = route(router, [FakeRecord(b"\x00garbage"), FakeRecord(tx(5))])
+    (after, *_), (where, key, value, headers) = routed
     assert (where, key, value) == (DLQ, b"k", b"\x00garbage")
     header = dict(headers)
     assert header["dlq.reason"].startswith(b"not JSON")
