@@ -214,7 +214,8 @@ class CpuTrace:
         times = [t for t, _ in self.samples]
         i = bisect.bisect_left(times, wall_ns)
         if i == 0 or i == len(times):
-            raise BenchmarkError("an output record's time lies outside the CPU trace")
+            raise BenchmarkError("an output record's time lies outside the CPU trace"
+                                 + (f" (sampling stopped: {self.error})" if self.error else ""))
         (t0, c0), (t1, c1) = self.samples[i - 1], self.samples[i]
         return c0 + (c1 - c0) * (wall_ns - t0) / (t1 - t0)
 
@@ -360,9 +361,10 @@ def _read_partition(consumer: Consumer, partition: TopicPartition) -> list[bytes
     offset, deadline = low, time.monotonic() + 10
     while offset < high and time.monotonic() < deadline:
         for message in consumer.consume(500, 0.5):
-            offset = message.offset() + 1
-            if message.error() is None and message.value() is not None:
-                values.append(message.value())
+            if message.error() is None:
+                offset = message.offset() + 1
+                if message.value() is not None:
+                    values.append(message.value())
     return values
 
 

@@ -49,6 +49,7 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +81,7 @@ from bench.harness import (
     table,
     wait_until,
 )
+from services.config import Topics
 from services.control import parse_status
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
@@ -94,7 +96,7 @@ def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def check_alive(process: Any, name: str, log: Path) -> None:
+def check_alive(process: subprocess.Popen[bytes], name: str, log: Path) -> None:
     if process.poll() is not None:
         raise BenchmarkError(f"{name} exited with {process.returncode}:\n{log_tail(log)}")
 
@@ -102,13 +104,13 @@ def check_alive(process: Any, name: str, log: Path) -> None:
 # -- detector vs pass-through ------------------------------------------------------------
 
 
-def run_env(bootstrap: str, topics: Any, group: str) -> dict[str, str]:
+def run_env(bootstrap: str, topics: Topics, group: str) -> dict[str, str]:
     """The same settings for both sides, whatever the caller's environment holds."""
     return {**service_env(bootstrap, topics, group), "FRAUD_THRESHOLD": f"{THRESHOLD:g}",
             "DETECTOR_BATCH_SIZE": str(BATCH_SIZE)}
 
 
-def expected_outputs(kind: str, topics: Any, source: Preloaded) -> dict[str, int]:
+def expected_outputs(kind: str, topics: Topics, source: Preloaded) -> dict[str, int]:
     if kind == "passthrough":
         return {topics.legit: source.records}
     return {topics.legit: source.legit, topics.fraud: source.fraud, topics.dlq: 0}
@@ -204,17 +206,20 @@ def generator_rate(bootstrap: str, target: float, warmup: float, seconds: float,
         raise BenchmarkError(f"the generator's last heartbeat {beats[-1:]} does not match "
                              f"the {total:,} records on its topic")
     # Its own view of the window: the last heartbeat sent before the window closed.
-    seen = [b for b in beats if b["ts"] <= end.wall_ms][-1]
+    seen = [b for b in beats if b["ts"] <= end.wall_ms][-1:]
+    if not seen:
+        raise BenchmarkError("the generator sent no heartbeat during the measured window")
+    own = seen[0]
     achieved = (end.records - start.records) / (end.at - start.at)
     return {"target": target, "achieved": achieved, "error_pct": percent(achieved, target),
-            "reported": seen["rate"], "reported_error_pct": percent(seen["rate"], target),
-            "keeping_up": seen["keeping_up"], "dropped": beats[-1]["dropped"],
+            "reported": own["rate"], "reported_error_pct": percent(own["rate"], target),
+            "keeping_up": own["keeping_up"], "dropped": beats[-1]["dropped"],
             "cores": (end.cpu_ns - start.cpu_ns) / 1e9 / (end.at - start.at),
             "window_s": end.at - start.at, "produced": total}
 
 
-def window(process: Any, offsets: Offsets, topic: str, warmup: float, seconds: float,
-           log: Path) -> tuple[Mark, Mark]:
+def window(process: subprocess.Popen[bytes], offsets: Offsets, topic: str, warmup: float,
+           seconds: float, log: Path) -> tuple[Mark, Mark]:
     """Marks at the start and the end of the measured window, after the warm-up."""
     clock = CpuClock(process.pid)
     try:
