@@ -251,12 +251,7 @@ def preload(bootstrap: str, topic: str, count: int, threshold: float, seed: int 
     for start in range(0, count, batch):
         made = profile.batch(min(batch, count - start), time.time_ns() // 1_000_000)
         for key, value in made:
-            while True:
-                try:
-                    producer.produce(topic, value, key)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            kafka.produce_when_room(producer, topic, key, value)
             size += len(value)
             if orjson.loads(value)["amount"] >= threshold:
                 fraud += 1

@@ -83,12 +83,10 @@ def loop(
         if messages:
             records = [m for m in messages if m.error() is None or not _is_error(m)]
             for record in records:
-                while True:
-                    try:
-                        produce(sink, record.value(), record.key())
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                try:
+                    produce(sink, record.value(), record.key())
+                except BufferError:
+                    kafka.produce_when_room(producer, sink, record.key(), record.value())
             checkpoint.track(records)
         producer.poll(0)
         if checkpoint.due():

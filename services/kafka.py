@@ -98,6 +98,21 @@ def consume_batch(consumer: Consumer, size: int, timeout: float) -> list[Message
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
+def produce_when_room(producer: Producer, topic: str, key: bytes | None,
+                      value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
+                      ) -> None:
+    """``produce``, waiting while the local queue is full instead of failing.
+
+    Hot loops call ``producer.produce`` directly and come here only on BufferError.
+    """
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)  # let librdkafka send, then try again
+
+
 def admin(bootstrap: str, quiet: bool = False) -> AdminClient:
     return AdminClient(_config(bootstrap, None, quiet=quiet))
 

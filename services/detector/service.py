@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from services import config, control, kafka
 from services.checkpoint import Checkpoint
 from services.control_channel import ControlFollower, StatusPublisher
-from services.detector.routing import DLQ, FRAUD, LEGIT, Headers, Router
+from services.detector.routing import DLQ, FRAUD, LEGIT, Router
 from services.lifecycle import Shutdown, run_service, setup_logging
 
 log = logging.getLogger("fraud.detector")
@@ -112,25 +112,14 @@ def loop(
                     try:
                         produce(topic, value, key)
                     except BufferError:
-                        _produce_when_room(producer, topic, key, value, None)
+                        kafka.produce_when_room(producer, topic, key, value)
             for key, value, headers in routed.dlq:
-                _produce_when_room(producer, dlq_topic, key, value, headers)
+                kafka.produce_when_room(producer, dlq_topic, key, value, headers)
             checkpoint.track(records)
         producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()
         housekeeping()
-
-
-def _produce_when_room(producer: Producer, topic: str, key: bytes | None,
-                       value: bytes | None, headers: Headers | None) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, headers=headers)
-            return
-        except BufferError:
-            # The local queue is full: let librdkafka send, then retry.
-            producer.poll(0.05)
 
 
 def _is_error(message: Message) -> bool:

@@ -7,8 +7,6 @@ import os
 import time
 from collections.abc import Sequence
 
-from confluent_kafka import Producer
-
 from services import config, control, kafka
 from services.control_channel import ControlFollower, StatusPublisher
 from services.generator.pacing import Pacer, RateMeter
@@ -80,7 +78,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                 count = min(count, limit - produced)
             if count:
                 for key, value in profile.batch(count, time.time_ns() // 1_000_000):
-                    _produce(producer, topics.transactions, key, value)
+                    kafka.produce_when_room(producer, topics.transactions, key, value)
                 produced += count
                 pacer.sent(count)
                 meter.add(now, count)
@@ -104,16 +102,6 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         log.error("%d transactions not delivered at exit", left)
     log.info("stopped after %d transactions (%d delivery failures)", produced, failures.count)
     return 1 if left or failures.count else 0
-
-
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            # The local queue is full: let librdkafka send, then try again.
-            producer.poll(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
