@@ -13,8 +13,9 @@ carried along untouched.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 MAX_AMOUNT = 1_000_000_000.0
@@ -33,49 +34,66 @@ CURRENCIES = frozenset(
     "XAF XCD XOF XPF YER ZAR ZMW ZWL".split()
 )
 
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+Amount = Annotated[float, msgspec.Meta(gt=0, le=MAX_AMOUNT)]
+EventTime = Annotated[int, msgspec.Meta(ge=0, lt=MAX_TS)]
+Currency = Literal[tuple(sorted(CURRENCIES))]  # type: ignore[valid-type]
+
+
+class Transaction(msgspec.Struct, gc=False):
+    """The fields the detector reads; every other member stays in the record's bytes.
+
+    The schema is the whole validation: msgspec checks types, ranges, lengths and the
+    currency in C while it decodes, at a fraction of the cost of decoding to a dict
+    and checking it in Python. ``id`` and ``ts`` are UNSET in the bare tutorial schema;
+    ``detection`` is read only to know that a record already carries one.
+    """
+
+    source: Text
+    target: Text
+    amount: Amount
+    currency: Currency
+    id: Text | msgspec.UnsetType = msgspec.UNSET
+    ts: EventTime | msgspec.UnsetType = msgspec.UNSET
+    detection: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
 
 class InvalidTransaction(ValueError):
     """A record that is not a usable transaction; the message is the dead-letter reason."""
 
 
-def decode(raw: bytes | None) -> dict[str, Any]:
+# The schema's decoder alone, for loops that handle its errors themselves: it raises
+# msgspec.DecodeError (ValidationError included), ValueError for invalid UTF-8 and
+# TypeError for None.
+decode_schema = msgspec.json.Decoder(Transaction).decode
+
+
+def decode(raw: bytes | None) -> Transaction:
     """The validated transaction in ``raw``, or InvalidTransaction saying why not."""
     if raw is None:
         raise InvalidTransaction("empty record (null value)")
     try:
+        return decode_schema(raw)
+    except (msgspec.DecodeError, ValueError) as exc:  # ValueError: invalid UTF-8
+        raise InvalidTransaction(reason(raw, exc)) from None
+
+
+def reason(raw: bytes, error: Exception) -> str:
+    """Why ``raw`` was refused, in words a person reading the dead letters follows.
+
+    Only refused records come here, so this may take its time: it decodes again to a
+    dict and names the first field at fault. The schema stays the only judge: where
+    this finds nothing to say, msgspec's own message is the reason.
+    """
+    try:
         tx = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidTransaction(f"not JSON: {exc}") from None
-    validate(tx)
-    return tx
-
-
-def validate(tx: Any) -> None:
-    """Nothing for a usable transaction; InvalidTransaction saying why for the rest."""
-    if _plainly_valid(tx):
-        return
-    _explain(tx)
-
-
-def _plainly_valid(tx: Any) -> bool:
-    """The common case in one expression: exact types, no messages to build.
-
-    It accepts only what ``_explain`` accepts (the tests hold both to the same cases),
-    and is about four times faster, which matters at one call per record.
-    """
-    if type(tx) is not dict:
-        return False
-    get = tx.get
-    source, target, amount, currency, ident, ts = (
-        get("source"), get("target"), get("amount"), get("currency"), get("id"), get("ts"))
-    return (
-        type(source) is str and 0 < len(source) <= MAX_TEXT
-        and type(target) is str and 0 < len(target) <= MAX_TEXT
-        and (type(amount) is float or type(amount) is int) and 0 < amount <= MAX_AMOUNT
-        and type(currency) is str and currency in CURRENCIES
-        and (ident is None or (type(ident) is str and 0 < len(ident) <= MAX_TEXT))
-        and (ts is None or (type(ts) is int and 0 <= ts < MAX_TS))
-    )
+        return f"not JSON: {exc}"
+    try:
+        _explain(tx)
+    except InvalidTransaction as exc:
+        return str(exc)
+    return str(error)
 
 
 def _explain(tx: Any) -> None:
@@ -84,30 +102,29 @@ def _explain(tx: Any) -> None:
     for field in ("source", "target"):
         _text(tx, field, required=True)
     _text(tx, "id", required=False)
-    amount = tx.get("amount")
-    if amount is None:
+    if "amount" not in tx:
         raise InvalidTransaction("missing field: amount")
+    amount = tx["amount"]
     if isinstance(amount, bool) or not isinstance(amount, int | float):
         raise InvalidTransaction(f"amount is not a number: {_show(amount)}")
     if not math.isfinite(amount) or not 0 < amount <= MAX_AMOUNT:
         raise InvalidTransaction(f"amount out of range (0, {MAX_AMOUNT:.0f}]: {amount!r}")
-    currency = tx.get("currency")
-    if currency is None:
+    if "currency" not in tx:
         raise InvalidTransaction("missing field: currency")
+    currency = tx["currency"]
     if not isinstance(currency, str) or currency not in CURRENCIES:
         raise InvalidTransaction(f"unknown currency: {_show(currency)}")
-    ts = tx.get("ts")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int)
-                           or not 0 <= ts < MAX_TS):
+    ts = tx.get("ts", 0)
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < MAX_TS:
         raise InvalidTransaction(f"ts is not a time in ms since epoch: {_show(ts)}")
 
 
 def _text(tx: dict[str, Any], field: str, required: bool) -> None:
-    value = tx.get(field)
-    if value is None:
+    if field not in tx:
         if required:
             raise InvalidTransaction(f"missing field: {field}")
         return
+    value = tx[field]
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
         raise InvalidTransaction(f"{field} is not a text of 1..{MAX_TEXT} characters: "
                                  f"{_show(value)}")
@@ -122,16 +139,17 @@ def encode(tx: dict[str, Any]) -> bytes:
     return orjson.dumps(tx)
 
 
-def extend(raw: bytes, tx: dict[str, Any], fields: bytes) -> bytes:
+def extend(raw: bytes, tx: Transaction, fields: bytes) -> bytes:
     """``raw`` (a valid transaction's bytes) with JSON members ``fields`` appended.
 
     Appending to the original bytes instead of re-encoding keeps the record exactly
     as its producer wrote it and costs a copy, not a serialisation. ``fields`` is a
-    JSON fragment starting with a comma. A record that already has one of the added
-    keys is re-encoded without it so that no key appears twice.
+    JSON fragment starting with a comma. A record that already has a ``detection`` is
+    re-encoded without it, so that no key appears twice.
     """
-    if "detection" in tx:
-        tx = {k: v for k, v in tx.items() if k != "detection"}
-        raw = orjson.dumps(tx)
+    if tx.detection is not msgspec.UNSET:
+        members = orjson.loads(raw)
+        del members["detection"]
+        raw = orjson.dumps(members)
     body = raw.rstrip()
     return body[:-1] + fields + b"}"
