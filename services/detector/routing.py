@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 import orjson
 from msgspec import UNSET, DecodeError
 
-from services.detector.rules import AmountThreshold
+from services.detector.rules import AmountThreshold, Hit, StatefulRules
 from services.transaction import (
     InvalidTransaction,
     Transaction,
@@ -59,11 +59,18 @@ class Routed(NamedTuple):
 
 @dataclass
 class Router:
-    """Routes by the amount threshold; its output suffixes are built once per threshold."""
+    """Routes by the amount threshold and, when given, the stateful rules.
+
+    With the threshold alone there are only two verdicts, built once per threshold and
+    appended to each record's bytes; with rules, each verdict names the rules that fired
+    and the figures they judged by (``features``).
+    """
 
     instance: str
     threshold: float = 900.0
     counters: Counters = field(default_factory=Counters)
+    # Rules beyond the threshold; None keeps the stateless fast path.
+    rules: StatefulRules | None = None
 
     def __post_init__(self) -> None:
         self.set_threshold(self.threshold)
@@ -83,6 +90,17 @@ class Router:
 
     def route(self, records: Iterable[Record]) -> Routed:
         """Every record's output, by destination, each list in consumption order."""
+        if self.rules is None:
+            routed = self._route_by_threshold(records)
+        else:
+            routed = self._route_with_rules(records, self.rules)
+        self.counters.legit += len(routed.legit)
+        self.counters.fraud += len(routed.fraud)
+        self.counters.dlq += len(routed.dlq)
+        return routed
+
+    def _route_by_threshold(self, records: Iterable[Record]) -> Routed:
+        """The threshold alone: two verdicts, built once, appended to the records' bytes."""
         routed = Routed([], [], [])
         legit_out, fraud_out, dlq_out = routed.legit.append, routed.fraud.append, \
             routed.dlq.append
@@ -106,9 +124,30 @@ class Router:
                 out((record.key(), raw[:-1] + suffix))  # what extend does, in one step
             else:
                 out((record.key(), extend(raw, tx, suffix[:-1])))
-        self.counters.legit += len(routed.legit)
-        self.counters.fraud += len(routed.fraud)
-        self.counters.dlq += len(routed.dlq)
+        return routed
+
+    def _route_with_rules(self, records: Iterable[Record], rules: StatefulRules) -> Routed:
+        """``route`` with every rule on: each verdict is built for its own transaction."""
+        routed = Routed([], [], [])
+        threshold = self.threshold
+        for record in records:
+            raw = record.value()
+            try:
+                tx = decode_schema(raw)  # type: ignore[arg-type]
+            except (DecodeError, ValueError, TypeError):
+                routed.dlq.append((record.key(), raw, self.dead_letter_headers(
+                    record, _reason(raw))))
+                continue
+            ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
+            hits, features = rules.evaluate(tx.source, tx.target, tx.amount, ts)
+            if tx.amount >= threshold:
+                hits.insert(0, Hit(self.rule.name, self.rule.reason))
+            detection = orjson.dumps({
+                "fraud": bool(hits), "rules": [hit._asdict() for hit in hits], "score": None,
+                "features": features, "threshold": threshold, "instance": self.instance})
+            fields = _identity(tx, record) + b',"detection":' + detection
+            out = routed.fraud if hits else routed.legit
+            out.append((record.key(), extend(raw, tx, fields)))  # type: ignore[arg-type]
         return routed
 
     def dead_letter_headers(self, record: Record, reason: str) -> Headers:

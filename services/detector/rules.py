@@ -1,12 +1,29 @@
 """Detection rules. Pure.
 
-A rule looks at one decoded transaction and says why it is suspicious, or nothing.
+A rule looks at one decoded transaction, with what it remembers of earlier ones, and
+says why it is suspicious, or nothing. Each stateful rule also yields the figure it
+judged by (a count, a z-score), so a verdict can show it and a model can learn from it.
+
+State is keyed so that it can live with the records that feed it: velocity and the
+amount anomaly by source (the transactions topic's key, so one detector instance sees
+all of a source's records); fan-in by target, which needs the records re-keyed by
+target first when several instances share the work.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+from services.detector.windows import KeyedEvents, SlidingWindow
+
+
+class Hit(NamedTuple):
+    """A rule that fired, and why, in words for the verdict."""
+
+    rule: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -20,5 +37,145 @@ class AmountThreshold:
     def reason(self) -> str:
         return f"amount >= {self.threshold:g}"
 
-    def fires(self, tx: dict[str, Any]) -> bool:
-        return tx["amount"] >= self.threshold
+    def fires(self, tx: Any) -> bool:
+        return tx.amount >= self.threshold
+
+
+class Velocity:
+    """At least ``count`` transactions from one source within a window of event time:
+    card testing and bursts of spending look like this."""
+
+    name = "velocity"
+
+    def __init__(self, count: int = 8, window_ms: int = 60_000, grace_ms: int = 10_000) -> None:
+        self.count = count
+        self.events = KeyedEvents(SlidingWindow(window_ms, grace_ms))
+
+    def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
+        """``(transactions from source in the window, hit)``; 0 for a late record."""
+        seen = self.events.add(source, ts)
+        n = 0 if seen is None else len(seen)
+        if n >= self.count:
+            seconds = self.events.window.length_ms / 1000
+            return n, Hit(self.name, f"{n} transactions from the source within {seconds:g} s")
+        return n, None
+
+
+class FanIn:
+    """At least ``sources`` distinct accounts paying one target within a window of event
+    time: money mules collecting look like this."""
+
+    name = "fan_in"
+
+    def __init__(self, sources: int = 20, window_ms: int = 3_600_000,
+                 grace_ms: int = 60_000) -> None:
+        self.sources = sources
+        self.events = KeyedEvents(SlidingWindow(window_ms, grace_ms))
+
+    def evaluate(self, target: str, source: str, ts: int) -> tuple[int, Hit | None]:
+        """``(distinct sources paying target in the window, hit)``; 0 for a late record."""
+        seen = self.events.add(target, ts, source)
+        n = 0 if seen is None else len(set(seen))
+        if n >= self.sources:
+            minutes = self.events.window.length_ms / 60_000
+            return n, Hit(self.name, f"{n} distinct sources paid the target within "
+                                     f"{minutes:g} min")
+        return n, None
+
+
+@dataclass
+class _History:
+    """An account's amounts so far, summarised (Welford's running mean and variance)."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, amount: float) -> None:
+        self.count += 1
+        delta = amount - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (amount - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+
+class AmountAnomaly:
+    """An amount far above what the source usually spends: at least ``ratio`` times its
+    mean and ``z`` standard deviations above it, once it has ``history`` transactions.
+    A takeover's first large transfer looks like this.
+
+    The account's own transaction is judged against its history before it joins it.
+    Accounts are forgotten oldest first beyond ``max_accounts``, which bounds memory.
+    """
+
+    name = "amount_anomaly"
+
+    def __init__(self, ratio: float = 5.0, z: float = 4.0, history: int = 5,
+                 max_accounts: int = 200_000) -> None:
+        self.ratio = ratio
+        self.z = z
+        self.history = history
+        self.max_accounts = max_accounts
+        self._accounts: dict[str, _History] = {}
+
+    def evaluate(self, source: str, amount: float) -> tuple[float, Hit | None]:
+        """``(z-score of amount against the source's history, hit)``; 0 without one."""
+        account = self._accounts.get(source)
+        if account is None:
+            if len(self._accounts) >= self.max_accounts:
+                del self._accounts[next(iter(self._accounts))]
+            account = self._accounts[source] = _History()
+        hit = None
+        score = 0.0
+        if account.count >= self.history:
+            # A floor under the spread: an account that always spends the same amount
+            # would otherwise make any other amount infinitely unusual.
+            spread = max(account.std, 0.05 * account.mean, 0.01)
+            score = (amount - account.mean) / spread
+            if score >= self.z and amount >= self.ratio * account.mean:
+                hit = Hit(self.name, f"amount {amount:g} is {amount / account.mean:.1f}x "
+                                     f"the account's mean of {account.mean:.2f}")
+        account.add(amount)
+        return score, hit
+
+
+RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
+
+
+class StatefulRules:
+    """The rules beyond the threshold that a detector runs, in a fixed order.
+
+    ``evaluate`` gives the hits and the figures each rule judged by (the features a
+    verdict shows and a model can learn from), for one transaction at its event time.
+    """
+
+    def __init__(self, names: tuple[str, ...] = RULE_NAMES) -> None:
+        unknown = set(names) - set(RULE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown rules: {', '.join(sorted(unknown))}")
+        self.names = names
+        self.velocity = Velocity() if "velocity" in names else None
+        self.fan_in = FanIn() if "fan_in" in names else None
+        self.anomaly = AmountAnomaly() if "amount_anomaly" in names else None
+
+    def evaluate(self, source: str, target: str, amount: float,
+                 ts: int) -> tuple[list[Hit], dict[str, float]]:
+        hits: list[Hit] = []
+        features: dict[str, float] = {}
+        if self.velocity is not None:
+            features["velocity"], hit = self.velocity.evaluate(source, ts)
+            if hit:
+                hits.append(hit)
+        if self.fan_in is not None:
+            features["fan_in"], hit = self.fan_in.evaluate(target, source, ts)
+            if hit:
+                hits.append(hit)
+        if self.anomaly is not None:
+            z, hit = self.anomaly.evaluate(source, amount)
+            features["amount_z"] = round(z, 2)
+            if hit:
+                hits.append(hit)
+        return hits, features

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.detector.routing import Router
+from services.detector.rules import StatefulRules
 from services.transaction import (
     CURRENCIES,
     MAX_AMOUNT,
@@ -120,14 +121,16 @@ record_values = (st.none() | st.binary(max_size=200)
 
 
 @given(st.lists(st.tuples(record_keys, record_values), max_size=30),
-       st.floats(min_value=0.01, max_value=2000))
+       st.floats(min_value=0.01, max_value=2000), st.booleans())
 @settings(max_examples=300)
 def test_every_record_comes_out_exactly_once(batch: list[tuple[bytes | None, bytes | None]],
-                                             threshold: float) -> None:
+                                             threshold: float, with_rules: bool) -> None:
     records = [FakeRecord(value, key, offset) for offset, (key, value) in enumerate(batch)]
-    routed = Router("d1", threshold).route(records)
+    router = Router("d1", threshold, rules=StatefulRules() if with_rules else None)
+    routed = router.route(records)
     assert len(routed.legit) + len(routed.fraud) + len(routed.dlq) == len(records)
     legit, fraud, dead = iter(routed.legit), iter(routed.fraud), iter(routed.dlq)
+    oracle = StatefulRules() if with_rules else None  # the same rules, run apart
     for offset, (key, value) in enumerate(batch):
         try:
             tx = decode(value)
@@ -136,10 +139,17 @@ def test_every_record_comes_out_exactly_once(batch: list[tuple[bytes | None, byt
             assert (dead_key, dead_value) == (key, value), "a dead letter keeps key and bytes"
             assert dict(headers)["dlq.offset"] == str(offset).encode()
             continue
-        out_key, out_value = next(fraud if tx.amount >= threshold else legit)
+        ts = tx.ts if isinstance(tx.ts, int) else 1_700_000_000_123
+        hits = oracle.evaluate(tx.source, tx.target, tx.amount, ts)[0] if oracle else []
+        is_fraud = tx.amount >= threshold or bool(hits)
+        out_key, out_value = next(fraud if is_fraud else legit)
         assert out_key == key
         out, original = json.loads(out_value), json.loads(value)
-        assert out.pop("detection")["fraud"] is (tx.amount >= threshold)
+        detection = out.pop("detection")
+        assert detection["fraud"] is is_fraud is bool(detection["rules"])
+        assert (tx.amount >= threshold) is ({"rule": "amount_threshold",
+                                             "reason": router.rule.reason} in detection["rules"])
         original.pop("detection", None)
+        out.pop("features", None)
         assert out == {"id": f"queueing.transactions-2-{offset}", "ts": 1_700_000_000_123,
                        **original}

@@ -109,3 +109,22 @@ def test_generator_content_is_reproducible_with_a_seed() -> None:
     assert all(key == orjson.loads(value)["source"].encode() for key, value in a)
     ids = {orjson.loads(v)["id"] for _, v in a + b}
     assert len(ids) == 100  # ids stay unique across runs
+
+
+def test_with_rules_a_burst_is_fraud_and_the_verdict_says_which_rule_and_why() -> None:
+    from services.detector.rules import StatefulRules
+
+    router = Router("d1", rules=StatefulRules())
+    burst = [FakeRecord(orjson.dumps({"id": f"c{i}", "ts": 1_000 + i, "source": "CARD",
+                                      "target": f"SHOP{i}", "amount": 1.0,
+                                      "currency": "EUR"}), _offset=i) for i in range(8)]
+    routed = router.route([*burst, FakeRecord(tx(950)), FakeRecord(b"nope")])
+    assert [orjson.loads(v)["id"] for _, v in routed.legit] == [f"c{i}" for i in range(7)]
+    last_of_burst, large = (orjson.loads(v)["detection"] for _, v in routed.fraud)
+    assert last_of_burst["rules"] == [
+        {"rule": "velocity", "reason": "8 transactions from the source within 60 s"}]
+    assert last_of_burst["features"]["velocity"] == 8
+    assert large["rules"][0] == {"rule": "amount_threshold", "reason": "amount >= 900"}
+    assert set(large["features"]) == {"velocity", "fan_in", "amount_z"}
+    assert len(routed.dlq) == 1
+    assert router.counters.as_dict() == {"legit": 7, "fraud": 2, "dlq": 1}

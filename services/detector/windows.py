@@ -1,0 +1,101 @@
+"""Sliding windows over event time, kept per key. Pure.
+
+A window is a definition (``SlidingWindow``: how long it is and how late a record may
+arrive) plus state (``KeyedEvents``: what each key saw within it). Time is the
+transaction's own ``ts``, not the clock of the machine that reads it, so a replayed or
+delayed stream gives the same verdicts as a live one.
+
+Records may arrive out of order: one that is older than the newest seen by up to the
+grace period is put in its place in event time. One older than that is *late*: its
+window has closed, so it changes no state, and callers are told so they can say why
+it was judged without it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """A window of ``length_ms`` ending at each record, and how late a record may be."""
+
+    length_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.length_ms <= 0 or self.grace_ms < 0:
+            raise ValueError(f"invalid window: {self.length_ms} ms, grace {self.grace_ms} ms")
+
+
+@dataclass
+class _Events:
+    """One key's events, oldest first: times and what each event was about."""
+
+    times: list[int] = field(default_factory=list)
+    tags: list[Hashable] = field(default_factory=list)
+
+
+class KeyedEvents:
+    """For every key, the events that may still fall in some record's window.
+
+    ``add`` answers the question every windowed rule asks: which events of this key lie
+    in ``(ts - length, ts]``, this one included? An event is kept until no record that
+    is not late can have it in its window; keys with nothing left are dropped, so the
+    state is bounded by the traffic of one window plus the grace period.
+    """
+
+    def __init__(self, window: SlidingWindow) -> None:
+        self.window = window
+        self.newest = -(2**63)  # the newest event time seen
+        self.late = 0  # events refused because their window had closed
+        self._keys: dict[Hashable, _Events] = {}
+        self._swept_at = self.newest
+
+    @property
+    def watermark(self) -> int:
+        """Events older than this are late."""
+        return self.newest - self.window.grace_ms
+
+    def __len__(self) -> int:
+        """How many keys hold events."""
+        return len(self._keys)
+
+    def add(self, key: Hashable, ts: int, tag: Hashable = None) -> list[Hashable] | None:
+        """Record an event; the tags of the key's events in its window, oldest first,
+        this one included. None for a late event, which is not recorded."""
+        if ts < self.watermark:
+            self.late += 1
+            return None
+        if ts > self.newest:
+            self.newest = ts
+        events = self._keys.get(key)
+        if events is None:
+            events = self._keys[key] = _Events()
+        times, tags = events.times, events.tags
+        horizon = self.watermark - self.window.length_ms
+        if times and times[0] <= horizon:  # nothing a timely record can still see
+            drop = bisect_right(times, horizon)
+            del times[:drop], tags[:drop]
+        if not times or ts >= times[-1]:  # in order: the usual case
+            times.append(ts)
+            tags.append(tag)
+            end = len(times)
+        else:
+            end = bisect_right(times, ts)
+            insort(times, ts)
+            tags.insert(end, tag)
+            end += 1
+        start = bisect_right(times, ts - self.window.length_ms, 0, end)
+        if self.newest - self._swept_at > self.window.length_ms + self.window.grace_ms:
+            self._sweep(horizon)
+        return tags[start:end]
+
+    def _sweep(self, horizon: int) -> None:
+        """Drop the keys whose events have all left every possible window."""
+        self._swept_at = self.newest
+        stale = [key for key, events in self._keys.items() if events.times[-1] <= horizon]
+        for key in stale:
+            del self._keys[key]
