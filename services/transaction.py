@@ -78,6 +78,15 @@ def decode(raw: bytes | None) -> Transaction:
         raise InvalidTransaction(reason(raw, exc)) from None
 
 
+def why_refused(raw: bytes | None) -> str:
+    """Why ``decode_schema`` refused ``raw``: the reason ``decode`` gives."""
+    try:
+        decode(raw)
+    except InvalidTransaction as exc:
+        return str(exc)
+    return "not a transaction"  # unreachable while decode and the schema agree
+
+
 def reason(raw: bytes, error: Exception) -> str:
     """Why ``raw`` was refused, in words a person reading the dead letters follows.
 

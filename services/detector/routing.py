@@ -16,11 +16,10 @@ from msgspec import UNSET, DecodeError
 
 from services.detector.rules import AmountThreshold, Hit, StatefulRules
 from services.transaction import (
-    InvalidTransaction,
     Transaction,
-    decode,
     decode_schema,
     extend,
+    why_refused,
 )
 
 LEGIT, FRAUD, DLQ = "legit", "fraud", "dlq"
@@ -36,6 +35,7 @@ class Record(Protocol):
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def timestamp(self) -> tuple[int, int]: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
 
 
 @dataclass
@@ -112,14 +112,14 @@ class Router:
             try:
                 tx = schema_decode(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError):  # TypeError: a null value
-                dlq_out((record.key(), raw, self.dead_letter_headers(record, _reason(raw))))
+                dlq_out((record.key(), raw, self.dead_letter_headers(record, why_refused(raw))))
                 continue
             if tx.amount >= threshold:
                 suffix, out = fraud, fraud_out
             else:
                 suffix, out = legit, legit_out
             if tx.id is unset or tx.ts is unset:
-                suffix = _identity(tx, record) + suffix
+                suffix = identity_fields(tx, record) + suffix
             if tx.detection is unset and raw[-1] == 125:  # 125 is "}"
                 out((record.key(), raw[:-1] + suffix))  # what extend does, in one step
             else:
@@ -136,40 +136,42 @@ class Router:
                 tx = decode_schema(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError):
                 routed.dlq.append((record.key(), raw, self.dead_letter_headers(
-                    record, _reason(raw))))
+                    record, why_refused(raw))))
                 continue
             ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
             hits, features = rules.evaluate(tx.source, tx.target, tx.amount, ts)
             if tx.amount >= threshold:
                 hits.insert(0, Hit(self.rule.name, self.rule.reason))
-            detection = orjson.dumps({
-                "fraud": bool(hits), "rules": [hit._asdict() for hit in hits], "score": None,
-                "features": features, "threshold": threshold, "instance": self.instance})
-            fields = _identity(tx, record) + b',"detection":' + detection
+            detection = verdict(hits, features, None, threshold, self.instance)
+            fields = identity_fields(tx, record) + b',"detection":' + detection
             out = routed.fraud if hits else routed.legit
             out.append((record.key(), extend(raw, tx, fields)))  # type: ignore[arg-type]
         return routed
 
     def dead_letter_headers(self, record: Record, reason: str) -> Headers:
-        return [
-            ("dlq.reason", reason.encode()),
-            ("dlq.topic", (record.topic() or "").encode()),
-            ("dlq.partition", str(record.partition()).encode()),
-            ("dlq.offset", str(record.offset()).encode()),
-            ("dlq.instance", self.instance.encode()),
-        ]
+        return dead_letter_headers(record, reason, self.instance)
 
 
-def _reason(raw: bytes | None) -> str:
-    """Why the schema refused ``raw``: the same words ``decode`` would raise."""
-    try:
-        decode(raw)
-    except InvalidTransaction as exc:
-        return str(exc)
-    return "not a transaction"  # unreachable while decode and the schema agree
+def dead_letter_headers(record: Record, reason: str, instance: str) -> Headers:
+    """Why a record is a dead letter and where it came from, as headers."""
+    return [
+        ("dlq.reason", reason.encode()),
+        ("dlq.topic", (record.topic() or "").encode()),
+        ("dlq.partition", str(record.partition()).encode()),
+        ("dlq.offset", str(record.offset()).encode()),
+        ("dlq.instance", instance.encode()),
+    ]
 
 
-def _identity(tx: Transaction, record: Record) -> bytes:
+def verdict(hits: list[Hit], features: dict[str, float], score: float | None,
+            threshold: float, instance: str) -> bytes:
+    """The ``detection`` object: fraud when any rule fired, which ones and why."""
+    return orjson.dumps({"fraud": bool(hits), "rules": [hit._asdict() for hit in hits],
+                         "score": score, "features": features, "threshold": threshold,
+                         "instance": instance})
+
+
+def identity_fields(tx: Transaction, record: Record) -> bytes:
     """The ``id``/``ts`` members a bare tutorial record lacks, taken from its origin."""
     extra = b""
     if tx.id is UNSET:

@@ -13,6 +13,7 @@ target first when several instances share the work.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -120,13 +121,16 @@ class AmountAnomaly:
         self.history = history
         self.max_accounts = max_accounts
         self._accounts: dict[str, _History] = {}
+        self._changed: set[str] = set()
 
     def evaluate(self, source: str, amount: float) -> tuple[float, Hit | None]:
         """``(z-score of amount against the source's history, hit)``; 0 without one."""
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
-                del self._accounts[next(iter(self._accounts))]
+                oldest = next(iter(self._accounts))
+                del self._accounts[oldest]
+                self._changed.add(oldest)
             account = self._accounts[source] = _History()
         hit = None
         score = 0.0
@@ -139,38 +143,62 @@ class AmountAnomaly:
                 hit = Hit(self.name, f"amount {amount:g} is {amount / account.mean:.1f}x "
                                      f"the account's mean of {account.mean:.2f}")
         account.add(amount)
+        self._changed.add(source)
         return score, hit
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(account, [count, mean, m2])`` of every account changed since the last call,
+        ``None`` for one forgotten. JSON-ready."""
+        for source in self._changed:
+            account = self._accounts.get(source)
+            yield source, None if account is None else [account.count, account.mean,
+                                                         account.m2]
+        self._changed.clear()
+
+    def restore(self, source: str, state: Any) -> None:
+        if state is None:
+            self._accounts.pop(source, None)
+        else:
+            self._accounts[source] = _History(*state)
 
 
 RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
+SOURCE_RULES = ("velocity", "amount_anomaly")  # state keyed by the paying account
+TARGET_RULES = ("fan_in",)  # state keyed by the account paid
 
 
-class StatefulRules:
-    """The rules beyond the threshold that a detector runs, in a fixed order.
+class _RuleSet:
+    """Rules that share a key, with their state as one changelog of ``"rule/key"`` keys."""
 
-    ``evaluate`` gives the hits and the figures each rule judged by (the features a
-    verdict shows and a model can learn from), for one transaction at its event time.
-    """
+    def __init__(self, stores: dict[str, Any]) -> None:
+        self.stores = stores
 
-    def __init__(self, names: tuple[str, ...] = RULE_NAMES) -> None:
-        unknown = set(names) - set(RULE_NAMES)
-        if unknown:
-            raise ValueError(f"unknown rules: {', '.join(sorted(unknown))}")
-        self.names = names
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        for name, store in self.stores.items():
+            for key, state in store.changes():
+                yield f"{name}/{key}", state
+
+    def restore(self, key: str, state: Any) -> None:
+        name, _, inner = key.partition("/")
+        store = self.stores.get(name)
+        if store is not None:  # a rule no longer run leaves its old state behind
+            store.restore(inner, state)
+
+
+class SourceRules(_RuleSet):
+    """Velocity and the amount anomaly: what one source did, where its records are."""
+
+    def __init__(self, names: tuple[str, ...] = SOURCE_RULES) -> None:
         self.velocity = Velocity() if "velocity" in names else None
-        self.fan_in = FanIn() if "fan_in" in names else None
         self.anomaly = AmountAnomaly() if "amount_anomaly" in names else None
+        super().__init__({rule.name: rule.events if isinstance(rule, Velocity) else rule
+                          for rule in (self.velocity, self.anomaly) if rule is not None})
 
-    def evaluate(self, source: str, target: str, amount: float,
-                 ts: int) -> tuple[list[Hit], dict[str, float]]:
-        hits: list[Hit] = []
-        features: dict[str, float] = {}
+    def evaluate(self, source: str, amount: float, ts: int,
+                 hits: list[Hit], features: dict[str, float]) -> None:
+        """Adds this transaction's hits and features to ``hits`` and ``features``."""
         if self.velocity is not None:
             features["velocity"], hit = self.velocity.evaluate(source, ts)
-            if hit:
-                hits.append(hit)
-        if self.fan_in is not None:
-            features["fan_in"], hit = self.fan_in.evaluate(target, source, ts)
             if hit:
                 hits.append(hit)
         if self.anomaly is not None:
@@ -178,4 +206,39 @@ class StatefulRules:
             features["amount_z"] = round(z, 2)
             if hit:
                 hits.append(hit)
+
+
+class TargetRules(_RuleSet):
+    """Fan-in: who paid one target, where the target's records are."""
+
+    def __init__(self, names: tuple[str, ...] = TARGET_RULES) -> None:
+        self.fan_in = FanIn() if "fan_in" in names else None
+        super().__init__({} if self.fan_in is None else {self.fan_in.name: self.fan_in.events})
+
+    def evaluate(self, target: str, source: str, ts: int,
+                 hits: list[Hit], features: dict[str, float]) -> None:
+        if self.fan_in is not None:
+            features["fan_in"], hit = self.fan_in.evaluate(target, source, ts)
+            if hit:
+                hits.append(hit)
+
+
+class StatefulRules:
+    """Every rule beyond the threshold in one process: for a single detector, tests and
+    benchmarks. Several instances split them by key instead (``stages``)."""
+
+    def __init__(self, names: tuple[str, ...] = RULE_NAMES) -> None:
+        unknown = set(names) - set(RULE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown rules: {', '.join(sorted(unknown))}")
+        self.names = names
+        self.by_source = SourceRules(names)
+        self.by_target = TargetRules(names)
+
+    def evaluate(self, source: str, target: str, amount: float,
+                 ts: int) -> tuple[list[Hit], dict[str, float]]:
+        hits: list[Hit] = []
+        features: dict[str, float] = {}
+        self.by_source.evaluate(source, amount, ts, hits, features)
+        self.by_target.evaluate(target, source, ts, hits, features)
         return hits, features

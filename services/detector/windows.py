@@ -9,13 +9,17 @@ Records may arrive out of order: one that is older than the newest seen by up to
 grace period is put in its place in event time. One older than that is *late*: its
 window has closed, so it changes no state, and callers are told so they can say why
 it was judged without it.
+
+State can be written to a changelog and read back (``changes`` / ``restore``), so an
+instance that takes over a partition carries on where the last one stopped.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Hashable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class _Events:
     """One key's events, oldest first: times and what each event was about."""
 
     times: list[int] = field(default_factory=list)
-    tags: list[Hashable] = field(default_factory=list)
+    tags: list[Any] = field(default_factory=list)
 
 
 class KeyedEvents:
@@ -51,8 +55,9 @@ class KeyedEvents:
         self.window = window
         self.newest = -(2**63)  # the newest event time seen
         self.late = 0  # events refused because their window had closed
-        self._keys: dict[Hashable, _Events] = {}
+        self._keys: dict[str, _Events] = {}
         self._swept_at = self.newest
+        self._changed: set[str] = set()  # keys to write to the changelog
 
     @property
     def watermark(self) -> int:
@@ -63,7 +68,7 @@ class KeyedEvents:
         """How many keys hold events."""
         return len(self._keys)
 
-    def add(self, key: Hashable, ts: int, tag: Hashable = None) -> list[Hashable] | None:
+    def add(self, key: str, ts: int, tag: Any = None) -> list[Any] | None:
         """Record an event; the tags of the key's events in its window, oldest first,
         this one included. None for a late event, which is not recorded."""
         if ts < self.watermark:
@@ -71,6 +76,7 @@ class KeyedEvents:
             return None
         if ts > self.newest:
             self.newest = ts
+        self._changed.add(key)
         events = self._keys.get(key)
         if events is None:
             events = self._keys[key] = _Events()
@@ -99,3 +105,23 @@ class KeyedEvents:
         stale = [key for key, events in self._keys.items() if events.times[-1] <= horizon]
         for key in stale:
             del self._keys[key]
+        self._changed.update(stale)
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(key, state)`` of every key changed since the last call, ``None`` for a key
+        that is gone, then the newest event time under the key ``""``. JSON-ready."""
+        for key in self._changed:
+            events = self._keys.get(key)
+            yield key, None if events is None else [events.times, events.tags]
+        if self._changed:
+            yield "", self.newest
+        self._changed.clear()
+
+    def restore(self, key: str, state: Any) -> None:
+        """Take back what ``changes`` gave, oldest first; the newest record wins."""
+        if key == "":
+            self.newest = self._swept_at = max(self.newest, state)
+        elif state is None:
+            self._keys.pop(key, None)
+        else:
+            self._keys[key] = _Events(list(state[0]), list(state[1]))

@@ -14,6 +14,8 @@ class FakeRecord:
     _value: bytes | None
     _key: bytes | None = b"k"
     _offset: int = 7
+    _headers: list[tuple[str, bytes]] | None = None
+    _partition: int = 2
 
     def key(self) -> bytes | None:
         return self._key
@@ -25,7 +27,10 @@ class FakeRecord:
         return "queueing.transactions"
 
     def partition(self) -> int:
-        return 2
+        return self._partition
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
     def offset(self) -> int:
         return self._offset

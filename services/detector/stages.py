@@ -1,0 +1,180 @@
+"""The detector with stateful rules, split in two stages by key. Pure (no Kafka client).
+
+Records arrive keyed by source, so the rules about a source (velocity, amount anomaly)
+see all of its transactions in the instance that owns its partition. Fan-in is about
+a target, whose payers are spread over every partition. As Kafka Streams does it, the
+first stage re-keys each transaction by target onto an internal topic, and the second
+stage, reading that topic's partitions, sees all of a target's transactions:
+
+    transactions (key source) ─► SourceStage ─► repartition topic (key target)
+                                      │                    │
+                                      └─► dead letters     └─► TargetStage ─► legit / fraud
+
+Each stage keeps its state per partition (``PartitionedState``): an instance that is
+given a partition restores that partition's state from its changelog, and one that
+loses it drops it. The final record keeps the transaction's own key (the source),
+carried across in a header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+import msgspec
+import orjson
+from msgspec import UNSET, DecodeError
+
+from services.detector.routing import (
+    Counters,
+    Headers,
+    Record,
+    Routed,
+    dead_letter_headers,
+    identity_fields,
+    verdict,
+)
+from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
+from services.transaction import decode_schema, extend, why_refused
+
+KEY_HEADER = "key"  # the transaction's own key, across the repartition topic
+
+Rules = TypeVar("Rules", SourceRules, TargetRules)
+
+
+class PartitionedState(Generic[Rules]):
+    """A rule set per partition an instance owns, created when the partition is given."""
+
+    def __init__(self, factory: Callable[[], Rules]) -> None:
+        self.factory = factory
+        self.partitions: dict[int, Rules] = {}
+
+    def assign(self, partition: int, changelog: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Take over ``partition``, its state rebuilt from its changelog records (oldest
+        first; ``None`` values are deletions). Returns how many records were applied."""
+        rules = self.partitions[partition] = self.factory()
+        applied = 0
+        for key, value in changelog:
+            rules.restore(key.decode(), None if value is None else orjson.loads(value))
+            applied += 1
+        return applied
+
+    def revoke(self, partition: int) -> None:
+        self.partitions.pop(partition, None)
+
+    def get(self, partition: int) -> Rules:
+        rules = self.partitions.get(partition)
+        if rules is None:  # a record of a partition not announced: start it empty
+            rules = self.partitions[partition] = self.factory()
+        return rules
+
+    def changes(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """``(partition, key, value)`` for the changelog: what changed since last asked."""
+        for partition, rules in self.partitions.items():
+            for key, state in rules.changes():
+                yield partition, key.encode(), None if state is None else orjson.dumps(state)
+
+
+class Forwarded(msgspec.Struct, gc=False):
+    """A transaction on its way from the first stage to the second."""
+
+    tx: msgspec.Raw  # the transaction's bytes, id and ts filled in, any old detection gone
+    source: str
+    target: str
+    amount: float
+    ts: int
+    hits: list[tuple[str, str]]
+    features: dict[str, float]
+
+
+_decode_forwarded = msgspec.json.Decoder(Forwarded).decode
+
+
+class SourceStage:
+    """Validates, runs the rules about sources, and re-keys each transaction by target."""
+
+    def __init__(self, rules: Callable[[], SourceRules], instance: str) -> None:
+        self.state = PartitionedState(rules)
+        self.instance = instance
+        self.dead_letters = 0
+
+    def process(self, records: Iterable[Record]) -> tuple[
+            list[tuple[bytes, bytes, Headers]], list[tuple[bytes | None, bytes | None, Headers]]]:
+        """``(forwards, dead letters)``: forwards as ``(target, value, headers)``."""
+        forwards: list[tuple[bytes, bytes, Headers]] = []
+        dead: list[tuple[bytes | None, bytes | None, Headers]] = []
+        for record in records:
+            raw = record.value()
+            try:
+                tx = decode_schema(raw)  # type: ignore[arg-type]
+            except (DecodeError, ValueError, TypeError):
+                dead.append((record.key(), raw, dead_letter_headers(
+                    record, why_refused(raw), self.instance)))
+                continue
+            assert raw is not None
+            ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
+            hits: list[Hit] = []
+            features: dict[str, float] = {}
+            self.state.get(record.partition() or 0).evaluate(
+                tx.source, tx.amount, ts, hits, features)
+            body = extend(raw, tx, identity_fields(tx, record))
+            value = b"".join((b'{"tx":', body, b',"source":', orjson.dumps(tx.source),
+                              b',"target":', orjson.dumps(tx.target), b',"amount":',
+                              orjson.dumps(tx.amount), b',"ts":', str(ts).encode(),
+                              b',"hits":', orjson.dumps([tuple(hit) for hit in hits]),
+                              b',"features":',
+                              orjson.dumps(features), b"}"))
+            key = record.key()
+            forwards.append((tx.target.encode(), value,
+                             [] if key is None else [(KEY_HEADER, key)]))
+        self.dead_letters += len(dead)
+        return forwards, dead
+
+
+class TargetStage:
+    """Runs the rules about targets and the threshold, and gives each transaction its
+    verdict, under its own key again."""
+
+    def __init__(self, rules: Callable[[], TargetRules], instance: str,
+                 threshold: float = 900.0) -> None:
+        self.state = PartitionedState(rules)
+        self.instance = instance
+        self.counters = Counters()
+        self.set_threshold(threshold)
+
+    def set_threshold(self, threshold: float) -> None:
+        self.rule = AmountThreshold(threshold)
+
+    def process(self, records: Iterable[Record]) -> Routed:
+        routed = Routed([], [], [])
+        threshold = self.rule.threshold
+        for record in records:
+            raw = record.value()
+            try:
+                forwarded = _decode_forwarded(raw)  # type: ignore[arg-type]
+            except (DecodeError, ValueError, TypeError) as exc:
+                # Only the first stage writes here; anything else is a foreign record.
+                routed.dlq.append((record.key(), raw, dead_letter_headers(
+                    record, f"not a forwarded transaction: {exc}", self.instance)))
+                continue
+            hits = [Hit(*hit) for hit in forwarded.hits]
+            features = forwarded.features
+            self.state.get(record.partition() or 0).evaluate(
+                forwarded.target, forwarded.source, forwarded.ts, hits, features)
+            if forwarded.amount >= threshold:
+                hits.insert(0, Hit(self.rule.name, self.rule.reason))
+            detection = verdict(hits, features, None, threshold, self.instance)
+            value = b"".join((bytes(forwarded.tx)[:-1], b',"detection":', detection, b"}"))
+            key = _original_key(record)
+            (routed.fraud if hits else routed.legit).append((key, value))
+        self.counters.legit += len(routed.legit)
+        self.counters.fraud += len(routed.fraud)
+        self.counters.dlq += len(routed.dlq)
+        return routed
+
+
+def _original_key(record: Record) -> bytes | None:
+    for name, value in record.headers() or ():
+        if name == KEY_HEADER:
+            return value
+    return None

@@ -1,0 +1,115 @@
+"""The two stages of the stateful detector, with the repartition topic played by a list:
+a target's payers seen together whoever owns their sources, and state that moves with a
+partition from one instance to another."""
+
+from __future__ import annotations
+
+import zlib
+
+import orjson
+
+from services.detector.rules import SourceRules, TargetRules
+from services.detector.stages import KEY_HEADER, SourceStage, TargetStage
+from tests.unit.test_routing import FakeRecord
+
+PARTITIONS = 4
+
+
+def transfer(i: int, source: str, target: str, amount: float = 1000.0) -> FakeRecord:
+    value = orjson.dumps({"id": f"t{i}", "ts": 1_000_000 + i * 1000, "source": source,
+                          "target": target, "amount": amount, "currency": "EUR"})
+    return FakeRecord(value, source.encode(), i, _partition=partition_of(source.encode()))
+
+
+def partition_of(key: bytes) -> int:
+    return zlib.crc32(key) % PARTITIONS  # any stable hash will do for the test
+
+
+def repartition(forwards: list[tuple[bytes, bytes, list]]) -> dict[int, list[FakeRecord]]:
+    """What the repartition topic does: each forward lands in its target's partition."""
+    topic: dict[int, list[FakeRecord]] = {}
+    for offset, (key, value, headers) in enumerate(forwards):
+        partition = partition_of(key)
+        topic.setdefault(partition, []).append(
+            FakeRecord(value, key, offset, _headers=headers, _partition=partition))
+    return topic
+
+
+def verdicts(routed) -> dict[str, dict]:
+    return {orjson.loads(v)["id"]: {"key": k, **orjson.loads(v)}
+            for k, v in routed.legit + routed.fraud}
+
+
+def test_mule_fan_in_is_seen_whole_although_its_payers_are_spread_over_instances() -> None:
+    # Two instances share the source partitions; 25 distinct payers to one mule.
+    first, second = SourceStage(SourceRules, "a"), SourceStage(SourceRules, "b")
+    records = [transfer(i, f"PAYER{i:07d}", "MULE00000001", 950.0 - i) for i in range(25)]
+    forwards = (first.process(r for r in records if r.partition() < 2)[0]
+                + second.process(r for r in records if r.partition() >= 2)[0])
+    [(_, arriving)] = repartition(forwards).items()
+    owner = TargetStage(TargetRules, "b")
+    out = verdicts(owner.process(sorted(arriving, key=lambda r: orjson.loads(r.value())["ts"])))
+    assert len(out) == 25
+    fired = sorted(int(i[1:]) for i, v in out.items()
+                   if {"rule": "fan_in", "reason": f"{v['detection']['features']['fan_in']:g} "
+                       "distinct sources paid the target within 60 min"}
+                   in v["detection"]["rules"])
+    assert fired == list(range(19, 25))  # from the 20th distinct payer on
+    assert all(v["key"] == f"PAYER{int(i[1:]):07d}".encode() for i, v in out.items())
+    assert all(v["detection"]["fraud"] for v in out.values())  # 950 - i >= 900 as well
+
+
+def test_state_moves_with_its_partition_through_the_changelog() -> None:
+    source = SourceStage(SourceRules, "a")
+    records = [transfer(i, f"PAYER{i:07d}", "MULE00000001", 10.0) for i in range(20)]
+    forwards = repartition(source.process(records)[0])
+    [(partition, arriving)] = forwards.items()
+    leaving = TargetStage(TargetRules, "a")
+    leaving.state.assign(partition, [])
+    before = verdicts(leaving.process(arriving[:15]))
+    assert not any(v["detection"]["fraud"] for v in before.values())
+    changelog = [(key, value) for p, key, value in leaving.state.changes() if p == partition]
+    leaving.state.revoke(partition)
+
+    taking_over = TargetStage(TargetRules, "b")
+    assert taking_over.state.assign(partition, changelog) == len(changelog) > 0
+    after = verdicts(taking_over.process(arriving[15:]))
+    assert [v["detection"]["fraud"] for _, v in sorted(after.items())] == [
+        False, False, False, False, True]  # t15..t19: the 20th payer tips it over
+
+    cold = TargetStage(TargetRules, "c")  # without the changelog nothing would fire
+    assert not any(v["detection"]["fraud"] for v in verdicts(cold.process(arriving[15:])).values())
+
+
+def test_a_velocity_burst_is_caught_in_the_first_stage_and_reported_in_the_verdict() -> None:
+    source, target = SourceStage(SourceRules, "a"), TargetStage(TargetRules, "a")
+    burst = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 1.0) for i in range(8)]
+    arriving = repartition(source.process(burst)[0]).values()
+    routed = target.process(r for records in arriving for r in records)
+    fraud = [orjson.loads(v) for _, v in routed.fraud]
+    assert [tx["id"] for tx in fraud] == ["t7"]
+    assert fraud[0]["detection"]["rules"] == [
+        {"rule": "velocity", "reason": "8 transactions from the source within 60 s"}]
+
+
+def test_dead_letters_and_bare_records_in_the_first_stage() -> None:
+    source, target = SourceStage(SourceRules, "a"), TargetStage(TargetRules, "a")
+    bare = orjson.dumps({"source": "A", "target": "B", "amount": 5, "currency": "EUR",
+                         "detection": "forged"})
+    forwards, dead = source.process([FakeRecord(b"\xffjunk", b"k1"), FakeRecord(bare, b"k2")])
+    assert [(k, v) for k, v, _ in dead] == [(b"k1", b"\xffjunk")]
+    assert dict(dead[0][2])["dlq.reason"].startswith(b"not JSON")
+    [(key, _, headers)] = forwards
+    assert (key, headers) == (b"B", [(KEY_HEADER, b"k2")])
+    routed = target.process(repartition(forwards)[partition_of(b"B")])
+    [(out_key, out_value)] = routed.legit
+    out = orjson.loads(out_value)
+    assert out_key == b"k2"
+    assert (out["id"], out["ts"]) == ("queueing.transactions-2-7", 1_700_000_000_123)
+    assert out["detection"]["fraud"] is False  # the forged detection is replaced
+
+
+def test_a_foreign_record_on_the_repartition_topic_is_a_dead_letter() -> None:
+    target = TargetStage(TargetRules, "a")
+    routed = target.process([FakeRecord(b'{"not": "forwarded"}', b"x")])
+    assert [(k, v) for k, v, _ in routed.dlq] == [(b"x", b'{"not": "forwarded"}')]
