@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     topics = config.topics(args)
     if args.bootstrap is not None:
-        app = FraudConsole(KafkaFeed(args.bootstrap, topics, args.group),
+        app = FraudConsole(KafkaFeed(args.bootstrap, topics, args.group,
+                                     secret=args.control_secret),
                            subtitle=f"attached to {args.bootstrap}")
         app.run()
         return 0
@@ -57,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        ["--threshold", str(args.threshold)], env)
         children.start("generator", "services.generator.service", ["--tps", str(args.tps)],
                        env)
-        app = FraudConsole(KafkaFeed(bootstrap, topics, args.group),
+        # The children inherit the environment, CONTROL_SECRET included.
+        app = FraudConsole(KafkaFeed(bootstrap, topics, args.group,
+                                     secret=args.control_secret),
                            subtitle=f"embedded broker {bootstrap} · logs {children.log_dir}",
                            watch=children.first_death)
         reason = app.run()
