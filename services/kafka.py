@@ -129,21 +129,36 @@ def admin(bootstrap: str, quiet: bool = False) -> AdminClient:
 
 
 def wait_for_broker(bootstrap: str, timeout: float) -> ClusterMetadata:
-    """Cluster metadata once the cluster answers, or ConfigError after ``timeout``."""
+    """Cluster metadata once the cluster answers, or ConfigError after ``timeout``; at
+    once when the cluster turns the client away (a wrong password, an untrusted
+    certificate), saying so."""
+    errors: list[KafkaError] = []  # what librdkafka said while trying, newest last
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:  # says nothing about why
+            errors[:] = [*errors[-9:], error]
+
     try:
-        client = admin(bootstrap, quiet=True)
+        client = AdminClient(_config(bootstrap, {"error_cb": on_error}, quiet=True))
     except KafkaException as exc:  # a TLS file librdkafka cannot load, say
         raise ConfigError(f"cannot set up a Kafka client: {exc.args[0].str()}") from None
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         try:
-            return client.list_topics(timeout=max(0.5, min(left, 5.0)))
+            return client.list_topics(timeout=max(0.5, min(left, 2.0)))
         except KafkaException:
+            client.poll(0)  # serves on_error
+            refused = [e for e in errors
+                       if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)]
+            if refused:
+                raise ConfigError(f"Kafka at {bootstrap} refused this client: "
+                                  f"{refused[-1].str()}") from None
             if time.monotonic() >= deadline:
+                said = f"; last error: {errors[-1].str()}" if errors else ""
                 raise ConfigError(
                     f"cannot reach Kafka at {bootstrap} within {timeout:g} s "
-                    "(is the broker running? set KAFKA_BROKER_URL or --bootstrap)"
+                    f"(is the broker running? set KAFKA_BROKER_URL or --bootstrap){said}"
                 ) from None
 
 
