@@ -165,12 +165,13 @@ def topics(args: argparse.Namespace) -> Topics:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """The arguments, with ``security`` (client security) and ``control_secret`` read from
-    the environment; any problem ends the program with one line."""
+    """The arguments, with ``control_secret`` from the environment. The client security
+    settings are checked here too (services/kafka.py gives them to every client), so
+    that any problem ends the program at start with one line."""
     args = parser.parse_args(argv)
     env = args.__dict__.pop("env", None)
     try:
-        args.security = security.client_security(env)
+        security.client_security(env)
         args.control_secret = security.control_secret(env)
     except security.SecurityError as exc:
         parser.error(str(exc))
