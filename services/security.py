@@ -32,6 +32,10 @@ VARIABLES = (
 )
 
 
+# The variables that say how to reach a real cluster (all but CONTROL_SECRET).
+CLIENT_VARIABLES = tuple(name for name, _ in VARIABLES if name.startswith("KAFKA_"))
+
+
 class SecurityError(ValueError):
     """A security setting that cannot be used; the message never holds a secret."""
 

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services import config
+from services import config, security
 from tui.app import FraudConsole
 from tui.children import Children
 from tui.feed import KafkaFeed
@@ -40,6 +40,14 @@ def service_env(bootstrap: str, args: config.argparse.Namespace) -> dict[str, st
             "DETECTOR_GROUP": args.group}
 
 
+def forget_cluster_security() -> None:
+    """The embedded broker speaks PLAINTEXT only: TLS or SASL settings meant for a real
+    cluster would lock the console and the services it starts out of it. The control
+    secret stays: it works the same with any broker."""
+    for name in security.CLIENT_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     topics = config.topics(args)
@@ -50,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.run()
         return 0
 
+    forget_cluster_security()
     children = Children()
     try:
         bootstrap = children.start_broker()
