@@ -57,10 +57,10 @@ class SettingSpec:
         """The value as applied, or CommandRefused saying why not."""
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise CommandRefused(f"{self.name} must be true or false, not {value!r}")
+                raise CommandRefused(f"{self.name} must be true or false, not {_short(value)}")
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CommandRefused(f"{self.name} must be a number, not {value!r}")
+            raise CommandRefused(f"{self.name} must be a number, not {_short(value)}")
         if not math.isfinite(value) or not self.low <= value <= self.high:
             raise CommandRefused(
                 f"{self.name} {value!r} is out of range ({self.low:g}..{self.high:g})"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services import signing
@@ -29,6 +29,7 @@ SECRET = Secret("property-test-secret-0123")
 FAST = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 MEGABYTE = "x" * 1_000_000
+JUST_UNDER_THE_LIMIT = "y" * 60_000  # parsed, so any echo of it in a reason would show
 
 json_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
@@ -41,7 +42,8 @@ json_values = st.recursive(
 # Values that break a field: wrong types, edges, absurd sizes.
 hostile_values = (json_values | st.sampled_from([
     0, -1, -0.0, 1e308, -1e308, 2**63 - 1, 2**64 - 1, 1e-320, True, False, "", None,
-    "NaN", "Infinity", MEGABYTE, [MEGABYTE], {"value": 5}, "250",
+    "NaN", "Infinity", MEGABYTE, [MEGABYTE], JUST_UNDER_THE_LIMIT, [JUST_UNDER_THE_LIMIT],
+    {"value": 5}, "250",
     float("nan"), float("inf"), -float("inf"), 10**30, -(10**30),
 ]))
 numbers = (st.floats() | st.integers(-(2**70), 2**70)
@@ -222,11 +224,14 @@ def test_valid_commands_apply_around_hostile_ones(
 
 @FAST
 @given(st.sampled_from(sorted(SETTINGS)), numbers | hostile_values)
+@example("tps", JUST_UNDER_THE_LIMIT)
+@example("paused", [JUST_UNDER_THE_LIMIT])
 def test_a_value_out_of_range_is_never_applied(setting: str, value: Any) -> None:
     owner = SETTINGS[setting].owner
     live = LiveSettings(owner, {}, clock=lambda: NOW)
     raw = json.dumps({"v": 1, "setting": setting, "value": value, "id": "n", "ts": 1}).encode()
     outcome = live.apply(raw)
+    assert len(outcome.reason) < 400  # a refusal never echoes a huge value
     assert outcome.applied is in_range(setting, value if type(value) is bool else (
         float(value) if type(value) in (int, float) else None))
     assert setting not in live.values or in_range(setting, live.values[setting])
