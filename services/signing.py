@@ -49,6 +49,6 @@ def problem(body: Mapping[str, Any], secret: Secret) -> str | None:
     except orjson.JSONEncodeError:  # a body orjson reads but cannot write back
         return "bad signature"
     # compare_digest takes ASCII str only: anything else is wrong anyway.
-    if not given.isascii() or not hmac.compare_digest(given, expected):
+    if not given.isascii() or not hmac.compare_digest(given.lower(), expected):
         return "bad signature"
     return None
