@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from services import security
+
 EXIT_CONFIG = 2
 DEFAULT_BROKER = "localhost:9092"
 
@@ -133,7 +135,12 @@ def base_parser(
 ) -> argparse.ArgumentParser:
     """The options every service shares: where Kafka is and what the topics are called."""
     env = os.environ if env is None else env
-    parser = OneLineParser(prog=prog, description=description)
+    parser = OneLineParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="security (environment only, never shown):\n" + "\n".join(
+            f"  {name:<31} {what}" for name, what in security.VARIABLES),
+    )
+    parser.set_defaults(env=env)
     env_option(
         parser, "--bootstrap", "KAFKA_BROKER_URL", bootstrap_default,
         "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]", env, metavar="SERVERS",
@@ -158,7 +165,16 @@ def topics(args: argparse.Namespace) -> Topics:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with ``control_secret`` from the environment. The client security
+    settings are checked here too (services/kafka.py gives them to every client), so
+    that any problem ends the program at start with one line."""
     args = parser.parse_args(argv)
+    env = args.__dict__.pop("env", None)
+    try:
+        security.client_security(env)
+        args.control_secret = security.control_secret(env)
+    except security.SecurityError as exc:
+        parser.error(str(exc))
     if args.bootstrap is None:  # a program that has a use for "no cluster given"
         return args
     bootstrap = str(args.bootstrap).strip()

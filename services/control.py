@@ -7,7 +7,15 @@ changes so that the newest value wins (the topic is compacted on a real cluster)
      "origin": "console"}
 
 Both ends validate: the console before it sends, each service before it applies.
-A refused command is reported on the status topic and never applied.
+A refused command is reported on the status topic and never applied. With a secret
+(``CONTROL_SECRET``) commands carry an HMAC (``sig``, see ``services.signing``) and
+services refuse unsigned or wrongly signed ones.
+
+Services read the whole topic at start and then follow it, so what a service decides
+must depend on the log alone, never on when it reads it: a command is refused when its
+id was already applied (a replay), when its ``ts`` is older than the command in force
+for its setting (stale: a re-published old command never rolls a setting back), or when
+its ``ts`` is implausibly far ahead of the time it was written.
 """
 
 from __future__ import annotations
@@ -15,13 +23,23 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from services import signing
+from services.security import Secret
+
 VERSION = 1
+MAX_COMMAND_BYTES = 64 * 1024  # a command is a few dozen bytes; anything huge is refused unread
+MAX_ID_CHARS = 128
+# How far a command's ts may be ahead of the time it was written. One from further
+# ahead would, once applied, make every honest command after it look stale.
+MAX_AHEAD_MS = 60_000
+REMEMBERED_IDS = 10_000  # applied command ids kept to spot replays; older ones are stale anyway
 
 
 @dataclass(frozen=True)
@@ -39,10 +57,10 @@ class SettingSpec:
         """The value as applied, or CommandRefused saying why not."""
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise CommandRefused(f"{self.name} must be true or false, not {value!r}")
+                raise CommandRefused(f"{self.name} must be true or false, not {_short(value)}")
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CommandRefused(f"{self.name} must be a number, not {value!r}")
+            raise CommandRefused(f"{self.name} must be a number, not {_short(value)}")
         if not math.isfinite(value) or not self.low <= value <= self.high:
             raise CommandRefused(
                 f"{self.name} {value!r} is out of range ({self.low:g}..{self.high:g})"
@@ -69,9 +87,10 @@ class CommandRefused(ValueError):
     that service reports the refusal; a command nobody owns is reported by every service.
     """
 
-    def __init__(self, reason: str, owner: str = "") -> None:
+    def __init__(self, reason: str, owner: str = "", ident: str = "") -> None:
         super().__init__(reason)
         self.owner = owner
+        self.ident = ident  # the command's id when it has a readable one, for the answer
 
 
 @dataclass(frozen=True)
@@ -91,52 +110,84 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def command(setting: str, value: Any, origin: str = "console") -> tuple[bytes, bytes]:
-    """``(key, value)`` of a new command, validated as a service will validate it."""
+def command(
+    setting: str, value: Any, origin: str = "console", secret: Secret | None = None
+) -> tuple[bytes, bytes]:
+    """``(key, value)`` of a new command, validated as a service will validate it, and
+    signed when there is a secret."""
     spec = SETTINGS.get(setting)
     if spec is None:
         raise CommandRefused(f"unknown setting {setting!r}")
     checked = spec.check(value)
-    body = {"v": VERSION, "setting": setting, "value": checked, "id": uuid.uuid4().hex,
-            "ts": now_ms(), "origin": origin}
+    body: dict[str, Any] = {"v": VERSION, "setting": setting, "value": checked,
+                            "id": uuid.uuid4().hex, "ts": now_ms(), "origin": origin}
+    if secret is not None:
+        body = signing.signed(body, secret)
     return setting.encode(), orjson.dumps(body)
 
 
-def parse_command(raw: bytes | None) -> ControlCommand:
-    """The command in ``raw``, or CommandRefused saying why it will not be applied."""
+def parse_command(
+    raw: bytes | None, secret: Secret | None = None, key: bytes | None = None
+) -> ControlCommand:
+    """The command in ``raw``, or CommandRefused saying why it will not be applied.
+
+    With ``secret`` only a command signed with it passes; with ``key`` (the record's
+    key) it must name the command's setting, so that compaction keeps the newest one."""
     if raw is None:
         raise CommandRefused("empty command (null value)")
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise CommandRefused(f"command too large ({len(raw)} bytes, at most "
+                             f"{MAX_COMMAND_BYTES})")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise CommandRefused(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise CommandRefused("a command is a JSON object")
-    version = body.get("v")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CommandRefused(f"missing or invalid version 'v': {version!r}")
-    if version > VERSION:
-        raise CommandRefused(f"version {version} is newer than this service knows ({VERSION})")
-    if version < 1:
-        raise CommandRefused(f"invalid version {version}")
     setting = body.get("setting")
     spec = SETTINGS.get(setting) if isinstance(setting, str) else None
+    owner = spec.owner if spec is not None else ""
+    ident = body.get("id")
+    ident = ident if isinstance(ident, str) and 0 < len(ident) <= MAX_ID_CHARS else ""
+
+    def refuse(reason: str) -> CommandRefused:
+        return CommandRefused(reason, owner=owner, ident=ident)
+
+    if secret is not None and (problem := signing.problem(body, secret)):
+        raise refuse(problem)
+    version = body.get("v")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise refuse(f"missing or invalid version 'v': {_short(version)}")
+    if version > VERSION:
+        raise refuse(f"version {_short(version)} is newer than this service knows ({VERSION})")
+    if version < 1:
+        raise refuse(f"invalid version {_short(version)}")
     if spec is None:
-        raise CommandRefused(f"unknown setting {setting!r}")
+        raise refuse(f"unknown setting {_short(setting)}")
+    if key is not None and key != spec.name.encode():
+        raise refuse(f"record key {_short(key)} does not name the setting {spec.name}")
     if "value" not in body:
-        raise CommandRefused(f"no value for {setting}", owner=spec.owner)
+        raise refuse(f"no value for {spec.name}")
     try:
         value = spec.check(body["value"])
     except CommandRefused as exc:
-        raise CommandRefused(str(exc), owner=spec.owner) from None
-    ident = body.get("id")
+        raise refuse(str(exc)) from None
+    if not ident:
+        raise refuse("missing command id" if "id" not in body else
+                     f"invalid command id (a string of 1 to {MAX_ID_CHARS} characters)")
     ts = body.get("ts")
-    origin = body.get("origin", "unknown")
-    if not isinstance(ident, str) or not ident:
-        raise CommandRefused("missing command id", owner=spec.owner)
     if isinstance(ts, bool) or not isinstance(ts, int):
-        raise CommandRefused("missing command ts", owner=spec.owner)
-    return ControlCommand(setting, value, ident, ts, str(origin)[:64])
+        raise refuse("missing command ts" if ts is None else "invalid command ts")
+    if ts < 0:
+        raise refuse(f"invalid command ts {ts}")
+    origin = body.get("origin", "unknown")
+    return ControlCommand(spec.name, value, ident, ts, str(origin)[:64])
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A value in a reason, cut short: a hostile command must not make a huge answer."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 # -- status -----------------------------------------------------------------------
@@ -191,22 +242,73 @@ def parse_status(raw: bytes | None) -> dict[str, Any] | None:
     return body
 
 
-class LiveSettings:
-    """The settings one service obeys, changed only by valid commands meant for it."""
+class Outcome(NamedTuple):
+    """What a service made of one command record."""
 
-    def __init__(self, service: str, initial: Mapping[str, float | bool]) -> None:
+    applied: bool | None  # None: not this service's business (another's setting)
+    reason: str = ""  # why it was refused
+    command: ControlCommand | None = None
+    ident: str = ""  # the command's id when it has one, to name it in the answer
+
+
+class LiveSettings:
+    """The settings one service obeys, changed only by valid commands meant for it.
+
+    It remembers, per setting, the command in force and the ids it applied, so that a
+    replayed or stale command is refused the same way whether it arrives live or while
+    the service reads the topic from the beginning at start."""
+
+    def __init__(
+        self,
+        service: str,
+        initial: Mapping[str, float | bool],
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.service = service
         self.values: dict[str, float | bool] = dict(initial)
+        self.clock = clock
+        self.in_force: dict[str, ControlCommand] = {}
+        self._applied_ids: OrderedDict[str, None] = OrderedDict()
 
-    def apply(self, raw: bytes | None) -> tuple[bool | None, str, ControlCommand | None]:
-        """``(applied, reason, command)``: applied is None for another service's command."""
+    def apply(
+        self,
+        raw: bytes | None,
+        *,
+        secret: Secret | None = None,
+        key: bytes | None = None,
+        written_at: int | None = None,
+    ) -> Outcome:
+        """Apply the command in ``raw`` if it is valid, meant for this service and newer
+        than what is in force. ``written_at`` is the record's timestamp (ms), the
+        reference for a ``ts`` too far ahead; without it, this service's clock."""
         try:
-            cmd = parse_command(raw)
+            cmd = parse_command(raw, secret, key)
         except CommandRefused as exc:
             if exc.owner and exc.owner != self.service:
-                return None, "", None
-            return False, str(exc), None
+                return Outcome(None)
+            return Outcome(False, str(exc), None, exc.ident)
         if cmd.spec.owner != self.service:
-            return None, "", cmd
+            return Outcome(None, "", cmd, cmd.id)
+        reason = self._why_not(cmd, written_at)
+        if reason:
+            return Outcome(False, reason, cmd, cmd.id)
         self.values[cmd.setting] = cmd.value
-        return True, "", cmd
+        self.in_force[cmd.setting] = cmd
+        self._applied_ids[cmd.id] = None
+        if len(self._applied_ids) > REMEMBERED_IDS:
+            self._applied_ids.popitem(last=False)
+        return Outcome(True, "", cmd, cmd.id)
+
+    def _why_not(self, cmd: ControlCommand, written_at: int | None) -> str:
+        current = self.in_force.get(cmd.setting)
+        if cmd.id in self._applied_ids or (current is not None and cmd.id == current.id):
+            return f"replayed: command {cmd.id} was already applied"
+        if current is not None and cmd.ts < current.ts:
+            return (f"stale: ts {cmd.ts} is older than the {cmd.setting} command in force "
+                    f"(ts {current.ts})")
+        now = self.clock()
+        reference = now if written_at is None else min(now, written_at)
+        if cmd.ts > reference + MAX_AHEAD_MS:
+            return (f"ts {cmd.ts} is {(cmd.ts - reference) / 1000:.0f} s ahead of when it "
+                    f"was written (at most {MAX_AHEAD_MS // 1000} s)")
+        return ""

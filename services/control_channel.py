@@ -12,15 +12,25 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from services import control, kafka
+from services.security import Secret
 
 log = logging.getLogger("fraud.control")
 
 
 class ControlFollower:
-    """Reads control commands and applies those meant for this service."""
+    """Reads control commands and applies those meant for this service; with a
+    ``secret``, only those signed with it."""
 
     def __init__(
         self,
@@ -29,8 +39,10 @@ class ControlFollower:
         settings: control.LiveSettings,
         status: StatusPublisher,
         on_change: Callable[[control.ControlCommand], None] | None = None,
+        secret: Secret | None = None,
     ) -> None:
         self.topic = topic
+        self.secret = secret
         self.settings = settings
         self.status = status
         self.on_change = on_change
@@ -66,21 +78,27 @@ class ControlFollower:
             if not message.error():
                 self._apply(message)
 
-    def _apply(self, message: Any) -> None:
-        applied, reason, cmd = self.settings.apply(message.value())
-        if applied is None:
+    def _apply(self, message: Message) -> None:
+        kind, written_at = message.timestamp()
+        outcome = self.settings.apply(
+            message.value(), secret=self.secret, key=message.key(),
+            written_at=None if kind == TIMESTAMP_NOT_AVAILABLE else written_at)
+        if outcome.applied is None:
             return
         ref: dict[str, Any] = {"partition": message.partition(), "offset": message.offset()}
-        if cmd is not None:
-            ref["id"] = cmd.id
-        if applied:
+        if outcome.ident:
+            ref["id"] = outcome.ident
+        cmd = outcome.command
+        if outcome.applied:
+            assert cmd is not None
             log.info("applied %s = %s (from %s)", cmd.setting, cmd.value, cmd.origin)
             if self.on_change is not None:
                 self.on_change(cmd)
         else:
-            log.warning("refused control command at offset %d: %s", message.offset(), reason)
+            log.warning("refused control command at offset %d: %s", message.offset(),
+                        outcome.reason)
         self.status.publish(control.ack(self.settings.service, self.status.instance, ref,
-                                        bool(applied), reason, cmd))
+                                        bool(outcome.applied), outcome.reason, cmd))
 
     def close(self) -> None:
         self._consumer.close()

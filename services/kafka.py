@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
+from services import security
 from services.config import ConfigError
 
 log = logging.getLogger("fraud.kafka")
@@ -42,9 +43,19 @@ def _config(bootstrap: str, extra: Mapping[str, Any] | None, quiet: bool = False
         "logger": _quiet_log if quiet else _client_log,
         # Without this a broker that went away is retried every 100 ms.
         "reconnect.backoff.max.ms": 2000,
+        **_security(),
     }
     config.update(extra or {})
     return config
+
+
+def _security() -> dict[str, str]:
+    """TLS and SASL properties from the environment (checked at start by config.parse),
+    the same for every client; librdkafka's logger gets a filter that hides the secrets."""
+    settings = security.client_security()
+    for logger in (_client_log, _quiet_log):
+        security.redact_in(logger, settings.secrets())
+    return settings.librdkafka()
 
 
 def producer(bootstrap: str, extra: Mapping[str, Any] | None = None) -> Producer:
@@ -118,18 +129,36 @@ def admin(bootstrap: str, quiet: bool = False) -> AdminClient:
 
 
 def wait_for_broker(bootstrap: str, timeout: float) -> ClusterMetadata:
-    """Cluster metadata once the cluster answers, or ConfigError after ``timeout``."""
-    client = admin(bootstrap, quiet=True)
+    """Cluster metadata once the cluster answers, or ConfigError after ``timeout``; at
+    once when the cluster turns the client away (a wrong password, an untrusted
+    certificate), saying so."""
+    errors: list[KafkaError] = []  # what librdkafka said while trying, newest last
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:  # says nothing about why
+            errors[:] = [*errors[-9:], error]
+
+    try:
+        client = AdminClient(_config(bootstrap, {"error_cb": on_error}, quiet=True))
+    except KafkaException as exc:  # a TLS file librdkafka cannot load, say
+        raise ConfigError(f"cannot set up a Kafka client: {exc.args[0].str()}") from None
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         try:
-            return client.list_topics(timeout=max(0.5, min(left, 5.0)))
+            return client.list_topics(timeout=max(0.5, min(left, 2.0)))
         except KafkaException:
+            client.poll(0)  # serves on_error
+            refused = [e for e in errors
+                       if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)]
+            if refused:
+                raise ConfigError(f"Kafka at {bootstrap} refused this client: "
+                                  f"{refused[-1].str()}") from None
             if time.monotonic() >= deadline:
+                said = f"; last error: {errors[-1].str()}" if errors else ""
                 raise ConfigError(
                     f"cannot reach Kafka at {bootstrap} within {timeout:g} s "
-                    "(is the broker running? set KAFKA_BROKER_URL or --bootstrap)"
+                    f"(is the broker running? set KAFKA_BROKER_URL or --bootstrap){said}"
                 ) from None
 
 

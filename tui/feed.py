@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, Topi
 
 from services import control, kafka
 from services.config import ConfigError, Topics
+from services.security import Secret
 from tui.model import Aggregator, Snapshot
 
 log = logging.getLogger("fraud.console")
@@ -59,17 +60,20 @@ def ts_of(raw: bytes) -> int | None:
 class AggregatingFeed:
     """The part of a feed the UI calls: commands, reset and snapshots, all cheap.
 
-    Subclasses fill the aggregator from somewhere and publish the commands."""
+    Subclasses fill the aggregator from somewhere and publish the commands, signed
+    with ``secret`` when there is one (a wrong one shows as refused commands)."""
 
-    def __init__(self, bootstrap: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bootstrap: str, clock: Callable[[], float] = time.time,
+                 secret: Secret | None = None) -> None:
         self.clock = clock
+        self.secret = secret
         self.aggregator = Aggregator(clock, bootstrap)
         self._lock = threading.Lock()  # the aggregator is shared with the UI's key actions
 
     def send(self, setting: str, value: float | bool) -> None:
         with self._lock:
             try:
-                key, body = control.command(setting, value)
+                key, body = control.command(setting, value, secret=self.secret)
             except control.CommandRefused as exc:
                 self.aggregator.refused_locally(setting, value, str(exc))
                 return
@@ -96,8 +100,9 @@ class KafkaFeed(AggregatingFeed):
         detector_group: str = "fraud-detector",
         clock: Callable[[], float] = time.time,
         interval: float = 0.25,
+        secret: Secret | None = None,
     ) -> None:
-        super().__init__(bootstrap, clock)
+        super().__init__(bootstrap, clock, secret)
         self.bootstrap = bootstrap
         self.topics = topics
         self.detector_group = detector_group

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services import config
+from services import config, security
 from tui.app import FraudConsole
 from tui.children import Children
 from tui.feed import KafkaFeed
@@ -40,15 +40,25 @@ def service_env(bootstrap: str, args: config.argparse.Namespace) -> dict[str, st
             "DETECTOR_GROUP": args.group}
 
 
+def forget_cluster_security() -> None:
+    """The embedded broker speaks PLAINTEXT only: TLS or SASL settings meant for a real
+    cluster would lock the console and the services it starts out of it. The control
+    secret stays: it works the same with any broker."""
+    for name in security.CLIENT_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     topics = config.topics(args)
     if args.bootstrap is not None:
-        app = FraudConsole(KafkaFeed(args.bootstrap, topics, args.group),
+        app = FraudConsole(KafkaFeed(args.bootstrap, topics, args.group,
+                                     secret=args.control_secret),
                            subtitle=f"attached to {args.bootstrap}")
         app.run()
         return 0
 
+    forget_cluster_security()
     children = Children()
     try:
         bootstrap = children.start_broker()
@@ -57,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        ["--threshold", str(args.threshold)], env)
         children.start("generator", "services.generator.service", ["--tps", str(args.tps)],
                        env)
-        app = FraudConsole(KafkaFeed(bootstrap, topics, args.group),
+        # The children inherit the environment, CONTROL_SECRET included.
+        app = FraudConsole(KafkaFeed(bootstrap, topics, args.group,
+                                     secret=args.control_secret),
                            subtitle=f"embedded broker {bootstrap} · logs {children.log_dir}",
                            watch=children.first_death)
         reason = app.run()

@@ -201,8 +201,10 @@ class Aggregator:
             # step from the value before the first.
             known["settings"] = {**(known.get("settings") or {}),
                                  ack["setting"]: ack.get("value")}
+        mine: Request | None = None
         for setting, request in self._requests.items():
             if request.id and request.id == ref.get("id"):
+                mine = request
                 if ack.get("applied"):
                     self._requests[setting] = Request(setting, request.value, request.id,
                                                       "applied")
@@ -210,7 +212,10 @@ class Aggregator:
                     self._requests[setting] = Request(setting, request.value, request.id,
                                                       "refused", str(ack.get("reason", "")))
         if not ack.get("applied"):
+            # A command refused before it was read (a bad signature, say) is named by
+            # its id alone: this console's own request says what it was.
             what = f"{ack.get('setting')} = {shown(ack.get('value'))}" if ack.get("setting") else (
+                f"{mine.setting} = {shown(mine.value)}" if mine is not None else
                 f"command at offset {ref.get('offset')}")
             self.event(f"{ack['service']} refused {what}: {ack.get('reason', '?')}")
         elif ack.get("setting"):

@@ -56,7 +56,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         if cmd.setting == "threshold":
             router.set_threshold(float(cmd.value))
 
-    follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change)
+    follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change,
+                               secret=args.control_secret)
     follower.catch_up()
 
     def on_revoke(_: Consumer, partitions: list[TopicPartition]) -> None:

@@ -54,7 +54,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             meter.reset()
 
     meter = RateMeter()
-    follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change)
+    follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change,
+                               secret=args.control_secret)
     follower.catch_up()
     profile = TutorialProfile(seed=args.seed)
     limit = args.count
