@@ -48,7 +48,7 @@ class SettingSpec:
 
     name: str
     owner: str  # "generator" or "detector"
-    kind: type  # float or bool
+    kind: type  # float, int (a whole number) or bool
     low: float = 0.0
     high: float = 0.0
     description: str = ""
@@ -65,6 +65,10 @@ class SettingSpec:
             raise CommandRefused(
                 f"{self.name} {value!r} is out of range ({self.low:g}..{self.high:g})"
             )
+        if self.kind is int:
+            if value != int(value):
+                raise CommandRefused(f"{self.name} must be a whole number, not {value!r}")
+            return int(value)
         return float(value)
 
 
@@ -76,6 +80,19 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("paused", "generator", bool, description="generator paused"),
         SettingSpec("threshold", "detector", float, 0.01, 1_000_000_000.0,
                     "fraud when amount >= threshold"),
+        # The stateful rules' parameters (see services.detector.rules.RuleSettings).
+        SettingSpec("velocity_count", "detector", int, 2, 100_000,
+                    "velocity: transactions from one source that make a burst"),
+        SettingSpec("velocity_window_s", "detector", float, 1, 86_400,
+                    "velocity: window, seconds of event time"),
+        SettingSpec("fan_in_sources", "detector", int, 2, 100_000,
+                    "fan-in: distinct payers of one target that make a mule"),
+        SettingSpec("fan_in_window_s", "detector", float, 1, 7 * 86_400,
+                    "fan-in: window, seconds of event time"),
+        SettingSpec("anomaly_ratio", "detector", float, 1, 1_000,
+                    "amount anomaly: times the account's mean"),
+        SettingSpec("anomaly_z", "detector", float, 0.5, 100,
+                    "amount anomaly: standard deviations above the account's mean"),
     )
 }
 

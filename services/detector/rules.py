@@ -20,6 +20,25 @@ from typing import Any, NamedTuple
 from services.detector.windows import KeyedEvents, SlidingWindow
 
 
+@dataclass
+class RuleSettings:
+    """The stateful rules' parameters, shared by every partition's rules, so a change on
+    the control topic (same names) applies everywhere at once."""
+
+    velocity_count: int = 8
+    velocity_window_s: float = 60.0
+    fan_in_sources: int = 20
+    fan_in_window_s: float = 3600.0
+    anomaly_ratio: float = 5.0
+    anomaly_z: float = 4.0
+
+    def values(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+GRACE_MS = 10_000  # how late a record may be for the windows: a generous network delay
+
+
 class Hit(NamedTuple):
     """A rule that fired, and why, in words for the verdict."""
 
@@ -43,41 +62,54 @@ class AmountThreshold:
 
 
 class Velocity:
-    """At least ``count`` transactions from one source within a window of event time:
-    card testing and bursts of spending look like this."""
+    """At least ``velocity_count`` transactions from one source within a window of event
+    time: card testing and bursts of spending look like this."""
 
     name = "velocity"
 
-    def __init__(self, count: int = 8, window_ms: int = 60_000, grace_ms: int = 10_000) -> None:
-        self.count = count
-        self.events = KeyedEvents(SlidingWindow(window_ms, grace_ms))
+    def __init__(self, settings: RuleSettings | None = None) -> None:
+        self.settings = settings or RuleSettings()
+        self.events = KeyedEvents(self._window())
+
+    def _window(self) -> SlidingWindow:
+        return SlidingWindow(round(self.settings.velocity_window_s * 1000), GRACE_MS)
+
+    def configure(self) -> None:
+        """Take up changed settings; events already past a shortened window are kept
+        until they age out, and a widened one cannot bring back what was dropped."""
+        self.events.window = self._window()
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""
         seen = self.events.add(source, ts)
         n = 0 if seen is None else len(seen)
-        if n >= self.count:
+        if n >= self.settings.velocity_count:
             seconds = self.events.window.length_ms / 1000
             return n, Hit(self.name, f"{n} transactions from the source within {seconds:g} s")
         return n, None
 
 
 class FanIn:
-    """At least ``sources`` distinct accounts paying one target within a window of event
-    time: money mules collecting look like this."""
+    """At least ``fan_in_sources`` distinct accounts paying one target within a window of
+    event time: money mules collecting look like this."""
 
     name = "fan_in"
 
-    def __init__(self, sources: int = 20, window_ms: int = 3_600_000,
-                 grace_ms: int = 60_000) -> None:
-        self.sources = sources
-        self.events = KeyedEvents(SlidingWindow(window_ms, grace_ms))
+    def __init__(self, settings: RuleSettings | None = None) -> None:
+        self.settings = settings or RuleSettings()
+        self.events = KeyedEvents(self._window())
+
+    def _window(self) -> SlidingWindow:
+        return SlidingWindow(round(self.settings.fan_in_window_s * 1000), GRACE_MS)
+
+    def configure(self) -> None:
+        self.events.window = self._window()
 
     def evaluate(self, target: str, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(distinct sources paying target in the window, hit)``; 0 for a late record."""
         seen = self.events.add(target, ts, source)
         n = 0 if seen is None else len(set(seen))
-        if n >= self.sources:
+        if n >= self.settings.fan_in_sources:
             minutes = self.events.window.length_ms / 60_000
             return n, Hit(self.name, f"{n} distinct sources paid the target within "
                                      f"{minutes:g} min")
@@ -104,9 +136,9 @@ class _History:
 
 
 class AmountAnomaly:
-    """An amount far above what the source usually spends: at least ``ratio`` times its
-    mean and ``z`` standard deviations above it, once it has ``history`` transactions.
-    A takeover's first large transfer looks like this.
+    """An amount far above what the source usually spends: at least ``anomaly_ratio``
+    times its mean and ``anomaly_z`` standard deviations above it, once it has
+    ``history`` transactions. A takeover's first large transfer looks like this.
 
     The account's own transaction is judged against its history before it joins it.
     Accounts are forgotten oldest first beyond ``max_accounts``, which bounds memory.
@@ -114,10 +146,9 @@ class AmountAnomaly:
 
     name = "amount_anomaly"
 
-    def __init__(self, ratio: float = 5.0, z: float = 4.0, history: int = 5,
+    def __init__(self, settings: RuleSettings | None = None, history: int = 5,
                  max_accounts: int = 200_000) -> None:
-        self.ratio = ratio
-        self.z = z
+        self.settings = settings or RuleSettings()
         self.history = history
         self.max_accounts = max_accounts
         self._accounts: dict[str, _History] = {}
@@ -139,7 +170,8 @@ class AmountAnomaly:
             # would otherwise make any other amount infinitely unusual.
             spread = max(account.std, 0.05 * account.mean, 0.01)
             score = (amount - account.mean) / spread
-            if score >= self.z and amount >= self.ratio * account.mean:
+            settings = self.settings
+            if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * account.mean:
                 hit = Hit(self.name, f"amount {amount:g} is {amount / account.mean:.1f}x "
                                      f"the account's mean of {account.mean:.2f}")
         account.add(amount)
@@ -188,11 +220,17 @@ class _RuleSet:
 class SourceRules(_RuleSet):
     """Velocity and the amount anomaly: what one source did, where its records are."""
 
-    def __init__(self, names: tuple[str, ...] = SOURCE_RULES) -> None:
-        self.velocity = Velocity() if "velocity" in names else None
-        self.anomaly = AmountAnomaly() if "amount_anomaly" in names else None
+    def __init__(self, settings: RuleSettings | None = None,
+                 names: tuple[str, ...] = SOURCE_RULES) -> None:
+        settings = settings or RuleSettings()
+        self.velocity = Velocity(settings) if "velocity" in names else None
+        self.anomaly = AmountAnomaly(settings) if "amount_anomaly" in names else None
         super().__init__({rule.name: rule.events if isinstance(rule, Velocity) else rule
                           for rule in (self.velocity, self.anomaly) if rule is not None})
+
+    def configure(self) -> None:
+        if self.velocity is not None:
+            self.velocity.configure()
 
     def evaluate(self, source: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
@@ -211,9 +249,14 @@ class SourceRules(_RuleSet):
 class TargetRules(_RuleSet):
     """Fan-in: who paid one target, where the target's records are."""
 
-    def __init__(self, names: tuple[str, ...] = TARGET_RULES) -> None:
-        self.fan_in = FanIn() if "fan_in" in names else None
+    def __init__(self, settings: RuleSettings | None = None,
+                 names: tuple[str, ...] = TARGET_RULES) -> None:
+        self.fan_in = FanIn(settings) if "fan_in" in names else None
         super().__init__({} if self.fan_in is None else {self.fan_in.name: self.fan_in.events})
+
+    def configure(self) -> None:
+        if self.fan_in is not None:
+            self.fan_in.configure()
 
     def evaluate(self, target: str, source: str, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
@@ -227,13 +270,19 @@ class StatefulRules:
     """Every rule beyond the threshold in one process: for a single detector, tests and
     benchmarks. Several instances split them by key instead (``stages``)."""
 
-    def __init__(self, names: tuple[str, ...] = RULE_NAMES) -> None:
+    def __init__(self, settings: RuleSettings | None = None,
+                 names: tuple[str, ...] = RULE_NAMES) -> None:
         unknown = set(names) - set(RULE_NAMES)
         if unknown:
             raise ValueError(f"unknown rules: {', '.join(sorted(unknown))}")
         self.names = names
-        self.by_source = SourceRules(names)
-        self.by_target = TargetRules(names)
+        self.settings = settings or RuleSettings()
+        self.by_source = SourceRules(self.settings, names)
+        self.by_target = TargetRules(self.settings, names)
+
+    def configure(self) -> None:
+        self.by_source.configure()
+        self.by_target.configure()
 
     def evaluate(self, source: str, target: str, amount: float,
                  ts: int) -> tuple[list[Hit], dict[str, float]]:

@@ -196,3 +196,15 @@ def test_answers_never_carry_the_secret() -> None:
                  outcome.command)
     beat = heartbeat("generator", "g-1", settings.values, {})
     assert SECRET.reveal().encode() not in answer + beat
+
+
+def test_rule_parameters_are_detector_settings_and_counts_are_whole() -> None:
+    from services.control import SETTINGS, CommandRefused
+
+    spec = SETTINGS["velocity_count"]
+    assert spec.owner == "detector"
+    assert spec.check(8.0) == 8 and type(spec.check(8.0)) is int
+    with pytest.raises(CommandRefused, match="whole number"):
+        spec.check(8.5)
+    with pytest.raises(CommandRefused, match="out of range"):
+        SETTINGS["fan_in_window_s"].check(0)

@@ -55,6 +55,8 @@ def valid_value(setting: str) -> st.SearchStrategy[Any]:
     spec = SETTINGS[setting]
     if spec.kind is bool:
         return st.booleans()
+    if spec.kind is int:
+        return st.integers(math.ceil(spec.low), math.floor(spec.high))
     return st.floats(spec.low, spec.high, allow_nan=False) | st.integers(
         math.ceil(spec.low), math.floor(spec.high))
 
@@ -113,16 +115,26 @@ def outcome_of(parse: Callable[[], ControlCommand]) -> ControlCommand | None:
         return None
 
 
+WHOLE = {"velocity_count": (2, 100_000), "fan_in_sources": (2, 100_000)}
+
+
 def in_range(setting: str, value: Any) -> bool:
     """What a setting may be, said again independently of the code under test."""
     if setting == "paused":
         return type(value) is bool
-    low, high = {"tps": (0.1, 100_000.0), "threshold": (0.01, 1e9)}[setting]
+    if setting in WHOLE:
+        low, high = WHOLE[setting]
+        return (type(value) in (int, float) and math.isfinite(value)
+                and value == int(value) and low <= value <= high)
+    low, high = {"tps": (0.1, 100_000.0), "threshold": (0.01, 1e9),
+                 "velocity_window_s": (1, 86_400), "fan_in_window_s": (1, 604_800),
+                 "anomaly_ratio": (1, 1_000), "anomaly_z": (0.5, 100)}[setting]
     return type(value) is float and math.isfinite(value) and low <= value <= high
 
 
 def assert_valid(command: ControlCommand) -> None:
     assert in_range(command.setting, command.value), command
+    assert command.setting not in WHOLE or type(command.value) is int, command
     assert isinstance(command.id, str) and command.id and isinstance(command.ts, int)
 
 
@@ -174,7 +186,7 @@ def test_valid_commands_apply_around_hostile_ones(
 ) -> None:
     """A stream of hostile records with valid commands in between, as a service sees it."""
     secret = SECRET if signed else None
-    services = {name: LiveSettings(name, {s: (False if spec.kind is bool else spec.low)
+    services = {name: LiveSettings(name, {s: (False if spec.kind is bool else spec.kind(spec.low))
                                           for s, spec in SETTINGS.items()
                                           if spec.owner == name}, clock=lambda: NOW)
                 for name in ("generator", "detector")}
