@@ -142,6 +142,51 @@ class AmountAnomaly:
         return score, hit
 
 
+class CounterpartyNovelty:
+    """Whether a source pays a target it has not paid recently: a takeover's first
+    transfer and the payees of card testing and velocity bursts are new; everyday
+    payments mostly go to a few usual counterparties.
+
+    Not a rule (a new payee alone is ordinary), a feature for the model. Memory is
+    bounded twice: each source remembers its ``memory`` most recent counterparties,
+    and sources are forgotten oldest first beyond ``max_accounts``. A source it has
+    never seen, or forgotten, pays only new counterparties.
+    """
+
+    name = "novelty"
+
+    def __init__(self, memory: int = 16, max_accounts: int = 200_000) -> None:
+        if memory < 1 or max_accounts < 1:
+            raise ValueError(f"invalid novelty memory: {memory} per source, "
+                             f"{max_accounts} sources")
+        self.memory = memory
+        self.max_accounts = max_accounts
+        # A dict per source as an ordered set, most recent counterparty last.
+        self._recent: dict[str, dict[str, None]] = {}
+
+    def __len__(self) -> int:
+        """How many sources it remembers."""
+        return len(self._recent)
+
+    def evaluate(self, source: str, target: str) -> float:
+        """1.0 if ``target`` is not among ``source``'s recent counterparties, else 0.0;
+        either way, ``target`` becomes its most recent one."""
+        recent = self._recent.get(source)
+        if recent is None:
+            if len(self._recent) >= self.max_accounts:
+                del self._recent[next(iter(self._recent))]
+            recent = self._recent[source] = {}
+        if target in recent:
+            del recent[target]  # to move it to the end
+            novel = 0.0
+        else:
+            novel = 1.0
+            if len(recent) >= self.memory:
+                del recent[next(iter(recent))]
+        recent[target] = None
+        return novel
+
+
 RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
 
 
@@ -150,9 +195,11 @@ class StatefulRules:
 
     ``evaluate`` gives the hits and the figures each rule judged by (the features a
     verdict shows and a model can learn from), for one transaction at its event time.
+    With ``novelty``, the features also say whether the counterparty is new to the
+    source (``"novelty"``: 1.0 or 0.0), which only a model uses.
     """
 
-    def __init__(self, names: tuple[str, ...] = RULE_NAMES) -> None:
+    def __init__(self, names: tuple[str, ...] = RULE_NAMES, novelty: bool = False) -> None:
         unknown = set(names) - set(RULE_NAMES)
         if unknown:
             raise ValueError(f"unknown rules: {', '.join(sorted(unknown))}")
@@ -160,6 +207,7 @@ class StatefulRules:
         self.velocity = Velocity() if "velocity" in names else None
         self.fan_in = FanIn() if "fan_in" in names else None
         self.anomaly = AmountAnomaly() if "amount_anomaly" in names else None
+        self.novelty = CounterpartyNovelty() if novelty else None
 
     def evaluate(self, source: str, target: str, amount: float,
                  ts: int) -> tuple[list[Hit], dict[str, float]]:
@@ -178,4 +226,6 @@ class StatefulRules:
             features["amount_z"] = round(z, 2)
             if hit:
                 hits.append(hit)
+        if self.novelty is not None:
+            features["novelty"] = self.novelty.evaluate(source, target)
         return hits, features
