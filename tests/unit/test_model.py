@@ -2,6 +2,132 @@
 once it has, retrains that swap in without stopping the scoring, and a Router that puts
 the score in every verdict."""
 
+import random
+import threading
+
+import numpy as np
+import orjson
+
+from services.detector.features import DATASET_FEATURES, WIDTH, FeatureRows, rows
+from services.detector.model import OnlineModel, SmallNet
+
+CARD_TESTING = {"velocity": 12.0, "fan_in": 1.0, "amount_z": -1.0, "novelty": 1.0}
+EVERYDAY = {"velocity": 1.0, "fan_in": 2.0, "amount_z": 0.2, "novelty": 0.0}
+
+
+def examples(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Everyday payments and, one in five, card testing: separable on every figure."""
+    rng = random.Random(seed)
+    pairs, labels = [], []
+    for _ in range(count):
+        fraud = rng.random() < 0.2
+        figures = {k: v * rng.uniform(0.8, 1.2) for k, v in
+                   (CARD_TESTING if fraud else EVERYDAY).items()}
+        amount = rng.uniform(0.1, 2.0) if fraud else rng.uniform(20, 80)
+        pairs.append((amount, figures))
+        labels.append(int(fraud))
+    return rows(pairs), np.asarray(labels)
+
+
+class GatedNet(SmallNet):
+    """The real network, whose fresh training waits for the test to let it finish, and
+    which remembers how many examples it learnt online."""
+
+    gate = threading.Event()
+
+    def __init__(self) -> None:
+        super().__init__(epochs=3)
+        self.learnt_online = 0
+
+    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        assert self.gate.wait(30), "the test never let the training finish"
+        super().fit(matrix, labels)
+
+    def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        self.learnt_online += len(labels)
+        super().partial_fit(matrix, labels)
+
+
+def test_a_cold_model_gives_no_score_until_it_has_seen_both_kinds() -> None:
+    model = OnlineModel(background=False, min_examples=50)
+    matrix, labels = examples(200)
+    assert model.score(matrix) is None
+    legit = labels == 0
+    model.learn(matrix[legit], labels[legit])  # plenty, but nothing to tell apart
+    assert model.score(matrix) is None
+    assert model.status()["version"] == 0 and model.age() is None
+    model.learn(matrix[~legit], labels[~legit])
+    assert model.ready and model.version == 1
+
+
+def test_a_model_trained_on_separable_traffic_scores_fraud_above_everyday() -> None:
+    now = [1000.0]
+    model = OnlineModel(background=False, min_examples=100, clock=lambda: now[0])
+    matrix, labels = examples(600)
+    model.learn(matrix, labels)
+    fresh, fresh_labels = examples(300, seed=1)
+    scores = model.score(fresh)
+    assert scores is not None and scores.shape == (300,)
+    assert scores[fresh_labels == 1].min() > 0.5 > scores[fresh_labels == 0].max()
+    now[0] += 90
+    assert model.status() == {"version": 1, "trained_at": 1000.0, "age_s": 90.0,
+                              "examples": 600, "retraining": False, "failures": 0}
+
+
+def test_scoring_goes_on_while_a_retrain_runs_and_the_swap_bumps_the_version() -> None:
+    made: list[GatedNet] = []
+
+    def learner() -> GatedNet:
+        made.append(GatedNet())
+        return made[-1]
+
+    model = OnlineModel(learner, min_examples=100, retrain_every=10**9)
+    matrix, labels = examples(400)
+    GatedNet.gate.set()
+    model.learn(matrix, labels)  # the first model trains in the background
+    assert model.wait(30) and model.version == 1
+    first = model.score(matrix)
+
+    GatedNet.gate.clear()
+    assert model.retrain()
+    assert model.retraining and not model.retrain()  # one retrain at a time
+    during = model.score(matrix)  # the model in service still answers, unchanged
+    assert during is not None and np.allclose(during, first)
+    late, late_labels = examples(50, seed=2)
+    model.learn(late, late_labels)  # comes while the fresh model trains
+    assert model.version == 1
+    GatedNet.gate.set()
+    assert model.wait(30)
+    assert model.version == 2 and len(made) == 2
+    assert made[1].learnt_online == 50  # it caught up with what came during its training
+    assert not np.allclose(model.score(matrix), first)  # scores come from the new model
+
+
+def test_retrains_come_every_so_many_examples() -> None:
+    model = OnlineModel(background=False, min_examples=100, retrain_every=300)
+    for seed in range(7):
+        model.learn(*examples(100, seed))
+    # the first model at 100 examples, then a retrain after 300 more, and another.
+    assert model.version == 3
+    assert model.status()["examples"] == 700
+
+
+def test_a_failed_retrain_keeps_the_model_in_service() -> None:
+    calls = []
+
+    def learner() -> SmallNet:
+        calls.append(1)
+        if len(calls) > 1:
+            raise MemoryError("no room for a second model")
+        return SmallNet()
+
+    model = OnlineModel(learner, background=False, min_examples=100)
+    matrix, labels = examples(200)
+    model.learn(matrix, labels)
+    assert model.retrain()  # it ran, and failed
+    assert model.failures == 1
+    assert model.version == 1 and model.score(matrix) is not None
+
 
 def test_counterparty_novelty_tells_a_new_payee_from_a_usual_one_in_bounded_memory() -> None:
     from services.detector.rules import CounterpartyNovelty
@@ -14,3 +140,17 @@ def test_counterparty_novelty_tells_a_new_payee_from_a_usual_one_in_bounded_memo
     novelty.evaluate("C", "shop")  # a third source: the oldest, A, is forgotten
     assert len(novelty) == 2
     assert novelty.evaluate("A", "gym") == 1.0
+
+
+def test_replayed_dataset_features_fill_their_columns_and_others_leave_them_empty() -> None:
+    from services.detector.features import dataset_features
+
+    carried = orjson.dumps({"id": "r1", "features": {v: 0.5 for v in DATASET_FEATURES}})
+    collected = FeatureRows()
+    collected.add("r1", 0, 10.0, {}, dataset_features(carried))
+    collected.add("t1", 0, 10.0, {}, dataset_features(b'{"id": "t1", "amount": 10.0}'))
+    matrix = collected.matrix()
+    assert matrix.shape == (2, WIDTH)
+    assert matrix[0, -28:].tolist() == [0.5] * 28
+    assert matrix[1, -28:].tolist() == [0.0] * 28
+    assert dataset_features(b'{"features": {"V1": "not a number"}}') is None
