@@ -7,9 +7,14 @@ import threading
 
 import numpy as np
 import orjson
+import pytest
 
 from services.detector.features import DATASET_FEATURES, WIDTH, FeatureRows, rows
+from services.detector.labels import LabelJoin
 from services.detector.model import OnlineModel, SmallNet
+from services.detector.routing import Router
+from services.detector.rules import StatefulRules
+from tests.unit.test_routing import FakeRecord
 
 CARD_TESTING = {"velocity": 12.0, "fan_in": 1.0, "amount_z": -1.0, "novelty": 1.0}
 EVERYDAY = {"velocity": 1.0, "fan_in": 2.0, "amount_z": 0.2, "novelty": 0.0}
@@ -154,3 +159,63 @@ def test_replayed_dataset_features_fill_their_columns_and_others_leave_them_empt
     assert matrix[0, -28:].tolist() == [0.5] * 28
     assert matrix[1, -28:].tolist() == [0.0] * 28
     assert dataset_features(b'{"features": {"V1": "not a number"}}') is None
+
+
+def payment(tx_id: str, ts: int, source: str, target: str, amount: float) -> bytes:
+    return orjson.dumps({"id": tx_id, "ts": ts, "source": source, "target": target,
+                         "amount": amount, "currency": "EUR"})
+
+
+def traffic(start: int, bursts: int, rng: random.Random) -> tuple[list[bytes], list[bytes]]:
+    """Everyday payments to usual payees, with card-testing bursts (five payments of
+    under 2.00 to new shops within seconds, below the velocity rule's count) among them;
+    the transactions and their labels."""
+    records, labels = [], []
+    ts = start
+    for n in range(bursts):
+        for i in range(20):
+            tx_id = f"e{start}-{n}-{i}"
+            records.append(payment(tx_id, ts, f"ACC{i}", f"SHOP{i % 3}",
+                                   round(rng.uniform(20, 80), 2)))
+            labels.append(orjson.dumps({"id": tx_id, "fraud": False, "ts": ts}))
+            ts += 1_000
+        for i in range(5):
+            tx_id = f"c{start}-{n}-{i}"
+            records.append(payment(tx_id, ts + i * 1000, f"CARD{start}-{n}", f"NEW{n}-{i}",
+                                   round(rng.uniform(0.1, 2.0), 2)))
+            labels.append(orjson.dumps({"id": tx_id, "fraud": True, "ts": ts}))
+    return records, labels
+
+
+def test_router_puts_the_score_in_the_verdict_and_the_model_flags_what_rules_miss() -> None:
+    model = OnlineModel(background=False, min_examples=100)
+    router = Router("d1", rules=StatefulRules(novelty=True), model=model)
+    join = LabelJoin()
+    rng = random.Random(5)
+    records, labels = traffic(0, 40, rng)
+    routed = router.route([FakeRecord(r) for r in records])
+    cold = [orjson.loads(v)["detection"] for _, v in routed.legit]
+    assert all(d["score"] is None for d in cold)  # no model yet: a verdict all the same
+    assert not routed.fraud  # card testing below the velocity count slips past the rules
+    assert routed.features is not None and len(routed.features.ids) == len(records)
+    model.learn(*join.remember(routed.features))  # nothing labelled yet: learns nothing
+    model.learn(*join.labels(labels))
+    assert model.ready and join.joined == len(records)
+
+    records, _ = traffic(10**9, 3, rng)
+    routed = router.route([FakeRecord(r) for r in records])
+    flagged = {orjson.loads(v)["id"]: orjson.loads(v)["detection"] for _, v in routed.fraud}
+    passed = [orjson.loads(v)["detection"] for _, v in routed.legit]
+    assert all(0.0 <= d["score"] < 0.5 for d in passed)
+    cards = [orjson.loads(r)["id"] for r in records if orjson.loads(r)["id"].startswith("c")]
+    assert sorted(flagged) == sorted(cards)  # every card test, and nothing else
+    verdict = flagged[cards[-1]]
+    assert verdict["fraud"] is True and verdict["score"] >= 0.5
+    assert verdict["rules"] == [{"rule": "model",
+                                 "reason": f"score {verdict['score']:.2f} >= 0.5"}]
+    assert verdict["features"]["novelty"] == 1.0
+
+
+def test_a_model_without_rules_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs rules"):
+        Router("d1", model=OnlineModel())
