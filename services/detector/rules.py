@@ -142,40 +142,59 @@ class AmountAnomaly:
         return score, hit
 
 
-class CounterpartyNovelty:
-    """Whether a source pays a target it has not paid recently: a takeover's first
-    transfer and the payees of card testing and velocity bursts are new; everyday
-    payments mostly go to a few usual counterparties.
+class _Payees:
+    """What a source's novelty rests on: its recent counterparties, most recent last (a
+    dict as an ordered set), and its rate of new ones, decayed, as of event time ``at``."""
 
-    Not a rule (a new payee alone is ordinary), a feature for the model. Memory is
-    bounded twice: each source remembers its ``memory`` most recent counterparties,
-    and sources are forgotten oldest first beyond ``max_accounts``. A source it has
-    never seen, or forgotten, pays only new counterparties.
+    __slots__ = ("at", "new_rate", "recent")
+
+    def __init__(self) -> None:
+        self.recent: dict[str, None] = {}
+        self.new_rate = 0.0
+        self.at = 0
+
+
+class CounterpartyNovelty:
+    """Whether a source pays a target it has not paid recently, and how many new
+    payees it has paid lately: a takeover's first transfer goes to a new payee, card
+    testing and velocity bursts go to one new payee after another; everyday payments
+    mostly go to a few usual counterparties, and a new one now and then.
+
+    Not a rule (a new payee alone is ordinary), figures for the model. "Lately" is a
+    count of new payees that decays by half every ``half_life_ms`` of event time, so it
+    needs no window of events. Memory is bounded twice: each source remembers its
+    ``memory`` most recent counterparties, and sources are forgotten oldest first
+    beyond ``max_accounts``. A source it has never seen, or forgotten, pays only new
+    counterparties.
     """
 
     name = "novelty"
 
-    def __init__(self, memory: int = 16, max_accounts: int = 200_000) -> None:
-        if memory < 1 or max_accounts < 1:
-            raise ValueError(f"invalid novelty memory: {memory} per source, "
-                             f"{max_accounts} sources")
+    def __init__(self, memory: int = 16, half_life_ms: int = 120_000,
+                 max_accounts: int = 200_000) -> None:
+        if memory < 1 or max_accounts < 1 or half_life_ms <= 0:
+            raise ValueError(f"invalid novelty memory: {memory} per source, half-life "
+                             f"{half_life_ms} ms, {max_accounts} sources")
         self.memory = memory
+        self.half_life_ms = half_life_ms
         self.max_accounts = max_accounts
-        # A dict per source as an ordered set, most recent counterparty last.
-        self._recent: dict[str, dict[str, None]] = {}
+        self._sources: dict[str, _Payees] = {}
 
     def __len__(self) -> int:
         """How many sources it remembers."""
-        return len(self._recent)
+        return len(self._sources)
 
-    def evaluate(self, source: str, target: str) -> float:
-        """1.0 if ``target`` is not among ``source``'s recent counterparties, else 0.0;
-        either way, ``target`` becomes its most recent one."""
-        recent = self._recent.get(source)
-        if recent is None:
-            if len(self._recent) >= self.max_accounts:
-                del self._recent[next(iter(self._recent))]
-            recent = self._recent[source] = {}
+    def evaluate(self, source: str, target: str, ts: int) -> tuple[float, float]:
+        """``(novel, new payees lately)``: novel is 1.0 if ``target`` is not among
+        ``source``'s recent counterparties, else 0.0; new payees lately counts this one.
+        Either way, ``target`` becomes the source's most recent counterparty."""
+        payees = self._sources.get(source)
+        if payees is None:
+            if len(self._sources) >= self.max_accounts:
+                del self._sources[next(iter(self._sources))]
+            payees = self._sources[source] = _Payees()
+            payees.at = ts
+        recent = payees.recent
         if target in recent:
             del recent[target]  # to move it to the end
             novel = 0.0
@@ -184,7 +203,11 @@ class CounterpartyNovelty:
             if len(recent) >= self.memory:
                 del recent[next(iter(recent))]
         recent[target] = None
-        return novel
+        if ts > payees.at:  # a record out of order counts at the newest time seen
+            payees.new_rate *= 0.5 ** ((ts - payees.at) / self.half_life_ms)
+            payees.at = ts
+        payees.new_rate += novel
+        return novel, payees.new_rate
 
 
 RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
@@ -196,7 +219,8 @@ class StatefulRules:
     ``evaluate`` gives the hits and the figures each rule judged by (the features a
     verdict shows and a model can learn from), for one transaction at its event time.
     With ``novelty``, the features also say whether the counterparty is new to the
-    source (``"novelty"``: 1.0 or 0.0), which only a model uses.
+    source (``"novelty"``: 1.0 or 0.0) and how many new payees it paid lately
+    (``"new_payees"``), which only a model uses.
     """
 
     def __init__(self, names: tuple[str, ...] = RULE_NAMES, novelty: bool = False) -> None:
@@ -227,5 +251,7 @@ class StatefulRules:
             if hit:
                 hits.append(hit)
         if self.novelty is not None:
-            features["novelty"] = self.novelty.evaluate(source, target)
+            novel, lately = self.novelty.evaluate(source, target, ts)
+            features["novelty"] = novel
+            features["new_payees"] = round(lately, 2)
         return hits, features

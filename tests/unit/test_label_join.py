@@ -2,10 +2,10 @@
 within bounds, and counts what it could not pair."""
 
 import numpy as np
-import orjson
 
 from services.detector.features import WIDTH, BatchFeatures
 from services.detector.labels import LabelJoin
+from services.generator.labels import label as generator_label
 
 MINUTE = 60_000
 
@@ -17,8 +17,8 @@ def scored(*ids: str, ts: int = 0) -> BatchFeatures:
 
 
 def label(tx_id: str, fraud: bool, ts: int = 0) -> bytes:
-    return orjson.dumps({"id": tx_id, "ts": ts, "fraud": fraud,
-                         "scenario": "card_testing" if fraud else None, "case": None})
+    """A label as the generator writes it to the labels topic."""
+    return generator_label(tx_id, ts, "card_testing" if fraud else None)[1]
 
 
 def test_a_label_after_its_transaction_pairs_with_the_features_it_was_scored_on() -> None:

@@ -138,13 +138,26 @@ def test_counterparty_novelty_tells_a_new_payee_from_a_usual_one_in_bounded_memo
     from services.detector.rules import CounterpartyNovelty
 
     novelty = CounterpartyNovelty(memory=2, max_accounts=2)
-    assert [novelty.evaluate("A", t) for t in ("shop", "shop", "rent", "shop")] == [1, 0, 1, 0]
-    assert novelty.evaluate("A", "gym") == 1.0  # "rent" is now the oldest of two: forgotten
-    assert novelty.evaluate("A", "rent") == 1.0
-    novelty.evaluate("B", "shop")
-    novelty.evaluate("C", "shop")  # a third source: the oldest, A, is forgotten
+    assert [novelty.evaluate("A", t, 0)[0] for t in ("shop", "shop", "rent", "shop")] == [
+        1, 0, 1, 0]
+    assert novelty.evaluate("A", "gym", 0)[0] == 1.0  # "rent", the oldest of two, is forgotten
+    assert novelty.evaluate("A", "rent", 0)[0] == 1.0
+    novelty.evaluate("B", "shop", 0)
+    novelty.evaluate("C", "shop", 0)  # a third source: the oldest, A, is forgotten
     assert len(novelty) == 2
-    assert novelty.evaluate("A", "gym") == 1.0
+    assert novelty.evaluate("A", "gym", 0)[0] == 1.0
+
+
+def test_new_payees_lately_climb_in_a_burst_and_fade_with_event_time() -> None:
+    from services.detector.rules import CounterpartyNovelty
+
+    novelty = CounterpartyNovelty(half_life_ms=60_000)
+    burst = [novelty.evaluate("CARD", f"SHOP{i}", i * 1000)[1] for i in range(5)]
+    assert burst == sorted(burst) and 4.5 < burst[-1] <= 5  # nearly one per new payee
+    assert novelty.evaluate("CARD", "SHOP0", 4000 + 60_000) == (0.0, pytest.approx(
+        burst[-1] / 2))  # a known payee adds nothing; a half-life halves the rest
+    everyday = [novelty.evaluate("ACC", "RENT", day * 86_400_000)[1] for day in range(5)]
+    assert everyday[0] == 1.0 and everyday[1:] == [0.0] * 4
 
 
 def test_replayed_dataset_features_fill_their_columns_and_others_leave_them_empty() -> None:
@@ -213,7 +226,7 @@ def test_router_puts_the_score_in_the_verdict_and_the_model_flags_what_rules_mis
     assert verdict["fraud"] is True and verdict["score"] >= 0.5
     assert verdict["rules"] == [{"rule": "model",
                                  "reason": f"score {verdict['score']:.2f} >= 0.5"}]
-    assert verdict["features"]["novelty"] == 1.0
+    assert verdict["features"]["novelty"] == 1.0 and verdict["features"]["new_payees"] > 1
 
 
 def test_a_model_without_rules_is_refused() -> None:
