@@ -16,6 +16,13 @@ is twofold, as the tutorial's PyTorch variant did it:
 Until a first model exists (it needs examples of both classes) there is no score:
 ``score`` returns None, and a verdict says ``"score": null``.
 
+In a loop, with a ``Router`` that has rules and this model and a ``LabelJoin``::
+
+    routed = router.route(records)  # scores the batch with the model in service
+    model.learn(*join.remember(routed.features))  # labels that came first
+    ...
+    model.learn(*join.labels(label_values))  # a batch from the labels topic
+
 The learner is a small neural network (``SmallNet``: scikit-learn's ``MLPClassifier``
 with ``partial_fit``); ``LogisticSGD`` is the linear alternative. ``bench/model_choice.py``
 measures both against River's learners, on speed and on quality.
