@@ -4,6 +4,7 @@ the score in every verdict."""
 
 import random
 import threading
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -227,6 +228,27 @@ def test_router_puts_the_score_in_the_verdict_and_the_model_flags_what_rules_mis
     assert verdict["rules"] == [{"rule": "model",
                                  "reason": f"score {verdict['score']:.2f} >= 0.5"}]
     assert verdict["features"]["novelty"] == 1.0 and verdict["features"]["new_payees"] > 1
+
+
+def test_a_replayed_dataset_row_is_scored_with_its_v_features(tmp_path: Path) -> None:
+    from services.generator.replay import FEATURES, CsvReplay
+    from tests.unit.test_replay import fraud_csv
+
+    rows_written = fraud_csv(tmp_path / "cards.csv", 40)
+    batch = CsvReplay(str(tmp_path / "cards.csv")).batch(40, 1_700_000_000_000)
+    model = OnlineModel(background=False, min_examples=20)
+    router = Router("d1", rules=StatefulRules(novelty=True), model=model)
+    join = LabelJoin()
+    routed = router.route([FakeRecord(v) for _, v in batch.transactions])
+    assert routed.features is not None
+    assert routed.features.matrix[:, -28:].tolist() == [[row[v] for v in FEATURES]
+                                                       for row in rows_written]
+    model.learn(*join.remember(routed.features))
+    model.learn(*join.labels(v for _, v in batch.labels))
+    assert model.ready  # learnt from the dataset's own labels
+    routed = router.route([FakeRecord(v) for _, v in batch.transactions])
+    scores = [orjson.loads(v)["detection"]["score"] for _, v in routed.legit + routed.fraud]
+    assert len(scores) == 40 and all(0.0 <= s <= 1.0 for s in scores)
 
 
 def test_a_model_without_rules_is_refused() -> None:
