@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import orjson
 from msgspec import UNSET, DecodeError
 
+from services.detector.features import BatchFeatures, FeatureRows, dataset_features
 from services.detector.rules import AmountThreshold, Hit, StatefulRules
 from services.transaction import (
     Transaction,
@@ -22,7 +23,11 @@ from services.transaction import (
     why_refused,
 )
 
+if TYPE_CHECKING:  # the model imports scikit-learn, which the threshold path never needs
+    from services.detector.model import OnlineModel
+
 LEGIT, FRAUD, DLQ = "legit", "fraud", "dlq"
+MODEL = "model"  # the name of the model's hit in a verdict
 Headers = list[tuple[str, bytes]]
 
 
@@ -50,20 +55,23 @@ class Counters:
 
 class Routed(NamedTuple):
     """A batch's outputs: ``(key, value)`` for legit and fraud, and ``(key, value,
-    headers)`` for dead letters."""
+    headers)`` for dead letters. With a model, also the features the batch was scored
+    on, for the label join (``LabelJoin.remember``)."""
 
     legit: list[tuple[bytes | None, bytes]]
     fraud: list[tuple[bytes | None, bytes]]
     dlq: list[tuple[bytes | None, bytes | None, Headers]]
+    features: BatchFeatures | None = None
 
 
 @dataclass
 class Router:
-    """Routes by the amount threshold and, when given, the stateful rules.
+    """Routes by the amount threshold and, when given, the stateful rules and a model.
 
     With the threshold alone there are only two verdicts, built once per threshold and
     appended to each record's bytes; with rules, each verdict names the rules that fired
-    and the figures they judged by (``features``).
+    and the figures they judged by (``features``); with a model too, its ``score``
+    (null until a first model is trained), and a ``model`` hit at or above ``cutoff``.
     """
 
     instance: str
@@ -71,8 +79,14 @@ class Router:
     counters: Counters = field(default_factory=Counters)
     # Rules beyond the threshold; None keeps the stateless fast path.
     rules: StatefulRules | None = None
+    # The online model, which scores from the rules' figures (so it needs rules); a
+    # score at or above ``cutoff`` makes the verdict fraud.
+    model: OnlineModel | None = None
+    cutoff: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.model is not None and self.rules is None:
+            raise ValueError("a model scores from the rules' figures: it needs rules")
         self.set_threshold(self.threshold)
 
     def set_threshold(self, threshold: float) -> None:
@@ -127,9 +141,15 @@ class Router:
         return routed
 
     def _route_with_rules(self, records: Iterable[Record], rules: StatefulRules) -> Routed:
-        """``route`` with every rule on: each verdict is built for its own transaction."""
+        """``route`` with every rule on: each verdict is built for its own transaction.
+
+        With a model, the batch is scored in one call once the rules have seen every
+        record: the rules' figures are the model's features. The verdicts follow.
+        """
         routed = Routed([], [], [])
-        threshold = self.threshold
+        threshold, model = self.threshold, self.model
+        rows = FeatureRows()
+        judged = []
         for record in records:
             raw = record.value()
             try:
@@ -142,7 +162,26 @@ class Router:
             hits, features = rules.evaluate(tx.source, tx.target, tx.amount, ts)
             if tx.amount >= threshold:
                 hits.insert(0, Hit(self.rule.name, self.rule.reason))
-            detection = verdict(hits, features, None, threshold, self.instance)
+            if model is not None:
+                identity = tx.id if tx.id is not UNSET else \
+                    f"{record.topic()}-{record.partition()}-{record.offset()}"
+                rows.add(identity, ts, tx.amount, features,
+                         dataset_features(raw))  # type: ignore[arg-type]
+            judged.append((record, raw, tx, hits, features))
+        scores: list[float | None] = [None] * len(judged)
+        if model is not None and judged:
+            batch = rows.batch()
+            scored = model.score(batch.matrix)
+            if scored is not None:
+                scores = scored.tolist()
+            routed = routed._replace(features=batch)
+        cutoff = self.cutoff
+        for (record, raw, tx, hits, features), score in zip(judged, scores, strict=True):
+            if score is not None:
+                score = round(score, 4)
+                if score >= cutoff:
+                    hits.append(Hit(MODEL, f"score {score:.2f} >= {cutoff:g}"))
+            detection = verdict(hits, features, score, threshold, self.instance)
             fields = identity_fields(tx, record) + b',"detection":' + detection
             out = routed.fraud if hits else routed.legit
             out.append((record.key(), extend(raw, tx, fields)))  # type: ignore[arg-type]

@@ -194,6 +194,95 @@ class AmountAnomaly:
             self._accounts[source] = _History(*state)
 
 
+class _Payees:
+    """What a source's novelty rests on: its recent counterparties, most recent last (a
+    dict as an ordered set), and its rate of new ones, decayed, as of event time ``at``."""
+
+    __slots__ = ("at", "new_rate", "recent")
+
+    def __init__(self) -> None:
+        self.recent: dict[str, None] = {}
+        self.new_rate = 0.0
+        self.at = 0
+
+
+class CounterpartyNovelty:
+    """Whether a source pays a target it has not paid recently, and how many new
+    payees it has paid lately: a takeover's first transfer goes to a new payee, card
+    testing and velocity bursts go to one new payee after another; everyday payments
+    mostly go to a few usual counterparties, and a new one now and then.
+
+    Not a rule (a new payee alone is ordinary), figures for the model. "Lately" is a
+    count of new payees that decays by half every ``half_life_ms`` of event time, so it
+    needs no window of events. Memory is bounded twice: each source remembers its
+    ``memory`` most recent counterparties, and sources are forgotten oldest first
+    beyond ``max_accounts``. A source it has never seen, or forgotten, pays only new
+    counterparties.
+    """
+
+    name = "novelty"
+
+    def __init__(self, memory: int = 16, half_life_ms: int = 120_000,
+                 max_accounts: int = 200_000) -> None:
+        if memory < 1 or max_accounts < 1 or half_life_ms <= 0:
+            raise ValueError(f"invalid novelty memory: {memory} per source, half-life "
+                             f"{half_life_ms} ms, {max_accounts} sources")
+        self.memory = memory
+        self.half_life_ms = half_life_ms
+        self.max_accounts = max_accounts
+        self._sources: dict[str, _Payees] = {}
+        self._changed: set[str] = set()
+
+    def __len__(self) -> int:
+        """How many sources it remembers."""
+        return len(self._sources)
+
+    def evaluate(self, source: str, target: str, ts: int) -> tuple[float, float]:
+        """``(novel, new payees lately)``: novel is 1.0 if ``target`` is not among
+        ``source``'s recent counterparties, else 0.0; new payees lately counts this one.
+        Either way, ``target`` becomes the source's most recent counterparty."""
+        payees = self._sources.get(source)
+        if payees is None:
+            if len(self._sources) >= self.max_accounts:
+                oldest = next(iter(self._sources))
+                del self._sources[oldest]
+                self._changed.add(oldest)
+            payees = self._sources[source] = _Payees()
+            payees.at = ts
+        recent = payees.recent
+        if target in recent:
+            del recent[target]  # to move it to the end
+            novel = 0.0
+        else:
+            novel = 1.0
+            if len(recent) >= self.memory:
+                del recent[next(iter(recent))]
+        recent[target] = None
+        if ts > payees.at:  # a record out of order counts at the newest time seen
+            payees.new_rate *= 0.5 ** ((ts - payees.at) / self.half_life_ms)
+            payees.at = ts
+        payees.new_rate += novel
+        self._changed.add(source)
+        return novel, payees.new_rate
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(source, [recent payees, new rate, at])`` of every source changed since the
+        last call, ``None`` for one forgotten. JSON-ready."""
+        for source in self._changed:
+            payees = self._sources.get(source)
+            yield source, None if payees is None else [list(payees.recent),
+                                                        payees.new_rate, payees.at]
+        self._changed.clear()
+
+    def restore(self, source: str, state: Any) -> None:
+        if state is None:
+            self._sources.pop(source, None)
+            return
+        payees = self._sources[source] = _Payees()
+        payees.recent = dict.fromkeys(state[0])
+        payees.new_rate, payees.at = state[1], state[2]
+
+
 RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
 SOURCE_RULES = ("velocity", "amount_anomaly")  # state keyed by the paying account
 TARGET_RULES = ("fan_in",)  # state keyed by the account paid
@@ -218,21 +307,29 @@ class _RuleSet:
 
 
 class SourceRules(_RuleSet):
-    """Velocity and the amount anomaly: what one source did, where its records are."""
+    """Velocity, the amount anomaly and, for a model, counterparty novelty: what one
+    source did, where its records are."""
 
     def __init__(self, settings: RuleSettings | None = None,
-                 names: tuple[str, ...] = SOURCE_RULES) -> None:
+                 names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
         settings = settings or RuleSettings()
         self.velocity = Velocity(settings) if "velocity" in names else None
         self.anomaly = AmountAnomaly(settings) if "amount_anomaly" in names else None
-        super().__init__({rule.name: rule.events if isinstance(rule, Velocity) else rule
-                          for rule in (self.velocity, self.anomaly) if rule is not None})
+        self.novelty = CounterpartyNovelty() if novelty else None
+        stores: dict[str, Any] = {}
+        if self.velocity is not None:
+            stores[self.velocity.name] = self.velocity.events
+        if self.anomaly is not None:
+            stores[self.anomaly.name] = self.anomaly
+        if self.novelty is not None:
+            stores[self.novelty.name] = self.novelty
+        super().__init__(stores)
 
     def configure(self) -> None:
         if self.velocity is not None:
             self.velocity.configure()
 
-    def evaluate(self, source: str, amount: float, ts: int,
+    def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
         if self.velocity is not None:
@@ -244,6 +341,10 @@ class SourceRules(_RuleSet):
             features["amount_z"] = round(z, 2)
             if hit:
                 hits.append(hit)
+        if self.novelty is not None:
+            novel, lately = self.novelty.evaluate(source, target, ts)
+            features["novelty"] = novel
+            features["new_payees"] = round(lately, 2)
 
 
 class TargetRules(_RuleSet):
@@ -271,13 +372,13 @@ class StatefulRules:
     benchmarks. Several instances split them by key instead (``stages``)."""
 
     def __init__(self, settings: RuleSettings | None = None,
-                 names: tuple[str, ...] = RULE_NAMES) -> None:
+                 names: tuple[str, ...] = RULE_NAMES, novelty: bool = False) -> None:
         unknown = set(names) - set(RULE_NAMES)
         if unknown:
             raise ValueError(f"unknown rules: {', '.join(sorted(unknown))}")
         self.names = names
         self.settings = settings or RuleSettings()
-        self.by_source = SourceRules(self.settings, names)
+        self.by_source = SourceRules(self.settings, names, novelty)
         self.by_target = TargetRules(self.settings, names)
 
     def configure(self) -> None:
@@ -288,6 +389,6 @@ class StatefulRules:
                  ts: int) -> tuple[list[Hit], dict[str, float]]:
         hits: list[Hit] = []
         features: dict[str, float] = {}
-        self.by_source.evaluate(source, amount, ts, hits, features)
+        self.by_source.evaluate(source, target, amount, ts, hits, features)
         self.by_target.evaluate(target, source, ts, hits, features)
         return hits, features

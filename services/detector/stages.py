@@ -116,7 +116,7 @@ class SourceStage:
             hits: list[Hit] = []
             features: dict[str, float] = {}
             self.state.get(record.partition() or 0).evaluate(
-                tx.source, tx.amount, ts, hits, features)
+                tx.source, tx.target, tx.amount, ts, hits, features)
             body = extend(raw, tx, identity_fields(tx, record))
             value = b"".join((b'{"tx":', body, b',"source":', orjson.dumps(tx.source),
                               b',"target":', orjson.dumps(tx.target), b',"amount":',

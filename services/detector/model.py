@@ -1,0 +1,309 @@
+"""The online fraud model: scores batches, learns from labels, retrains in the background.
+Pure (no Kafka client).
+
+A thin loop calls it twice: ``score(matrix)`` once per consumed batch (one vectorised
+call, numpy), and ``learn(matrix, labels)`` once per batch of joined labels. Learning
+is twofold, as the tutorial's PyTorch variant did it:
+
+- online: every labelled batch nudges the model in service (one SGD step per example),
+  so it follows drift between retrains;
+- retraining: every ``retrain_every`` examples, a thread trains a fresh model on the
+  ``memory`` most recent examples, several passes over them, while the one in service
+  keeps scoring. The fresh model then catches up with the examples that came during
+  its training and replaces the one in service in one reference assignment: a batch is
+  scored by one model or the other, never a mix, and the stream never waits for a fit.
+
+Until a first model exists (it needs examples of both classes) there is no score:
+``score`` returns None, and a verdict says ``"score": null``.
+
+In a loop, with a ``Router`` that has rules and this model and a ``LabelJoin``::
+
+    routed = router.route(records)  # scores the batch with the model in service
+    model.learn(*join.remember(routed.features))  # labels that came first
+    ...
+    model.learn(*join.labels(label_values))  # a batch from the labels topic
+
+The learner is a small neural network (``SmallNet``: scikit-learn's ``MLPClassifier``
+with ``partial_fit``); ``LogisticSGD`` is the linear alternative. ``bench/model_choice.py``
+measures both against River's learners, on speed and on quality.
+
+The retrain shares the process with the stream: numpy's matrix products release the
+GIL, the rest of a fit competes with the loop for it, at a few seconds per retrain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.linear_model import SGDClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+
+from services.detector.features import WIDTH
+
+log = logging.getLogger("fraud.detector.model")
+
+
+class Learner(Protocol):
+    """What the model needs of a learning algorithm."""
+
+    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        """Learn from scratch from examples, as well as they allow."""
+
+    def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        """Learn a little more from a few examples."""
+
+    def proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Probability of fraud of each row."""
+
+
+class LogisticSGD:
+    """Logistic regression by stochastic gradient descent, on standardised inputs.
+
+    Scoring is a matrix product and a sigmoid in numpy, which skips scikit-learn's
+    per-call input checks: the rows come from ``features`` and are already sound.
+    ``positive_weight`` weighs a fraud example against a legitimate one: fraud is a
+    few percent of the traffic, and a model that meets it rarely learns it slowly.
+    """
+
+    def __init__(self, alpha: float = 1e-4, epochs: int = 5, positive_weight: float = 1.0,
+                 seed: int = 0) -> None:
+        self.epochs = epochs
+        self.positive_weight = positive_weight
+        self.scaler = StandardScaler()
+        self.classifier = SGDClassifier(loss="log_loss", alpha=alpha, max_iter=epochs,
+                                        tol=None, random_state=seed)
+
+    def _weights(self, labels: np.ndarray) -> np.ndarray:
+        return np.where(labels > 0, self.positive_weight, 1.0)
+
+    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        scaled = self.scaler.fit_transform(matrix)
+        self.classifier.fit(scaled, labels, sample_weight=self._weights(labels))
+
+    def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        self.scaler.partial_fit(matrix)
+        self.classifier.partial_fit(self.scaler.transform(matrix), labels, classes=_CLASSES,
+                                    sample_weight=self._weights(labels))
+
+    def proba(self, matrix: np.ndarray) -> np.ndarray:
+        scaler, classifier = self.scaler, self.classifier
+        margin = ((matrix - scaler.mean_) / scaler.scale_) @ classifier.coef_[0]
+        margin += classifier.intercept_[0]
+        # exp of a large negative margin overflows to inf, which is still 0 after 1/(1+inf).
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-margin))
+
+
+class SmallNet:
+    """A small neural network: two hidden layers of ReLU units, trained by Adam on
+    mini-batches (scikit-learn's ``MLPClassifier`` with ``partial_fit``).
+
+    Fraud here is not one direction in feature space: a tiny amount is suspicious in
+    a burst, a large one to a new payee. A linear model has to pick; two small layers
+    learn both, at a few microseconds per transaction (``bench/model_choice.py``).
+    The inputs are standardised by statistics frozen at ``fit``: the network's weights
+    are tied to that scale, so online steps must not move it. Scoring is the forward
+    pass in numpy, without scikit-learn's per-call checks.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (32, 16), epochs: int = 5,
+                 batch: int = 500, min_steps: int = 200, seed: int = 0) -> None:
+        self.epochs = epochs
+        self.min_steps = min_steps
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
+        self.scaler = StandardScaler()
+        self.classifier = MLPClassifier(hidden_layer_sizes=hidden, random_state=seed)
+
+    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        scaled = self.scaler.fit_transform(matrix)
+        # A few passes over many examples, more over a few: a young model has little to
+        # learn from, and a handful of steps would leave it barely trained.
+        steps_per_epoch = -(-len(labels) // self.batch)
+        for _ in range(max(self.epochs, -(-self.min_steps // steps_per_epoch))):
+            order = self.rng.permutation(len(labels))
+            for start in range(0, len(order), self.batch):
+                chosen = order[start:start + self.batch]
+                self.classifier.partial_fit(scaled[chosen], labels[chosen], classes=_CLASSES)
+
+    def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        if not hasattr(self.scaler, "mean_"):  # learning online from the start
+            self.scaler.fit(matrix)
+        self.classifier.partial_fit(self.scaler.transform(matrix), labels, classes=_CLASSES)
+
+    def proba(self, matrix: np.ndarray) -> np.ndarray:
+        layer = (matrix - self.scaler.mean_) / self.scaler.scale_
+        weights, biases = self.classifier.coefs_, self.classifier.intercepts_
+        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+            layer = np.maximum(layer @ weight + bias, 0.0)
+        margin = (layer @ weights[-1] + biases[-1])[:, 0]
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-margin))
+
+
+_CLASSES = np.array([0, 1])
+
+
+class _Examples:
+    """The most recent labelled examples, in a ring of fixed size, and how many came."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.matrix = np.zeros((capacity, WIDTH))
+        self.labels = np.zeros(capacity, dtype=np.int8)
+        self.seen = 0  # examples ever added
+
+    def __len__(self) -> int:
+        return min(self.seen, self.capacity)
+
+    def add(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        extra = len(labels) - self.capacity
+        if extra > 0:  # only the newest fit; the others count as come and gone
+            matrix, labels = matrix[extra:], labels[extra:]
+            self.seen += extra
+        at = self.seen % self.capacity
+        first = min(len(labels), self.capacity - at)
+        self.matrix[at:at + first], self.labels[at:at + first] = matrix[:first], labels[:first]
+        rest = len(labels) - first
+        self.matrix[:rest], self.labels[:rest] = matrix[first:], labels[first:]
+        self.seen += len(labels)
+
+    def since(self, seen: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the examples added after the ``seen``-th (those still kept), oldest
+        first."""
+        count = min(self.seen - seen, len(self))
+        order = (np.arange(self.seen - count, self.seen)) % self.capacity
+        return self.matrix[order], self.labels[order]
+
+    def positives(self) -> int:
+        return int(self.labels[: len(self)].sum())
+
+
+class OnlineModel:
+    """Scores, learns online, and retrains then swaps in the background. See the module.
+
+    ``version`` counts the models put in service (0: none yet) and ``trained_at`` is
+    when the one in service was (``clock`` time, seconds), for the console to show the
+    version and age. With ``background=False`` a retrain runs in the caller's thread,
+    which a test or a bench that wants determinism may prefer.
+    """
+
+    def __init__(self, learner: Callable[[], Learner] = SmallNet, memory: int = 50_000,
+                 retrain_every: int = 10_000, min_examples: int = 200,
+                 background: bool = True, clock: Callable[[], float] = time.time) -> None:
+        if memory < 1 or retrain_every < 1 or min_examples < 1:
+            raise ValueError(f"invalid model settings: memory {memory}, retrain every "
+                             f"{retrain_every}, at least {min_examples} examples")
+        self.new_learner = learner
+        self.retrain_every = retrain_every
+        self.min_examples = min_examples
+        self.background = background
+        self.clock = clock
+        self.version = 0
+        self.trained_at: float | None = None
+        self.failures = 0  # retrains that raised; the model in service stays
+        self._current: Learner | None = None
+        self._examples = _Examples(memory)
+        self._trained_upto = 0  # examples seen when the last retrain started
+        # Held while examples are added and the model in service learns from them, and
+        # by a retrain while it catches up and swaps: no example is learnt by one model
+        # and then lost by the swap. Scoring never takes it.
+        self._lock = threading.Lock()
+        self._retraining: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether a model is in service (before that, ``score`` gives None)."""
+        return self._current is not None
+
+    def age(self) -> float | None:
+        """Seconds since the model in service was trained; None without one."""
+        return None if self.trained_at is None else max(0.0, self.clock() - self.trained_at)
+
+    def score(self, matrix: np.ndarray) -> np.ndarray | None:
+        """The probability of fraud of every row, in one call; None until a first model."""
+        current = self._current  # one read: a swap in between changes nothing for this batch
+        if current is None or len(matrix) == 0:
+            return None if current is None else np.zeros(0)
+        return current.proba(matrix)
+
+    def learn(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+        """Learn from labelled rows (label 1: fraud), and start a retrain when due."""
+        if len(labels) == 0:
+            return
+        labels = np.asarray(labels, dtype=np.int8)
+        with self._lock:
+            self._examples.add(matrix, labels)
+            current = self._current
+            if current is not None:
+                current.partial_fit(matrix, labels)
+        if self._due():
+            self.retrain()
+
+    def _due(self) -> bool:
+        examples = self._examples
+        if self._current is None:  # a first model as soon as there is something to learn
+            positives = examples.positives()
+            return len(examples) >= self.min_examples and 0 < positives < len(examples)
+        return examples.seen - self._trained_upto >= self.retrain_every
+
+    @property
+    def retraining(self) -> bool:
+        thread = self._retraining
+        return thread is not None and thread.is_alive()
+
+    def retrain(self) -> bool:
+        """Train a fresh model on the recent examples and swap it in; False when a
+        retrain is already under way or there is nothing to learn from yet."""
+        if self.retraining:
+            return False
+        with self._lock:
+            matrix, labels = self._examples.since(0)
+            upto = self._examples.seen
+        if not 0 < labels.sum() < len(labels):  # a classifier needs both classes
+            return False
+        self._trained_upto = upto
+        if not self.background:
+            self._train_and_swap(matrix, labels, upto)
+            return True
+        self._retraining = threading.Thread(target=self._train_and_swap,
+                                            args=(matrix, labels, upto),
+                                            name="model-retrain", daemon=True)
+        self._retraining.start()
+        return True
+
+    def _train_and_swap(self, matrix: np.ndarray, labels: np.ndarray, upto: int) -> None:
+        try:
+            fresh = self.new_learner()
+            fresh.fit(matrix, labels)
+            with self._lock:
+                late_matrix, late_labels = self._examples.since(upto)
+                if len(late_labels):
+                    fresh.partial_fit(late_matrix, late_labels)
+                self.trained_at = self.clock()
+                self.version += 1
+                self._current = fresh  # the swap
+        except Exception:  # a failed fit must not stop the stream; the old model stays
+            self.failures += 1
+            log.exception("retraining the model failed; version %d stays", self.version)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a retrain under way; whether none is running any more."""
+        thread = self._retraining
+        if thread is not None:
+            thread.join(timeout)
+        return not self.retraining
+
+    def status(self) -> dict[str, Any]:
+        """What a heartbeat says about the model."""
+        age = self.age()
+        return {"version": self.version, "trained_at": self.trained_at,
+                "age_s": None if age is None else round(age, 1),
+                "examples": self._examples.seen, "retraining": self.retraining,
+                "failures": self.failures}
