@@ -191,8 +191,10 @@ def test_valid_commands_apply_around_hostile_ones(
                                           if spec.owner == name}, clock=lambda: NOW)
                 for name in ("generator", "detector")}
     ts = NOW - 1_000_000  # later than any mutated command: each valid one is the newest
-    log: list[tuple[bytes, bytes]] = []
+    log: list[tuple[bytes, bytes]] = []  # the valid commands
+    topic: list[tuple[bytes, bytes | None]] = []  # everything, as a restart reads it
     for n, raw in enumerate(hostile):
+        topic.append((raw, None))
         for live in services.values():
             before = dict(live.values)
             outcome = live.apply(raw, secret=secret, written_at=NOW)
@@ -217,11 +219,12 @@ def test_valid_commands_apply_around_hostile_ones(
         assert outcome.applied is True, outcome.reason
         assert owner.values[body["setting"]] == body["value"]
         log.append((record, body["setting"].encode()))
+        topic.append(log[-1])
     # Read again from the beginning (a restart), the log ends in the same settings; and
     # publishing any of it again, or an old command under a new id, changes nothing.
     for name, live in services.items():
         restarted = LiveSettings(name, {}, clock=lambda: NOW)
-        for record, key in log:
+        for record, key in topic:
             restarted.apply(record, secret=secret, key=key, written_at=NOW)
         assert {s: restarted.values.get(s, v) for s, v in live.values.items()} == live.values
         settled = dict(live.values)
