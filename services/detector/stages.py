@@ -19,13 +19,15 @@ carried across in a header.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 import orjson
 from msgspec import UNSET, DecodeError
 
+from services.detector.features import FeatureRows, dataset_features
 from services.detector.routing import (
+    MODEL,
     Counters,
     Headers,
     Record,
@@ -36,6 +38,9 @@ from services.detector.routing import (
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
 from services.transaction import decode_schema, extend, why_refused
+
+if TYPE_CHECKING:  # the model imports scikit-learn, which a detector without one never needs
+    from services.detector.model import OnlineModel
 
 KEY_HEADER = "key"  # the transaction's own key, across the repartition topic
 
@@ -79,6 +84,7 @@ class Forwarded(msgspec.Struct, gc=False):
     """A transaction on its way from the first stage to the second."""
 
     tx: msgspec.Raw  # the transaction's bytes, id and ts filled in, any old detection gone
+    id: str
     source: str
     target: str
     amount: float
@@ -118,7 +124,10 @@ class SourceStage:
             self.state.get(record.partition() or 0).evaluate(
                 tx.source, tx.target, tx.amount, ts, hits, features)
             body = extend(raw, tx, identity_fields(tx, record))
-            value = b"".join((b'{"tx":', body, b',"source":', orjson.dumps(tx.source),
+            ident = tx.id if tx.id is not UNSET else \
+                f"{record.topic()}-{record.partition()}-{record.offset()}"
+            value = b"".join((b'{"tx":', body, b',"id":', orjson.dumps(ident),
+                              b',"source":', orjson.dumps(tx.source),
                               b',"target":', orjson.dumps(tx.target), b',"amount":',
                               orjson.dumps(tx.amount), b',"ts":', str(ts).encode(),
                               b',"hits":', orjson.dumps([tuple(hit) for hit in hits]),
@@ -132,22 +141,37 @@ class SourceStage:
 
 
 class TargetStage:
-    """Runs the rules about targets and the threshold, and gives each transaction its
-    verdict, under its own key again."""
+    """Runs the rules about targets, the threshold and the model, and gives each
+    transaction its verdict, under its own key again.
+
+    The model, when there is one, scores the whole batch in one call once the rules
+    have seen every record (their figures are its features); ``Routed.features`` then
+    holds those rows, for the label join that teaches the model.
+    """
 
     def __init__(self, rules: Callable[[], TargetRules], instance: str,
-                 threshold: float = 900.0) -> None:
+                 threshold: float = 900.0, model: OnlineModel | None = None,
+                 cutoff: float = 0.5) -> None:
         self.state = PartitionedState(rules)
         self.instance = instance
         self.counters = Counters()
+        self.model = model
+        self.cutoff = cutoff
         self.set_threshold(threshold)
 
     def set_threshold(self, threshold: float) -> None:
         self.rule = AmountThreshold(threshold)
 
+    def configure(self) -> None:
+        """Take up changed rule settings in every partition's rules."""
+        for rules in self.state.partitions.values():
+            rules.configure()
+
     def process(self, records: Iterable[Record]) -> Routed:
         routed = Routed([], [], [])
-        threshold = self.rule.threshold
+        threshold, model = self.rule.threshold, self.model
+        rows = FeatureRows()
+        judged: list[tuple[Record, Forwarded, list[Hit]]] = []
         for record in records:
             raw = record.value()
             try:
@@ -163,10 +187,26 @@ class TargetStage:
                 forwarded.target, forwarded.source, forwarded.ts, hits, features)
             if forwarded.amount >= threshold:
                 hits.insert(0, Hit(self.rule.name, self.rule.reason))
-            detection = verdict(hits, features, None, threshold, self.instance)
+            if model is not None:
+                tx = bytes(forwarded.tx)
+                rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
+                         dataset_features(tx))
+            judged.append((record, forwarded, hits))
+        scores: list[float | None] = [None] * len(judged)
+        if model is not None and judged:
+            batch = rows.batch()
+            scored = model.score(batch.matrix)
+            if scored is not None:
+                scores = scored.tolist()
+            routed = routed._replace(features=batch)
+        for (record, forwarded, hits), score in zip(judged, scores, strict=True):
+            if score is not None:
+                score = round(score, 4)
+                if score >= self.cutoff:
+                    hits.append(Hit(MODEL, f"score {score:.2f} >= {self.cutoff:g}"))
+            detection = verdict(hits, forwarded.features, score, threshold, self.instance)
             value = b"".join((bytes(forwarded.tx)[:-1], b',"detection":', detection, b"}"))
-            key = _original_key(record)
-            (routed.fraud if hits else routed.legit).append((key, value))
+            (routed.fraud if hits else routed.legit).append((_original_key(record), value))
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)

@@ -113,3 +113,26 @@ def test_a_foreign_record_on_the_repartition_topic_is_a_dead_letter() -> None:
     target = TargetStage(TargetRules, "a")
     routed = target.process([FakeRecord(b'{"not": "forwarded"}', b"x")])
     assert [(k, v) for k, v, _ in routed.dlq] == [(b"x", b'{"not": "forwarded"}')]
+
+
+def test_the_second_stage_scores_a_batch_with_the_model_and_says_so_in_the_verdict() -> None:
+    from services.detector.model import OnlineModel
+    from tests.unit.test_model import examples
+
+    model = OnlineModel(background=False, min_examples=100)
+    source, target = SourceStage(lambda: SourceRules(novelty=True), "a"), TargetStage(
+        TargetRules, "a", model=model)
+    testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5) for i in range(12)]
+    arriving = repartition(source.process(testing)[0]).values()
+    forwarded = [r for records in arriving for r in records]
+    cold = target.process(forwarded)
+    assert {orjson.loads(v)["detection"]["score"] for _, v in cold.legit + cold.fraud} == {None}
+    assert cold.features is not None and len(cold.features.ids) == 12
+
+    model.learn(*examples(600))  # card testing against everyday payments
+    warm = target.process(forwarded)
+    verdicts = [orjson.loads(v)["detection"] for _, v in warm.fraud]
+    assert len(verdicts) == 12  # every tiny payment to a new shop, not just the 8th on
+    assert all(d["score"] >= 0.5 and {"rule": "model", "reason": f"score {d['score']:.2f} "
+                                       ">= 0.5"} in d["rules"] for d in verdicts)
+    assert sorted(warm.features.ids) == sorted(f"t{i}" for i in range(12))
