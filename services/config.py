@@ -36,6 +36,7 @@ class Topics:
     dlq: str = "streaming.transactions.dlq"
     control: str = "control.settings"
     status: str = "monitoring.status"
+    labels: str = "labels.transactions"
 
 
 # (attribute, flag, environment variable) for every topic name.
@@ -46,6 +47,7 @@ TOPIC_OPTIONS = (
     ("dlq", "--dlq-topic", "DLQ_TOPIC"),
     ("control", "--control-topic", "CONTROL_TOPIC"),
     ("status", "--status-topic", "STATUS_TOPIC"),
+    ("labels", "--labels-topic", "LABELS_TOPIC"),
 )
 
 

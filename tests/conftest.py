@@ -51,6 +51,7 @@ def service_env(broker: str, topics: Topics) -> dict[str, str]:
         "DLQ_TOPIC": topics.dlq,
         "CONTROL_TOPIC": topics.control,
         "STATUS_TOPIC": topics.status,
+        "LABELS_TOPIC": topics.labels,
         "DETECTOR_GROUP": f"detector-{topics.transactions}",
     })
     return env

@@ -1,0 +1,144 @@
+"""What the generator can stream, behind one batch interface. Pure.
+
+Every source answers ``batch(count, ts_ms)`` with at most ``count`` transactions
+stamped ``ts_ms`` and their labels, so that the pacer and the rate control drive each
+one the same way:
+
+- ``tutorial``: the classic uniform profile, unchanged, with no ground truth (its
+  labels are always empty: nothing in it is fraud by construction);
+- ``scenarios``: a population of customers with habits, with fraud scenarios mixed in
+  at a share of the transactions, each transaction labelled;
+- a replayed dataset (``services.generator.replay``), labelled from its rows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import uuid
+from typing import NamedTuple, Protocol
+
+import orjson
+
+from services.generator.labels import label
+from services.generator.population import Population
+from services.generator.scenarios import SCENARIOS, ScenarioDeck, Step
+from services.generator.synthetic import TutorialProfile
+
+PROFILES = ("tutorial", "scenarios")
+DEFAULT_FRAUD_RATE = 0.02
+
+Record = tuple[bytes, bytes]
+
+
+class Batch(NamedTuple):
+    transactions: list[Record]  # (key = source account, value = transaction JSON)
+    labels: list[Record]  # (key = transaction id, value = label JSON); one per transaction
+
+
+class Source(Protocol):
+    labelled: bool  # whether it has ground truth to publish
+    finished: bool  # a finite source has nothing more to send
+
+    def batch(self, count: int, ts_ms: int) -> Batch: ...
+
+
+class Tutorial:
+    """The tutorial profile behind the common interface: no labels, never finished."""
+
+    labelled = False
+    finished = False
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.profile = TutorialProfile(seed=seed)
+
+    def batch(self, count: int, ts_ms: int) -> Batch:
+        return Batch(self.profile.batch(count, ts_ms), [])
+
+
+class ScenarioProfile:
+    """Everyday traffic of a population with fraud scenarios mixed in.
+
+    Scenarios start at random points of the stream, as a Poisson process over
+    transactions whose rate makes ``fraud_rate`` of all transactions, on average, belong
+    to one: a start every ``mean steps / fraud_rate`` transactions. Each started
+    scenario's steps then go out when the stream's event time reaches them, in place of
+    everyday payments at random places in the batch, so the batch size (and thus the
+    rate) stays the pacer's. The share holds once the scenarios under way have had
+    time to unfold (the longest lasts ``FAN_IN_WINDOW_MS``); a short run has a smaller
+    share, since the later steps of its scenarios were not due yet.
+    """
+
+    labelled = True
+    finished = False
+
+    def __init__(self, seed: int | None = None, fraud_rate: float = DEFAULT_FRAUD_RATE,
+                 accounts: int = 50_000) -> None:
+        if not 0.0 <= fraud_rate <= 1.0:
+            raise ValueError(f"fraud rate {fraud_rate} is not within 0..1")
+        self.population = Population(seed, accounts)
+        # Its own stream of draws: the population stays the same whatever the traffic.
+        self.rng = random.Random(None if seed is None else f"traffic-{seed}")
+        self.fraud_rate = fraud_rate
+        self.deck = ScenarioDeck(self.rng)
+        self._start_rate = fraud_rate / ScenarioDeck.mean_steps()
+        self.run = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.cases = 0
+        # Steps not yet sent: (due ts, order, step, scenario, case).
+        self._pending: list[tuple[int, int, Step, str, str]] = []
+        self._order = 0
+        self._next_start = self._gap()
+
+    def _gap(self) -> float:
+        """Transactions until the next scenario starts."""
+        return self.rng.expovariate(self._start_rate) if self._start_rate > 0 else float("inf")
+
+    def _start(self, ts_ms: int) -> None:
+        scenario = self.deck.deal()
+        case = f"{self.run}-c{self.cases}"
+        self.cases += 1
+        plan, _ = SCENARIOS[scenario]
+        for step in plan(self.population, self.rng):
+            heapq.heappush(self._pending,
+                           (ts_ms + step.offset_ms, self._order, step, scenario, case))
+            self._order += 1
+
+    def batch(self, count: int, ts_ms: int) -> Batch:
+        # Scenarios that start within this batch's transactions.
+        end = self.seq + count
+        while self._next_start < end:
+            self._start(ts_ms)
+            self._next_start += self._gap()
+        pending = self._pending
+        due = []
+        while pending and pending[0][0] <= ts_ms and len(due) < count:
+            due.append(heapq.heappop(pending))
+        rng = self.rng
+        fraud_at = dict(zip(rng.sample(range(count), len(due)), due, strict=True))
+        everyday = iter(self.population.everyday(rng, count - len(due), ts_ms))
+        dumps, run, seq = orjson.dumps, self.run, self.seq
+        transactions: list[Record] = []
+        labels: list[Record] = []
+        for i in range(count):
+            tx_id = f"{run}-{seq + i}"
+            fraud = fraud_at.get(i)
+            if fraud is None:
+                source, target, amount, currency = next(everyday)
+                scenario = case = None
+            else:
+                _, _, step, scenario, case = fraud
+                source, target, amount, currency = (step.source, step.target, step.amount,
+                                                    step.currency)
+            transactions.append((source.encode(), dumps({
+                "id": tx_id, "ts": ts_ms, "source": source, "target": target,
+                "amount": amount, "currency": currency,
+            })))
+            labels.append(label(tx_id, ts_ms, scenario, case))
+        self.seq = end
+        return Batch(transactions, labels)
+
+    @property
+    def pending(self) -> int:
+        """Steps of started scenarios that are not due yet."""
+        return len(self._pending)

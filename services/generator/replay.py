@@ -1,0 +1,214 @@
+"""Replay of a labelled dataset in the public credit-card fraud layout. Pure.
+
+The file is a CSV with a header naming at least ``Time``, ``V1`` .. ``V28``, ``Amount``
+and ``Class`` (in any order; the public file quotes them). Each row becomes one
+transaction sent now:
+
+- ``amount`` is ``Amount`` (the dataset's zero amounts, card checks, become 0.01,
+  since a transaction of nothing is not one the pipeline accepts);
+- ``ts`` is the time of sending (``Time``, seconds since the dataset's first row, is
+  not a clock the rest of the pipeline shares);
+- ``source`` and ``target`` are derived from a hash of the row, so the same row always
+  has the same accounts, in every run and every loop over the file;
+- ``V1`` .. ``V28`` ride along as ``features``, for a model to learn from;
+- the label comes from ``Class`` (1: fraud, scenario ``dataset``; 0: not).
+
+A row that cannot be read is counted, reported now and then, and skipped; the
+replay never stops on data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from services.config import ConfigError
+from services.generator.labels import DATASET, label
+from services.generator.population import ACCOUNT_ALPHABET, ACCOUNT_LENGTH
+from services.generator.profiles import Batch, Record
+from services.transaction import MAX_AMOUNT
+
+log = logging.getLogger("fraud.generator.replay")
+
+FEATURES = tuple(f"V{i}" for i in range(1, 29))
+COLUMNS = ("Time", *FEATURES, "Amount", "Class")
+CURRENCY = "EUR"  # the public dataset holds European cardholders' payments
+SMALLEST_AMOUNT = 0.01
+REPORT_EVERY = 5.0  # seconds between two reports of bad rows
+
+
+class BadRow(ValueError):
+    """A row that is not a usable record; the message says why."""
+
+
+def account_for(row_text: str, role: str) -> str:
+    """A 12-character account derived from the row: stable across runs and loops."""
+    digest = hashlib.blake2b(f"{role}:{row_text}".encode(), digest_size=16).digest()
+    return "".join(ACCOUNT_ALPHABET[b % len(ACCOUNT_ALPHABET)] for b in digest[:ACCOUNT_LENGTH])
+
+
+def columns_of(header: list[str], path: str) -> dict[str, int]:
+    """Where each needed column is, or ConfigError naming the missing ones."""
+    names = [name.strip() for name in header]
+    missing = [name for name in COLUMNS if name not in names]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
+                                          if len(missing) > 5 else "")
+        raise ConfigError(f"--replay: {path} is not in the credit-card fraud layout "
+                          f"(Time, V1..V28, Amount, Class): missing {shown}")
+    return {name: names.index(name) for name in COLUMNS}
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRow(f"{name} is not a number: {text[:20]!r}") from None
+    if not math.isfinite(value):
+        raise BadRow(f"{name} is not finite: {text[:20]!r}")
+    return value
+
+
+def transaction_of(row: list[str], columns: dict[str, int]) -> tuple[dict[str, Any], bool]:
+    """The transaction (without ``id`` and ``ts``) a row stands for, and whether it is
+    fraud; BadRow saying why for a row that is not usable."""
+    if len(row) < len(columns) or len(row) <= max(columns.values()):
+        raise BadRow(f"{len(row)} fields, fewer than the header's")
+    amount = _number(row[columns["Amount"]], "Amount")
+    if amount < 0 or amount > MAX_AMOUNT:
+        raise BadRow(f"Amount out of range: {amount}")
+    kind = row[columns["Class"]].strip()
+    if kind not in ("0", "1"):
+        try:
+            kind = {0.0: "0", 1.0: "1"}[float(kind)]
+        except (ValueError, KeyError):
+            raise BadRow(f"Class is neither 0 nor 1: {kind[:20]!r}") from None
+    features = {name: _number(row[columns[name]], name) for name in FEATURES}
+    text = ",".join(row)
+    return {
+        "source": account_for(text, "source"),
+        "target": account_for(text, "target"),
+        "amount": max(SMALLEST_AMOUNT, round(amount, 2)),
+        "currency": CURRENCY,
+        "features": features,
+    }, kind == "1"
+
+
+class CsvReplay:
+    """The rows of a CSV file as transactions, read as they are asked for.
+
+    At the end of the file it is ``finished``, or with ``loop`` it starts over (ids
+    stay unique: they count on across loops). A loop over a file without a single
+    usable row finishes too, rather than spin on nothing.
+    """
+
+    labelled = True
+
+    def __init__(self, path: str, loop: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.loop = loop
+        self.finished = False
+        self.rows = 0  # rows sent
+        self.bad_rows = 0
+        self.passes = 0  # times the whole file was read
+        self._clock = clock
+        self._reported_at: float | None = None
+        self._reported_bad = 0
+        self.run = uuid.uuid4().hex[:12]
+        try:
+            # newline="" as csv wants; bytes that are not UTF-8 become U+FFFD and make
+            # a bad row, not a crash.
+            self._file = open(path, newline="", encoding="utf-8-sig", errors="replace")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"--replay: cannot read {path}: {exc.strerror}") from None
+        try:
+            self.columns, self._reader = self._open()
+        except BaseException:
+            self._file.close()
+            raise
+        self._rows_this_pass = 0
+
+    def _open(self) -> tuple[dict[str, int], Iterator[list[str]]]:
+        self._file.seek(0)
+        reader = csv.reader(self._file)
+        try:
+            header = next(reader, None)
+        except (csv.Error, OSError) as exc:
+            raise ConfigError(f"--replay: cannot read {self.path}: {exc}") from None
+        if header is None:
+            raise ConfigError(f"--replay: {self.path} is empty (no header)")
+        return columns_of(header, self.path), reader
+
+    def _next_row(self) -> list[str] | None:
+        """The next row of the file (starting over when looping), None at the end."""
+        while True:
+            try:
+                return next(self._reader)
+            except StopIteration:
+                self.passes += 1
+                if not self.loop or self._rows_this_pass == 0:
+                    return None
+                self._rows_this_pass = 0
+                try:
+                    self.columns, self._reader = self._open()
+                except ConfigError as exc:  # the file changed under us
+                    log.error("%s; stopping the replay", exc)
+                    return None
+            except csv.Error as exc:
+                self._bad(f"line {self._reader_line()}: {exc}")
+
+    def _reader_line(self) -> int:
+        return getattr(self._reader, "line_num", 0)
+
+    def _bad(self, reason: str) -> None:
+        self.bad_rows += 1
+        now = self._clock()
+        if self._reported_at is None or now - self._reported_at >= REPORT_EVERY:
+            log.warning("%s: skipped a bad row (%s); bad rows so far: %d", self.path, reason,
+                        self.bad_rows)
+            self._reported_at = now
+
+    def batch(self, count: int, ts_ms: int) -> Batch:
+        transactions: list[Record] = []
+        labels: list[Record] = []
+        dumps = orjson.dumps
+        while len(transactions) < count and not self.finished:
+            row = self._next_row()
+            if row is None:
+                self.finished = True
+                self._file.close()
+                break
+            if not row:  # a blank line
+                continue
+            try:
+                tx, fraud = transaction_of(row, self.columns)
+            except BadRow as exc:
+                self._bad(f"line {self._reader_line()}: {exc}")
+                continue
+            tx_id = f"{self.run}-{self.rows}"
+            tx = {"id": tx_id, "ts": ts_ms, **tx}
+            transactions.append((tx["source"].encode(), dumps(tx)))
+            labels.append(label(tx_id, ts_ms, DATASET if fraud else None))
+            self.rows += 1
+            self._rows_this_pass += 1
+        return Batch(transactions, labels)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def check(path: str) -> None:
+    """ConfigError unless ``path`` can be replayed: readable, with the needed columns."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--replay: cannot read {path}: no such file")
+    CsvReplay(path).close()
