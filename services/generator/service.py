@@ -1,7 +1,8 @@
-"""fraud-generator: the Kafka loop around the pacer and the synthetic profile."""
+"""fraud-generator: the Kafka loop around the pacer and a source of transactions."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
@@ -9,8 +10,15 @@ from collections.abc import Sequence
 
 from services import config, control, kafka
 from services.control_channel import ControlFollower, StatusPublisher
+from services.generator import replay
 from services.generator.pacing import Pacer, RateMeter
-from services.generator.synthetic import TutorialProfile
+from services.generator.profiles import (
+    DEFAULT_FRAUD_RATE,
+    PROFILES,
+    ScenarioProfile,
+    Source,
+    Tutorial,
+)
 from services.lifecycle import Shutdown, run_service, setup_logging
 
 log = logging.getLogger("fraud.generator")
@@ -29,14 +37,55 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
     parser.add_argument("--count", type=config.whole("--count", low=1, high=10**12),
                         help="stop after this many transactions (default: run until stopped)")
     parser.add_argument("--seed", type=int, help="seed for reproducible content")
+    config.env_option(
+        parser, "--profile", "GENERATOR_PROFILE", "tutorial",
+        "what to generate: tutorial (uniform, no ground truth) or scenarios (customers "
+        "with habits and labelled fraud scenarios)", os.environ, type=_profile,
+    )
+    config.env_option(
+        parser, "--fraud-rate", "FRAUD_RATE", str(DEFAULT_FRAUD_RATE),
+        "share of transactions that belong to fraud scenarios (scenarios profile)",
+        os.environ, type=config.number("--fraud-rate (FRAUD_RATE)", low=0, high=1),
+    )
+    parser.add_argument("--replay", metavar="FILE.csv",
+                        help="stream the rows of a labelled CSV (Time, V1..V28, Amount, "
+                             "Class) instead of a profile, then stop")
+    parser.add_argument("--loop", action="store_true",
+                        help="with --replay: start over at the end of the file")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
-    return config.parse(parser, argv)
+    args = config.parse(parser, argv)
+    if args.loop and not args.replay:
+        parser.error("--loop goes with --replay")
+    if args.replay:
+        try:
+            replay.check(args.replay)
+        except config.ConfigError as exc:
+            parser.error(str(exc))
+    return args
+
+
+def _profile(text: str) -> str:
+    if text not in PROFILES:
+        raise argparse.ArgumentTypeError(
+            f"--profile (GENERATOR_PROFILE): {text!r} is not one of {', '.join(PROFILES)}")
+    return text
+
+
+def source_of(args: argparse.Namespace) -> Source:
+    if args.replay:
+        return replay.CsvReplay(args.replay, loop=args.loop)
+    if args.profile == "scenarios":
+        return ScenarioProfile(seed=args.seed, fraud_rate=args.fraud_rate)
+    return Tutorial(seed=args.seed)
 
 
 def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     topics = config.topics(args)
-    kafka.ensure_topics(args.bootstrap, {topics.transactions: PARTITIONS, topics.control: 1,
-                                         topics.status: 1}, args.connect_timeout)
+    source = source_of(args)
+    wanted = {topics.transactions: PARTITIONS, topics.control: 1, topics.status: 1}
+    if source.labelled:  # the tutorial profile has no ground truth: no labels topic
+        wanted[topics.labels] = PARTITIONS
+    kafka.ensure_topics(args.bootstrap, wanted, args.connect_timeout)
     instance = kafka.instance_id(SERVICE)
     failures = kafka.DeliveryFailures(SERVICE)
     producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
@@ -56,7 +105,6 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     meter = RateMeter()
     follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change)
     follower.catch_up()
-    profile = TutorialProfile(seed=args.seed)
     limit = args.count
     produced = 0
     dropped_seen = 0
@@ -77,8 +125,12 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             if limit is not None:
                 count = min(count, limit - produced)
             if count:
-                for key, value in profile.batch(count, time.time_ns() // 1_000_000):
+                batch = source.batch(count, time.time_ns() // 1_000_000)
+                for key, value in batch.transactions:
                     kafka.produce_when_room(producer, topics.transactions, key, value)
+                for key, value in batch.labels:
+                    kafka.produce_when_room(producer, topics.labels, key, value)
+                count = len(batch.transactions)  # a replay may have run out of rows
                 produced += count
                 pacer.sent(count)
                 meter.add(now, count)
@@ -90,7 +142,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                     log.warning("cannot keep up with %g/s: achieving %.0f/s on this machine",
                                 pacer.rate, meter.rate())
             status.beat(settings.values, counters())
-            if limit is not None and produced >= limit:
+            if (limit is not None and produced >= limit) or source.finished:
                 break
             follower.poll()
             time.sleep(pacer.wait(time.monotonic()))
@@ -100,6 +152,9 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         follower.close()
     if left:
         log.error("%d transactions not delivered at exit", left)
+    if isinstance(source, replay.CsvReplay):
+        log.info("replayed %d rows of %s (%d bad rows skipped)", source.rows, args.replay,
+                 source.bad_rows)
     log.info("stopped after %d transactions (%d delivery failures)", produced, failures.count)
     return 1 if left or failures.count else 0
 
