@@ -18,6 +18,7 @@ MODULES = {
     "detector": "services.detector.service",
     "broker": "services.broker",
     "tail": "services.tail",
+    "evaluator": "services.evaluator.service",
 }
 
 
