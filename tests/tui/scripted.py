@@ -8,6 +8,9 @@ from typing import Any
 import orjson
 
 from services import control
+from services.evaluator import report
+from services.evaluator.quality import Evaluator
+from services.generator.profiles import ScenarioProfile
 from services.generator.synthetic import TutorialProfile
 from tui.feed import AggregatingFeed, Sink
 
@@ -44,6 +47,7 @@ class ScriptedFeed(AggregatingFeed):
         self.settings: dict[str, dict[str, Any]] = {
             "generator": {"tps": 1000.0, "paused": False},
             "detector": {"threshold": 900.0},
+            "evaluator": {"window": 60},
         }
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -72,6 +76,42 @@ class ScriptedFeed(AggregatingFeed):
                 agg.add_dead_letters(dead)
             self.heartbeats()
         agg.lag = 12
+
+    def scenario_traffic(self, seconds: int, tps: int, threshold: float = 900.0,
+                         window: int = 60, fraud_rate: float = 0.05) -> None:
+        """``seconds`` of labelled scenarios judged at ``threshold``, with what an
+        evaluator over a ``window`` of seconds would publish each second."""
+        if not hasattr(self, "scenarios"):
+            self.scenarios = ScenarioProfile(seed=42, fraud_rate=fraud_rate, accounts=5000)
+            self.evaluator = Evaluator(window_seconds=window)
+        agg = self.aggregator
+        for _ in range(seconds):
+            self.fake_clock.now += 1
+            ts = int(self.fake_clock.now * 1000)
+            batch = self.scenarios.batch(tps, ts)
+            outs: dict[str, list[bytes | None]] = {"legit": [], "fraud": []}
+            for _, tx in batch.transactions:
+                kind, value = output(tx, threshold)
+                outs[kind].append(value)
+                self.evaluator.verdict(value)
+            for _, label in batch.labels:
+                self.evaluator.label(label)
+            self.in_total += tps
+            agg.add_input_watermark(self.in_total)
+            for kind, values in outs.items():
+                agg.add_output(kind, values)
+            agg.add_latencies([8.0 + (i % 10) for i in range(100)])
+            self.evaluator_says()
+            self.heartbeats(services=("generator", "detector", "evaluator"))
+        agg.lag = 12
+
+    def evaluator_says(self) -> None:
+        """The quality message the evaluator publishes once a second."""
+        evaluator = self.evaluator
+        self.aggregator.add_status([report.encode(
+            "evaluator", "evaluator-1", int(self.fake_clock.now * 1000),
+            evaluator.window.seconds, evaluator.window.span_ms(), evaluator.window.tally(),
+            evaluator.counters())])
 
     def heartbeats(self, *, services: tuple[str, ...] = ("generator", "detector")) -> None:
         self.aggregator.add_status([

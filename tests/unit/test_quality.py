@@ -220,3 +220,24 @@ def test_nothing_joined_has_no_figures_rather_than_zeros() -> None:
 ])
 def test_what_is_not_a_quality_message_is_ignored(raw: bytes | None) -> None:
     assert report.parse(raw) is None
+
+
+def test_the_console_shows_the_newest_quality_and_how_old_it_is() -> None:
+    from tests.tui.scripted import FakeClock
+    from tui.model import Aggregator
+
+    clock = FakeClock(T0 / 1000)
+    aggregator = Aggregator(clock)
+    assert aggregator.snapshot().quality is None  # no evaluator: the panel says no labels
+
+    evaluator = fed(Evaluator(window_seconds=60), labels_first=False)
+    newer = report.encode("evaluator", "evaluator-2", T0 + 2000, 60,
+                          evaluator.window.span_ms(), evaluator.window.tally(), {})
+    older = report.encode("evaluator", "evaluator-1", T0 + 1000, 60, None, tally([]), {})
+    aggregator.add_status([newer, older, b"not a status"])
+    clock.now += 7
+    snapshot = aggregator.snapshot()
+    assert snapshot.quality is not None and snapshot.quality.instance == "evaluator-2"
+    assert snapshot.quality.joined == 10
+    assert snapshot.quality_age == 7
+    assert snapshot.services == ()  # a quality message is not a heartbeat
