@@ -170,9 +170,10 @@ class Population:
         size, quantiles = len(ids), len(_NORMAL)
         out = []
         for i in self.pick(rng, count, ts_ms):
-            if random_() < USUAL_SHARE:
+            draw = random_()
+            if draw < USUAL_SHARE:  # one draw decides both whether and which usual one
                 mine = usual[i]
-                target = mine[int(random_() * len(mine))]
+                target = mine[int(draw / USUAL_SHARE * len(mine))]
             else:
                 target = randrange(size)
                 if target == i:

@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
-from services.generator.labels import label
+from services.generator.labels import EVERYDAY_LABEL, label
 from services.generator.population import Population
 from services.generator.scenarios import SCENARIOS, ScenarioDeck, Step
 from services.generator.synthetic import TutorialProfile
@@ -115,26 +115,24 @@ class ScenarioProfile:
         while pending and pending[0][0] <= ts_ms and len(due) < count:
             due.append(heapq.heappop(pending))
         rng = self.rng
-        fraud_at = dict(zip(rng.sample(range(count), len(due)), due, strict=True))
-        everyday = iter(self.population.everyday(rng, count - len(due), ts_ms))
-        dumps, run, seq = orjson.dumps, self.run, self.seq
+        payments = self.population.everyday(rng, count - len(due), ts_ms)
+        # Scenario steps take random places among the everyday payments.
+        fraud_at = sorted(zip(rng.sample(range(count), len(due)), due, strict=True))
+        for position, (_, _, step, _, _) in fraud_at:
+            payments.insert(position, (step.source, step.target, step.amount, step.currency))
+        dumps, run, seq, everyday_label = orjson.dumps, self.run, self.seq, EVERYDAY_LABEL
         transactions: list[Record] = []
         labels: list[Record] = []
-        for i in range(count):
-            tx_id = f"{run}-{seq + i}"
-            fraud = fraud_at.get(i)
-            if fraud is None:
-                source, target, amount, currency = next(everyday)
-                scenario = case = None
-            else:
-                _, _, step, scenario, case = fraud
-                source, target, amount, currency = (step.source, step.target, step.amount,
-                                                    step.currency)
+        for i, (source, target, amount, currency) in enumerate(payments, seq):
+            tx_id = f"{run}-{i}"
             transactions.append((source.encode(), dumps({
                 "id": tx_id, "ts": ts_ms, "source": source, "target": target,
                 "amount": amount, "currency": currency,
             })))
-            labels.append(label(tx_id, ts_ms, scenario, case))
+            key = tx_id.encode()
+            labels.append((key, everyday_label % (key, ts_ms)))
+        for position, (_, _, _, scenario, case) in fraud_at:
+            labels[position] = label(f"{run}-{seq + position}", ts_ms, scenario, case)
         self.seq = end
         return Batch(transactions, labels)
 

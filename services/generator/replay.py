@@ -26,6 +26,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,30 @@ class BadRow(ValueError):
     """A row that is not a usable record; the message says why."""
 
 
-def account_for(row_text: str, role: str) -> str:
-    """A 12-character account derived from the row: stable across runs and loops."""
-    digest = hashlib.blake2b(f"{role}:{row_text}".encode(), digest_size=16).digest()
-    return "".join(ACCOUNT_ALPHABET[b % len(ACCOUNT_ALPHABET)] for b in digest[:ACCOUNT_LENGTH])
+# Maps each byte of a digest onto the account alphabet, for bytes.translate.
+_TO_ACCOUNT = bytes(ord(ACCOUNT_ALPHABET[b % len(ACCOUNT_ALPHABET)]) for b in range(256))
 
 
-def columns_of(header: list[str], path: str) -> dict[str, int]:
+def accounts_for(row_text: str) -> tuple[str, str]:
+    """The source and target accounts of a row, derived from a hash of its text:
+    stable across runs and loops, 12 letters and digits each."""
+    digest = hashlib.blake2b(row_text.encode(), digest_size=2 * ACCOUNT_LENGTH).digest()
+    accounts = digest.translate(_TO_ACCOUNT).decode()
+    return accounts[:ACCOUNT_LENGTH], accounts[ACCOUNT_LENGTH:]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the needed columns are in a file's rows."""
+
+    time: int
+    amount: int
+    label: int
+    features: tuple[int, ...]
+    widest: int  # the highest of these indices: a row must reach it
+
+
+def layout_of(header: list[str], path: str) -> Layout:
     """Where each needed column is, or ConfigError naming the missing ones."""
     names = [name.strip() for name in header]
     missing = [name for name in COLUMNS if name not in names]
@@ -65,7 +83,10 @@ def columns_of(header: list[str], path: str) -> dict[str, int]:
                                           if len(missing) > 5 else "")
         raise ConfigError(f"--replay: {path} is not in the credit-card fraud layout "
                           f"(Time, V1..V28, Amount, Class): missing {shown}")
-    return {name: names.index(name) for name in COLUMNS}
+    where = {name: names.index(name) for name in COLUMNS}
+    return Layout(time=where["Time"], amount=where["Amount"], label=where["Class"],
+                  features=tuple(where[name] for name in FEATURES),
+                  widest=max(where.values()))
 
 
 def _number(text: str, name: str) -> float:
@@ -78,28 +99,36 @@ def _number(text: str, name: str) -> float:
     return value
 
 
-def transaction_of(row: list[str], columns: dict[str, int]) -> tuple[dict[str, Any], bool]:
+def transaction_of(row: list[str], layout: Layout) -> tuple[dict[str, Any], bool]:
     """The transaction (without ``id`` and ``ts``) a row stands for, and whether it is
     fraud; BadRow saying why for a row that is not usable."""
-    if len(row) < len(columns) or len(row) <= max(columns.values()):
+    if len(row) <= layout.widest:
         raise BadRow(f"{len(row)} fields, fewer than the header's")
-    amount = _number(row[columns["Amount"]], "Amount")
-    if amount < 0 or amount > MAX_AMOUNT:
-        raise BadRow(f"Amount out of range: {amount}")
-    kind = row[columns["Class"]].strip()
+    texts = [row[i] for i in layout.features]
+    try:  # the common case in one go; a failure is explained field by field below
+        values = [float(text) for text in texts]
+        amount = float(row[layout.amount])
+    except ValueError:
+        values = [_number(text, name) for text, name in zip(texts, FEATURES, strict=True)]
+        amount = _number(row[layout.amount], "Amount")
+    if not all(map(math.isfinite, values)):
+        for text, name in zip(texts, FEATURES, strict=True):
+            _number(text, name)
+    if not 0 <= amount <= MAX_AMOUNT:  # also refuses NaN
+        raise BadRow(f"Amount out of range: {row[layout.amount][:20]!r}")
+    kind = row[layout.label].strip()
     if kind not in ("0", "1"):
         try:
             kind = {0.0: "0", 1.0: "1"}[float(kind)]
         except (ValueError, KeyError):
             raise BadRow(f"Class is neither 0 nor 1: {kind[:20]!r}") from None
-    features = {name: _number(row[columns[name]], name) for name in FEATURES}
-    text = ",".join(row)
+    source, target = accounts_for(",".join(row))
     return {
-        "source": account_for(text, "source"),
-        "target": account_for(text, "target"),
+        "source": source,
+        "target": target,
         "amount": max(SMALLEST_AMOUNT, round(amount, 2)),
         "currency": CURRENCY,
-        "features": features,
+        "features": dict(zip(FEATURES, values, strict=True)),
     }, kind == "1"
 
 
@@ -132,13 +161,13 @@ class CsvReplay:
         except OSError as exc:
             raise ConfigError(f"--replay: cannot read {path}: {exc.strerror}") from None
         try:
-            self.columns, self._reader = self._open()
+            self.layout, self._reader = self._open()
         except BaseException:
             self._file.close()
             raise
         self._rows_this_pass = 0
 
-    def _open(self) -> tuple[dict[str, int], Iterator[list[str]]]:
+    def _open(self) -> tuple[Layout, Iterator[list[str]]]:
         self._file.seek(0)
         reader = csv.reader(self._file)
         try:
@@ -147,7 +176,7 @@ class CsvReplay:
             raise ConfigError(f"--replay: cannot read {self.path}: {exc}") from None
         if header is None:
             raise ConfigError(f"--replay: {self.path} is empty (no header)")
-        return columns_of(header, self.path), reader
+        return layout_of(header, self.path), reader
 
     def _next_row(self) -> list[str] | None:
         """The next row of the file (starting over when looping), None at the end."""
@@ -160,7 +189,7 @@ class CsvReplay:
                     return None
                 self._rows_this_pass = 0
                 try:
-                    self.columns, self._reader = self._open()
+                    self.layout, self._reader = self._open()
                 except ConfigError as exc:  # the file changed under us
                     log.error("%s; stopping the replay", exc)
                     return None
@@ -191,7 +220,7 @@ class CsvReplay:
             if not row:  # a blank line
                 continue
             try:
-                tx, fraud = transaction_of(row, self.columns)
+                tx, fraud = transaction_of(row, self.layout)
             except BadRow as exc:
                 self._bad(f"line {self._reader_line()}: {exc}")
                 continue

@@ -41,11 +41,13 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
         parser, "--profile", "GENERATOR_PROFILE", "tutorial",
         "what to generate: tutorial (uniform, no ground truth) or scenarios (customers "
         "with habits and labelled fraud scenarios)", os.environ, type=_profile,
+        metavar="NAME",
     )
     config.env_option(
         parser, "--fraud-rate", "FRAUD_RATE", str(DEFAULT_FRAUD_RATE),
         "share of transactions that belong to fraud scenarios (scenarios profile)",
         os.environ, type=config.number("--fraud-rate (FRAUD_RATE)", low=0, high=1),
+        metavar="SHARE",
     )
     parser.add_argument("--replay", metavar="FILE.csv",
                         help="stream the rows of a labelled CSV (Time, V1..V28, Amount, "

@@ -14,9 +14,9 @@ import pytest
 from services.config import Topics
 from services.generator.replay import FEATURES
 from services.generator.scenarios import SCENARIOS
+from tests.credit_card_csv import fraud_csv
 from tests.kafka_helpers import MODULES, ROOT, ServiceProcess, read_topic, read_topics, start
 from tests.kafka_helpers import values as decoded
-from tests.unit.test_replay import fraud_csv
 
 
 def test_the_scenarios_profile_labels_every_transaction(

@@ -4,32 +4,16 @@ transactions; bad rows are skipped and counted; a file that does not fit is refu
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
 import orjson
 import pytest
 
 from services.config import ConfigError
-from services.generator.replay import COLUMNS, FEATURES, CsvReplay, check
+from services.generator.replay import FEATURES, CsvReplay, check
+from tests.credit_card_csv import fraud_csv
 
 TS = 1_700_000_000_000
-
-
-def fraud_csv(path: Path, rows: int, seed: int = 1, fraud_every: int = 10,
-              extra: list[str] | None = None) -> list[dict[str, float]]:
-    """A small file laid out as the public dataset is (quoted header and classes);
-    returns what each row holds."""
-    rng = random.Random(seed)
-    written = []
-    lines = [",".join(f'"{name}"' for name in COLUMNS)]
-    for i in range(rows):
-        row = {"Time": float(i), **{v: round(rng.gauss(0, 1.5), 6) for v in FEATURES},
-               "Amount": round(rng.uniform(0, 500), 2), "Class": int(i % fraud_every == 3)}
-        written.append(row)
-        lines.append(",".join([*(repr(row[c]) for c in COLUMNS[:-1]), f'"{row["Class"]}"']))
-    path.write_text("\n".join([*lines, *(extra or [])]) + "\n")
-    return written
 
 
 def read_all(replay: CsvReplay, batch: int = 7) -> tuple[list[dict], list[dict]]:

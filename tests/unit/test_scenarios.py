@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
+from services.generator import labels as ground_truth
 from services.generator import scenarios
 from services.generator.population import Population
 from services.generator.profiles import ScenarioProfile, Tutorial
@@ -197,3 +198,14 @@ def test_the_tutorial_profile_has_no_ground_truth() -> None:
     batch = Tutorial(seed=1).batch(100, START)
     assert len(batch.transactions) == 100
     assert batch.labels == []
+
+
+def test_a_label_reads_the_same_whichever_way_it_was_written() -> None:
+    key, everyday = ground_truth.label("3f2a9c0d1e2b-17", START, None)
+    assert key == b"3f2a9c0d1e2b-17"
+    assert orjson.loads(everyday) == {"id": "3f2a9c0d1e2b-17", "ts": START, "fraud": False,
+                                      "scenario": None, "case": None}
+    _, fraud = ground_truth.label("3f2a9c0d1e2b-18", START, scenarios.CARD_TESTING,
+                                  "3f2a9c0d1e2b-c4")
+    assert orjson.loads(fraud) == {"id": "3f2a9c0d1e2b-18", "ts": START, "fraud": True,
+                                   "scenario": "card_testing", "case": "3f2a9c0d1e2b-c4"}
