@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -10,11 +11,14 @@ import orjson
 from services import control
 from services.evaluator import report
 from services.evaluator.quality import Evaluator
-from services.generator.profiles import ScenarioProfile
 from services.generator.synthetic import TutorialProfile
 from tui.feed import AggregatingFeed, Sink
 
 START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+# The amounts a scenario's payments take in scripted labelled traffic.
+FRAUD_AMOUNTS = {"card_testing": (0.1, 2.0), "velocity_burst": (20.0, 400.0),
+                 "account_takeover": (300.0, 3_000.0), "mule_fan_in": (850.0, 1_150.0),
+                 "large_amount": (3_000.0, 20_000.0)}
 
 
 class FakeClock:
@@ -43,6 +47,7 @@ class ScriptedFeed(AggregatingFeed):
         super().__init__("127.0.0.1:9092", self.fake_clock)
         self.sent: list[dict[str, Any]] = []
         self.profile = TutorialProfile(seed=42)
+        self.rng = random.Random(42)
         self.in_total = 0
         self.settings: dict[str, dict[str, Any]] = {
             "generator": {"tps": 1000.0, "paused": False},
@@ -79,23 +84,35 @@ class ScriptedFeed(AggregatingFeed):
 
     def scenario_traffic(self, seconds: int, tps: int, threshold: float = 900.0,
                          window: int = 60, fraud_rate: float = 0.05) -> None:
-        """``seconds`` of labelled scenarios judged at ``threshold``, with what an
-        evaluator over a ``window`` of seconds would publish each second."""
-        if not hasattr(self, "scenarios"):
-            self.scenarios = ScenarioProfile(seed=42, fraud_rate=fraud_rate, accounts=5000)
+        """``seconds`` of labelled traffic judged at ``threshold``, with what an evaluator
+        over a ``window`` of seconds would publish each second.
+
+        The fraud is made here, not by the generator, so that these screens stay the
+        same whatever the generator's scenarios become: a share ``fraud_rate`` of the
+        transactions belongs to a scenario and takes an amount typical of it; everyday
+        payments stay below 500.
+        """
+        if not hasattr(self, "evaluator"):
             self.evaluator = Evaluator(window_seconds=window)
         agg = self.aggregator
         for _ in range(seconds):
             self.fake_clock.now += 1
             ts = int(self.fake_clock.now * 1000)
-            batch = self.scenarios.batch(tps, ts)
             outs: dict[str, list[bytes | None]] = {"legit": [], "fraud": []}
-            for _, tx in batch.transactions:
-                kind, value = output(tx, threshold)
+            for _, raw in self.profile.batch(tps, ts):
+                tx = orjson.loads(raw)
+                scenario = None
+                if self.rng.random() < fraud_rate:
+                    scenario = self.rng.choice(list(FRAUD_AMOUNTS))
+                    tx["amount"] = round(self.rng.uniform(*FRAUD_AMOUNTS[scenario]), 2)
+                else:  # everyday payments of up to 500
+                    tx["amount"] = max(0.01, round(tx["amount"] / 2, 2))
+                kind, value = output(orjson.dumps(tx), threshold)
                 outs[kind].append(value)
                 self.evaluator.verdict(value)
-            for _, label in batch.labels:
-                self.evaluator.label(label)
+                self.evaluator.label(orjson.dumps({"id": tx["id"], "ts": ts,
+                                                   "fraud": scenario is not None,
+                                                   "scenario": scenario}))
             self.in_total += tps
             agg.add_input_watermark(self.in_total)
             for kind, values in outs.items():
