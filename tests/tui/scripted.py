@@ -48,6 +48,7 @@ class ScriptedFeed(AggregatingFeed):
         self.sent: list[dict[str, Any]] = []
         self.profile = TutorialProfile(seed=42)
         self.rng = random.Random(42)
+        self.evaluator = Evaluator(window_seconds=60)  # what labelled traffic is graded by
         self.in_total = 0
         self.settings: dict[str, dict[str, Any]] = {
             "generator": {"tps": 1000.0, "paused": False},
@@ -83,17 +84,15 @@ class ScriptedFeed(AggregatingFeed):
         agg.lag = 12
 
     def scenario_traffic(self, seconds: int, tps: int, threshold: float = 900.0,
-                         window: int = 60, fraud_rate: float = 0.05) -> None:
+                         fraud_rate: float = 0.05) -> None:
         """``seconds`` of labelled traffic judged at ``threshold``, with what an evaluator
-        over a ``window`` of seconds would publish each second.
+        would publish each second.
 
         The fraud is made here, not by the generator, so that these screens stay the
         same whatever the generator's scenarios become: a share ``fraud_rate`` of the
         transactions belongs to a scenario and takes an amount typical of it; everyday
         payments stay below 500.
         """
-        if not hasattr(self, "evaluator"):
-            self.evaluator = Evaluator(window_seconds=window)
         agg = self.aggregator
         for _ in range(seconds):
             self.fake_clock.now += 1

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from services.evaluator.quality import Evaluator
 from tests.tui.scripted import ScriptedFeed, output
 from tui.app import FraudConsole
 
@@ -82,7 +81,6 @@ def threshold_lowered() -> ScriptedFeed:
 def unlabelled() -> ScriptedFeed:
     """An evaluator runs, but the tutorial profile labels nothing."""
     feed = under_load()
-    feed.evaluator = Evaluator(window_seconds=60)
     for n in range(500):
         feed.evaluator.verdict(output(orjson.dumps(
             {"id": f"t{n}", "ts": int(feed.fake_clock.now * 1000), "source": "A",
