@@ -51,23 +51,24 @@ def _display(names: dict[str, str], name: str) -> str:
 class QualityPanel(Widget):
     def __init__(self, panel_id: str) -> None:
         super().__init__(id=panel_id, classes="quality")
-        self.snapshot: Snapshot | None = None
+        self.quality: Quality | None = None
 
     def on_mount(self) -> None:
         self.border_title = "Quality"
 
     def show(self, snapshot: Snapshot) -> None:
-        if snapshot.quality != (self.snapshot.quality if self.snapshot else None) or (
-                snapshot.quality_age != (self.snapshot.quality_age if self.snapshot else None)):
-            self.snapshot = snapshot
-            quality = snapshot.quality
-            self.border_title = (f"Quality · last {quality.window_seconds} s"
-                                 if quality is not None and quality.joined else "Quality")
-            self.border_subtitle = _subtitle(quality, snapshot.quality_age)
-            self.refresh()
+        quality = snapshot.quality
+        subtitle = _subtitle(quality, snapshot.quality_age)
+        if quality == self.quality and subtitle == self.border_subtitle:
+            return
+        self.quality = quality
+        self.border_title = (f"Quality · last {quality.window_seconds} s"
+                             if quality is not None and quality.joined else "Quality")
+        self.border_subtitle = subtitle
+        self.refresh()
 
     def render(self) -> Text:
-        quality = self.snapshot.quality if self.snapshot else None
+        quality = self.quality
         if quality is None or not quality.joined:
             return no_labels(quality)
         width, height = self.content_size.width, self.content_size.height

@@ -78,6 +78,14 @@ def threshold_lowered() -> ScriptedFeed:
     return feed
 
 
+def evaluator_silent() -> ScriptedFeed:
+    """The evaluator stopped: its last figures stay, marked with how old they are."""
+    feed = quality()
+    feed.fake_clock.now += 12
+    feed.heartbeats()
+    return feed
+
+
 def unlabelled() -> ScriptedFeed:
     """An evaluator runs, but the tutorial profile labels nothing."""
     feed = under_load()
@@ -101,6 +109,7 @@ SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
     "quality": (quality, []),
     "threshold_lowered": (threshold_lowered, []),
     "unlabelled": (unlabelled, []),
+    "evaluator_silent": (evaluator_silent, []),
 }
 
 
