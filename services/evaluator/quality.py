@@ -18,8 +18,9 @@ needed for newer ones; either way it is counted as unmatched, never kept forever
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, NamedTuple
 
@@ -287,22 +288,39 @@ class Totals:
 
     bad_verdicts: int = 0  # records of the legit/fraud topics that are not verdicts
     bad_labels: int = 0
+    future: int = 0  # stamped too far ahead of the clock to be believed
 
 
 class Evaluator:
-    """Raw records in, a window of quality figures out: the service's whole core."""
+    """Raw records in, a window of quality figures out: the service's whole core.
+
+    A record stamped more than ``FUTURE_MS`` ahead of ``clock`` is set aside (counted
+    as ``future``): one such record would otherwise move the window's end, and the
+    join's clocks, past everything real, freezing the figures.
+    """
+
+    FUTURE_MS = 300_000
 
     def __init__(self, window_seconds: int = 60, wait_ms: int = 30_000,
-                 max_pending: int = 100_000) -> None:
+                 max_pending: int = 100_000, clock: Callable[[], float] = time.time) -> None:
         self.join = Join(wait_ms, max_pending)
         self.window = Window(window_seconds)
         self.totals = Totals()
+        self.clock = clock
+
+    def _from_the_future(self, ts: int) -> bool:
+        if ts > self.clock() * 1000 + self.FUTURE_MS:
+            self.totals.future += 1
+            return True
+        return False
 
     def verdict(self, raw: bytes | None) -> None:
         try:
             v = _decode_verdict(raw)  # type: ignore[arg-type]
         except _BAD:
             self.totals.bad_verdicts += 1
+            return
+        if self._from_the_future(v.ts):
             return
         rules = tuple(rule.rule for rule in v.detection.rules)
         outcome = self.join.add_verdict(v.id, Verdict(v.ts, v.detection.fraud, rules))
@@ -317,6 +335,8 @@ class Evaluator:
             self.totals.bad_labels += 1
             return
         ts = lb.ts if lb.ts is not msgspec.UNSET else max(0, record_ts_ms)
+        if self._from_the_future(ts):
+            return
         scenario = lb.scenario if lb.fraud else None
         outcome = self.join.add_label(lb.id, Label(ts, lb.fraud, scenario))
         if outcome is not None:
@@ -330,4 +350,4 @@ class Evaluator:
                 "unmatched_labels": join.unmatched_labels, "duplicates": join.duplicates,
                 "pending_verdicts": waiting_verdicts, "pending_labels": waiting_labels,
                 "late": self.window.late, "bad_verdicts": self.totals.bad_verdicts,
-                "bad_labels": self.totals.bad_labels}
+                "bad_labels": self.totals.bad_labels, "future": self.totals.future}

@@ -173,6 +173,17 @@ def test_bad_records_are_counted_and_skipped(raw: bytes | None) -> None:
     assert counters["joined"] == 1
 
 
+def test_a_record_from_the_far_future_cannot_freeze_the_window() -> None:
+    evaluator = Evaluator(window_seconds=60, clock=lambda: T0 / 1000)
+    evaluator.verdict(verdict("x", T0 + 3_600_000, "velocity"))  # an hour ahead
+    evaluator.label(label("x", T0 + 3_600_000, "card_testing"))
+    evaluator.verdict(verdict("y", T0 + 1000))
+    evaluator.label(label("y", T0 + 1000))
+    assert evaluator.counters()["future"] == 2
+    assert evaluator.window.tally().tn == 1  # "y" counts; the window ends at T0 + 1 s
+    assert evaluator.window.span_ms() == (T0 + 2000 - 60_000, T0 + 2000)
+
+
 def test_a_label_without_ts_takes_the_record_timestamp() -> None:
     evaluator = Evaluator(window_seconds=5)
     evaluator.verdict(verdict("x", T0 + 100))
