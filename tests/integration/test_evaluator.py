@@ -11,41 +11,22 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.config import Topics
 from services.evaluator import report
-from tests.kafka_helpers import MODULES, ROOT, ServiceProcess, produce, read_topics, start, values
-
-
-def wait_for_quality(bootstrap: str, topic: str, wanted: Callable[[report.Quality], bool],
-                     timeout: float = 30.0) -> report.Quality:
-    """The first quality message on the status topic for which ``wanted`` holds."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}"})
-    seen: report.Quality | None = None
-    try:
-        deadline = time.monotonic() + timeout
-        # Every partition (the embedded broker gives an auto-created topic four), once
-        # the evaluator has created the topic.
-        while not (partitions := consumer.list_topics(topic, timeout=10).topics[topic]
-                   .partitions) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        while time.monotonic() < deadline:
-            for message in consumer.consume(100, 0.2):
-                quality = report.parse(message.value()) if message.error() is None else None
-                if quality is not None:
-                    seen = quality
-                    if wanted(quality):
-                        return quality
-    finally:
-        consumer.close()
-    raise AssertionError(f"no such quality message within {timeout:g} s; last: {seen}")
+from tests.kafka_helpers import (
+    MODULES,
+    ROOT,
+    ServiceProcess,
+    produce,
+    read_topics,
+    start,
+    values,
+    wait_for_quality,
+)
 
 
 def stop(service: ServiceProcess) -> int:

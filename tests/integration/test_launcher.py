@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_evaluator import wait_for_quality
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import read_topic, wait_for_quality
 
 ROOT = Path(__file__).resolve().parents[2]
 
