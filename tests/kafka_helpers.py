@@ -6,10 +6,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from services.evaluator import report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +21,7 @@ MODULES = {
     "detector": "services.detector.service",
     "broker": "services.broker",
     "tail": "services.tail",
+    "evaluator": "services.evaluator.service",
 }
 
 
@@ -109,3 +113,28 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
     for key, value in records:
         producer.produce(topic, value, key)
     assert producer.flush(10) == 0
+
+
+def wait_for_quality(bootstrap: str, topic: str, wanted: Callable[[report.Quality], bool],
+                     timeout: float = 30.0) -> report.Quality:
+    """The first quality message on the status topic for which ``wanted`` holds."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}"})
+    seen: report.Quality | None = None
+    try:
+        deadline = time.monotonic() + timeout
+        # Every partition (the embedded broker gives an auto-created topic four), once
+        # the evaluator has created the topic.
+        while not (partitions := consumer.list_topics(topic, timeout=10).topics[topic]
+                   .partitions) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.2):
+                quality = report.parse(message.value()) if message.error() is None else None
+                if quality is not None:
+                    seen = quality
+                    if wanted(quality):
+                        return quality
+    finally:
+        consumer.close()
+    raise AssertionError(f"no such quality message within {timeout:g} s; last: {seen}")

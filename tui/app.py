@@ -18,6 +18,7 @@ from textual.widgets import Footer, Header, Static
 
 from tui.feed import Feed
 from tui.model import Snapshot
+from tui.quality_panel import QualityPanel
 from tui.screens import HelpScreen, TpsScreen
 from tui.widgets import EventLine, FeedPane, Settings, Throughput
 
@@ -90,10 +91,13 @@ class FraudConsole(App[str | None]):
         with Horizontal(id="top"):
             yield Throughput(id="throughput")
             yield Settings(id="controls")
+            yield QualityPanel("quality-top")  # wide terminals (see app.tcss)
         yield EventLine(id="event")
-        with Horizontal(id="feeds"):
-            yield FeedPane("legit")
-            yield FeedPane("fraud")
+        with Horizontal(id="lower"):
+            with Horizontal(id="feeds"):
+                yield FeedPane("legit")
+                yield FeedPane("fraud")
+            yield QualityPanel("quality-side")  # narrow terminals
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -145,6 +149,8 @@ class FraudConsole(App[str | None]):
         self.query_one(EventLine).show(snapshot)
         for pane in self.query(FeedPane):
             pane.show(snapshot.legit_rows if pane.kind == "legit" else snapshot.fraud_rows)
+        for panel in self.query(QualityPanel):
+            panel.show(snapshot)
 
     def _current(self, setting: str) -> float | bool:
         """What a step starts from: the pending request, else the value in force."""

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from services import config, security
+from services.generator.profiles import PROFILES
 from tui.app import FraudConsole
 from tui.children import Children
 from tui.feed import KafkaFeed
@@ -16,7 +17,7 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
     parser = config.base_parser(
         "fraud-console",
         "Watch and steer the fraud pipeline. With no cluster given, run the whole "
-        "pipeline (embedded broker, generator, detector) as child processes.",
+        "pipeline (embedded broker, generator, detector, evaluator) as child processes.",
         bootstrap_default=None,
     )
     parser.add_argument("--tps", type=config.number("--tps", low=0, high=100_000,
@@ -26,9 +27,20 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
                                                           low_inclusive=False),
                         default=900.0, help="starting fraud threshold of the embedded "
                         "detector (default: %(default)s)")
+    config.env_option(parser, "--profile", "GENERATOR_PROFILE", "scenarios",
+                      "what the embedded generator streams: scenarios (labelled, so the "
+                      "quality panel has figures) or tutorial", os.environ, type=_profile)
     config.env_option(parser, "--group", "DETECTOR_GROUP", "fraud-detector",
                       "consumer group of the detectors (for their lag)", os.environ)
     return config.parse(parser, argv)
+
+
+def _profile(text: str) -> str:
+    # argparse checks ``choices`` on flags only; a type checks the environment's value too.
+    if text not in PROFILES:
+        raise config.argparse.ArgumentTypeError(
+            f"--profile (GENERATOR_PROFILE): {text!r} is not one of {', '.join(PROFILES)}")
+    return text
 
 
 def service_env(bootstrap: str, args: config.argparse.Namespace) -> dict[str, str]:
@@ -37,7 +49,7 @@ def service_env(bootstrap: str, args: config.argparse.Namespace) -> dict[str, st
             "TRANSACTIONS_TOPIC": topics.transactions, "LEGIT_TOPIC": topics.legit,
             "FRAUD_TOPIC": topics.fraud, "DLQ_TOPIC": topics.dlq,
             "CONTROL_TOPIC": topics.control, "STATUS_TOPIC": topics.status,
-            "DETECTOR_GROUP": args.group}
+            "LABELS_TOPIC": topics.labels, "DETECTOR_GROUP": args.group}
 
 
 def forget_cluster_security() -> None:
@@ -65,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = service_env(bootstrap, args)
         children.start("detector", "services.detector.service",
                        ["--threshold", str(args.threshold)], env)
-        children.start("generator", "services.generator.service", ["--tps", str(args.tps)],
-                       env)
+        children.start("evaluator", "services.evaluator.service", [], env)
+        children.start("generator", "services.generator.service",
+                       ["--tps", str(args.tps), "--profile", args.profile], env)
         # The children inherit the environment, CONTROL_SECRET included.
         app = FraudConsole(KafkaFeed(bootstrap, topics, args.group,
                                      secret=args.control_secret),

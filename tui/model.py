@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from services.control import parse_status
+from services.evaluator import report
+from services.evaluator.report import Quality
 
 HISTORY_SECONDS = 300  # sparklines cover the last five minutes
 ROWS = 40  # rows kept per feed pane
@@ -79,6 +81,10 @@ class Snapshot:
     services: tuple[ServiceHealth, ...] = ()
     requests: Mapping[str, Request] = field(default_factory=dict)
     events: tuple[str, ...] = ()
+    # The newest quality message of an evaluator, and how old it is in seconds; None
+    # when no evaluator was heard from (the console works without one).
+    quality: Quality | None = None
+    quality_age: float | None = None
 
     @property
     def fraud_ratio(self) -> float | None:
@@ -135,6 +141,8 @@ class Aggregator:
         self.outage_since: float | None = None
         self.lag: int | None = None
         self._in_total: int | None = None  # last high-watermark sum of the input topic
+        self._quality: Quality | None = None
+        self._quality_seen = 0.0
 
     def reset(self) -> None:
         """Forget counters and history (the reset key); service status is kept."""
@@ -185,6 +193,12 @@ class Aggregator:
     def add_status(self, values: Iterable[bytes | None]) -> None:
         now = self.clock()
         for raw in values:
+            quality = report.parse(raw)
+            if quality is not None:
+                # Several evaluators say the same; the newest word counts.
+                if self._quality is None or quality.ts >= self._quality.ts:
+                    self._quality, self._quality_seen = quality, now
+                continue
             status = parse_status(raw)
             if status is None:
                 continue
@@ -272,6 +286,9 @@ class Aggregator:
                                           key=lambda kv: (kv[1]["service"], kv[0]))),
             requests=dict(self._requests),
             events=tuple(self._events),
+            quality=self._quality,
+            quality_age=(max(0.0, now - self._quality_seen)
+                         if self._quality is not None else None),
         )
 
 

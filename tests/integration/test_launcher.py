@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import read_topic, wait_for_quality
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,22 +107,31 @@ def console() -> Iterator[Terminal]:
 
 
 def started_pipeline(console: Terminal) -> dict[int, str]:
-    """The three children, once the generator's records reach its broker."""
-    wait_for(lambda: len(children_of(console.process.pid)) == 3, 30, "three children")
+    """The four children, once the generator's records reach its broker."""
+    wait_for(lambda: len(children_of(console.process.pid)) == 4, 30, "four children")
     children = children_of(console.process.pid)
     names = sorted(cmd.split(" -m ")[1].split()[0] for cmd in children.values())
     assert names == ["services.broker", "services.detector.service",
-                     "services.generator.service"]
+                     "services.evaluator.service", "services.generator.service"]
     generator = next(pid for pid, cmd in children.items() if "generator" in cmd)
-    environ = Path(f"/proc/{generator}/environ").read_bytes().split(b"\0")
-    bootstrap = next(v.split(b"=", 1)[1].decode() for v in environ
-                     if v.startswith(b"KAFKA_BROKER_URL="))
-    assert read_topic(bootstrap, "streaming.transactions.legit", 5, timeout=30, settle=0)
+    assert read_topic(bootstrap_of(generator), "streaming.transactions.legit", 5, timeout=30,
+                      settle=0)
     return children
+
+
+def bootstrap_of(pid: int) -> str:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(v.split(b"=", 1)[1].decode() for v in environ
+                if v.startswith(b"KAFKA_BROKER_URL="))
 
 
 def test_quit_stops_every_child(console: Terminal) -> None:
     children = started_pipeline(console)
+    # The embedded generator streams labelled scenarios, so the evaluator has figures.
+    evaluator = next(pid for pid, cmd in children.items() if "services.evaluator" in cmd)
+    quality = wait_for_quality(bootstrap_of(evaluator), "monitoring.status",
+                               lambda q: q.joined > 0)
+    assert quality.window_seconds == 60
     console.type(b"q")
     assert console.process.wait(20) == 0
     wait_for(lambda: not any(alive(pid) for pid in children), 10, "children to stop")

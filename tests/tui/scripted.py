@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
 import orjson
 
 from services import control
+from services.evaluator import report
+from services.evaluator.quality import Evaluator
 from services.generator.synthetic import TutorialProfile
 from tui.feed import AggregatingFeed, Sink
 
 START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+# The amounts a scenario's payments take in scripted labelled traffic.
+FRAUD_AMOUNTS = {"card_testing": (0.1, 2.0), "velocity_burst": (20.0, 400.0),
+                 "account_takeover": (300.0, 3_000.0), "mule_fan_in": (850.0, 1_150.0),
+                 "large_amount": (3_000.0, 20_000.0)}
 
 
 class FakeClock:
@@ -40,10 +47,13 @@ class ScriptedFeed(AggregatingFeed):
         super().__init__("127.0.0.1:9092", self.fake_clock)
         self.sent: list[dict[str, Any]] = []
         self.profile = TutorialProfile(seed=42)
+        self.rng = random.Random(42)
+        self.evaluator = Evaluator(window_seconds=60)  # what labelled traffic is graded by
         self.in_total = 0
         self.settings: dict[str, dict[str, Any]] = {
             "generator": {"tps": 1000.0, "paused": False},
             "detector": {"threshold": 900.0},
+            "evaluator": {"window": 60},
         }
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -72,6 +82,52 @@ class ScriptedFeed(AggregatingFeed):
                 agg.add_dead_letters(dead)
             self.heartbeats()
         agg.lag = 12
+
+    def scenario_traffic(self, seconds: int, tps: int, threshold: float = 900.0,
+                         fraud_rate: float = 0.05) -> None:
+        """``seconds`` of labelled traffic judged at ``threshold``, with what an evaluator
+        would publish each second.
+
+        The fraud is made here, not by the generator, so that these screens stay the
+        same whatever the generator's scenarios become: a share ``fraud_rate`` of the
+        transactions belongs to a scenario and takes an amount typical of it; everyday
+        payments stay below 500.
+        """
+        agg = self.aggregator
+        for _ in range(seconds):
+            self.fake_clock.now += 1
+            ts = int(self.fake_clock.now * 1000)
+            outs: dict[str, list[bytes | None]] = {"legit": [], "fraud": []}
+            for _, raw in self.profile.batch(tps, ts):
+                tx = orjson.loads(raw)
+                scenario = None
+                if self.rng.random() < fraud_rate:
+                    scenario = self.rng.choice(list(FRAUD_AMOUNTS))
+                    tx["amount"] = round(self.rng.uniform(*FRAUD_AMOUNTS[scenario]), 2)
+                else:  # everyday payments of up to 500
+                    tx["amount"] = max(0.01, round(tx["amount"] / 2, 2))
+                kind, value = output(orjson.dumps(tx), threshold)
+                outs[kind].append(value)
+                self.evaluator.verdict(value)
+                self.evaluator.label(orjson.dumps({"id": tx["id"], "ts": ts,
+                                                   "fraud": scenario is not None,
+                                                   "scenario": scenario}))
+            self.in_total += tps
+            agg.add_input_watermark(self.in_total)
+            for kind, values in outs.items():
+                agg.add_output(kind, values)
+            agg.add_latencies([8.0 + (i % 10) for i in range(100)])
+            self.evaluator_says()
+            self.heartbeats(services=("generator", "detector", "evaluator"))
+        agg.lag = 12
+
+    def evaluator_says(self) -> None:
+        """The quality message the evaluator publishes once a second."""
+        evaluator = self.evaluator
+        self.aggregator.add_status([report.encode(
+            "evaluator", "evaluator-1", int(self.fake_clock.now * 1000),
+            evaluator.window.seconds, evaluator.window.span_ms(), evaluator.window.tally(),
+            evaluator.counters())])
 
     def heartbeats(self, *, services: tuple[str, ...] = ("generator", "detector")) -> None:
         self.aggregator.add_status([

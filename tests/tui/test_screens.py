@@ -10,9 +10,10 @@ import os
 import time
 from collections.abc import Callable
 
+import orjson
 import pytest
 
-from tests.tui.scripted import ScriptedFeed
+from tests.tui.scripted import ScriptedFeed, output
 from tui.app import FraudConsole
 
 SIZES = [(80, 24), (160, 48)]
@@ -61,6 +62,42 @@ def refused_command() -> ScriptedFeed:
     return feed
 
 
+def quality() -> ScriptedFeed:
+    """Labelled scenarios and an evaluator: the quality panel's figures."""
+    feed = ScriptedFeed()
+    feed.settings["generator"]["tps"] = 200.0
+    feed.scenario_traffic(seconds=90, tps=200)
+    return feed
+
+
+def threshold_lowered() -> ScriptedFeed:
+    """The user pressed ``[`` down to 300 a minute ago: recall up, precision down."""
+    feed = quality()
+    feed.settings["detector"]["threshold"] = 300.0
+    feed.scenario_traffic(seconds=60, tps=200, threshold=300.0)
+    return feed
+
+
+def evaluator_silent() -> ScriptedFeed:
+    """The evaluator stopped: its last figures stay, marked with how old they are."""
+    feed = quality()
+    feed.fake_clock.now += 12
+    feed.heartbeats()
+    return feed
+
+
+def unlabelled() -> ScriptedFeed:
+    """An evaluator runs, but the tutorial profile labels nothing."""
+    feed = under_load()
+    for n in range(500):
+        feed.evaluator.verdict(output(orjson.dumps(
+            {"id": f"t{n}", "ts": int(feed.fake_clock.now * 1000), "source": "A",
+             "target": "B", "amount": 10.0, "currency": "EUR"}), 900.0)[1])
+    feed.evaluator_says()
+    feed.heartbeats(services=("generator", "detector", "evaluator"))
+    return feed
+
+
 SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
     "under_load": (under_load, []),
     "fraud_heavy": (fraud_heavy, []),
@@ -69,6 +106,10 @@ SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
     "refused_command": (refused_command, []),
     "help": (under_load, ["question_mark"]),
     "tps_pending": (under_load, ["plus"]),
+    "quality": (quality, []),
+    "threshold_lowered": (threshold_lowered, []),
+    "unlabelled": (unlabelled, []),
+    "evaluator_silent": (evaluator_silent, []),
 }
 
 
