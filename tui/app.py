@@ -19,8 +19,8 @@ from textual.widgets import Footer, Header, Static
 from tui.feed import Feed
 from tui.model import Snapshot
 from tui.quality_panel import QualityPanel
-from tui.screens import HelpScreen, TpsScreen
-from tui.widgets import EventLine, FeedPane, Settings, Throughput
+from tui.screens import HelpScreen, RulesScreen, TpsScreen
+from tui.widgets import EventLine, FeedPane, ModelStatus, Settings, Throughput
 
 # A 1-2-5 ladder from 1 to 100,000 per second: each key press is a step a person notices.
 TPS_STEPS = tuple(m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= 100_000)
@@ -62,6 +62,8 @@ class FraudConsole(App[str | None]):
                 tooltip=f"fraud threshold up by {THRESHOLD_STEP:g}"),
         Binding("left_square_bracket", "threshold(-1)", "Thr−", key_display="[",
                 tooltip=f"fraud threshold down by {THRESHOLD_STEP:g}"),
+        Binding("e", "rules", "Rules…",
+                tooltip="change a detector rule setting (velocity, fan-in, anomaly)"),
         Binding("p,space", "pause", "Pause", key_display="p",
                 tooltip="pause or resume the generator (also space)"),
         Binding("r", "reset", "Reset", tooltip="reset this console's counters and history"),
@@ -92,7 +94,9 @@ class FraudConsole(App[str | None]):
             yield Throughput(id="throughput")
             yield Settings(id="controls")
             yield QualityPanel("quality-top")  # wide terminals (see app.tcss)
-        yield EventLine(id="event")
+        with Horizontal(id="event-row"):
+            yield EventLine(id="event")
+            yield ModelStatus(id="model-status")
         with Horizontal(id="lower"):
             with Horizontal(id="feeds"):
                 yield FeedPane("legit")
@@ -147,6 +151,7 @@ class FraudConsole(App[str | None]):
         self.query_one(Throughput).show(snapshot)
         self.query_one(Settings).show(snapshot)
         self.query_one(EventLine).show(snapshot)
+        self.query_one(ModelStatus).show(snapshot)
         for pane in self.query(FeedPane):
             pane.show(snapshot.legit_rows if pane.kind == "legit" else snapshot.fraud_rows)
         for panel in self.query(QualityPanel):
@@ -180,6 +185,13 @@ class FraudConsole(App[str | None]):
     def action_threshold(self, direction: int) -> None:
         current = float(self._current("threshold"))
         self._send("threshold", max(THRESHOLD_STEP, current + direction * THRESHOLD_STEP))
+
+    def action_rules(self) -> None:
+        def sent(choice: tuple[str, float] | None) -> None:
+            if choice is not None:
+                self._send(*choice)
+
+        self.push_screen(RulesScreen(self.feed.snapshot().applied), sent)
 
     def action_pause(self) -> None:
         self._send("paused", not bool(self._current("paused")))

@@ -153,6 +153,28 @@ def services_text(services: tuple[ServiceHealth, ...]) -> Text:
     return text
 
 
+def model_text(services: tuple[ServiceHealth, ...]) -> str:
+    """The detectors' newest model: version and age, or that it is still learning;
+    nothing when no detector runs one."""
+    models = [h.counters["model"] for h in services if h.up
+              and isinstance(h.counters.get("model"), dict)]
+    if not models:
+        return ""
+    newest = max(models, key=lambda m: m.get("version") or 0)
+    if not newest.get("version"):
+        return f"learning, {count(newest.get('examples') or 0)} labels"
+    age = newest.get("age_s")
+    return f"v{newest['version']}" + ("" if age is None else f" · {age:.0f}s old")
+
+
+class ModelStatus(Static):
+    """The detectors' model, version and age, at the end of the event line."""
+
+    def show(self, snapshot: Snapshot) -> None:
+        model = model_text(snapshot.services)
+        self.update(Text.assemble(("model ", "dim"), (model, "cyan")) if model else "")
+
+
 class EventLine(Static):
     """The newest thing that happened to a setting: applied, refused and why."""
 

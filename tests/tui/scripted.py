@@ -55,6 +55,7 @@ class ScriptedFeed(AggregatingFeed):
             "detector": {"threshold": 900.0},
             "evaluator": {"window": 60},
         }
+        self.counters: dict[str, dict[str, Any]] = {}
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         stop.wait()  # nothing live: the screen shows what the test scripted
@@ -131,7 +132,8 @@ class ScriptedFeed(AggregatingFeed):
 
     def heartbeats(self, *, services: tuple[str, ...] = ("generator", "detector")) -> None:
         self.aggregator.add_status([
-            control.heartbeat(service, f"{service}-1", self.settings[service], {})
+            control.heartbeat(service, f"{service}-1", self.settings[service],
+                              self.counters.get(service, {}))
             for service in services])
 
     def answer(self, service: str, applied: bool, reason: str = "") -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from services.detector.rules import RuleSettings
 from tests.tui.scripted import ScriptedFeed, output
 from tui.app import FraudConsole
 
@@ -98,6 +99,16 @@ def unlabelled() -> ScriptedFeed:
     return feed
 
 
+def rules() -> ScriptedFeed:
+    """The full detector: rule settings in force and a model on its third version."""
+    feed = quality()
+    feed.settings["detector"].update(RuleSettings(velocity_count=10).values())
+    feed.counters["detector"] = {"model": {"version": 3, "trained_at": 0, "age_s": 42.0,
+                                           "examples": 12_000, "retraining": False}}
+    feed.heartbeats(services=("generator", "detector", "evaluator"))
+    return feed
+
+
 SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
     "under_load": (under_load, []),
     "fraud_heavy": (fraud_heavy, []),
@@ -110,6 +121,8 @@ SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
     "threshold_lowered": (threshold_lowered, []),
     "unlabelled": (unlabelled, []),
     "evaluator_silent": (evaluator_silent, []),
+    "model": (rules, []),
+    "rules_dialog": (rules, ["e", "down", "down"]),
 }
 
 
