@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from services import config, control, kafka
-from services.checkpoint import Checkpoint
+from services.checkpoint import AtLeastOnceCheckpoint
 from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.service import PARTITIONS, parse_args
 from services.lifecycle import Shutdown, run_service, setup_logging
@@ -39,7 +39,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     failures = kafka.DeliveryFailures(SERVICE)
     producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
     consumer = kafka.consumer(args.bootstrap, args.group)
-    checkpoint = Checkpoint(consumer, producer, failures)
+    checkpoint = AtLeastOnceCheckpoint(consumer, producer, failures)
     status = StatusPublisher(producer, topics.status, SERVICE, instance)
     settings = control.LiveSettings(SERVICE, {})
     follower = ControlFollower(args.bootstrap, topics.control, settings, status)
@@ -71,7 +71,7 @@ def loop(
     consumer: Consumer,
     producer: Producer,
     sink: str,
-    checkpoint: Checkpoint,
+    checkpoint: AtLeastOnceCheckpoint,
     batch_size: int,
     housekeeping: Callable[[], None],
     shutdown: Shutdown,

@@ -1,27 +1,44 @@
-"""Commit consumed offsets only once their outputs are safely in Kafka.
+"""Commit consumed offsets only together with, or after, the outputs they produced.
 
-A checkpoint collects the next offset of every partition a loop has processed and
-commits in named steps: flush the producer, check that nothing is left unsent and no
-delivery failed, then commit. If a delivery failed, nothing is committed and the
-consumer rewinds to the last commit, so the records are processed again: at least
-once, never lost.
+A checkpoint collects the next offset of every partition a loop has processed and,
+when due (by interval or by count), commits in named steps. Two guarantees:
+
+``AtLeastOnceCheckpoint``: 1. flush the producer, 2. check that nothing is left
+unsent and no delivery failed, 3. commit the offsets. A failed delivery means no
+commit and a rewind to the last commit: records may be processed twice, never lost.
+
+``ExactlyOnceCheckpoint``: the outputs and the offsets go into one Kafka transaction.
+``begin`` opens it before a batch's outputs are produced; then 1. flush, 2. check,
+3. send the offsets to the transaction, 4. commit the transaction, 5. commit the same
+offsets to the group directly (see ``_confirm``). An abortable error aborts the
+transaction and rewinds to the committed offsets, so its outputs, never visible to a
+``read_committed`` reader, are produced again. A fatal error (this instance fenced
+by a newer one with the same ``transactional.id``) raises ``KafkaException`` with a
+fatal error: the process must exit and be restarted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from services.kafka import DeliveryFailures
 
 log = logging.getLogger("fraud.checkpoint")
 
+AT_LEAST_ONCE = "at_least_once"
+EXACTLY_ONCE = "exactly_once"
+GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
+CALL_TIMEOUT = 0.5  # seconds a transactional call may block the loop (and signals)
+
 
 class Checkpoint:
+    """What both guarantees share: tracking offsets, deciding when to commit, rewinding."""
+
     def __init__(
         self,
         consumer: Consumer,
@@ -41,7 +58,12 @@ class Checkpoint:
         self._records = 0
         self._failures_seen = failures.count
         self._opened = time.monotonic()
+        self._warned = 0.0
         self.commits = 0
+        self.rewinds = 0
+
+    def begin(self) -> None:
+        """Called before a batch's outputs are produced."""
 
     def track(self, messages: Iterable[Any]) -> None:
         """Mark ``messages`` processed (their outputs produced, not yet delivered)."""
@@ -61,45 +83,216 @@ class Checkpoint:
         )
 
     def commit(self) -> bool:
-        """Commit what is tracked; False (and a rewind) if outputs did not all arrive."""
+        """Commit what is tracked; False if it could not be (see the subclasses)."""
+        raise NotImplementedError
+
+    def close(self) -> bool:
+        """The final commit when the loop stops."""
+        return self.commit()
+
+    def abandon(self) -> None:
+        """Give up what is not committed: it is processed again from the last commit."""
+        self._rewind()
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._offsets.pop((tp.topic, tp.partition), None)
+
+    def _positions(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+
+    def _new_failures(self) -> int:
+        failed = self.failures.count - self._failures_seen
+        self._failures_seen = self.failures.count
+        return failed
+
+    def _committed(self) -> None:
+        self._offsets.clear()
+        self._records = 0
+        self.commits += 1
+
+    def _rewind(self) -> None:
+        """Back to the last committed offsets: what was processed since is done again."""
+        positions = [TopicPartition(t, p) for t, p in self._offsets]
+        self._offsets.clear()
+        self._records = 0
+        self.rewinds += 1
+        try:
+            for tp in self.consumer.committed(positions, timeout=10):
+                # An unset offset means "never committed": start from the beginning.
+                offset = max(tp.offset, 0)
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                log.info("rewound %s [%d] to offset %d at %.3f", tp.topic, tp.partition,
+                         offset, time.time())
+        except KafkaException as exc:
+            log.error("rewind failed: %s", exc.args[0].str())
+
+    def _warn(self, message: str, *args: Any) -> None:
+        """A warning at most every five seconds: an outage must not flood the log."""
+        now = time.monotonic()
+        if now - self._warned >= 5.0:
+            self._warned = now
+            log.warning(message, *args)
+
+
+class AtLeastOnceCheckpoint(Checkpoint):
+    """Outputs first, offsets after: a crash in between means duplicates, never loss."""
+
+    def commit(self) -> bool:
         self._opened = time.monotonic()
         if not self._offsets:
             return True
         # 1. flush: every produced output delivered or failed
         unsent = self.producer.flush(self.flush_timeout)
         # 2. check: nothing still queued, no failed delivery since the last commit
-        failed = self.failures.count - self._failures_seen
-        self._failures_seen = self.failures.count
+        failed = self._new_failures()
         if unsent or failed:
             log.error("not committing: %d outputs unsent, %d failed; reprocessing from the "
                       "last commit", unsent, failed)
             self._rewind()
             return False
         # 3. commit the offsets
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=self._positions(), asynchronous=False)
         except KafkaException as exc:
             # Outputs are in Kafka, so a failed commit means duplicates later, never loss.
             log.warning("offset commit failed (records may be processed again): %s",
                         exc.args[0].str())
             return False
-        self._offsets.clear()
-        self._records = 0
-        self.commits += 1
+        self._committed()
         return True
 
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
-            self._offsets.pop((tp.topic, tp.partition), None)
 
-    def _rewind(self) -> None:
-        positions = [TopicPartition(t, p) for t, p in self._offsets]
-        self._offsets.clear()
-        self._records = 0
+class ExactlyOnceCheckpoint(Checkpoint):
+    """Outputs and offsets in one transaction: both become visible, or neither.
+
+    The producer must be transactional (``kafka.transactional_producer``); creating
+    the checkpoint initialises its transactions, which fences any earlier process with
+    the same ``transactional.id`` and aborts what that one left open.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        failures: DeliveryFailures,
+        interval: float = 1.0,
+        max_records: int = 100_000,
+        flush_timeout: float = 3.0,
+        txn_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(consumer, producer, failures, interval, max_records, flush_timeout)
+        self.txn_timeout = txn_timeout
+        self.aborts = 0
+        self._open = False
+        self._retry(producer.init_transactions, "init_transactions")
+
+    def begin(self) -> None:
+        if not self._open:
+            self.producer.begin_transaction()
+            self._open = True
+
+    def commit(self) -> bool:
+        self._opened = time.monotonic()
+        if not self._open:
+            return True
+        # 1. flush: every output of the transaction delivered or failed
+        unsent = self.producer.flush(self.flush_timeout)
+        if unsent:
+            # The broker is slow or away. The transaction stays open and grows; it
+            # commits when the broker answers again, or the broker aborts it after
+            # transaction.timeout.ms and step 4 reports that (then: abort and rewind).
+            self._warn("transaction not committed yet: %d outputs undelivered after "
+                       "%.0f s (is the broker reachable?)", unsent, self.flush_timeout)
+            return False
+        # 2. check: no output failed (step 4 would refuse such a transaction anyway)
+        failed = self._new_failures()
+        if failed:
+            log.error("aborting the transaction: %d outputs failed; reprocessing from "
+                      "the last commit", failed)
+            return self._abort()
         try:
-            for tp in self.consumer.committed(positions, timeout=10):
-                # An unset offset means "never committed": start from the beginning.
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+            # 3. the offsets, into the transaction
+            if self._offsets:
+                positions, group = self._positions(), self.consumer.consumer_group_metadata()
+                self._retry(lambda timeout: self.producer.send_offsets_to_transaction(
+                    positions, group, timeout), "send_offsets_to_transaction")
+            # 4. commit: outputs and offsets visible together
+            self._retry(self.producer.commit_transaction, "commit_transaction")
         except KafkaException as exc:
-            log.error("rewind failed: %s", exc.args[0].str())
+            error: KafkaError = exc.args[0]
+            if not error.txn_requires_abort():
+                raise  # fatal (fenced), or the cluster gone for a minute: exit, restart
+            log.warning("aborting the transaction: %s; reprocessing from the last commit",
+                        error.str())
+            return self._abort()
+        self._open = False
+        positions = self._positions()
+        self._committed()
+        self._confirm(positions)
+        return True
+
+    def close(self) -> bool:
+        """The final commit at a stop; what cannot be committed is aborted."""
+        if self.commit():
+            return True
+        if self._open:
+            self._abort()
+        return False
+
+    def abandon(self) -> None:
+        if self._open:
+            self._abort()
+        else:
+            self._rewind()
+
+    def _confirm(self, positions: list[TopicPartition]) -> None:
+        """5. The committed offsets once more, as a plain group commit.
+
+        On Apache Kafka step 3 already stored them with the transaction and this writes
+        the same values again (rejected, harmlessly, if the group has moved on). The
+        embedded broker (librdkafka's mock cluster) accepts step 3 but does not store
+        the offsets: without this a restarted detector there would start over from the
+        beginning of its partitions.
+        """
+        if not positions:
+            return
+        try:
+            self.consumer.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            log.info("plain offset commit after the transaction refused: %s",
+                     exc.args[0].str())
+
+    def _abort(self) -> bool:
+        self._retry(self.producer.abort_transaction, "abort_transaction")
+        self._open = False
+        self.aborts += 1
+        self._new_failures()  # the aborted outputs' failures are settled by the abort
+        self._rewind()
+        return False
+
+    def _retry(self, call: Callable[[float], None], name: str) -> None:
+        """``call(timeout)`` until it succeeds, for up to ``txn_timeout`` seconds.
+
+        A retriable error (a timeout: nothing decided yet) means the same call again,
+        as librdkafka asks. The calls are short because a signal is handled only
+        between them: a SIGTERM must not wait for the cluster.
+        """
+        deadline = time.monotonic() + self.txn_timeout
+        while True:
+            try:
+                call(CALL_TIMEOUT)
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if not error.retriable() or time.monotonic() >= deadline:
+                    raise
+                self._warn("%s not confirmed yet (%s; is the broker reachable?); retrying",
+                           name, error.str())
+
+
+def for_guarantee(guarantee: str, consumer: Consumer, producer: Producer,
+                  failures: DeliveryFailures) -> Checkpoint:
+    if guarantee == EXACTLY_ONCE:
+        return ExactlyOnceCheckpoint(consumer, producer, failures)
+    return AtLeastOnceCheckpoint(consumer, producer, failures)

@@ -29,6 +29,8 @@ _quiet_log = logging.getLogger("fraud.librdkafka.probe")
 _quiet_log.addHandler(logging.NullHandler())
 _quiet_log.propagate = False
 
+MAX_MESSAGE_BYTES = 1_048_588
+
 
 def instance_id(service: str) -> str:
     """A name for this process that stays readable in heartbeats and headers."""
@@ -68,13 +70,41 @@ def producer(bootstrap: str, extra: Mapping[str, Any] | None = None) -> Producer
         "queue.buffering.max.messages": 500_000,
         # Only failures come back through the callback: successes cost nothing per record.
         "delivery.report.only.error": True,
+        # Apache Kafka's default max.message.bytes of a topic: a record the cluster took
+        # in (a 1 MB dead letter, say) can be written out again with its headers.
+        "message.max.bytes": MAX_MESSAGE_BYTES,
     }
     config.update(extra or {})
     return Producer(_config(bootstrap, config))
 
 
-def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None) -> Consumer:
-    """A group member that commits only what the caller says is done."""
+def transactional_producer(
+    bootstrap: str, transactional_id: str, extra: Mapping[str, Any] | None = None
+) -> Producer:
+    """A producer whose records become visible to ``read_committed`` readers only when
+    its transaction commits (see ``checkpoint.ExactlyOnceCheckpoint``).
+
+    ``transactional_id`` must be the same for the same instance across restarts: a
+    restarted instance then fences its predecessor and aborts what it left open at
+    once. A process that dies and does not come back leaves its open transaction to be
+    aborted by the cluster after ``transaction.timeout.ms``; until then
+    ``read_committed`` readers of the partitions it wrote to wait, so the timeout is
+    short (the default is a minute), yet far longer than a checkpoint (one second).
+    """
+    config = {"transactional.id": transactional_id, "transaction.timeout.ms": 20_000}
+    config.update(extra or {})
+    return producer(bootstrap, config)
+
+
+def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None,
+             instance: str | None = None) -> Consumer:
+    """A group member that commits only what the caller says is done.
+
+    ``instance`` makes it a static member (``group.instance.id``): on Apache Kafka a
+    restarted process with the same instance takes its partitions back at once, with
+    no rebalance and no wait for the old session to expire. The session timeout is
+    then how long the partitions of an instance that died for good stay unread.
+    """
     config = {
         "group.id": group,
         "enable.auto.commit": False,
@@ -83,11 +113,22 @@ def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None)
         "fetch.wait.max.ms": 50,
         "allow.auto.create.topics": True,
         # A member that vanished holds its partitions until its session expires, and a
-        # broker that ignores LeaveGroup (the embedded one does) makes even a clean
-        # restart wait that long: 10 s instead of the default 45 s bounds the stall.
-        "session.timeout.ms": 10_000,
+        # broker that ignores LeaveGroup and static membership (the embedded one does)
+        # makes even a restart wait that long: 6 s (the least Apache Kafka allows by
+        # default) instead of 45 s bounds the stall; a restarted detector resumes within
+        # two sessions and a rebalance on that broker, at once with static membership.
+        "session.timeout.ms": 6_000,
         "heartbeat.interval.ms": 1_000,
+        # A rebalance waits this long for a member that stopped polling; the loops poll
+        # every 100 ms and block at most a few seconds on a commit.
+        "max.poll.interval.ms": 30_000,
+        # Incremental rebalances: only the partitions that move are revoked, and they
+        # are revoked once the group is stable again, so the offsets committed then are
+        # stored everywhere (the embedded broker refuses commits while members join).
+        "partition.assignment.strategy": "cooperative-sticky",
     }
+    if instance is not None:
+        config["group.instance.id"] = instance
     config.update(extra or {})
     return Consumer(_config(bootstrap, config))
 
@@ -122,6 +163,28 @@ def produce_when_room(producer: Producer, topic: str, key: bytes | None,
             return
         except BufferError:
             producer.poll(0.05)  # let librdkafka send, then try again
+
+
+def produce_dead_letter(producer: Producer, topic: str, key: bytes | None,
+                        value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    """A dead letter, with its original bytes when they fit in a record.
+
+    A value beyond ``message.max.bytes`` cannot be written again; the dead letter
+    then goes without it, its reason saying so, and its origin headers point at the
+    record, which stays in the input topic for its retention time. The detector keeps
+    going either way.
+    """
+    try:
+        produce_when_room(producer, topic, key, value, headers)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            raise
+        size = len(value or b"") + len(key or b"")
+        reason = next((v for k, v in headers if k == "dlq.reason"), b"")
+        headers = [(k, v) for k, v in headers if k != "dlq.reason"]
+        headers.append(("dlq.reason", reason + f"; record of {size} bytes too large to "
+                        "copy, see its origin".encode()))
+        produce_when_room(producer, topic, key, None, headers)
 
 
 def admin(bootstrap: str, quiet: bool = False) -> AdminClient:
@@ -246,3 +309,50 @@ class DeliveryFailures:
             self._last_logged = now
             self._log.error("delivery to %s failed: %s (%d failures so far)",
                             message.topic(), error.str(), self.count)
+
+
+class ClusterWatch:
+    """Says when the cluster stops answering, and when it answers again.
+
+    It is the delivery callback of a producer that reports every delivery and writes a
+    few records a second (heartbeats): a record left unacknowledged for ``after``
+    seconds means the cluster is unreachable or stalled, even while the connections
+    stay open (a stopped broker process keeps its sockets, and librdkafka would wait a
+    minute for a request to time out before saying anything).
+    """
+
+    def __init__(self, name: str, after: float = 3.0) -> None:
+        self.after = after
+        self.failures = 0
+        self.outage_since: float | None = None
+        self._answered = time.monotonic()
+        self._log = logging.getLogger(f"fraud.{name}")
+
+    def __call__(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self.failures += 1
+            return
+        now = time.monotonic()
+        self._answered = now
+        if self.outage_since is not None:
+            self._log.warning("the cluster answers again, after %.0f s",
+                              now - self.outage_since)
+            self.outage_since = None
+
+    def check(self, producer: Producer) -> None:
+        """Call from the loop: reports an outage once, when it starts."""
+        now = time.monotonic()
+        if (self.outage_since is None and now - self._answered >= self.after
+                and len(producer) > 0):
+            self.outage_since = self._answered
+            self._log.warning("no answer from the cluster for %.0f s (is the broker "
+                              "reachable?); retrying", now - self._answered)
+
+
+def status_producer(bootstrap: str, name: str) -> tuple[Producer, ClusterWatch]:
+    """A producer for heartbeats and command answers, outside any transaction, and the
+    watch its deliveries feed; call ``watch.check(producer)`` and ``producer.poll(0)``
+    each turn of the loop."""
+    watch = ClusterWatch(name)
+    return producer(bootstrap, {"on_delivery": watch, "delivery.report.only.error": False,
+                                "linger.ms": 0}), watch

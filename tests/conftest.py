@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,24 +10,16 @@ from pathlib import Path
 import pytest
 
 from services.config import Topics
-from tests.kafka_helpers import ServiceProcess
+from tests.kafka_helpers import BrokerProcess, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[str]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The embedded broker (fraud-broker) in its own process: its bootstrap address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.broker"], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert process.stdout is not None
-    bootstrap = process.stdout.readline().strip()
-    assert bootstrap, "fraud-broker printed no address"
-    yield bootstrap
-    process.terminate()
-    process.wait(10)
+    with BrokerProcess(tmp_path_factory.mktemp("broker") / "broker.log") as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

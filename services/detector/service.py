@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from services import config, control, kafka
-from services.checkpoint import Checkpoint
+from services.checkpoint import (
+    AT_LEAST_ONCE,
+    EXACTLY_ONCE,
+    GUARANTEES,
+    Checkpoint,
+    for_guarantee,
+)
 from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.routing import DLQ, FRAUD, LEGIT, Router
 from services.lifecycle import Shutdown, run_service, setup_logging
@@ -33,8 +40,32 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
         parser, "--batch-size", "DETECTOR_BATCH_SIZE", "1000", "records per consume call",
         env, type=config.whole("--batch-size (DETECTOR_BATCH_SIZE)", low=1, high=100_000),
     )
+    config.env_option(
+        parser, "--processing-guarantee", "PROCESSING_GUARANTEE", EXACTLY_ONCE,
+        f"{EXACTLY_ONCE} (Kafka transactions) or {AT_LEAST_ONCE}", env,
+        type=_guarantee)
+    config.env_option(
+        parser, "--instance", "DETECTOR_INSTANCE", socket.gethostname(),
+        "this instance's name, the same across its restarts and unique in the group "
+        "(its static group membership and transactional id)", env,
+        shown_default="the host name", type=_instance_name)
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return config.parse(parser, argv)
+
+
+def _guarantee(text: str) -> str:
+    if text not in GUARANTEES:
+        raise config.argparse.ArgumentTypeError(
+            f"--processing-guarantee (PROCESSING_GUARANTEE): {text!r} is not one of "
+            + ", ".join(GUARANTEES))
+    return text
+
+
+def _instance_name(text: str) -> str:
+    if not text or len(text) > 200 or not text.isprintable():
+        raise config.argparse.ArgumentTypeError(
+            f"--instance (DETECTOR_INSTANCE): {text!r} is not a name of 1..200 characters")
+    return text
 
 
 def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
@@ -45,11 +76,23 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     }, args.connect_timeout)
     instance = kafka.instance_id(SERVICE)
     failures = kafka.DeliveryFailures(SERVICE)
-    producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
-    consumer = kafka.consumer(args.bootstrap, args.group)
+    exactly_once = args.processing_guarantee == EXACTLY_ONCE
+    # Static membership: a restarted instance takes its partitions straight back.
+    consumer = kafka.consumer(args.bootstrap, args.group, instance=args.instance)
+    if exactly_once:
+        # One transactional id per instance of a group, the same across its restarts.
+        producer = kafka.transactional_producer(
+            args.bootstrap, f"{args.group}.{args.instance}", {"on_delivery": failures})
+    else:
+        producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
+    # Heartbeats and command answers have a producer of their own, outside the
+    # transactions: they must flow while no transaction is open, and an aborted
+    # transaction must not take the status of the moment with it.
+    status_producer, cluster = kafka.status_producer(args.bootstrap, SERVICE)
     router = Router(instance, args.threshold)
-    checkpoint = Checkpoint(consumer, producer, failures)
-    status = StatusPublisher(producer, topics.status, SERVICE, instance)
+    checkpoint = for_guarantee(args.processing_guarantee, consumer, producer,
+                                           failures)
+    status = StatusPublisher(status_producer, topics.status, SERVICE, instance)
     settings = control.LiveSettings(SERVICE, {"threshold": args.threshold})
 
     def on_change(cmd: control.ControlCommand) -> None:
@@ -65,28 +108,47 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         checkpoint.commit()
         checkpoint.forget(partitions)
 
+    def on_lost(_: Consumer, partitions: list[TopicPartition]) -> None:
+        # Already someone else's (this member's session expired): what was done for
+        # them since the last commit must not be committed now.
+        log.warning("partitions lost: %s", ", ".join(str(tp.partition) for tp in partitions))
+        checkpoint.abandon()
+
     def housekeeping() -> None:
         follower.poll()
+        status_producer.poll(0)
+        cluster.check(status_producer)
         status.beat(settings.values, counters())
 
     def counters() -> dict[str, int]:
         return {**router.counters.as_dict(), "delivery_failures": failures.count,
-                "commits": checkpoint.commits}
+                "commits": checkpoint.commits, "rewinds": checkpoint.rewinds}
 
-    consumer.subscribe([topics.transactions], on_revoke=on_revoke)
+    consumer.subscribe([topics.transactions], on_revoke=on_revoke, on_lost=on_lost)
     destinations = {LEGIT: topics.legit, FRAUD: topics.fraud, DLQ: topics.dlq}
-    log.info("routing %s at threshold %g", topics.transactions, router.threshold)
+    log.info("routing %s at threshold %g, %s, as %s of group %s", topics.transactions,
+             router.threshold, args.processing_guarantee, args.instance, args.group)
+    committed = False
     try:
         loop(consumer, producer, router, checkpoint, destinations, args.batch_size,
              housekeeping, shutdown)
+        committed = checkpoint.close()
+    except KafkaException as exc:
+        error = exc.args[0]
+        # Fenced by a newer process with this instance name, or the cluster gone in the
+        # middle of a commit: exit, and let the supervisor start a fresh process, which
+        # resumes from the last commit.
+        log.error("stopping: %s%s", "fatal: " if error.fatal() else "", error.str())
     finally:
-        committed = checkpoint.commit()
         status.beat(settings.values, counters(), force=True)
-        producer.flush(2)
+        status_producer.flush(1)
+        producer.flush(1)
         consumer.close()
         follower.close()
     log.info("stopped: %s, %d delivery failures", router.counters.as_dict(), failures.count)
-    return 0 if committed and not failures.count else 1
+    # Failed deliveries were settled by a rewind (and an abort): their records were
+    # routed again. What counts is that the last commit went through.
+    return 0 if committed else 1
 
 
 def loop(
@@ -108,6 +170,8 @@ def loop(
         if messages:
             records = [m for m in messages if m.error() is None or not _is_error(m)]
             routed = router.route(records)
+            if records:
+                checkpoint.begin()
             for topic, outputs in ((legit_topic, routed.legit), (fraud_topic, routed.fraud)):
                 for key, value in outputs:
                     try:
@@ -115,7 +179,7 @@ def loop(
                     except BufferError:
                         kafka.produce_when_room(producer, topic, key, value)
             for key, value, headers in routed.dlq:
-                kafka.produce_when_room(producer, dlq_topic, key, value, headers)
+                kafka.produce_dead_letter(producer, dlq_topic, key, value, headers)
             checkpoint.track(records)
         producer.poll(0)
         if checkpoint.due():

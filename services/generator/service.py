@@ -91,7 +91,10 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     instance = kafka.instance_id(SERVICE)
     failures = kafka.DeliveryFailures(SERVICE)
     producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
-    status = StatusPublisher(producer, topics.status, SERVICE, instance)
+    # Heartbeats on a producer of their own: their deliveries tell when the cluster
+    # stops answering.
+    status_producer, cluster = kafka.status_producer(args.bootstrap, SERVICE)
+    status = StatusPublisher(status_producer, topics.status, SERVICE, instance)
     settings = control.LiveSettings(SERVICE, {"tps": args.tps, "paused": False})
     pacer = Pacer(rate=args.tps, now=time.monotonic())
 
@@ -138,6 +141,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                 pacer.sent(count)
                 meter.add(now, count)
             producer.poll(0)
+            status_producer.poll(0)
+            cluster.check(status_producer)
             if pacer.dropped != dropped_seen:
                 dropped_seen, last_drop_at = pacer.dropped, now
                 if now - warned_at >= 5:
@@ -152,6 +157,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     finally:
         status.beat(settings.values, counters(), force=True)
         left = producer.flush(4)
+        status_producer.flush(0.2)
         follower.close()
     if left:
         log.error("%d transactions not delivered at exit", left)

@@ -1,0 +1,170 @@
+"""Nothing lost, nothing doubled: detectors killed with SIGKILL in the middle of a run.
+
+Every generated transaction must come out exactly once across legit, fraud and dead
+letters, read as a ``read_committed`` consumer reads them. On Apache Kafka the
+transactions a killed detector left open are aborted and never shown to such a
+reader. The embedded broker runs the transaction protocol (it writes the commit and
+abort markers) but its Fetch ignores ``isolation.level``, so it still shows those
+records; ``left_open_by_kills`` picks them out (the outputs a killed process wrote
+at or after the position its successor resumed from, where the committed offsets
+stood), and the tests check that they are no more than one open transaction: all
+written in the last seconds before the kill. Likewise for a transaction a detector
+aborts itself (it says where it rewound to). Everything else must be exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from services.config import Topics
+from tests.kafka_helpers import (
+    Kill,
+    Output,
+    Outputs,
+    ServiceProcess,
+    aborted_by_rewinds,
+    left_open_by_kills,
+    positions,
+    rewinds,
+    start,
+)
+
+KILLS = 5
+TRANSACTIONS = 50_000
+RESUME_BOUND = 30.0  # seconds: the liveness the detector promises after a restart
+OPEN_TRANSACTION_SPAN = 5.0  # seconds: a checkpoint is 1 s, plus a commit's time
+
+
+def process_name(detector: ServiceProcess) -> str:
+    """How a detector process signs its outputs (``kafka.instance_id``)."""
+    return f"detector-{socket.gethostname()}-{detector.process.pid}"
+
+
+def wrote(detector: ServiceProcess, since: float = 0.0):
+    name = process_name(detector)
+    return lambda records: any(r.process == name and r.at >= since for r in records)
+
+
+def kill(detector: ServiceProcess) -> Kill:
+    detector.process.send_signal(signal.SIGKILL)
+    detector.wait(5)
+    return Kill(process_name(detector), time.time())
+
+
+def committed_view(
+    outputs: Outputs, where: dict[str, tuple[int, int]], kills: list[Kill],
+    detectors: list[ServiceProcess],
+) -> tuple[Counter[str | None], list[tuple[Output, float]]]:
+    """Ids as a ``read_committed`` reader of Apache Kafka sees them, and what the
+    embedded broker showed on top of that: the outputs of the transactions left open by
+    kills and of those the (stopped) ``detectors`` aborted themselves, each with the
+    time its transaction ended."""
+    given_up = [r for d in detectors for r in rewinds(process_name(d), d.output())]
+    killed_at = {k.process: k.at for k in kills}
+    hidden = [(r, killed_at[r.process])
+              for r in left_open_by_kills(outputs.records, where, kills)]
+    hidden += aborted_by_rewinds(outputs.records, where, given_up)
+    ids = {id(r) for r, _ in hidden}
+    return Counter(r.id for r in outputs.records if id(r) not in ids), hidden
+
+
+def every_id(where: dict[str, tuple[int, int]]) -> Callable[[list[Output]], bool]:
+    return lambda records: {r.id for r in records} >= set(where)
+
+
+def assert_open_transactions_only(hidden: list[tuple[Output, float]],
+                                  span: float = OPEN_TRANSACTION_SPAN) -> None:
+    """Each output set aside was written in the last ``span`` seconds of its
+    transaction: a committed one reprocessed would be older."""
+    for record, ended in hidden:
+        age = ended - record.at
+        assert age <= span, (f"{record.id} by {record.process}, written {age:.1f} s before "
+                             "its transaction ended, was committed yet reprocessed")
+
+
+def test_a_detector_killed_five_times_loses_and_doubles_nothing(
+    broker: str, topics: Topics, service_env: dict[str, str], services: list[ServiceProcess]
+) -> None:
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    env = {**service_env, "DETECTOR_INSTANCE": "solo"}
+    # 50 s of traffic: every kill and restart happens while transactions arrive.
+    generator = start(services, "generator", service_env, "--tps", "1000",
+                      "--count", str(TRANSACTIONS), "--seed", "11")
+    detector = start(services, "detector", env)
+    started = [detector]
+    outputs = Outputs(broker, topics)
+    kills: list[Kill] = []
+    resumed_in: list[float] = []
+    try:
+        assert outputs.wait(wrote(detector), 60, settle=0), "the detector never wrote"
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.2, 2.5))  # a random point of its work
+            kills.append(kill(detector))
+            restarted = time.time()
+            detector = start(services, "detector", env)
+            started.append(detector)
+            if not outputs.wait(wrote(detector, restarted), RESUME_BOUND, settle=0):
+                detector.kill()
+                raise AssertionError(
+                    f"restarted detector silent for {RESUME_BOUND:.0f} s (seed {seed}):\n"
+                    + detector.output()[-3000:])
+            resumed_in.append(time.time() - restarted)
+        assert generator.wait(90) == 0, generator.output()
+        where = positions(broker, topics.transactions, TRANSACTIONS)
+        assert len(where) == TRANSACTIONS
+        outputs.wait(every_id(where), 60, settle=2)
+        detector.process.send_signal(signal.SIGTERM)
+        assert detector.wait(10) == 0
+        seen, left_open = committed_view(outputs, where, kills, started)
+    finally:
+        outputs.close()
+
+    assert seen == Counter(list(where)), f"lost or doubled (seed {seed}): " + ", ".join(
+        f"{i} x{seen[i]}" for i in set(seen) | set(where) if seen[i] != 1)[:500]
+    assert_open_transactions_only(left_open)
+    print(f"{KILLS} kills, resumed in {', '.join(f'{s:.1f}' for s in resumed_in)} s, "
+          f"{len(left_open)} records of open transactions shown by the embedded broker")
+    assert max(resumed_in) < RESUME_BOUND
+
+
+@pytest.mark.parametrize("instances", [2, 3])
+def test_a_member_killed_mid_run_hands_its_partitions_over_intact(
+    instances: int, broker: str, topics: Topics, service_env: dict[str, str],
+    services: list[ServiceProcess],
+) -> None:
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    count = 30_000
+    generator = start(services, "generator", service_env, "--tps", "1500",
+                      "--count", str(count), "--seed", "12")
+    detectors = [start(services, "detector", {**service_env, "DETECTOR_INSTANCE": f"d{n}"})
+                 for n in range(instances)]
+    outputs = Outputs(broker, topics)
+    try:
+        everyone = lambda records: all(wrote(d)(records) for d in detectors)  # noqa: E731
+        assert outputs.wait(everyone, 60, settle=0), "the group never shared the work"
+        time.sleep(rng.uniform(0.2, 2.0))
+        victim = rng.choice(detectors)
+        kills = [kill(victim)]
+        assert generator.wait(60) == 0, generator.output()
+        where = positions(broker, topics.transactions, count)
+        outputs.wait(every_id(where), 60, settle=2)
+        survivors = [d for d in detectors if d is not victim]
+        for survivor in survivors:
+            survivor.process.send_signal(signal.SIGTERM)
+        codes = [survivor.wait(10) for survivor in survivors]
+        seen, left_open = committed_view(outputs, where, kills, detectors)
+    finally:
+        outputs.close()
+
+    assert seen == Counter(list(where)), f"lost or doubled (seed {seed})"
+    assert_open_transactions_only(left_open)
+    assert codes == [0] * len(survivors)
