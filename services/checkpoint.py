@@ -61,6 +61,11 @@ class Checkpoint:
         self._warned = 0.0
         self.commits = 0
         self.rewinds = 0
+        # Step 0 of a commit, for outputs that belong with it (state changes for a
+        # changelog); and what to do once processing goes back to the last commit
+        # (state built from records that will be processed again is stale).
+        self.before_commit: Callable[[], None] | None = None
+        self.after_rewind: Callable[[], None] | None = None
 
     def begin(self) -> None:
         """Called before a batch's outputs are produced."""
@@ -98,6 +103,11 @@ class Checkpoint:
         for tp in partitions:
             self._offsets.pop((tp.topic, tp.partition), None)
 
+    def _prepare(self) -> None:
+        """0. whatever must be written with this commit."""
+        if self.before_commit is not None:
+            self.before_commit()
+
     def _positions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
 
@@ -126,6 +136,8 @@ class Checkpoint:
                          offset, time.time())
         except KafkaException as exc:
             log.error("rewind failed: %s", exc.args[0].str())
+        if self.after_rewind is not None:
+            self.after_rewind()
 
     def _warn(self, message: str, *args: Any) -> None:
         """A warning at most every five seconds: an outage must not flood the log."""
@@ -142,6 +154,7 @@ class AtLeastOnceCheckpoint(Checkpoint):
         self._opened = time.monotonic()
         if not self._offsets:
             return True
+        self._prepare()
         # 1. flush: every produced output delivered or failed
         unsent = self.producer.flush(self.flush_timeout)
         # 2. check: nothing still queued, no failed delivery since the last commit
@@ -196,6 +209,7 @@ class ExactlyOnceCheckpoint(Checkpoint):
         self._opened = time.monotonic()
         if not self._open:
             return True
+        self._prepare()
         # 1. flush: every output of the transaction delivered or failed
         unsent = self.producer.flush(self.flush_timeout)
         if unsent:

@@ -152,14 +152,16 @@ def consume_batch(consumer: Consumer, size: int, timeout: float) -> list[Message
 
 def produce_when_room(producer: Producer, topic: str, key: bytes | None,
                       value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
-                      ) -> None:
-    """``produce``, waiting while the local queue is full instead of failing.
+                      partition: int | None = None) -> None:
+    """``produce``, waiting while the local queue is full instead of failing; to
+    ``partition`` when given, else to the one the key hashes to.
 
     Hot loops call ``producer.produce`` directly and come here only on BufferError.
     """
+    where = {} if partition is None else {"partition": partition}
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers)
+            producer.produce(topic, value, key, headers=headers, **where)
             return
         except BufferError:
             producer.poll(0.05)  # let librdkafka send, then try again
@@ -226,9 +228,11 @@ def wait_for_broker(bootstrap: str, timeout: float) -> ClusterMetadata:
 
 
 def ensure_topics(
-    bootstrap: str, wanted: Mapping[str, int], timeout: float = 10.0
+    bootstrap: str, wanted: Mapping[str, int], timeout: float = 10.0,
+    compacted: Iterable[str] = (),
 ) -> None:
-    """Create the topics that are missing, ``{name: partitions}``.
+    """Create the topics that are missing, ``{name: partitions}``; those named in
+    ``compacted`` keep the newest record of each key (changelogs, settings).
 
     The admin API is used where the cluster names a controller to serve it; otherwise
     (librdkafka's embedded mock cluster names none) the topics are created by asking for their
@@ -241,17 +245,20 @@ def ensure_topics(
     # Admin requests go to the controller the metadata names; a cluster that names none
     # among its brokers cannot serve them.
     if metadata.controller_id in metadata.brokers:
-        missing = _create_with_admin(bootstrap, missing, len(metadata.brokers), timeout)
+        missing = _create_with_admin(bootstrap, missing, len(metadata.brokers), timeout,
+                                     set(compacted))
     if missing:
         _create_by_metadata(bootstrap, missing, timeout)
 
 
 def _create_with_admin(
-    bootstrap: str, missing: Mapping[str, int], brokers: int, timeout: float
+    bootstrap: str, missing: Mapping[str, int], brokers: int, timeout: float,
+    compacted: set[str],
 ) -> dict[str, int]:
     """Returns the topics that still need another way to be created."""
     replication = min(3, max(1, brokers))
-    new = [NewTopic(name, num_partitions=n, replication_factor=replication)
+    new = [NewTopic(name, num_partitions=n, replication_factor=replication,
+                    config={"cleanup.policy": "compact"} if name in compacted else {})
            for name, n in missing.items()]
     left: dict[str, int] = {}
     client = admin(bootstrap)  # kept alive until the futures resolve

@@ -43,6 +43,9 @@ def service_env(broker: str, topics: Topics) -> dict[str, str]:
         "STATUS_TOPIC": topics.status,
         "LABELS_TOPIC": topics.labels,
         "DETECTOR_GROUP": f"detector-{topics.transactions}",
+        # The classic rule alone unless a test asks for more: most stories here are
+        # about moving records, and a threshold makes every verdict predictable.
+        "DETECTOR_RULES": "threshold",
     })
     return env
 

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
@@ -19,6 +20,8 @@ from services.checkpoint import (
 )
 from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.routing import DLQ, FRAUD, LEGIT, Router
+from services.detector.rules import RULE_NAMES
+from services.detector.stateful import Output, StatefulDetector
 from services.lifecycle import Shutdown, run_service, setup_logging
 
 log = logging.getLogger("fraud.detector")
@@ -49,8 +52,43 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
         "this instance's name, the same across its restarts and unique in the group "
         "(its static group membership and transactional id)", env,
         shown_default="the host name", type=_instance_name)
+    config.env_option(
+        parser, "--rules", "DETECTOR_RULES", "all",
+        "'threshold' (the classic rule alone, stateless), 'all', or a comma-separated "
+        f"choice of {', '.join(RULE_NAMES)} (the threshold always applies)", env,
+        type=_rules)
+    config.env_option(
+        parser, "--model", "DETECTOR_MODEL", "on",
+        "'on': an online model scores every transaction and learns from the labels "
+        "topic (needs rules); 'off'", env, type=_on_off("--model (DETECTOR_MODEL)"))
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return config.parse(parser, argv)
+
+
+def _rules(text: str) -> tuple[str, ...]:
+    """The stateful rules to run: none for 'threshold', every one for 'all'."""
+    if text == "threshold":
+        return ()
+    if text == "all":
+        return RULE_NAMES
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in RULE_NAMES]
+    if unknown or not names:
+        raise config.argparse.ArgumentTypeError(
+            f"--rules (DETECTOR_RULES): {text!r} is not 'threshold', 'all' or a list of "
+            + ", ".join(RULE_NAMES))
+    return names
+
+
+def _on_off(name: str) -> Callable[[str], bool]:
+    def convert(text: str) -> bool:
+        if text.lower() in ("on", "true", "1", "yes"):
+            return True
+        if text.lower() in ("off", "false", "0", "no"):
+            return False
+        raise config.argparse.ArgumentTypeError(f"{name}: {text!r} is not 'on' or 'off'")
+
+    return convert
 
 
 def _guarantee(text: str) -> str:
@@ -70,11 +108,17 @@ def _instance_name(text: str) -> str:
 
 def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     topics = config.topics(args)
-    kafka.ensure_topics(args.bootstrap, {
-        topics.transactions: PARTITIONS, topics.legit: PARTITIONS, topics.fraud: PARTITIONS,
-        topics.dlq: 1, topics.control: 1, topics.status: 1,
-    }, args.connect_timeout)
     instance = kafka.instance_id(SERVICE)
+    stateful = StatefulDetector.build(
+        args.bootstrap, topics.transactions, topics.labels, args.group, instance,
+        args.rules, args.model, args.threshold) if args.rules else None
+    wanted = {topics.transactions: PARTITIONS, topics.legit: PARTITIONS,
+              topics.fraud: PARTITIONS, topics.dlq: 1, topics.control: 1, topics.status: 1}
+    if stateful is not None:
+        # One partition of each internal topic per input partition: state moves with it.
+        wanted.update(dict.fromkeys(stateful.internal.all(), PARTITIONS))
+    kafka.ensure_topics(args.bootstrap, wanted, args.connect_timeout,
+                        compacted=stateful.internal.all()[1:] if stateful else ())
     failures = kafka.DeliveryFailures(SERVICE)
     exactly_once = args.processing_guarantee == EXACTLY_ONCE
     # Static membership: a restarted instance takes its partitions straight back.
@@ -93,25 +137,40 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     checkpoint = for_guarantee(args.processing_guarantee, consumer, producer,
                                            failures)
     status = StatusPublisher(status_producer, topics.status, SERVICE, instance)
-    settings = control.LiveSettings(SERVICE, {"threshold": args.threshold})
+    initial: dict[str, float | bool] = {"threshold": args.threshold}
+    if stateful is not None:
+        initial.update(stateful.settings.values())
+        checkpoint.before_commit = lambda: produce_all(producer, stateful.changes())
+        checkpoint.after_rewind = stateful.reload
+    settings = control.LiveSettings(SERVICE, initial)
 
     def on_change(cmd: control.ControlCommand) -> None:
-        if cmd.setting == "threshold":
+        if stateful is not None:
+            stateful.apply(cmd.setting, float(cmd.value))
+        elif cmd.setting == "threshold":
             router.set_threshold(float(cmd.value))
 
     follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change,
                                secret=args.control_secret)
     follower.catch_up()
 
+    def on_assign(_: Consumer, partitions: list[TopicPartition]) -> None:
+        if stateful is not None:
+            stateful.assign(partitions)
+
     def on_revoke(_: Consumer, partitions: list[TopicPartition]) -> None:
         # The next owner starts from the committed offsets: commit what is done first.
         checkpoint.commit()
         checkpoint.forget(partitions)
+        if stateful is not None:
+            stateful.revoke(partitions)
 
     def on_lost(_: Consumer, partitions: list[TopicPartition]) -> None:
         # Already someone else's (this member's session expired): what was done for
         # them since the last commit must not be committed now.
         log.warning("partitions lost: %s", ", ".join(str(tp.partition) for tp in partitions))
+        if stateful is not None:
+            stateful.revoke(partitions)
         checkpoint.abandon()
 
     def housekeeping() -> None:
@@ -120,18 +179,27 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         cluster.check(status_producer)
         status.beat(settings.values, counters())
 
-    def counters() -> dict[str, int]:
-        return {**router.counters.as_dict(), "delivery_failures": failures.count,
+    def counters() -> dict[str, Any]:
+        routed = router.counters.as_dict() if stateful is None else stateful.counters()
+        return {**routed, "delivery_failures": failures.count,
                 "commits": checkpoint.commits, "rewinds": checkpoint.rewinds}
 
-    consumer.subscribe([topics.transactions], on_revoke=on_revoke, on_lost=on_lost)
+    inputs = [topics.transactions] if stateful is None else stateful.inputs()
+    consumer.subscribe(inputs, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     destinations = {LEGIT: topics.legit, FRAUD: topics.fraud, DLQ: topics.dlq}
-    log.info("routing %s at threshold %g, %s, as %s of group %s", topics.transactions,
-             router.threshold, args.processing_guarantee, args.instance, args.group)
+    log.info("routing %s at threshold %g with %s, %s, as %s of group %s",
+             topics.transactions, args.threshold,
+             "rules " + ", ".join(args.rules) + (" and a model" if args.model else "")
+             if stateful else "no other rule", args.processing_guarantee, args.instance,
+             args.group)
     committed = False
     try:
-        loop(consumer, producer, router, checkpoint, destinations, args.batch_size,
-             housekeeping, shutdown)
+        if stateful is None:
+            loop(consumer, producer, router, checkpoint, destinations, args.batch_size,
+                 housekeeping, shutdown)
+        else:
+            stateful_loop(consumer, producer, stateful, checkpoint, destinations,
+                          args.batch_size, housekeeping, shutdown)
         committed = checkpoint.close()
     except KafkaException as exc:
         error = exc.args[0]
@@ -145,7 +213,9 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         producer.flush(1)
         consumer.close()
         follower.close()
-    log.info("stopped: %s, %d delivery failures", router.counters.as_dict(), failures.count)
+        if stateful is not None:
+            stateful.close()
+    log.info("stopped: %s, %d delivery failures", counters(), failures.count)
     # Failed deliveries were settled by a rewind (and an abort): their records were
     # routed again. What counts is that the last commit went through.
     return 0 if committed else 1
@@ -185,6 +255,53 @@ def loop(
         if checkpoint.due():
             checkpoint.commit()
         housekeeping()
+
+
+def stateful_loop(
+    consumer: Consumer,
+    producer: Producer,
+    stateful: StatefulDetector,
+    checkpoint: Checkpoint,
+    destinations: dict[str, str],
+    batch_size: int,
+    housekeeping: Callable[[], None],
+    shutdown: Shutdown,
+) -> None:
+    """Consume a batch of either stage's records → both stages → produce → learn →
+    checkpoint (which writes the state changes first) when due."""
+    legit, fraud, dlq = destinations[LEGIT], destinations[FRAUD], destinations[DLQ]
+    while not shutdown.requested:
+        messages = kafka.consume_batch(consumer, batch_size, 0.1)
+        if messages:
+            records = [m for m in messages if m.error() is None or not _is_error(m)]
+            if records:
+                checkpoint.begin()
+            outputs, routed = stateful.process(records, legit, fraud, dlq)
+            produce_all(producer, outputs, dlq)
+            checkpoint.track(records)
+            stateful.learn(routed)
+        else:
+            stateful.poll_labels()  # labels keep coming when transactions do not
+        producer.poll(0)
+        if checkpoint.due():
+            checkpoint.commit()
+        housekeeping()
+
+
+def produce_all(producer: Producer, outputs: list[Output], dlq: str = "") -> None:
+    """Every output to its topic (and partition, when it names one)."""
+    produce = producer.produce
+    for topic, key, value, headers, partition in outputs:
+        if topic == dlq:
+            kafka.produce_dead_letter(producer, topic, key, value, headers or [])
+            continue
+        try:
+            if partition is None:
+                produce(topic, value, key, headers=headers)
+            else:
+                produce(topic, value, key, partition=partition, headers=headers)
+        except BufferError:
+            kafka.produce_when_room(producer, topic, key, value, headers, partition)
 
 
 def _is_error(message: Message) -> bool:

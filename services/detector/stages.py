@@ -67,6 +67,9 @@ class PartitionedState(Generic[Rules]):
     def revoke(self, partition: int) -> None:
         self.partitions.pop(partition, None)
 
+    def owned(self) -> list[int]:
+        return list(self.partitions)
+
     def get(self, partition: int) -> Rules:
         rules = self.partitions.get(partition)
         if rules is None:  # a record of a partition not announced: start it empty
@@ -103,6 +106,11 @@ class SourceStage:
         self.state = PartitionedState(rules)
         self.instance = instance
         self.dead_letters = 0
+
+    def configure(self) -> None:
+        """Take up changed rule settings in every partition's rules."""
+        for rules in self.state.partitions.values():
+            rules.configure()
 
     def process(self, records: Iterable[Record]) -> tuple[
             list[tuple[bytes, bytes, Headers]], list[tuple[bytes | None, bytes | None, Headers]]]:

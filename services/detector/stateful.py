@@ -1,0 +1,262 @@
+"""The Kafka side of the two-stage detector (``stages``): its internal topics, state
+restored when partitions are assigned, state changes written before every commit, and
+the labels that teach the model.
+
+Internal topics are named after the consumer group, as Kafka Streams names them after
+the application, so that detectors of one group share them and another group's do not:
+
+- ``<group>-by-target-repartition``: transactions re-keyed by target, between stages;
+- ``<group>-source-state-changelog`` and ``<group>-target-state-changelog``: each
+  stage's state changes, one changelog partition per input partition (compacted on a
+  real cluster, so a restore reads the newest state of each key).
+
+State is *restored*, not rebuilt: an instance given a partition reads that partition's
+changelog to its end before it processes a record of it. With exactly-once the changes
+are written in the same transaction as the outputs and the offsets, so the restored
+state is exactly what the committed offsets have seen. With at-least-once they are
+written before the offsets are committed: after a crash, records since the last commit
+are processed again and counted twice in the windows that saw them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+
+from services import kafka
+from services.detector.labels import LabelJoin
+from services.detector.routing import Headers, Routed
+from services.detector.rules import RuleSettings, SourceRules, TargetRules
+from services.detector.stages import SourceStage, TargetStage
+
+if TYPE_CHECKING:  # scikit-learn loads only when a model is asked for
+    from services.detector.model import OnlineModel
+
+log = logging.getLogger("fraud.detector.state")
+
+# What the service does with a batch: (topic, key, value, headers, partition or None).
+Output = tuple[str, bytes | None, bytes | None, Headers | None, int | None]
+
+
+@dataclass(frozen=True)
+class InternalTopics:
+    repartition: str
+    source_changelog: str
+    target_changelog: str
+
+    @classmethod
+    def of(cls, group: str) -> InternalTopics:
+        return cls(f"{group}-by-target-repartition", f"{group}-source-state-changelog",
+                   f"{group}-target-state-changelog")
+
+    def all(self) -> tuple[str, str, str]:
+        return self.repartition, self.source_changelog, self.target_changelog
+
+
+class StatefulDetector:
+    """Feeds consumed records to the stage that owns their topic, keeps each stage's
+    state in step with the partitions this instance owns, and teaches the model."""
+
+    def __init__(self, bootstrap: str, transactions: str, internal: InternalTopics,
+                 source: SourceStage, target: TargetStage, settings: RuleSettings,
+                 labels: LabelFeed | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.transactions = transactions
+        self.internal = internal
+        self.source = source
+        self.target = target
+        self.settings = settings
+        self.labels = labels
+        self.join = LabelJoin()
+        self.restored = 0  # changelog records read back, for the heartbeat
+
+    @classmethod
+    def build(cls, bootstrap: str, transactions: str, labels_topic: str, group: str,
+              instance: str, rules: tuple[str, ...], model: bool,
+              threshold: float) -> StatefulDetector:
+        """The detector with ``rules`` and, if asked, a model learning from labels."""
+        settings = RuleSettings()
+        online: OnlineModel | None = None
+        if model:
+            from services.detector.model import OnlineModel
+
+            online = OnlineModel()
+        source = SourceStage(lambda: SourceRules(settings, rules, novelty=model), instance)
+        target = TargetStage(lambda: TargetRules(settings, rules), instance, threshold,
+                             online)
+        feed = LabelFeed(bootstrap, labels_topic, instance) if model else None
+        return cls(bootstrap, transactions, InternalTopics.of(group), source, target,
+                   settings, feed)
+
+    def apply(self, setting: str, value: float) -> None:
+        """A setting changed on the control topic."""
+        if setting == "threshold":
+            self.target.set_threshold(value)
+        elif hasattr(self.settings, setting):
+            setattr(self.settings, setting, value)
+            self.source.configure()
+            self.target.configure()
+
+    def learn(self, routed: Routed) -> None:
+        """Remember a scored batch for its labels; learn from the labels that came."""
+        model = self.target.model
+        if model is None:
+            return
+        if routed.features is not None:
+            examples = self.join.remember(routed.features)
+            if len(examples):
+                model.learn(examples.matrix, examples.labels)
+        self.poll_labels()
+
+    def poll_labels(self) -> None:
+        """Learn from the labels that came since the last call; never blocks."""
+        model = self.target.model
+        if model is None or self.labels is None:
+            return
+        values = self.labels.poll()
+        if values:
+            examples = self.join.labels(values)
+            if len(examples):
+                model.learn(examples.matrix, examples.labels)
+
+    def counters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.target.counters.as_dict(),
+                               "dlq": self.target.counters.dlq + self.source.dead_letters,
+                               "state_restored": self.restored}
+        if self.target.model is not None:
+            out["model"] = self.target.model.status()
+            out["labels"] = self.join.counters()
+        return out
+
+    def reload(self) -> None:
+        """Processing went back to the last commit: state built since is stale, so every
+        owned partition's state is read back from its changelog."""
+        self.assign([TopicPartition(self.transactions, p) for p in self.source.state.owned()]
+                    + [TopicPartition(self.internal.repartition, p)
+                       for p in self.target.state.owned()])
+
+    def close(self) -> None:
+        if self.labels is not None:
+            self.labels.close()
+
+    def inputs(self) -> list[str]:
+        return [self.transactions, self.internal.repartition]
+
+    def _stage_of(self, topic: str) -> tuple[SourceStage | TargetStage, str] | None:
+        if topic == self.transactions:
+            return self.source, self.internal.source_changelog
+        if topic == self.internal.repartition:
+            return self.target, self.internal.target_changelog
+        return None
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Restore the state of newly owned partitions from their changelogs."""
+        for tp in partitions:
+            owner = self._stage_of(tp.topic)
+            if owner is None:
+                continue
+            stage, changelog = owner
+            started = time.monotonic()
+            records = read_partition(self.bootstrap, changelog, tp.partition)
+            applied = stage.state.assign(tp.partition, records)
+            self.restored += applied
+            log.info("partition %s[%d]: state restored from %d changelog records in %.2f s",
+                     tp.topic, tp.partition, applied, time.monotonic() - started)
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop the state of partitions no longer owned (after their last commit)."""
+        for tp in partitions:
+            owner = self._stage_of(tp.topic)
+            if owner is not None:
+                owner[0].state.revoke(tp.partition)
+
+    def process(self, records: list[Message], legit: str, fraud: str,
+                dlq: str) -> tuple[list[Output], Routed]:
+        """A batch through whichever stage each record belongs to: the outputs to
+        produce, and the second stage's verdicts (for their features)."""
+        firsts = [r for r in records if r.topic() == self.transactions]
+        seconds = [r for r in records if r.topic() == self.internal.repartition]
+        outputs: list[Output] = []
+        if firsts:
+            forwards, dead = self.source.process(firsts)
+            repartition = self.internal.repartition
+            outputs.extend((repartition, key, value, headers, None)
+                           for key, value, headers in forwards)
+            outputs.extend((dlq, key, value, headers, None) for key, value, headers in dead)
+        routed = self.target.process(seconds)
+        outputs.extend((legit, key, value, None, None) for key, value in routed.legit)
+        outputs.extend((fraud, key, value, None, None) for key, value in routed.fraud)
+        outputs.extend((dlq, key, value, headers, None) for key, value, headers in routed.dlq)
+        return outputs, routed
+
+    def changes(self) -> list[Output]:
+        """The state changes since the last call, as changelog records."""
+        out: list[Output] = []
+        for stage, changelog in ((self.source, self.internal.source_changelog),
+                                 (self.target, self.internal.target_changelog)):
+            out.extend((changelog, key, value, None, partition)
+                       for partition, key, value in stage.state.changes())
+        return out
+
+
+def read_partition(bootstrap: str, topic: str, partition: int,
+                   timeout: float = 30.0) -> list[tuple[bytes, bytes | None]]:
+    """Every committed ``(key, value)`` of one partition, oldest first, up to its end
+    as of now."""
+    reader = kafka.consumer(bootstrap, f"{topic}-restore", {"enable.partition.eof": True})
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = reader.get_watermark_offsets(tp, timeout=timeout)
+        if high <= low:
+            return []
+        reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        out: list[tuple[bytes, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in reader.consume(10_000, 0.5):
+                if message.error() is None:
+                    key = message.key()
+                    if key is not None:
+                        out.append((key, message.value()))
+                    if message.offset() + 1 >= high:
+                        return out
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    return out  # read_committed: the end can lie before ``high``
+        raise TimeoutError(f"{topic}[{partition}] not read to its end within {timeout:g} s")
+    finally:
+        reader.close()
+
+
+class LabelFeed:
+    """Labels, from their topic's newest records on, for the model to learn from.
+
+    Labels are keyed by transaction id and transactions by source, so a label seldom
+    lands on a partition this instance reads: every instance reads every label partition
+    and the join keeps those of the transactions it scored (the rest age out, counted).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, instance: str) -> None:
+        self._consumer: Consumer = kafka.consumer(bootstrap, f"{instance}-labels")
+        metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = [] if metadata is None or metadata.error else list(metadata.partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
+        self.partitions = len(partitions)
+
+    def poll(self, most: int = 10_000) -> list[bytes | None]:
+        """What arrived since the last call; never blocks."""
+        return [m.value() for m in self._consumer.consume(most, 0) if m.error() is None]
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,112 @@
+"""The detector with its stateful rules on the embedded broker: a mule's payers are seen
+together although two instances share the sources, and the state survives a kill.
+
+Money mules collect from many accounts; the transactions topic is keyed by the payer,
+so the payments to one mule are spread over every partition and every instance. The
+detector re-keys them by target through its repartition topic, so the instance that
+owns the mule sees all of them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from services.config import Topics
+from services.detector.stateful import InternalTopics
+from tests.kafka_helpers import ServiceProcess, produce, read_topics, start, values
+
+MULE = "MULE00000001"
+START_TS = 1_767_225_600_000
+
+
+def payment(i: int, payer: str, target: str = MULE, amount: float = 990.0,
+            second: int | None = None) -> tuple[bytes, bytes]:
+    """Payment ``i``, at tick ``i`` of the test's event time unless told otherwise.
+
+    Ticks are 50 ms apart, as in a live stream: two instances' records then meet on the
+    repartition topic well within the windows' grace period."""
+    ts = START_TS + (i if second is None else second) * 50
+    return payer.encode(), orjson.dumps({
+        "id": f"pay-{i}", "ts": ts, "source": payer, "target": target, "amount": amount,
+        "currency": "EUR"})
+
+
+def detector_env(service_env: dict[str, str], instance: str) -> dict[str, str]:
+    return {**service_env, "DETECTOR_RULES": "all", "DETECTOR_MODEL": "off",
+            "DETECTOR_INSTANCE": instance, "FRAUD_THRESHOLD": "5000"}
+
+
+def verdicts(broker: str, topics: Topics, expect: int) -> dict[str, dict]:
+    found = read_topics(broker, [topics.legit, topics.fraud], expect, timeout=90)
+    out: dict[str, dict] = {}
+    for tx in values(found[topics.legit] + found[topics.fraud]):
+        assert tx["id"] not in out, f"{tx['id']} routed twice"
+        out[tx["id"]] = tx
+    return out
+
+
+def fan_in_fired(tx: dict) -> bool:
+    return any(hit["rule"] == "fan_in" for hit in tx["detection"]["rules"])
+
+
+def wait_until_running(broker: str, topics: Topics, instances: int) -> None:
+    """Until ``instances`` detectors have said they are up (their first heartbeat)."""
+    deadline = time.monotonic() + 60
+    seen: set[str] = set()
+    while len(seen) < instances and time.monotonic() < deadline:
+        status = read_topics(broker, [topics.status], 1, timeout=2, settle=0.2)[topics.status]
+        seen = {body["instance"] for body in values(status) if body.get("kind") == "heartbeat"}
+    assert len(seen) >= instances, f"only {sorted(seen)} running"
+
+
+def test_two_instances_see_a_mule_whole(broker: str, topics: Topics,
+                                        service_env: dict[str, str],
+                                        services: list[ServiceProcess]) -> None:
+    for name in ("d1", "d2"):
+        start(services, "detector", detector_env(service_env, name))
+    wait_until_running(broker, topics, 2)
+    everyday = [payment(100 + i, f"SHOPPER{i:05d}", f"SHOP{i:08d}", 25.0, second=i % 25)
+                for i in range(40)]  # at the same time as the mule's
+    produce(broker, topics.transactions,
+            [payment(i, f"PAYER{i:07d}") for i in range(25)] + everyday)
+    assert len(verdicts(broker, topics, 65)) == 65
+    # Each verdict counts the payers known when it was made, and the two instances'
+    # records reach the mule's owner in any order: a payment after them all sees each.
+    produce(broker, topics.transactions, [payment(25, "PAYER0000025")])
+    out = verdicts(broker, topics, 66)
+    assert len(out) == 66
+    last = out["pay-25"]
+    assert last["detection"]["features"]["fan_in"] == 26
+    assert fan_in_fired(last)
+    assert not any(out[f"pay-{100 + i}"]["detection"]["fraud"] for i in range(40))
+
+
+def test_state_is_restored_after_a_kill(broker: str, topics: Topics,
+                                        service_env: dict[str, str],
+                                        services: list[ServiceProcess]) -> None:
+    env = detector_env(service_env, "d1")
+    first = start(services, "detector", env)
+    wait_until_running(broker, topics, 1)
+    produce(broker, topics.transactions,
+            [payment(i, f"PAYER{i:07d}") for i in range(15)])
+    assert len(verdicts(broker, topics, 15)) == 15  # committed, with their state changes
+    first.process.kill()
+    first.process.wait(10)
+
+    start(services, "detector", env)
+    produce(broker, topics.transactions,
+            [payment(i, f"PAYER{i:07d}") for i in range(15, 19)])
+    after = verdicts(broker, topics, 19)
+    # Without the fifteen payers before the kill, no count here would pass four.
+    assert all(after[f"pay-{i}"]["detection"]["features"]["fan_in"] >= 16
+               for i in range(15, 19))
+    produce(broker, topics.transactions, [payment(19, "PAYER0000019")])
+    out = verdicts(broker, topics, 20)
+    assert len(out) == 20
+    assert out["pay-19"]["detection"]["features"]["fan_in"] == 20
+    assert fan_in_fired(out["pay-19"])
+    internal = InternalTopics.of(env["DETECTOR_GROUP"])
+    changelog = read_topics(broker, [internal.target_changelog], 1, timeout=10)
+    assert changelog[internal.target_changelog], "fan-in state went to its changelog"
