@@ -26,7 +26,7 @@ from types import FrameType, TracebackType
 from typing import IO
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from services import kafka
 from services.config import Topics
@@ -309,7 +309,8 @@ def edge_timestamps(bootstrap: str, topics: Sequence[str]) -> tuple[int, int]:
     already dropped (it keeps ~5 MB of each) has lost its first record: an error.
     """
     consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
-                         "group.id": f"bench-edges-{uuid.uuid4().hex[:6]}"})
+                         "group.id": f"bench-edges-{uuid.uuid4().hex[:6]}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
     stamps: list[int] = []
     try:
         for topic in topics:
@@ -320,7 +321,8 @@ def edge_timestamps(bootstrap: str, topics: Sequence[str]) -> tuple[int, int]:
                     raise BenchmarkError(f"the broker dropped the start of {topic}[{p}] "
                                          "(it keeps ~5 MB per partition): use fewer --records")
                 if high:
-                    stamps += [_timestamp(consumer, topic, p, offset) for offset in (0, high - 1)]
+                    stamps += [_timestamp(consumer, topic, p, 0),
+                               _last_timestamp(consumer, topic, p, high)]
     finally:
         consumer.close()
     if not stamps:
@@ -334,6 +336,50 @@ def _timestamp(consumer: Consumer, topic: str, partition: int, offset: int) -> i
     if message is None or message.error() is not None or message.offset() != offset:
         raise BenchmarkError(f"cannot read {topic}[{partition}]@{offset}")
     return message.timestamp()[1]
+
+
+def _last_timestamp(consumer: Consumer, topic: str, partition: int, high: int) -> int:
+    """The newest record's timestamp. With transactions the last offsets are commit
+    markers, which no reader sees: the newest record is the last one read before the end."""
+    consumer.assign([TopicPartition(topic, partition, max(0, high - 100))])
+    newest = None
+    while True:
+        message = consumer.poll(5)
+        if message is None:
+            break
+        if message.error() is None:
+            newest = message.timestamp()[1]
+            if message.offset() >= high - 1:
+                break
+        elif message.error().code() == KafkaError._PARTITION_EOF:
+            break
+    if newest is None:
+        raise BenchmarkError(f"cannot read the end of {topic}[{partition}]")
+    return newest
+
+
+def committed_counts(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """How many records of each topic a read_committed reader sees (commit markers and
+    aborted records are not records)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
+                         "group.id": f"bench-count-{uuid.uuid4().hex[:6]}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    counts = dict.fromkeys(topics, 0)
+    try:
+        assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for topic in topics
+                      for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+        consumer.assign(assignment)
+        left = len(assignment)
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                if message.error() is None:
+                    counts[message.topic()] += 1
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    left -= 1
+    finally:
+        consumer.close()
+    return counts
 
 
 def read_all(bootstrap: str, topic: str) -> list[bytes]:

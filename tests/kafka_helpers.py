@@ -33,7 +33,12 @@ MODULES = {
 
 
 class ServiceProcess:
-    """A service run as its own process, the way a user runs it."""
+    """A service run as its own process, the way a user runs it.
+
+    Its output is read as it comes: a service that logs a lot (librdkafka says so at
+    every failed reconnect while a broker is away) would otherwise fill the pipe and
+    block in its next log line, and a stop would wait forever.
+    """
 
     def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.name = name
@@ -41,7 +46,15 @@ class ServiceProcess:
             [sys.executable, "-m", MODULES[name], *args], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        self._output: str | None = None
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True,
+                                        name=f"{name}-output")
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
 
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout)
@@ -50,10 +63,8 @@ class ServiceProcess:
         """Everything it wrote, once it has exited ("" before)."""
         if self.process.poll() is None:
             return ""
-        if self._output is None:
-            assert self.process.stdout is not None
-            self._output = self.process.stdout.read()
-        return self._output
+        self._reader.join(10)
+        return "".join(self._lines)
 
     def terminate(self) -> None:
         self.process.terminate()

@@ -21,7 +21,7 @@ from services.checkpoint import (
 from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.routing import DLQ, FRAUD, LEGIT, Router
 from services.detector.rules import RULE_NAMES
-from services.detector.stateful import Output, StatefulDetector
+from services.detector.stateful import InternalTopics, Output, StatefulDetector
 from services.lifecycle import Shutdown, run_service, setup_logging
 
 log = logging.getLogger("fraud.detector")
@@ -109,16 +109,19 @@ def _instance_name(text: str) -> str:
 def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     topics = config.topics(args)
     instance = kafka.instance_id(SERVICE)
+    wanted = {topics.transactions: PARTITIONS, topics.legit: PARTITIONS,
+              topics.fraud: PARTITIONS, topics.dlq: 1, topics.control: 1, topics.status: 1}
+    internal = InternalTopics.of(args.group)
+    if args.rules:
+        # One partition of each internal topic per input partition: state moves with it.
+        wanted.update(dict.fromkeys(internal.all(), PARTITIONS))
+        if args.model:
+            wanted[topics.labels] = PARTITIONS
+    kafka.ensure_topics(args.bootstrap, wanted, args.connect_timeout,
+                        compacted=internal.all()[1:] if args.rules else ())
     stateful = StatefulDetector.build(
         args.bootstrap, topics.transactions, topics.labels, args.group, instance,
         args.rules, args.model, args.threshold) if args.rules else None
-    wanted = {topics.transactions: PARTITIONS, topics.legit: PARTITIONS,
-              topics.fraud: PARTITIONS, topics.dlq: 1, topics.control: 1, topics.status: 1}
-    if stateful is not None:
-        # One partition of each internal topic per input partition: state moves with it.
-        wanted.update(dict.fromkeys(stateful.internal.all(), PARTITIONS))
-    kafka.ensure_topics(args.bootstrap, wanted, args.connect_timeout,
-                        compacted=stateful.internal.all()[1:] if stateful else ())
     failures = kafka.DeliveryFailures(SERVICE)
     exactly_once = args.processing_guarantee == EXACTLY_ONCE
     # Static membership: a restarted instance takes its partitions straight back.
