@@ -180,17 +180,21 @@ class ExactlyOnceCheckpoint(Checkpoint):
         max_records: int = 100_000,
         flush_timeout: float = 3.0,
         txn_timeout: float = 10.0,
+        open_limit: float = 20.0,  # the producer's transaction.timeout.ms
     ) -> None:
         super().__init__(consumer, producer, failures, interval, max_records, flush_timeout)
         self.txn_timeout = txn_timeout
+        self.open_limit = open_limit
         self.aborts = 0
         self._open = False
+        self._began = 0.0
         self._retry(producer.init_transactions, "init_transactions")
 
     def begin(self) -> None:
         if not self._open:
             self.producer.begin_transaction()
             self._open = True
+            self._began = time.monotonic()
 
     def commit(self) -> bool:
         self._opened = time.monotonic()
@@ -204,6 +208,13 @@ class ExactlyOnceCheckpoint(Checkpoint):
             # transaction.timeout.ms and step 4 reports that (then: abort and rewind).
             self._warn("transaction not committed yet: %d outputs undelivered after "
                        "%.0f s (is the broker reachable?)", unsent, self.flush_timeout)
+            if time.monotonic() - self._began > self.open_limit:
+                # Beyond transaction.timeout.ms the cluster has aborted it, or has lost
+                # it (an in-memory broker started again): a fresh process resumes from
+                # the last commit.
+                raise KafkaException(KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"transaction still open after {self.open_limit:.0f} s"))
             return False
         # 2. check: no output failed (step 4 would refuse such a transaction anyway)
         failed = self._new_failures()

@@ -142,7 +142,11 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         status.beat(settings.values, counters(), force=True)
         status_producer.flush(1)
         producer.flush(1)
-        consumer.close()
+        try:
+            consumer.close()  # runs on_revoke: a last commit, which may fail as above
+        except KafkaException as exc:
+            log.error("closing: %s", exc.args[0].str())
+            committed = False
         follower.close()
     log.info("stopped: %s, %d delivery failures", router.counters.as_dict(), failures.count)
     # Failed deliveries were settled by a rewind (and an abort): their records were
