@@ -133,7 +133,8 @@ def test_a_detector_killed_five_times_loses_and_doubles_nothing(
         f"{i} x{seen[i]}" for i in set(seen) | set(where) if seen[i] != 1)[:500]
     assert_open_transactions_only(left_open)
     print(f"{KILLS} kills, resumed in {', '.join(f'{s:.1f}' for s in resumed_in)} s, "
-          f"{len(left_open)} records of open transactions shown by the embedded broker")
+          f"{len(left_open)} records of open or aborted transactions shown by the embedded "
+          "broker")
     assert max(resumed_in) < RESUME_BOUND
 
 
@@ -170,6 +171,8 @@ def test_a_member_killed_mid_run_hands_its_partitions_over_intact(
     assert seen == Counter(list(where)), f"lost or doubled (seed {seed})"
     assert_open_transactions_only(left_open)
     assert codes == [0] * len(survivors)
+    print(f"{instances} members, one killed: {count} transactions, {len(left_open)} records "
+          "of open or aborted transactions shown by the embedded broker")
 
 
 def test_a_restarted_generator_sends_only_new_transactions(
