@@ -233,7 +233,7 @@ class ExactlyOnceCheckpoint(Checkpoint):
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if not error.txn_requires_abort():
-                raise  # fatal (fenced), or the cluster gone for a minute: exit, restart
+                raise  # fatal (fenced), or no answer for txn_timeout: exit, restart
             log.warning("aborting the transaction: %s; reprocessing from the last commit",
                         error.str())
             return self._abort()
