@@ -193,17 +193,21 @@ class ExactlyOnceCheckpoint(Checkpoint):
         max_records: int = 100_000,
         flush_timeout: float = 3.0,
         txn_timeout: float = 10.0,
+        open_limit: float = 20.0,  # the producer's transaction.timeout.ms
     ) -> None:
         super().__init__(consumer, producer, failures, interval, max_records, flush_timeout)
         self.txn_timeout = txn_timeout
+        self.open_limit = open_limit
         self.aborts = 0
         self._open = False
+        self._began = 0.0
         self._retry(producer.init_transactions, "init_transactions")
 
     def begin(self) -> None:
         if not self._open:
             self.producer.begin_transaction()
             self._open = True
+            self._began = time.monotonic()
 
     def commit(self) -> bool:
         self._opened = time.monotonic()
@@ -218,6 +222,13 @@ class ExactlyOnceCheckpoint(Checkpoint):
             # transaction.timeout.ms and step 4 reports that (then: abort and rewind).
             self._warn("transaction not committed yet: %d outputs undelivered after "
                        "%.0f s (is the broker reachable?)", unsent, self.flush_timeout)
+            if time.monotonic() - self._began > self.open_limit:
+                # Beyond transaction.timeout.ms the cluster has aborted it, or has lost
+                # it (an in-memory broker started again): a fresh process resumes from
+                # the last commit.
+                raise KafkaException(KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"transaction still open after {self.open_limit:.0f} s"))
             return False
         # 2. check: no output failed (step 4 would refuse such a transaction anyway)
         failed = self._new_failures()
@@ -236,7 +247,7 @@ class ExactlyOnceCheckpoint(Checkpoint):
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if not error.txn_requires_abort():
-                raise  # fatal (fenced), or the cluster gone for a minute: exit, restart
+                raise  # fatal (fenced), or no answer for txn_timeout: exit, restart
             log.warning("aborting the transaction: %s; reprocessing from the last commit",
                         error.str())
             return self._abort()

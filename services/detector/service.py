@@ -137,8 +137,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     # transaction must not take the status of the moment with it.
     status_producer, cluster = kafka.status_producer(args.bootstrap, SERVICE)
     router = Router(instance, args.threshold)
-    checkpoint = for_guarantee(args.processing_guarantee, consumer, producer,
-                                           failures)
+    checkpoint = for_guarantee(args.processing_guarantee, consumer, producer, failures)
     status = StatusPublisher(status_producer, topics.status, SERVICE, instance)
     initial: dict[str, float | bool] = {"threshold": args.threshold}
     if stateful is not None:
@@ -214,7 +213,11 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         status.beat(settings.values, counters(), force=True)
         status_producer.flush(1)
         producer.flush(1)
-        consumer.close()
+        try:
+            consumer.close()  # runs on_revoke: a last commit, which may fail as above
+        except KafkaException as exc:
+            log.error("closing: %s", exc.args[0].str())
+            committed = False
         follower.close()
         if stateful is not None:
             stateful.close()
@@ -243,17 +246,28 @@ def loop(
         if messages:
             records = [m for m in messages if m.error() is None or not _is_error(m)]
             routed = router.route(records)
-            if records:
-                checkpoint.begin()
-            for topic, outputs in ((legit_topic, routed.legit), (fraud_topic, routed.fraud)):
-                for key, value in outputs:
-                    try:
-                        produce(topic, value, key)
-                    except BufferError:
-                        kafka.produce_when_room(producer, topic, key, value)
-            for key, value, headers in routed.dlq:
-                kafka.produce_dead_letter(producer, dlq_topic, key, value, headers)
-            checkpoint.track(records)
+            try:
+                if records:
+                    checkpoint.begin()
+                # Tracked first, so that an abort below rewinds these partitions too.
+                checkpoint.track(records)
+                for topic, outputs in ((legit_topic, routed.legit),
+                                       (fraud_topic, routed.fraud)):
+                    for key, value in outputs:
+                        try:
+                            produce(topic, value, key)
+                        except BufferError:
+                            kafka.produce_when_room(producer, topic, key, value)
+                for key, value, headers in routed.dlq:
+                    kafka.produce_dead_letter(producer, dlq_topic, key, value, headers)
+            except KafkaException as exc:
+                if not exc.args[0].txn_requires_abort():
+                    raise
+                # The transaction failed under this batch (a delivery of an earlier
+                # one, say): abort it and route everything since the last commit again.
+                log.warning("transaction failed: %s; reprocessing from the last commit",
+                            exc.args[0].str())
+                checkpoint.abandon()
         producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from services.config import Topics
@@ -32,6 +33,7 @@ from tests.kafka_helpers import (
     aborted_by_rewinds,
     left_open_by_kills,
     positions,
+    read_topic,
     rewinds,
     start,
 )
@@ -131,7 +133,8 @@ def test_a_detector_killed_five_times_loses_and_doubles_nothing(
         f"{i} x{seen[i]}" for i in set(seen) | set(where) if seen[i] != 1)[:500]
     assert_open_transactions_only(left_open)
     print(f"{KILLS} kills, resumed in {', '.join(f'{s:.1f}' for s in resumed_in)} s, "
-          f"{len(left_open)} records of open transactions shown by the embedded broker")
+          f"{len(left_open)} records of open or aborted transactions shown by the embedded "
+          "broker")
     assert max(resumed_in) < RESUME_BOUND
 
 
@@ -168,3 +171,26 @@ def test_a_member_killed_mid_run_hands_its_partitions_over_intact(
     assert seen == Counter(list(where)), f"lost or doubled (seed {seed})"
     assert_open_transactions_only(left_open)
     assert codes == [0] * len(survivors)
+    print(f"{instances} members, one killed: {count} transactions, {len(left_open)} records "
+          "of open or aborted transactions shown by the embedded broker")
+
+
+def test_a_restarted_generator_sends_only_new_transactions(
+    broker: str, topics: Topics, service_env: dict[str, str], services: list[ServiceProcess]
+) -> None:
+    first = start(services, "generator", service_env, "--tps", "2000", "--count", "3000",
+                  "--seed", "5")
+    assert first.wait(30) == 0, first.output()
+    # The same seed again, stopped mid-run: same content, never the same ids.
+    second = start(services, "generator", service_env, "--tps", "2000", "--seed", "5")
+    time.sleep(1.5)
+    second.process.send_signal(signal.SIGTERM)
+    assert second.wait(10) == 0, second.output()
+    sent = int(second.output().rsplit("stopped after ", 1)[1].split()[0])
+
+    ids = Counter(orjson.loads(m.value())["id"]
+                  for m in read_topic(broker, topics.transactions, 3000 + sent, settle=1))
+    runs = Counter(i.rsplit("-", 1)[0] for i in ids)
+
+    assert max(ids.values()) == 1  # each exactly once
+    assert sorted(runs.values()) == sorted([3000, sent])  # two runs, disjoint ids
