@@ -7,7 +7,8 @@ is twofold, as the tutorial's PyTorch variant did it:
 
 - online: every labelled batch nudges the model in service (one SGD step per example),
   so it follows drift between retrains;
-- retraining: every ``retrain_every`` examples, a thread trains a fresh model on the
+- retraining: every ``retrain_every`` examples (sooner while the model is young: each
+  time its examples have doubled), a thread trains a fresh model on the
   ``memory`` most recent examples, several passes over them, while the one in service
   keeps scoring. The fresh model then catches up with the examples that came during
   its training and replaces the one in service in one reference assignment: a batch is
@@ -251,7 +252,11 @@ class OnlineModel:
         if self._current is None:  # a first model as soon as there is something to learn
             positives = examples.positives()
             return len(examples) >= self.min_examples and 0 < positives < len(examples)
-        return examples.seen - self._trained_upto >= self.retrain_every
+        # A young model retrains each time its examples have doubled, then every
+        # ``retrain_every``: the first model learnt from a few hundred examples, and
+        # should not serve until ten thousand more have come.
+        due = min(self.retrain_every, max(self._trained_upto, self.min_examples))
+        return examples.seen - self._trained_upto >= due
 
     @property
     def retraining(self) -> bool:
