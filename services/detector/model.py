@@ -44,6 +44,7 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from services.detector.features import WIDTH
 
@@ -201,6 +202,10 @@ class OnlineModel:
         if memory < 1 or retrain_every < 1 or min_examples < 1:
             raise ValueError(f"invalid model settings: memory {memory}, retrain every "
                              f"{retrain_every}, at least {min_examples} examples")
+        # One BLAS thread for the whole process: a detector is one process per core,
+        # and the products here are small; extra BLAS threads spin on cores that other
+        # detectors (or the retrain) need, and make scoring slower, not faster.
+        threadpool_limits(1)
         self.new_learner = learner
         self.retrain_every = retrain_every
         self.min_examples = min_examples

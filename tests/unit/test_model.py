@@ -255,3 +255,11 @@ def test_a_replayed_dataset_row_is_scored_with_its_v_features(tmp_path: Path) ->
 def test_a_model_without_rules_is_refused() -> None:
     with pytest.raises(ValueError, match="needs rules"):
         Router("d1", model=OnlineModel())
+
+
+def test_the_model_keeps_numerical_libraries_to_one_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    OnlineModel()
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert pools and all(pool["num_threads"] == 1 for pool in pools)
