@@ -176,3 +176,11 @@ def test_full_rules_give_the_model_every_figure_and_keep_state_per_key() -> None
     keys = {key.split("/")[0] for key, _ in rules.by_source.changes()}
     assert keys == {"velocity", "pace", "amount_anomaly", "novelty"}
     assert {key.split("/")[0] for key, _ in rules.by_target.changes()} == {"fan_in", "payee"}
+
+
+def test_every_rule_parameter_is_a_live_detector_setting_of_the_same_name() -> None:
+    from services.control import SETTINGS
+
+    for name, value in RuleSettings().values().items():
+        assert SETTINGS[name].owner == "detector"
+        assert SETTINGS[name].check(value) == value  # the default is a valid setting
