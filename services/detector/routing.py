@@ -75,7 +75,8 @@ class Router:
     With the threshold alone there are only two verdicts, built once per threshold and
     appended to each record's bytes; with rules, each verdict names the rules that fired
     and the figures they judged by (``features``); with a model too, its ``score``
-    (null until a first model is trained), and a ``model`` hit at or above ``cutoff``.
+    (null until a first model is trained), a ``model`` hit at or above ``cutoff``, and
+    the verdict from ``decide``.
     """
 
     instance: str
@@ -84,7 +85,8 @@ class Router:
     # Rules beyond the threshold; None keeps the stateless fast path.
     rules: StatefulRules | None = None
     # The online model, which scores from the rules' figures (so it needs rules); a
-    # score at or above ``cutoff`` makes the verdict fraud.
+    # score at or above ``cutoff`` makes the verdict fraud, one under ``veto`` clears
+    # a rule's hit (``decide``).
     model: OnlineModel | None = None
     cutoff: float = CUTOFF
     veto: float = VETO

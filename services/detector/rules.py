@@ -468,8 +468,8 @@ class _RuleSet:
 
 
 class SourceRules(_RuleSet):
-    """Velocity, the amount anomaly and, for a model, counterparty novelty: what one
-    source did, where its records are."""
+    """Velocity (with the source's pace), the amount anomaly and, for a model,
+    counterparty novelty: what one source did, where its records are."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
@@ -515,7 +515,8 @@ class SourceRules(_RuleSet):
 
 
 class TargetRules(_RuleSet):
-    """Fan-in: who paid one target, where the target's records are."""
+    """Fan-in and, for a model (``novelty``), how often the target was paid lately:
+    who paid one target, where the target's records are."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = TARGET_RULES, novelty: bool = False) -> None:
