@@ -111,8 +111,8 @@ def candidates() -> list[Candidate]:
     chosen = [
         _sklearn("sklearn SGD logistic, online only", LogisticSGD, refit=False),
         _sklearn("sklearn SGD logistic, fit + online", LogisticSGD, refit=True),
-        _sklearn("sklearn MLP 32-16, online only", SmallNet, refit=False),
-        _sklearn("sklearn MLP 32-16, fit + online", SmallNet, refit=True),
+        _sklearn("sklearn MLP 64-32, online only", SmallNet, refit=False),
+        _sklearn("sklearn MLP 64-32, fit + online", SmallNet, refit=True),
     ]
     try:  # River is a candidate, not a dependency: `pip install river` to compare
         from river import compose, linear_model, preprocessing, tree

@@ -85,6 +85,8 @@ SETTINGS: dict[str, SettingSpec] = {
                     "velocity: transactions from one source that make a burst"),
         SettingSpec("velocity_window_s", "detector", float, 1, 86_400,
                     "velocity: window, seconds of event time"),
+        SettingSpec("velocity_ratio", "detector", float, 1, 1_000,
+                    "velocity: times what the source's own pace predicts for the window"),
         SettingSpec("fan_in_sources", "detector", int, 2, 100_000,
                     "fan-in: distinct payers of one target that make a mule"),
         SettingSpec("fan_in_window_s", "detector", float, 1, 7 * 86_400,

@@ -1,11 +1,12 @@
 """The model's view of a transaction: a fixed row of numbers. Pure.
 
-The figures come from what the rules already compute for their verdicts (velocity,
-fan-in, the amount's z-score against the account's history, novelty of the
-counterparty and new payees lately) plus the amount itself, so the model costs no
-second pass over state. Counts and amounts are log-scaled: a model then sees a burst
-of 8 and one of 80 as different, and a large amount as large, without either swamping
-the rest.
+The figures come from what the rules already compute for their verdicts (velocity and
+what the source's own pace predicts for the window, fan-in, the amount's z-score and
+ratio against the account's history and how long that history is, novelty of the
+counterparty, new payees lately and in a row, and how often others paid the payee
+lately) plus the amount itself, so the model costs no second pass over state. Counts
+and amounts are log-scaled: a model then sees a burst of 8 and one of 80 as different,
+and a large amount as large, without either swamping the rest.
 
 A replayed credit-card dataset carries ``V1`` .. ``V28`` in the record's ``features``
 member; they fill the columns after the rules' figures. Every other record leaves them
@@ -21,7 +22,8 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-RULE_FEATURES = ("log_amount", "velocity", "fan_in", "amount_z", "novelty", "new_payees")
+RULE_FEATURES = ("log_amount", "velocity", "fan_in", "amount_z", "novelty", "new_payees",
+                 "velocity_usual", "amount_ratio", "history", "new_streak", "payee_paid")
 DATASET_FEATURES = tuple(f"V{i}" for i in range(1, 29))
 NAMES = RULE_FEATURES + DATASET_FEATURES
 WIDTH = len(NAMES)
@@ -68,7 +70,7 @@ class FeatureRows:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.ts: list[int] = []
-        self._rules: list[tuple[float, float, float, float, float, float]] = []
+        self._rules: list[tuple[float, ...]] = []
         self._dataset: list[tuple[int, list[float]]] = []
 
     def __len__(self) -> int:
@@ -85,7 +87,9 @@ class FeatureRows:
         get = figures.get
         self._rules.append((amount, get("velocity", 0.0), get("fan_in", 0.0),
                             get("amount_z", 0.0), get("novelty", 0.0),
-                            get("new_payees", 0.0)))
+                            get("new_payees", 0.0), get("velocity_usual", 0.0),
+                            get("amount_ratio", 1.0), get("history", 0.0),
+                            get("new_streak", 0.0), get("payee_paid", 0.0)))
 
     def matrix(self) -> np.ndarray:
         """The rows so far, shape ``(len(self), WIDTH)``."""
@@ -101,14 +105,16 @@ class FeatureRows:
 
 
 def scale(figures: np.ndarray) -> np.ndarray:
-    """Raw figures (amount, velocity, fan-in, z, novelty, new payees per row) to model
-    inputs."""
+    """Raw figures (in the order of ``RULE_FEATURES``, one row each) to model inputs."""
     out = np.empty_like(figures)
     out[:, 0:3] = np.log1p(np.maximum(figures[:, 0:3], 0.0))
     z = figures[:, 3]
     out[:, 3] = np.sign(z) * np.log1p(np.abs(z))  # keeps the sign, tames a z of 500
     out[:, 4] = figures[:, 4]
-    out[:, 5] = np.log1p(np.maximum(figures[:, 5], 0.0))
+    out[:, 5:7] = np.log1p(np.maximum(figures[:, 5:7], 0.0))
+    # A ratio to the account's mean: a tenth and ten times are as far from habit.
+    out[:, 7] = np.log(np.maximum(figures[:, 7], 1e-3))
+    out[:, 8:11] = np.log1p(np.maximum(figures[:, 8:11], 0.0))
     return out
 
 

@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # the model imports scikit-learn, which the threshold path ne
 
 LEGIT, FRAUD, DLQ = "legit", "fraud", "dlq"
 MODEL = "model"  # the name of the model's hit in a verdict
+# The model's score at or above which a transaction is fraud on its own, and under
+# which a rule's hit alone does not make it fraud; chosen with bench/quality.py.
+CUTOFF = 0.25
+VETO = 0.05
 Headers = list[tuple[str, bytes]]
 
 
@@ -71,7 +75,8 @@ class Router:
     With the threshold alone there are only two verdicts, built once per threshold and
     appended to each record's bytes; with rules, each verdict names the rules that fired
     and the figures they judged by (``features``); with a model too, its ``score``
-    (null until a first model is trained), and a ``model`` hit at or above ``cutoff``.
+    (null until a first model is trained), a ``model`` hit at or above ``cutoff``, and
+    the verdict from ``decide``.
     """
 
     instance: str
@@ -80,9 +85,11 @@ class Router:
     # Rules beyond the threshold; None keeps the stateless fast path.
     rules: StatefulRules | None = None
     # The online model, which scores from the rules' figures (so it needs rules); a
-    # score at or above ``cutoff`` makes the verdict fraud.
+    # score at or above ``cutoff`` makes the verdict fraud, one under ``veto`` clears
+    # a rule's hit (``decide``).
     model: OnlineModel | None = None
-    cutoff: float = 0.5
+    cutoff: float = CUTOFF
+    veto: float = VETO
 
     def __post_init__(self) -> None:
         if self.model is not None and self.rules is None:
@@ -175,15 +182,14 @@ class Router:
             if scored is not None:
                 scores = scored.tolist()
             routed = routed._replace(features=batch)
-        cutoff = self.cutoff
+        cutoff, veto = self.cutoff, self.veto
         for (record, raw, tx, hits, features), score in zip(judged, scores, strict=True):
             if score is not None:
                 score = round(score, 4)
-                if score >= cutoff:
-                    hits.append(Hit(MODEL, f"score {score:.2f} >= {cutoff:g}"))
-            detection = verdict(hits, features, score, threshold, self.instance)
+            fraud, hits = decide(hits, score, cutoff, veto)
+            detection = verdict(hits, features, score, threshold, self.instance, fraud)
             fields = identity_fields(tx, record) + b',"detection":' + detection
-            out = routed.fraud if hits else routed.legit
+            out = routed.fraud if fraud else routed.legit
             out.append((record.key(), extend(raw, tx, fields)))  # type: ignore[arg-type]
         return routed
 
@@ -202,10 +208,32 @@ def dead_letter_headers(record: Record, reason: str, instance: str) -> Headers:
     ]
 
 
+def decide(hits: list[Hit], score: float | None, cutoff: float = CUTOFF,
+           veto: float = VETO) -> tuple[bool, list[Hit]]:
+    """The verdict from the rules' hits and the model's score: ``(fraud, hits)``, the
+    hits with the model's own when its score makes the case.
+
+    - no score (no model, or none trained yet): fraud when any rule fired;
+    - a score at or above ``cutoff``: fraud, whatever the rules say;
+    - below: fraud when a rule fired, unless the score is under ``veto``. A rule sees
+      one figure against a fixed bar; the model sees them all against what labelled
+      traffic taught it, so a large payment from an account that always pays large
+      ones, or a busy account's busy minute, is let through when the model is sure.
+      The hits stay in the verdict, so it still says what looked odd.
+    """
+    if score is None:
+        return bool(hits), hits
+    if score >= cutoff:
+        return True, [*hits, Hit(MODEL, f"score {score:.2f} >= {cutoff:g}")]
+    return bool(hits) and score >= veto, hits
+
+
 def verdict(hits: list[Hit], features: dict[str, float], score: float | None,
-            threshold: float, instance: str) -> bytes:
-    """The ``detection`` object: fraud when any rule fired, which ones and why."""
-    return orjson.dumps({"fraud": bool(hits), "rules": [hit._asdict() for hit in hits],
+            threshold: float, instance: str, fraud: bool | None = None) -> bytes:
+    """The ``detection`` object: which rules fired and why, and whether it is fraud
+    (by default: when any rule fired; ``decide`` says otherwise with a model)."""
+    fraud = bool(hits) if fraud is None else fraud
+    return orjson.dumps({"fraud": fraud, "rules": [hit._asdict() for hit in hits],
                          "score": score, "features": features, "threshold": threshold,
                          "instance": instance})
 

@@ -27,6 +27,7 @@ class RuleSettings:
 
     velocity_count: int = 8
     velocity_window_s: float = 60.0
+    velocity_ratio: float = 4.0
     fan_in_sources: int = 20
     fan_in_window_s: float = 3600.0
     anomaly_ratio: float = 5.0
@@ -61,15 +62,89 @@ class AmountThreshold:
         return tx.amount >= self.threshold
 
 
+class _Pace:
+    """One source's payments counted with exponential decay, since it was first seen."""
+
+    __slots__ = ("at", "count", "first")
+
+    def __init__(self, ts: int) -> None:
+        self.first = self.at = ts
+        self.count = 0.0
+
+
+class AccountPace:
+    """How often each source pays, by its own past: an exponentially weighted rate over
+    event time (half-life ``half_life_ms``), so a busy account's minute is judged by
+    its own habit, and the same rule means the same at 100 and at 10,000 transactions
+    per second (at a higher rate each account pays more often per minute of event time).
+
+    Memory is bounded: sources are forgotten oldest first beyond ``max_accounts``.
+    """
+
+    name = "pace"
+
+    def __init__(self, half_life_ms: int = 3_600_000, max_accounts: int = 200_000) -> None:
+        if half_life_ms <= 0 or max_accounts < 1:
+            raise ValueError(f"invalid pace: half-life {half_life_ms} ms, "
+                             f"{max_accounts} sources")
+        self.half_life_ms = half_life_ms
+        self.max_accounts = max_accounts
+        self._sources: dict[str, _Pace] = {}
+        self._changed: set[str] = set()
+
+    def expected(self, source: str, ts: int, window_ms: int, recent: int) -> float:
+        """Payments the source's habit predicts within ``window_ms``, not counting the
+        ``recent`` ones already in the window (a burst must not raise its own bar);
+        then this payment joins the count. 0 for a source with no past yet."""
+        pace = self._sources.get(source)
+        if pace is None:
+            if len(self._sources) >= self.max_accounts:
+                oldest = next(iter(self._sources))
+                del self._sources[oldest]
+                self._changed.add(oldest)
+            pace = self._sources[source] = _Pace(ts)
+        half = self.half_life_ms
+        if ts > pace.at:  # one out of order counts at the newest time seen
+            pace.count *= 0.5 ** ((ts - pace.at) / half)
+            pace.at = ts
+        expected = 0.0
+        # The weight the decay gives to time since the source was first seen: a rate
+        # over one hour of past is as sound as the hour allows, not diluted by a day.
+        span = half / math.log(2) * (1.0 - 0.5 ** ((pace.at - pace.first) / half))
+        if span > window_ms:
+            expected = max(0.0, pace.count - recent) / span * window_ms
+        pace.count += 1.0
+        self._changed.add(source)
+        return expected
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(source, [first, at, count])`` of every source changed since the last call,
+        ``None`` for one forgotten. JSON-ready."""
+        for source in self._changed:
+            pace = self._sources.get(source)
+            yield source, None if pace is None else [pace.first, pace.at, pace.count]
+        self._changed.clear()
+
+    def restore(self, source: str, state: Any) -> None:
+        if state is None:
+            self._sources.pop(source, None)
+            return
+        pace = self._sources[source] = _Pace(state[0])
+        pace.at, pace.count = state[1], state[2]
+
+
 class Velocity:
     """At least ``velocity_count`` transactions from one source within a window of event
-    time: card testing and bursts of spending look like this."""
+    time, and at least ``velocity_ratio`` times what the source's own pace predicts for
+    the window: card testing and bursts of spending look like this, a busy account's
+    ordinary minute does not."""
 
     name = "velocity"
 
     def __init__(self, settings: RuleSettings | None = None) -> None:
         self.settings = settings or RuleSettings()
         self.events = KeyedEvents(self._window())
+        self.pace = AccountPace()
 
     def _window(self) -> SlidingWindow:
         return SlidingWindow(round(self.settings.velocity_window_s * 1000), GRACE_MS)
@@ -81,12 +156,25 @@ class Velocity:
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""
+        n, _, hit = self.judge(source, ts)
+        return n, hit
+
+    def judge(self, source: str, ts: int) -> tuple[int, float, Hit | None]:
+        """``(transactions from source in the window, how many its pace predicts, hit)``;
+        0 and 0 for a late record."""
         seen = self.events.add(source, ts)
-        n = 0 if seen is None else len(seen)
-        if n >= self.settings.velocity_count:
-            seconds = self.events.window.length_ms / 1000
-            return n, Hit(self.name, f"{n} transactions from the source within {seconds:g} s")
-        return n, None
+        if seen is None:
+            return 0, 0.0, None
+        n = len(seen)
+        window_ms = self.events.window.length_ms
+        expected = self.pace.expected(source, ts, window_ms, n - 1)
+        settings = self.settings
+        if n >= settings.velocity_count and n >= settings.velocity_ratio * expected:
+            reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
+            if expected >= 0.1:
+                reason += f", its pace predicts {expected:.1f}"
+            return n, expected, Hit(self.name, reason)
+        return n, expected, None
 
 
 class FanIn:
@@ -156,6 +244,13 @@ class AmountAnomaly:
 
     def evaluate(self, source: str, amount: float) -> tuple[float, Hit | None]:
         """``(z-score of amount against the source's history, hit)``; 0 without one."""
+        score, _, _, hit = self.judge(source, amount)
+        return score, hit
+
+    def judge(self, source: str, amount: float) -> tuple[float, float, int, Hit | None]:
+        """``(z-score, amount / the source's mean amount, payments it is judged
+        against, hit)``: z needs ``history`` payments and is 0 before; the ratio needs
+        one and is 1 before."""
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
@@ -165,7 +260,9 @@ class AmountAnomaly:
             account = self._accounts[source] = _History()
         hit = None
         score = 0.0
-        if account.count >= self.history:
+        count = account.count
+        ratio = amount / account.mean if count and account.mean > 0 else 1.0
+        if count >= self.history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
             spread = max(account.std, 0.05 * account.mean, 0.01)
@@ -176,7 +273,7 @@ class AmountAnomaly:
                                      f"the account's mean of {account.mean:.2f}")
         account.add(amount)
         self._changed.add(source)
-        return score, hit
+        return score, ratio, count, hit
 
     def changes(self) -> Iterator[tuple[str, Any]]:
         """``(account, [count, mean, m2])`` of every account changed since the last call,
@@ -198,12 +295,13 @@ class _Payees:
     """What a source's novelty rests on: its recent counterparties, most recent last (a
     dict as an ordered set), and its rate of new ones, decayed, as of event time ``at``."""
 
-    __slots__ = ("at", "new_rate", "recent")
+    __slots__ = ("at", "new_rate", "recent", "streak")
 
     def __init__(self) -> None:
         self.recent: dict[str, None] = {}
         self.new_rate = 0.0
         self.at = 0
+        self.streak = 0  # payments in a row to new payees, up to this one
 
 
 class CounterpartyNovelty:
@@ -241,6 +339,13 @@ class CounterpartyNovelty:
         """``(novel, new payees lately)``: novel is 1.0 if ``target`` is not among
         ``source``'s recent counterparties, else 0.0; new payees lately counts this one.
         Either way, ``target`` becomes the source's most recent counterparty."""
+        novel, lately, _ = self.judge(source, target, ts)
+        return novel, lately
+
+    def judge(self, source: str, target: str, ts: int) -> tuple[float, float, int]:
+        """``evaluate``, and how many payments in a row, this one included, went to new
+        payees: one in ten everyday payments goes to a new payee, so a run of three is
+        one in a thousand, whatever the rate; a burst to new payees makes one long run."""
         payees = self._sources.get(source)
         if payees is None:
             if len(self._sources) >= self.max_accounts:
@@ -262,16 +367,18 @@ class CounterpartyNovelty:
             payees.new_rate *= 0.5 ** ((ts - payees.at) / self.half_life_ms)
             payees.at = ts
         payees.new_rate += novel
+        payees.streak = payees.streak + 1 if novel else 0
         self._changed.add(source)
-        return novel, payees.new_rate
+        return novel, payees.new_rate, payees.streak
 
     def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(source, [recent payees, new rate, at])`` of every source changed since the
-        last call, ``None`` for one forgotten. JSON-ready."""
+        """``(source, [recent payees, new rate, at, streak])`` of every source changed
+        since the last call, ``None`` for one forgotten. JSON-ready."""
         for source in self._changed:
             payees = self._sources.get(source)
             yield source, None if payees is None else [list(payees.recent),
-                                                        payees.new_rate, payees.at]
+                                                        payees.new_rate, payees.at,
+                                                        payees.streak]
         self._changed.clear()
 
     def restore(self, source: str, state: Any) -> None:
@@ -281,6 +388,60 @@ class CounterpartyNovelty:
         payees = self._sources[source] = _Payees()
         payees.recent = dict.fromkeys(state[0])
         payees.new_rate, payees.at = state[1], state[2]
+        payees.streak = state[3] if len(state) > 3 else 0  # older changelogs lack it
+
+
+class PayeeHistory:
+    """How many payments each account has received lately (halving every
+    ``half_life_ms`` of event time), before this one. Not a rule, a figure for the
+    model: a takeover or a mule pays into an account nobody paid before, while an
+    everyday payee has been paid by others. Keyed by target, like fan-in.
+
+    Memory is bounded: accounts are forgotten oldest first beyond ``max_accounts``; a
+    forgotten one reads as never paid.
+    """
+
+    name = "payee"
+
+    def __init__(self, half_life_ms: int = 6 * 3_600_000, max_accounts: int = 500_000) -> None:
+        if half_life_ms <= 0 or max_accounts < 1:
+            raise ValueError(f"invalid payee history: half-life {half_life_ms} ms, "
+                             f"{max_accounts} accounts")
+        self.half_life_ms = half_life_ms
+        self.max_accounts = max_accounts
+        self._targets: dict[str, list[float]] = {}  # target -> [received, at]
+        self._changed: set[str] = set()
+
+    def evaluate(self, target: str, ts: int) -> float:
+        """Payments ``target`` received before this one, decayed; then this one counts."""
+        state = self._targets.get(target)
+        if state is None:
+            if len(self._targets) >= self.max_accounts:
+                oldest = next(iter(self._targets))
+                del self._targets[oldest]
+                self._changed.add(oldest)
+            state = self._targets[target] = [0.0, ts]
+        if ts > state[1]:
+            state[0] *= 0.5 ** ((ts - state[1]) / self.half_life_ms)
+            state[1] = ts
+        before = state[0]
+        state[0] += 1.0
+        self._changed.add(target)
+        return before
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(target, [received, at])`` of every account changed since the last call,
+        ``None`` for one forgotten. JSON-ready."""
+        for target in self._changed:
+            state = self._targets.get(target)
+            yield target, None if state is None else list(state)
+        self._changed.clear()
+
+    def restore(self, target: str, state: Any) -> None:
+        if state is None:
+            self._targets.pop(target, None)
+        else:
+            self._targets[target] = [float(state[0]), state[1]]
 
 
 RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
@@ -307,8 +468,8 @@ class _RuleSet:
 
 
 class SourceRules(_RuleSet):
-    """Velocity, the amount anomaly and, for a model, counterparty novelty: what one
-    source did, where its records are."""
+    """Velocity (with the source's pace), the amount anomaly and, for a model,
+    counterparty novelty: what one source did, where its records are."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
@@ -319,6 +480,7 @@ class SourceRules(_RuleSet):
         stores: dict[str, Any] = {}
         if self.velocity is not None:
             stores[self.velocity.name] = self.velocity.events
+            stores[self.velocity.pace.name] = self.velocity.pace
         if self.anomaly is not None:
             stores[self.anomaly.name] = self.anomaly
         if self.novelty is not None:
@@ -333,27 +495,39 @@ class SourceRules(_RuleSet):
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
         if self.velocity is not None:
-            features["velocity"], hit = self.velocity.evaluate(source, ts)
+            n, usual, hit = self.velocity.judge(source, ts)
+            features["velocity"] = n
+            features["velocity_usual"] = round(usual, 2)
             if hit:
                 hits.append(hit)
         if self.anomaly is not None:
-            z, hit = self.anomaly.evaluate(source, amount)
+            z, ratio, history, hit = self.anomaly.judge(source, amount)
             features["amount_z"] = round(z, 2)
+            features["amount_ratio"] = round(ratio, 3)
+            features["history"] = history
             if hit:
                 hits.append(hit)
         if self.novelty is not None:
-            novel, lately = self.novelty.evaluate(source, target, ts)
+            novel, lately, streak = self.novelty.judge(source, target, ts)
             features["novelty"] = novel
             features["new_payees"] = round(lately, 2)
+            features["new_streak"] = streak
 
 
 class TargetRules(_RuleSet):
-    """Fan-in: who paid one target, where the target's records are."""
+    """Fan-in and, for a model (``novelty``), how often the target was paid lately:
+    who paid one target, where the target's records are."""
 
     def __init__(self, settings: RuleSettings | None = None,
-                 names: tuple[str, ...] = TARGET_RULES) -> None:
+                 names: tuple[str, ...] = TARGET_RULES, novelty: bool = False) -> None:
         self.fan_in = FanIn(settings) if "fan_in" in names else None
-        super().__init__({} if self.fan_in is None else {self.fan_in.name: self.fan_in.events})
+        self.payees = PayeeHistory() if novelty else None
+        stores: dict[str, Any] = {}
+        if self.fan_in is not None:
+            stores[self.fan_in.name] = self.fan_in.events
+        if self.payees is not None:
+            stores[self.payees.name] = self.payees
+        super().__init__(stores)
 
     def configure(self) -> None:
         if self.fan_in is not None:
@@ -365,6 +539,8 @@ class TargetRules(_RuleSet):
             features["fan_in"], hit = self.fan_in.evaluate(target, source, ts)
             if hit:
                 hits.append(hit)
+        if self.payees is not None:
+            features["payee_paid"] = round(self.payees.evaluate(target, ts), 2)
 
 
 class StatefulRules:
@@ -379,7 +555,7 @@ class StatefulRules:
         self.names = names
         self.settings = settings or RuleSettings()
         self.by_source = SourceRules(self.settings, names, novelty)
-        self.by_target = TargetRules(self.settings, names)
+        self.by_target = TargetRules(self.settings, names, novelty)
 
     def configure(self) -> None:
         self.by_source.configure()

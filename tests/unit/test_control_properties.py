@@ -127,7 +127,8 @@ def in_range(setting: str, value: Any) -> bool:
         return (type(value) in (int, float) and math.isfinite(value)
                 and value == int(value) and low <= value <= high)
     low, high = {"tps": (0.1, 100_000.0), "threshold": (0.01, 1e9),
-                 "velocity_window_s": (1, 86_400), "fan_in_window_s": (1, 604_800),
+                 "velocity_window_s": (1, 86_400), "velocity_ratio": (1, 1_000),
+                 "fan_in_window_s": (1, 604_800),
                  "anomaly_ratio": (1, 1_000), "anomaly_z": (0.5, 100)}[setting]
     return type(value) is float and math.isfinite(value) and low <= value <= high
 

@@ -130,6 +130,31 @@ def test_with_rules_a_burst_is_fraud_and_the_verdict_says_which_rule_and_why() -
         {"rule": "velocity", "reason": "8 transactions from the source within 60 s"}]
     assert last_of_burst["features"]["velocity"] == 8
     assert large["rules"][0] == {"rule": "amount_threshold", "reason": "amount >= 900"}
-    assert set(large["features"]) == {"velocity", "fan_in", "amount_z"}
+    assert set(large["features"]) == {"velocity", "velocity_usual", "fan_in", "amount_z",
+                                      "amount_ratio", "history"}
     assert len(routed.dlq) == 1
     assert router.counters.as_dict() == {"legit": 7, "fraud": 2, "dlq": 1}
+
+
+def test_without_a_score_any_rule_that_fired_makes_it_fraud() -> None:
+    from services.detector.routing import decide
+    from services.detector.rules import Hit
+
+    burst = [Hit("velocity", "9 transactions")]
+    assert decide(burst, None) == (True, burst)
+    assert decide([], None) == (False, [])
+
+
+def test_a_confident_model_makes_fraud_alone_and_can_clear_a_rule_hit() -> None:
+    from services.detector.routing import decide
+    from services.detector.rules import Hit
+
+    large = [Hit("amount_threshold", "amount >= 900")]
+    fraud, hits = decide([], 0.8, cutoff=0.5, veto=0.05)
+    assert fraud and hits == [Hit("model", "score 0.80 >= 0.5")]
+    # A rule's hit stands while the model is unsure either way...
+    assert decide(large, 0.2, cutoff=0.5, veto=0.05) == (True, large)
+    # ...and not when the model is sure it is everyday; the verdict still names it.
+    assert decide(large, 0.01, cutoff=0.5, veto=0.05) == (False, large)
+    assert decide([], 0.2, cutoff=0.5, veto=0.05) == (False, [])
+

@@ -2,7 +2,18 @@
 
 import random
 
-from services.detector.rules import AmountAnomaly, FanIn, RuleSettings, Velocity
+import pytest
+
+from services.detector.rules import (
+    AccountPace,
+    AmountAnomaly,
+    CounterpartyNovelty,
+    FanIn,
+    PayeeHistory,
+    RuleSettings,
+    StatefulRules,
+    Velocity,
+)
 
 MINUTE = 60_000
 
@@ -83,3 +94,93 @@ def test_settings_changed_live_apply_to_rules_already_running() -> None:
     settings.velocity_window_s = 1.5
     rule.configure()
     assert rule.evaluate("card", 4000)[0] == 2  # only 3000 and 4000 are within 1.5 s
+
+
+def test_a_busy_account_at_its_usual_pace_is_no_burst_but_a_burst_above_it_is() -> None:
+    rule = Velocity(RuleSettings(velocity_count=5, velocity_ratio=4))
+    # A shop's account paying every 5 s for two hours: 12 a minute is its habit.
+    verdicts = [rule.evaluate("shop", ts) for ts in range(0, 120 * MINUTE, 5_000)]
+    assert all(hit is None for _, hit in verdicts[len(verdicts) // 2:])
+    assert verdicts[-1][0] == 12
+    # A quiet account paying once every ten minutes, then six times in a minute.
+    for ts in range(0, 120 * MINUTE, 10 * MINUTE):
+        assert rule.evaluate("quiet", ts)[1] is None
+    burst = [rule.judge("quiet", 120 * MINUTE + i * 5_000) for i in range(6)]
+    n, usual, hit = burst[-1]
+    assert n == 6 and usual < 0.5
+    assert hit is not None and hit.reason.startswith("6 transactions from the source")
+
+
+def test_pace_predicts_from_the_past_without_the_burst_itself() -> None:
+    pace = AccountPace(half_life_ms=60 * MINUTE)
+    assert pace.expected("new", 0, MINUTE, 0) == 0.0  # no past, no prediction
+    for ts in range(0, 60 * MINUTE, MINUTE):  # one a minute for an hour
+        pace.expected("acct", ts, MINUTE, 0)
+    assert 0.8 < pace.expected("acct", 60 * MINUTE, MINUTE, 0) < 1.2
+    # Ten more within the same minute: they do not raise the bar they are judged by.
+    for i in range(10):
+        assert pace.expected("acct", 60 * MINUTE + i, MINUTE, i + 1) < 1.3
+
+
+def test_pace_state_goes_to_the_changelog_and_comes_back() -> None:
+    pace = AccountPace()
+    for ts in range(0, 30 * MINUTE, MINUTE):
+        pace.expected("acct", ts, MINUTE, 0)
+    restored = AccountPace()
+    for key, state in pace.changes():
+        restored.restore(key, state)
+    assert restored.expected("acct", 30 * MINUTE, MINUTE, 0) == \
+        pace.expected("acct", 30 * MINUTE, MINUTE, 0)
+
+
+def test_amount_anomaly_gives_the_ratio_to_the_accounts_mean_and_its_history() -> None:
+    rule = AmountAnomaly(history=5)
+    assert rule.judge("acct", 40.0)[1:3] == (1.0, 0)  # nothing to compare with yet
+    _, ratio, history, _ = rule.judge("acct", 400.0)
+    assert (ratio, history) == (10.0, 1)
+
+
+def test_a_run_of_new_payees_grows_in_a_burst_and_ends_at_a_usual_one() -> None:
+    novelty = CounterpartyNovelty()
+    runs = [novelty.judge("CARD", f"SHOP{i}", i * 1000)[2] for i in range(4)]
+    assert runs == [1, 2, 3, 4]
+    assert novelty.judge("CARD", "SHOP0", 5000)[2] == 0  # a payee it knows
+    restored = CounterpartyNovelty()
+    for key, state in novelty.changes():
+        restored.restore(key, state)
+    assert restored.judge("CARD", "SHOP9", 6000)[2] == novelty.judge("CARD", "SHOP9", 6000)[2]
+    restored.restore("OLD", [["SHOP1"], 1.0, 0])  # a changelog from before the run length
+    assert restored.judge("OLD", "SHOP2", 1000)[2] == 1
+
+
+def test_a_payee_nobody_paid_before_reads_zero_and_a_popular_one_more() -> None:
+    payees = PayeeHistory(half_life_ms=60 * MINUTE, max_accounts=3)
+    assert payees.evaluate("MULE", 0) == 0.0
+    for ts in range(0, 10 * MINUTE, MINUTE):
+        payees.evaluate("GROCER", ts)
+    before = payees.evaluate("GROCER", 10 * MINUTE)
+    assert 9 < before < 10  # ten payments before this one, a little decayed
+    # An hour later, those and the one just made count half.
+    assert payees.evaluate("GROCER", 70 * MINUTE) == pytest.approx((before + 1) / 2)
+    for other in ("A", "B", "C"):  # beyond three accounts the oldest is forgotten
+        payees.evaluate(other, 70 * MINUTE)
+    assert payees.evaluate("MULE", 70 * MINUTE) == 0.0
+
+
+def test_full_rules_give_the_model_every_figure_and_keep_state_per_key() -> None:
+    rules = StatefulRules(novelty=True)
+    _, figures = rules.evaluate("ACC", "SHOP", 12.5, 0)
+    assert set(figures) == {"velocity", "velocity_usual", "amount_z", "amount_ratio",
+                            "history", "novelty", "new_payees", "new_streak", "fan_in",
+                            "payee_paid"}
+    keys = {key.split("/")[0] for key, _ in rules.by_source.changes()}
+    assert keys == {"velocity", "pace", "amount_anomaly", "novelty"}
+    assert {key.split("/")[0] for key, _ in rules.by_target.changes()} == {"fan_in", "payee"}
+
+
+def test_every_rule_parameter_is_a_live_detector_setting_of_the_same_name() -> None:
+    from services.control import SETTINGS
+
+    for name, value in RuleSettings().values().items():
+        assert SETTINGS[name].owner == "detector"
+        assert SETTINGS[name].check(value) == value  # the default is a valid setting
