@@ -27,12 +27,14 @@ from msgspec import UNSET, DecodeError
 
 from services.detector.features import FeatureRows, dataset_features
 from services.detector.routing import (
-    MODEL,
+    CUTOFF,
+    VETO,
     Counters,
     Headers,
     Record,
     Routed,
     dead_letter_headers,
+    decide,
     identity_fields,
     verdict,
 )
@@ -159,12 +161,13 @@ class TargetStage:
 
     def __init__(self, rules: Callable[[], TargetRules], instance: str,
                  threshold: float = 900.0, model: OnlineModel | None = None,
-                 cutoff: float = 0.5) -> None:
+                 cutoff: float = CUTOFF, veto: float = VETO) -> None:
         self.state = PartitionedState(rules)
         self.instance = instance
         self.counters = Counters()
         self.model = model
-        self.cutoff = cutoff
+        self.cutoff = cutoff  # see routing.decide
+        self.veto = veto
         self.set_threshold(threshold)
 
     def set_threshold(self, threshold: float) -> None:
@@ -210,11 +213,11 @@ class TargetStage:
         for (record, forwarded, hits), score in zip(judged, scores, strict=True):
             if score is not None:
                 score = round(score, 4)
-                if score >= self.cutoff:
-                    hits.append(Hit(MODEL, f"score {score:.2f} >= {self.cutoff:g}"))
-            detection = verdict(hits, forwarded.features, score, threshold, self.instance)
+            fraud, hits = decide(hits, score, self.cutoff, self.veto)
+            detection = verdict(hits, forwarded.features, score, threshold, self.instance,
+                                fraud)
             value = b"".join((bytes(forwarded.tx)[:-1], b',"detection":', detection, b"}"))
-            (routed.fraud if hits else routed.legit).append((_original_key(record), value))
+            (routed.fraud if fraud else routed.legit).append((_original_key(record), value))
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)

@@ -94,8 +94,8 @@ class StatefulDetector:
 
             online = OnlineModel()
         source = SourceStage(lambda: SourceRules(settings, rules, novelty=model), instance)
-        target = TargetStage(lambda: TargetRules(settings, rules), instance, threshold,
-                             online)
+        target = TargetStage(lambda: TargetRules(settings, rules, novelty=model), instance,
+                             threshold, online)
         feed = LabelFeed(bootstrap, labels_topic, instance) if model else None
         return cls(bootstrap, transactions, InternalTopics.of(group), source, target,
                    settings, feed)

@@ -133,6 +133,7 @@ def test_the_second_stage_scores_a_batch_with_the_model_and_says_so_in_the_verdi
     warm = target.process(forwarded)
     verdicts = [orjson.loads(v)["detection"] for _, v in warm.fraud]
     assert len(verdicts) == 12  # every tiny payment to a new shop, not just the 8th on
-    assert all(d["score"] >= 0.5 and {"rule": "model", "reason": f"score {d['score']:.2f} "
-                                       ">= 0.5"} in d["rules"] for d in verdicts)
+    cutoff = target.cutoff
+    assert all(d["score"] >= cutoff and {"rule": "model", "reason": f"score {d['score']:.2f} "
+                                          f">= {cutoff:g}"} in d["rules"] for d in verdicts)
     assert sorted(warm.features.ids) == sorted(f"t{i}" for i in range(12))
