@@ -9,6 +9,7 @@ from textual.widgets import Static
 
 from tests.tui.scripted import ScriptedFeed
 from tui.app import FraudConsole
+from tui.screens import RULE_SETTINGS
 
 
 def test_a_rule_setting_is_sent_as_a_command() -> None:
@@ -20,7 +21,8 @@ async def _sent() -> None:
     feed.traffic(seconds=5, tps=100)
     app = FraudConsole(feed)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("e", "down", "down", "enter")  # fan_in_sources
+        steps = RULE_SETTINGS.index("fan_in_sources")
+        await pilot.press("e", *["down"] * steps, "enter")
         await pilot.press(*"25", "enter")
         await pilot.pause()
     [command] = feed.sent
