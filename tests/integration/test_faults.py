@@ -1,11 +1,16 @@
 """The broker goes away under a running pipeline: each test has a broker of its own.
 
-What the embedded broker can promise across an outage depends on the kind. Stopped
-and continued (SIGSTOP, SIGCONT), it keeps its memory: nothing may be lost, the
-services must say that the cluster stopped answering and resume by themselves. Killed
-and started again, it has lost everything it held (transactions not yet routed,
-outputs, committed offsets, settings), and no client can bring that back; that case
-is described in the README, not tested here.
+What the embedded broker can promise across an outage depends on the kind:
+
+- stopped and continued (SIGSTOP, SIGCONT): it keeps its memory, so nothing may be
+  lost; the services say that the cluster stopped answering, and resume by
+  themselves when it answers again;
+- killed and started again: it kept everything in memory, so everything it held is
+  gone (transactions not yet routed, outputs, committed offsets, settings) and no
+  client can bring it back. What remains promised is about the new broker: the
+  services find it at the same address by themselves (the generator carries on; a
+  detector whose transaction vanished exits with code 1 for its supervisor to start
+  it again), and every transaction the new broker receives is routed exactly once.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from services.config import Topics
@@ -24,13 +31,17 @@ from tests.integration.test_exactly_once import (
     assert_open_transactions_only,
     committed_view,
     every_id,
+    process_name,
     wrote,
 )
 from tests.kafka_helpers import (
     BrokerProcess,
+    Kill,
     Outputs,
+    Relay,
     ServiceProcess,
     positions,
+    read_topic,
     start,
 )
 
@@ -106,3 +117,52 @@ def test_a_broker_stopped_ten_seconds_loses_nothing(
     print(f"broker stopped {OUTAGE:.0f} s: {len(where)} transactions, none lost, "
           f"{len(doubled)} of the transaction in flight doubled by the embedded broker, "
           f"{len(aborted)} outputs of aborted transactions shown by it")
+
+
+def test_a_broker_killed_and_restarted_empty_is_found_again(
+    tmp_path: Path, topics: Topics, service_env: dict[str, str],
+    services: list[ServiceProcess],
+) -> None:
+    first = BrokerProcess(tmp_path / "first.log")
+    relay = Relay(first.bootstrap)  # the address the services know, whichever broker
+    env = {**service_env, "KAFKA_BROKER_URL": relay.address, "DETECTOR_INSTANCE": "solo"}
+    generator = start(services, "generator", env, "--tps", "500")
+    detector = start(services, "detector", env)
+    started = [detector]
+    before = Outputs(first.bootstrap, topics)
+    assert before.wait(wrote(detector), 60, settle=0)
+    before.close()
+    first.kill()  # and everything it held with it
+    time.sleep(OUTAGE / 2)  # before it is started again
+    with BrokerProcess(tmp_path / "second.log") as second:
+        relay.move_to(second)
+        back = time.time()
+        outputs = Outputs(second, topics)
+        restarts: list[Kill] = []
+        try:
+            # The supervisor's part: a detector that exits is started again.
+            deadline = time.monotonic() + 60
+            while not wrote(detector, back)(outputs.records):
+                assert time.monotonic() < deadline, "no detector resumed on the new broker"
+                if detector.process.poll() is not None:
+                    assert detector.process.returncode == 1, detector.output()
+                    restarts.append(Kill(process_name(detector), time.time()))
+                    detector = start(services, "detector", env)
+                    started.append(detector)
+                outputs.read(0.5)
+            code, generator_log = stop(generator)
+            assert code == 0, generator_log
+            arrived = read_topic(second, topics.transactions, 10**9, timeout=0, settle=2)
+            where = {orjson.loads(m.value())["id"]: (m.partition(), m.offset())
+                     for m in arrived}
+            outputs.wait(every_id(where), 60, settle=2)
+            code, detector_log = stop(detector)
+            seen, _ = committed_view(outputs, where, restarts, started)
+        finally:
+            outputs.close()
+            relay.close()
+
+    assert len(where) > 500  # the generator carried on with the new broker
+    assert seen == Counter(list(where))
+    assert code == 0, detector_log
+    assert "no answer from the cluster" in generator_log
