@@ -175,17 +175,10 @@ class Router:
                 rows.add(identity, ts, tx.amount, features,
                          dataset_features(raw))  # type: ignore[arg-type]
             judged.append((record, raw, tx, hits, features))
-        scores: list[float | None] = [None] * len(judged)
-        if model is not None and judged:
-            batch = rows.batch()
-            scored = model.score(batch.matrix)
-            if scored is not None:
-                scores = scored.tolist()
-            routed = routed._replace(features=batch)
+        scores, batch = score_batch(model, rows, len(judged))
+        routed = routed._replace(features=batch)
         cutoff, veto = self.cutoff, self.veto
         for (record, raw, tx, hits, features), score in zip(judged, scores, strict=True):
-            if score is not None:
-                score = round(score, 4)
             fraud, hits = decide(hits, score, cutoff, veto)
             detection = verdict(hits, features, score, threshold, self.instance, fraud)
             fields = identity_fields(tx, record) + b',"detection":' + detection
@@ -206,6 +199,19 @@ def dead_letter_headers(record: Record, reason: str, instance: str) -> Headers:
         ("dlq.offset", str(record.offset()).encode()),
         ("dlq.instance", instance.encode()),
     ]
+
+
+def score_batch(model: OnlineModel | None, rows: FeatureRows,
+                count: int) -> tuple[list[float | None], BatchFeatures | None]:
+    """Every row's score in one call (None each while there is no model or none
+    trained yet), and the rows, for the label join."""
+    if model is None or not count:
+        return [None] * count, None
+    batch = rows.batch()
+    scored = model.score(batch.matrix)
+    if scored is None:
+        return [None] * count, batch
+    return [round(score, 4) for score in scored.tolist()], batch
 
 
 def decide(hits: list[Hit], score: float | None, cutoff: float = CUTOFF,

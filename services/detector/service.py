@@ -19,7 +19,7 @@ from services.checkpoint import (
     for_guarantee,
 )
 from services.control_channel import ControlFollower, StatusPublisher
-from services.detector.routing import DLQ, FRAUD, LEGIT, Router
+from services.detector.routing import DLQ, FRAUD, LEGIT, Routed, Router
 from services.detector.rules import RULE_NAMES
 from services.detector.stateful import InternalTopics, Output, StatefulDetector
 from services.lifecycle import Shutdown, run_service, setup_logging
@@ -238,7 +238,6 @@ def loop(
     shutdown: Shutdown,
 ) -> None:
     """The hot path: consume a batch → route → produce → checkpoint when due."""
-    produce = producer.produce
     legit_topic, fraud_topic, dlq_topic = destinations[LEGIT], destinations[FRAUD], \
         destinations[DLQ]
     while not shutdown.requested:
@@ -246,28 +245,8 @@ def loop(
         if messages:
             records = [m for m in messages if m.error() is None or not _is_error(m)]
             routed = router.route(records)
-            try:
-                if records:
-                    checkpoint.begin()
-                # Tracked first, so that an abort below rewinds these partitions too.
-                checkpoint.track(records)
-                for topic, outputs in ((legit_topic, routed.legit),
-                                       (fraud_topic, routed.fraud)):
-                    for key, value in outputs:
-                        try:
-                            produce(topic, value, key)
-                        except BufferError:
-                            kafka.produce_when_room(producer, topic, key, value)
-                for key, value, headers in routed.dlq:
-                    kafka.produce_dead_letter(producer, dlq_topic, key, value, headers)
-            except KafkaException as exc:
-                if not exc.args[0].txn_requires_abort():
-                    raise
-                # The transaction failed under this batch (a delivery of an earlier
-                # one, say): abort it and route everything since the last commit again.
-                log.warning("transaction failed: %s; reprocessing from the last commit",
-                            exc.args[0].str())
-                checkpoint.abandon()
+            in_transaction(checkpoint, records, produce_routed, producer, routed,
+                           legit_topic, fraud_topic, dlq_topic)
         producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()
@@ -291,11 +270,8 @@ def stateful_loop(
         messages = kafka.consume_batch(consumer, batch_size, 0.1)
         if messages:
             records = [m for m in messages if m.error() is None or not _is_error(m)]
-            if records:
-                checkpoint.begin()
             outputs, routed = stateful.process(records, legit, fraud, dlq)
-            produce_all(producer, outputs, dlq)
-            checkpoint.track(records)
+            in_transaction(checkpoint, records, produce_all, producer, outputs, dlq)
             stateful.learn(routed)
         else:
             stateful.poll_labels()  # labels keep coming when transactions do not
@@ -303,6 +279,41 @@ def stateful_loop(
         if checkpoint.due():
             checkpoint.commit()
         housekeeping()
+
+
+def in_transaction(checkpoint: Checkpoint, records: list[Message],
+                   produce: Callable[..., None], *args: Any) -> None:
+    """A batch's outputs, in the open transaction with exactly-once.
+
+    The records are tracked first, so that an abort rewinds their partitions too. A
+    transaction that fails under this batch (a delivery of an earlier one, say) is
+    aborted, and everything since the last commit is processed again.
+    """
+    try:
+        if records:
+            checkpoint.begin()
+        checkpoint.track(records)
+        produce(*args)
+    except KafkaException as exc:
+        if not exc.args[0].txn_requires_abort():
+            raise
+        log.warning("transaction failed: %s; reprocessing from the last commit",
+                    exc.args[0].str())
+        checkpoint.abandon()
+
+
+def produce_routed(producer: Producer, routed: Routed, legit: str, fraud: str,
+                   dlq: str) -> None:
+    """The classic detector's outputs: the hot path, a produce call per record."""
+    produce = producer.produce
+    for topic, outputs in ((legit, routed.legit), (fraud, routed.fraud)):
+        for key, value in outputs:
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                kafka.produce_when_room(producer, topic, key, value)
+    for key, value, headers in routed.dlq:
+        kafka.produce_dead_letter(producer, dlq, key, value, headers)
 
 
 def produce_all(producer: Producer, outputs: list[Output], dlq: str = "") -> None:

@@ -36,6 +36,7 @@ from services.detector.routing import (
     dead_letter_headers,
     decide,
     identity_fields,
+    score_batch,
     verdict,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
@@ -203,16 +204,9 @@ class TargetStage:
                 rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
                          dataset_features(tx))
             judged.append((record, forwarded, hits))
-        scores: list[float | None] = [None] * len(judged)
-        if model is not None and judged:
-            batch = rows.batch()
-            scored = model.score(batch.matrix)
-            if scored is not None:
-                scores = scored.tolist()
-            routed = routed._replace(features=batch)
+        scores, batch = score_batch(model, rows, len(judged))
+        routed = routed._replace(features=batch)
         for (record, forwarded, hits), score in zip(judged, scores, strict=True):
-            if score is not None:
-                score = round(score, 4)
             fraud, hits = decide(hits, score, self.cutoff, self.veto)
             detection = verdict(hits, forwarded.features, score, threshold, self.instance,
                                 fraud)
