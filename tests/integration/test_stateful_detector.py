@@ -110,3 +110,29 @@ def test_state_is_restored_after_a_kill(broker: str, topics: Topics,
     internal = InternalTopics.of(env["DETECTOR_GROUP"])
     changelog = read_topics(broker, [internal.target_changelog], 1, timeout=10)
     assert changelog[internal.target_changelog], "fan-in state went to its changelog"
+
+
+def test_the_model_learns_from_the_labels_topic(broker: str, topics: Topics,
+                                                service_env: dict[str, str],
+                                                services: list[ServiceProcess]) -> None:
+    """Labelled scenarios in, a trained model out: its version in the heartbeat and its
+    score in the verdicts that follow."""
+    env = {**detector_env(service_env, "d1"), "DETECTOR_MODEL": "on",
+           "FRAUD_THRESHOLD": "900"}
+    start(services, "detector", env)
+    wait_until_running(broker, topics, 1)
+    start(services, "generator", service_env, "--profile", "scenarios", "--tps", "2000",
+          "--count", "30000", "--seed", "3", "--fraud-rate", "0.05")
+    deadline = time.monotonic() + 90
+    model: dict = {}
+    while time.monotonic() < deadline and not model.get("version"):
+        status = read_topics(broker, [topics.status], 1, timeout=2, settle=0.2)[topics.status]
+        beats = [body for body in values(status) if body.get("kind") == "heartbeat"
+                 and body.get("service") == "detector"]
+        if beats:
+            model = beats[-1]["counters"].get("model") or {}
+    assert model.get("version", 0) >= 1, f"no model trained from the labels: {model}"
+    assert model["examples"] >= 200
+    out = verdicts(broker, topics, 30_000)
+    scored = [tx for tx in out.values() if tx["detection"]["score"] is not None]
+    assert scored, "no verdict carries the model's score"
