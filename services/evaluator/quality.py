@@ -93,8 +93,34 @@ def f1(precision: float | None, recall: float | None) -> float | None:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+class ConfusionFigures:
+    """Precision, recall and F1 of a confusion matrix, for whatever holds its counts."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def joined(self) -> int:
+        """Transactions with both a verdict and a label."""
+        return self.tp + self.fp + self.fn + self.tn
+
+    @property
+    def precision(self) -> float | None:
+        return ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float | None:
+        return ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float | None:
+        return f1(self.precision, self.recall)
+
+
 @dataclass
-class Tally:
+class Tally(ConfusionFigures):
     """Counts of outcomes: the confusion matrix, per scenario and per rule."""
 
     tp: int = 0
@@ -134,22 +160,6 @@ class Tally:
                 counts = mine.setdefault(name, [0, 0])
                 counts[0] += a
                 counts[1] += b
-
-    @property
-    def joined(self) -> int:
-        return self.tp + self.fp + self.fn + self.tn
-
-    @property
-    def precision(self) -> float | None:
-        return ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def recall(self) -> float | None:
-        return ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float | None:
-        return f1(self.precision, self.recall)
 
 
 def tally(outcomes: Iterable[Outcome]) -> Tally:

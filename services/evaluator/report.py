@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from services.evaluator.quality import Tally, f1, ratio
+from services.evaluator.quality import ConfusionFigures, Tally, ratio
 
 VERSION = 1
 KIND = "quality"
@@ -70,7 +70,7 @@ class RuleFigures:
 
 
 @dataclass(frozen=True)
-class Quality:
+class Quality(ConfusionFigures):
     """One quality message as a reader sees it."""
 
     instance: str
@@ -83,23 +83,6 @@ class Quality:
     scenarios: tuple[ScenarioFigures, ...] = ()
     rules: tuple[RuleFigures, ...] = ()
     totals: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def joined(self) -> int:
-        """Transactions in the window with both a verdict and a label."""
-        return self.tp + self.fp + self.fn + self.tn
-
-    @property
-    def precision(self) -> float | None:
-        return ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def recall(self) -> float | None:
-        return ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float | None:
-        return f1(self.precision, self.recall)
 
 
 def parse(raw: bytes | None) -> Quality | None:
