@@ -3,11 +3,11 @@
 Everything but the per-record work is the detector's (services/detector/service.py):
 its settings parser (the same variables and defaults: KAFKA_BROKER_URL,
 TRANSACTIONS_TOPIC, LEGIT_TOPIC, CONTROL_TOPIC, STATUS_TOPIC, DETECTOR_GROUP,
-DETECTOR_BATCH_SIZE), the same client factories, and its loop: the same batch call,
-error filter, produce retry, poll, checkpoint cadence, control follower and
-heartbeat. Each record goes to the legit topic with its key and its bytes untouched.
-What the detector adds is its per-record work: decode, validate, the rule, the
-appended verdict and the choice among three topics.
+DETECTOR_BATCH_SIZE), the same client factories, and its loop (``loop`` and
+``in_transaction`` of the service itself): the same batch call, error filter, produce
+retry, poll, checkpoint cadence, control follower and heartbeat. Each record goes to
+the legit topic with its key and its bytes untouched. What the detector adds is its
+per-record work: decode, validate, the rule, the appended verdict and the choice among three topics.
 
     KAFKA_BROKER_URL=HOST:PORT TRANSACTIONS_TOPIC=in LEGIT_TOPIC=out python -m bench.passthrough
 """
@@ -15,14 +15,14 @@ appended verdict and the choice among three topics.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from services import config, control, kafka
 from services.checkpoint import AtLeastOnceCheckpoint
 from services.control_channel import ControlFollower, StatusPublisher
-from services.detector.service import PARTITIONS, parse_args
+from services.detector.service import PARTITIONS, in_transaction, loop, parse_args
 from services.lifecycle import Shutdown, run_service, setup_logging
 
 log = logging.getLogger("fraud.passthrough")
@@ -56,8 +56,11 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
 
     consumer.subscribe([topics.transactions], on_revoke=on_revoke)
     log.info("copying %s to %s", topics.transactions, topics.legit)
+    def copy_batch(records: list[Message]) -> None:
+        in_transaction(checkpoint, records, copy, producer, records, topics.legit)
+
     try:
-        loop(consumer, producer, topics.legit, checkpoint, args.batch_size, housekeeping,
+        loop(consumer, producer, checkpoint, args.batch_size, copy_batch, housekeeping,
              shutdown)
     finally:
         committed = checkpoint.commit()
@@ -67,41 +70,14 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     return 0 if committed and not failures.count else 1
 
 
-def loop(
-    consumer: Consumer,
-    producer: Producer,
-    sink: str,
-    checkpoint: AtLeastOnceCheckpoint,
-    batch_size: int,
-    housekeeping: Callable[[], None],
-    shutdown: Shutdown,
-) -> None:
-    """The detector's loop with the routing taken out."""
+def copy(producer: Producer, records: list[Message], sink: str) -> None:
+    """What the detector's routing and verdicts are measured against: nothing."""
     produce = producer.produce
-    while not shutdown.requested:
-        messages = kafka.consume_batch(consumer, batch_size, 0.1)
-        if messages:
-            records = [m for m in messages if m.error() is None or not _is_error(m)]
-            for record in records:
-                try:
-                    produce(sink, record.value(), record.key())
-                except BufferError:
-                    kafka.produce_when_room(producer, sink, record.key(), record.value())
-            checkpoint.track(records)
-        producer.poll(0)
-        if checkpoint.due():
-            checkpoint.commit()
-        housekeeping()
-
-
-def _is_error(message: Message) -> bool:
-    error = message.error()
-    if error is None:
-        return False
-    if error.fatal():
-        raise KafkaException(error)
-    log.warning("consumer: %s", error.str())
-    return True
+    for record in records:
+        try:
+            produce(sink, record.value(), record.key())
+        except BufferError:
+            kafka.produce_when_room(producer, sink, record.key(), record.value())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from services.checkpoint import (
     for_guarantee,
 )
 from services.control_channel import ControlFollower, StatusPublisher
-from services.detector.routing import DLQ, FRAUD, LEGIT, Routed, Router
+from services.detector.routing import Routed, Router
 from services.detector.rules import RULE_NAMES
 from services.detector.stateful import InternalTopics, Output, StatefulDetector
 from services.lifecycle import Shutdown, run_service, setup_logging
@@ -175,7 +175,19 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             stateful.revoke(partitions)
         checkpoint.abandon()
 
+    def route_batch(records: list[Message]) -> None:  # the classic rule alone
+        in_transaction(checkpoint, records, produce_routed, producer, router.route(records),
+                       topics.legit, topics.fraud, topics.dlq)
+
+    def stages_batch(records: list[Message]) -> None:  # the stateful rules and the model
+        assert stateful is not None
+        outputs, routed = stateful.process(records, topics.legit, topics.fraud, topics.dlq)
+        in_transaction(checkpoint, records, produce_all, producer, outputs, topics.dlq)
+        stateful.remember(routed)
+
     def housekeeping() -> None:
+        if stateful is not None:
+            stateful.poll_labels()
         follower.poll()
         status_producer.poll(0)
         cluster.check(status_producer)
@@ -188,7 +200,6 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
 
     inputs = [topics.transactions] if stateful is None else stateful.inputs()
     consumer.subscribe(inputs, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
-    destinations = {LEGIT: topics.legit, FRAUD: topics.fraud, DLQ: topics.dlq}
     log.info("routing %s at threshold %g with %s, %s, as %s of group %s",
              topics.transactions, args.threshold,
              "rules " + ", ".join(args.rules) + (" and a model" if args.model else "")
@@ -196,12 +207,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
              args.group)
     committed = False
     try:
-        if stateful is None:
-            loop(consumer, producer, router, checkpoint, destinations, args.batch_size,
-                 housekeeping, shutdown)
-        else:
-            stateful_loop(consumer, producer, stateful, checkpoint, destinations,
-                          args.batch_size, housekeeping, shutdown)
+        loop(consumer, producer, checkpoint, args.batch_size,
+             route_batch if stateful is None else stages_batch, housekeeping, shutdown)
         committed = checkpoint.close()
     except KafkaException as exc:
         error = exc.args[0]
@@ -230,51 +237,18 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
 def loop(
     consumer: Consumer,
     producer: Producer,
-    router: Router,
     checkpoint: Checkpoint,
-    destinations: dict[str, str],
     batch_size: int,
+    handle: Callable[[list[Message]], None],
     housekeeping: Callable[[], None],
     shutdown: Shutdown,
 ) -> None:
-    """The hot path: consume a batch → route → produce → checkpoint when due."""
-    legit_topic, fraud_topic, dlq_topic = destinations[LEGIT], destinations[FRAUD], \
-        destinations[DLQ]
+    """The hot path: consume a batch → ``handle`` it (route, produce in the open
+    transaction) → checkpoint when due."""
     while not shutdown.requested:
         messages = kafka.consume_batch(consumer, batch_size, 0.1)
         if messages:
-            records = [m for m in messages if m.error() is None or not _is_error(m)]
-            routed = router.route(records)
-            in_transaction(checkpoint, records, produce_routed, producer, routed,
-                           legit_topic, fraud_topic, dlq_topic)
-        producer.poll(0)
-        if checkpoint.due():
-            checkpoint.commit()
-        housekeeping()
-
-
-def stateful_loop(
-    consumer: Consumer,
-    producer: Producer,
-    stateful: StatefulDetector,
-    checkpoint: Checkpoint,
-    destinations: dict[str, str],
-    batch_size: int,
-    housekeeping: Callable[[], None],
-    shutdown: Shutdown,
-) -> None:
-    """Consume a batch of either stage's records → both stages → produce → learn →
-    checkpoint (which writes the state changes first) when due."""
-    legit, fraud, dlq = destinations[LEGIT], destinations[FRAUD], destinations[DLQ]
-    while not shutdown.requested:
-        messages = kafka.consume_batch(consumer, batch_size, 0.1)
-        if messages:
-            records = [m for m in messages if m.error() is None or not _is_error(m)]
-            outputs, routed = stateful.process(records, legit, fraud, dlq)
-            in_transaction(checkpoint, records, produce_all, producer, outputs, dlq)
-            stateful.learn(routed)
-        else:
-            stateful.poll_labels()  # labels keep coming when transactions do not
+            handle([m for m in messages if m.error() is None or not _is_error(m)])
         producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()

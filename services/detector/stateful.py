@@ -109,16 +109,13 @@ class StatefulDetector:
             self.source.configure()
             self.target.configure()
 
-    def learn(self, routed: Routed) -> None:
-        """Remember a scored batch for its labels; learn from the labels that came."""
+    def remember(self, routed: Routed) -> None:
+        """Keep a scored batch's figures for its labels; learn from those already here."""
         model = self.target.model
-        if model is None:
-            return
-        if routed.features is not None:
+        if model is not None and routed.features is not None:
             examples = self.join.remember(routed.features)
             if len(examples):
                 model.learn(examples.matrix, examples.labels)
-        self.poll_labels()
 
     def poll_labels(self) -> None:
         """Learn from the labels that came since the last call; never blocks."""
