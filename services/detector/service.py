@@ -126,6 +126,32 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     exactly_once = args.processing_guarantee == EXACTLY_ONCE
     # Static membership: a restarted instance takes its partitions straight back.
     consumer = kafka.consumer(args.bootstrap, args.group, instance=args.instance)
+
+    def on_assign(_: Consumer, partitions: list[TopicPartition]) -> None:
+        if stateful is not None:
+            stateful.assign(partitions)
+
+    def on_revoke(_: Consumer, partitions: list[TopicPartition]) -> None:
+        # The next owner starts from the committed offsets: commit what is done first.
+        checkpoint.commit()
+        checkpoint.forget(partitions)
+        if stateful is not None:
+            stateful.revoke(partitions)
+
+    def on_lost(_: Consumer, partitions: list[TopicPartition]) -> None:
+        # Already someone else's (this member's session expired): what was done for
+        # them since the last commit must not be committed now.
+        log.warning("partitions lost: %s", ", ".join(str(tp.partition) for tp in partitions))
+        if stateful is not None:
+            stateful.revoke(partitions)
+        checkpoint.abandon()
+
+    # Join the group before the rest is set up: where static membership is not honoured
+    # (the embedded broker), the join waits out the previous member's session, and that
+    # wait then overlaps with initialising transactions. The callbacks run only inside
+    # the loop's polls, when the checkpoint they use exists.
+    inputs = [topics.transactions] if stateful is None else stateful.inputs()
+    consumer.subscribe(inputs, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     if exactly_once:
         # One transactional id per instance of a group, the same across its restarts.
         producer = kafka.transactional_producer(
@@ -156,25 +182,6 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                                secret=args.control_secret)
     follower.catch_up()
 
-    def on_assign(_: Consumer, partitions: list[TopicPartition]) -> None:
-        if stateful is not None:
-            stateful.assign(partitions)
-
-    def on_revoke(_: Consumer, partitions: list[TopicPartition]) -> None:
-        # The next owner starts from the committed offsets: commit what is done first.
-        checkpoint.commit()
-        checkpoint.forget(partitions)
-        if stateful is not None:
-            stateful.revoke(partitions)
-
-    def on_lost(_: Consumer, partitions: list[TopicPartition]) -> None:
-        # Already someone else's (this member's session expired): what was done for
-        # them since the last commit must not be committed now.
-        log.warning("partitions lost: %s", ", ".join(str(tp.partition) for tp in partitions))
-        if stateful is not None:
-            stateful.revoke(partitions)
-        checkpoint.abandon()
-
     def route_batch(records: list[Message]) -> None:  # the classic rule alone
         in_transaction(checkpoint, records, produce_routed, producer, router.route(records),
                        topics.legit, topics.fraud, topics.dlq)
@@ -198,8 +205,6 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         return {**routed, "delivery_failures": failures.count,
                 "commits": checkpoint.commits, "rewinds": checkpoint.rewinds}
 
-    inputs = [topics.transactions] if stateful is None else stateful.inputs()
-    consumer.subscribe(inputs, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     log.info("routing %s at threshold %g with %s, %s, as %s of group %s",
              topics.transactions, args.threshold,
              "rules " + ", ".join(args.rules) + (" and a model" if args.model else "")
