@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
+from typing import IO, Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -425,6 +425,23 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str,
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def goal(what: str, measured: float | None, bound: float, higher_is_better: bool,
+         unit: str = "") -> dict[str, Any]:
+    """One of the project's performance goals, as every benchmark reports it: the
+    figure, its bound and whether the measurement meets it."""
+    met = measured is not None and (measured >= bound if higher_is_better
+                                    else measured < bound)
+    return {"what": what, "measured": measured, "bound": bound,
+            "higher_is_better": higher_is_better, "unit": unit, "met": met}
+
+
+def goal_lines(goals: Sequence[dict[str, Any]]) -> list[str]:
+    return [f"goal: {g['what']} {'>=' if g['higher_is_better'] else '<'} "
+            f"{g['bound']:g}{g['unit']}: "
+            + ("–" if g["measured"] is None else f"{g['measured']:.2f}{g['unit']}")
+            + (" met" if g["met"] else " NOT met") for g in goals]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -69,6 +69,8 @@ from bench.harness import (
     committed_counts,
     edge_timestamps,
     fresh_topics,
+    goal,
+    goal_lines,
     log_tail,
     median,
     preload,
@@ -117,7 +119,13 @@ VARIANTS = {
 TARGETS = (1_000.0, 10_000.0, 100_000.0)
 THRESHOLD = 900.0
 BATCH_SIZE = 1000
-GOAL = 0.9  # the project's aim: the detector at least 0.9x the pass-through
+# The project's aims, each against the pass-through of the same run: (variant, figure,
+# least ratio, what it is). The classic rule nearly as fast as copying; all on, close.
+GOALS = (("detector", "throughput_ratio", 0.95, "threshold only: throughput"),
+         ("detector", "cpu_efficiency", 0.75, "threshold only: CPU efficiency"),
+         ("detector-rules", "throughput_ratio", 0.8,
+          "every rule + model + exactly-once: throughput"))
+GENERATOR_GOAL_PCT = 1.0  # achieved rate within 1 % of the target
 
 
 def progress(line: str) -> None:
@@ -292,6 +300,20 @@ def heartbeats(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return sorted(beats, key=lambda beat: beat["ts"])
 
 
+def generator_median(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target's figures as medians of its runs; a run that fell behind or dropped
+    records shows in ``keeping_up`` and ``dropped`` whatever the others did."""
+    target = tries[0]["target"]
+    achieved, reported = median([t["achieved"] for t in tries]), \
+        median([t["reported"] for t in tries])
+    return {"target": target, "achieved": achieved, "error_pct": percent(achieved, target),
+            "reported": reported, "reported_error_pct": percent(reported, target),
+            "keeping_up": all(t["keeping_up"] for t in tries),
+            "dropped": max(t["dropped"] for t in tries),
+            "cores": median([t["cores"] for t in tries]),
+            "window_s": median([t["window_s"] for t in tries]), "runs": tries}
+
+
 def percent(value: float, target: float) -> float:
     return (value - target) / target * 100
 
@@ -307,8 +329,10 @@ def summarize(source: Preloaded, runs: dict[str, list[dict[str, float]]],
     for side in sides.values():
         side["throughput_ratio"] = side["median"]["msgs_per_s"] / base["msgs_per_s"]
         side["cpu_efficiency"] = base["cpu_us_per_msg"] / side["median"]["cpu_us_per_msg"]
-    det = sides["detector"]["median"]
-    throughput = det["msgs_per_s"] / base["msgs_per_s"]
+    goals = [goal(f"detector, {what} vs pass-through", sides[kind][figure], least, True,
+                  "x") for kind, figure, least, what in GOALS]
+    goals += [goal(f"generator at {g['target']:,.0f}/s: error", abs(g["error_pct"]),
+                   GENERATOR_GOAL_PCT, False, " %") for g in generator]
     return {
         "input": {"topic": source.topic, "records": source.records,
                   "bytes_per_record": source.bytes / source.records,
@@ -317,15 +341,13 @@ def summarize(source: Preloaded, runs: dict[str, list[dict[str, float]]],
         "runs": len(runs["detector"]),
         "cpu_clock": "schedstat ns" if precise_cpu else "stat ticks",
         **sides,
-        "ratios": {"throughput": throughput,
-                   "cpu_efficiency": base["cpu_us_per_msg"] / det["cpu_us_per_msg"],
-                   "goal": GOAL, "goal_met": throughput >= GOAL},
+        "goals": goals,
         "generator": generator,
     }
 
 
 def render(summary: dict[str, Any]) -> str:
-    src, ratios = summary["input"], summary["ratios"]
+    src = summary["input"]
     head = (f"Detector vs pass-through: {src['records']:,} transactions "
             f"(~{src['bytes_per_record']:.0f} B, {src['partitions']} partitions, "
             f"{src['fraud']:,} fraud), batch {src['batch_size']:,}, "
@@ -335,23 +357,20 @@ def render(summary: dict[str, Any]) -> str:
              f"{summary[kind]['throughput_ratio']:.2f}x", f"{summary[kind]['cpu_efficiency']:.2f}x",
              " / ".join(f"{r['msgs_per_s']:,.0f}" for r in summary[kind]["runs"])]
             for kind in VARIANTS for m in [summary[kind]["median"]]]
-    verdict = "met" if ratios["goal_met"] else "NOT met"
     lines = [head, "", table(["", "", "msgs/s", "CPU µs/msg", "cores", "vs pass-through",
-                              "CPU efficiency", "msgs/s per run"], rows), "",
-             f"detector / pass-through   throughput {ratios['throughput']:.2f}x "
-             f"(goal >= {ratios['goal']:.1f}x: {verdict})",
-             f"pass-through / detector   CPU per record {ratios['cpu_efficiency']:.2f}x "
-             "(the detector's CPU efficiency)",
-             "counts verified: every run put out exactly its input (the threshold's "
-             "legit and fraud as made), no dead letters, clean exit",
-             "", generator_table(summary["generator"])]
+                              "CPU efficiency", "msgs/s per run"], rows), ""]
+    lines += goal_lines(summary["goals"])
+    lines += ["counts verified: every run put out exactly its input (the threshold's legit "
+              "and fraud as made), no dead letters, clean exit",
+              "", generator_table(summary["generator"])]
     return "\n".join(lines)
 
 
 def generator_table(rows: list[dict[str, Any]]) -> str:
     seconds = rows[0]["window_s"] if rows else 0.0
+    runs = len(rows[0]["runs"]) if rows else 0
     return (f"Generator achieved rate: records landed over {seconds:.1f} s after a warm-up, "
-            "a fresh topic per target\n\n" + table(
+            f"a fresh topic per run, median of {runs} runs\n\n" + table(
                 ["target/s", "landed/s", "error", "own rate/s", "error", "keeping up",
                  "dropped", "cores"],
                 [[f"{g['target']:,.0f}", f"{g['achieved']:,.0f}", f"{g['error_pct']:+.2f} %",
@@ -396,9 +415,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         runs = compare(bootstrap, source, args.runs, logs)
         generator = []
         for target in TARGETS:
-            generator.append(generator_rate(bootstrap, target, args.warmup, args.seconds,
+            tries = []
+            for n in range(1, args.runs + 1):
+                tries.append(generator_rate(bootstrap, target, args.warmup, args.seconds,
                                             logs))
-            progress(f"  generator at {target:,.0f}/s: {generator[-1]['achieved']:,.0f}/s")
+                progress(f"  run {n}/{args.runs} generator at {target:,.0f}/s: "
+                         f"{tries[-1]['achieved']:,.0f}/s")
+            generator.append(generator_median(tries))
     return summarize(source, runs, generator, CpuClock(os.getpid()).precise)
 
 
