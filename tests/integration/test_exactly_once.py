@@ -39,7 +39,8 @@ from tests.kafka_helpers import (
 )
 
 KILLS = 5
-TRANSACTIONS = 50_000
+TRANSACTIONS = 50_000  # at least
+RATE = 1000  # per second
 RESUME_BOUND = 30.0  # seconds: the liveness the detector promises after a restart
 OPEN_TRANSACTION_SPAN = 5.0  # seconds: a checkpoint is 1 s, plus a commit's time
 
@@ -97,9 +98,10 @@ def test_a_detector_killed_five_times_loses_and_doubles_nothing(
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     env = {**service_env, "DETECTOR_INSTANCE": "solo"}
-    # 50 s of traffic: every kill and restart happens while transactions arrive.
-    generator = start(services, "generator", service_env, "--tps", "1000",
-                      "--count", str(TRANSACTIONS), "--seed", "11")
+    # Traffic until every kill and restart is done and 50,000 have been sent: each kill
+    # and restart happens while transactions arrive, however slow the restarts are.
+    generator = start(services, "generator", service_env, "--tps", str(RATE), "--seed", "11")
+    began = time.monotonic()
     detector = start(services, "detector", env)
     started = [detector]
     outputs = Outputs(broker, topics)
@@ -119,9 +121,13 @@ def test_a_detector_killed_five_times_loses_and_doubles_nothing(
                     f"restarted detector silent for {RESUME_BOUND:.0f} s (seed {seed}):\n"
                     + detector.output()[-3000:])
             resumed_in.append(time.time() - restarted)
-        assert generator.wait(90) == 0, generator.output()
-        where = positions(broker, topics.transactions, TRANSACTIONS)
-        assert len(where) == TRANSACTIONS
+        time.sleep(max(0.0, began + TRANSACTIONS / RATE + 2 - time.monotonic()))
+        generator.process.send_signal(signal.SIGTERM)
+        assert generator.wait(10) == 0, generator.output()
+        sent = int(generator.output().rsplit("stopped after ", 1)[1].split()[0])
+        assert sent >= TRANSACTIONS
+        where = positions(broker, topics.transactions, sent)
+        assert len(where) == sent
         outputs.wait(every_id(where), 60, settle=2)
         detector.process.send_signal(signal.SIGTERM)
         assert detector.wait(10) == 0
@@ -132,7 +138,8 @@ def test_a_detector_killed_five_times_loses_and_doubles_nothing(
     assert seen == Counter(list(where)), f"lost or doubled (seed {seed}): " + ", ".join(
         f"{i} x{seen[i]}" for i in set(seen) | set(where) if seen[i] != 1)[:500]
     assert_open_transactions_only(left_open)
-    print(f"{KILLS} kills, resumed in {', '.join(f'{s:.1f}' for s in resumed_in)} s, "
+    print(f"{KILLS} kills among {sent:,} transactions, resumed in "
+          f"{', '.join(f'{s:.1f}' for s in resumed_in)} s, "
           f"{len(left_open)} records of open or aborted transactions shown by the embedded "
           "broker")
     assert max(resumed_in) < RESUME_BOUND
