@@ -1,0 +1,97 @@
+"""The scaling benchmark's pure parts: what bench.member reports and how it is read,
+when a group counts as settled, and the speed-ups, ratios and report built from runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from bench.harness import Preloaded
+from bench.member import report
+from bench.scaling import counts_list, member_events, render, settled, summarize
+
+
+def test_what_a_member_reports_reads_back(capsys: pytest.CaptureFixture[str]) -> None:
+    report("assigned", [TopicPartition("in", 3), TopicPartition("in", 1)], {1, 3})
+    report("revoked", [TopicPartition("in", 3)], {1})
+    report("lost", [TopicPartition("in", 1)], set())
+    text = "2026-01-01 INFO fraud.detector: routing\n" + capsys.readouterr().err
+    events = member_events(text)
+    assert [(e.event, e.holds) for e in events] == [
+        ("assigned", frozenset({1, 3})), ("revoked", frozenset({1})), ("lost", frozenset())]
+    assert events[0].at_ns <= events[1].at_ns <= events[2].at_ns
+
+
+def test_a_group_is_settled_when_every_instance_holds_its_share() -> None:
+    assert settled([frozenset({0, 1, 2, 3})], 4)
+    assert settled([frozenset({1, 3}), frozenset({0, 2})], 4)
+    assert settled([frozenset({p}) for p in range(4)], 4)
+    # Not yet: an instance without an assignment, or one that has not reported at all.
+    assert not settled([frozenset({0, 1, 2, 3}), frozenset()], 4)
+    assert not settled([frozenset({0, 1}), None], 4)
+    # Mid-rebalance: partitions unheld, held twice, or shared unevenly.
+    assert not settled([frozenset({0, 1}), frozenset({2})], 4)
+    assert not settled([frozenset({0, 1, 2}), frozenset({2, 3})], 4)
+    assert not settled([frozenset({0, 1, 2}), frozenset({3})], 4)
+    assert not settled([frozenset({0})] * 2, 1)  # more instances than partitions
+    assert not settled([], 4)
+
+
+def run(rate: float, partitions: int = 4) -> dict[str, Any]:
+    return {"msgs_per_s": rate, "cpu_us_per_msg": 2.0, "cores": 1.0, "broker_cores": 0.1,
+            "span_ms": 100_000 / rate * 1000, "partitions": partitions,
+            "instance_cores": [1.0], "held_back_s": 0.5, "load_1min": 0.3}
+
+
+def sample_summary() -> dict[str, Any]:
+    runs = {
+        1: {"passthrough": [run(400.0), run(600.0), run(500.0)],
+            "detector": [run(400.0), run(300.0), run(200.0)]},
+        2: {"passthrough": [run(800.0)], "detector": [run(600.0)]},
+        4: {"passthrough": [run(1000.0)], "detector": [run(500.0)]},
+    }
+    return summarize(runs, Preloaded("in", 100_000, 12_600_000, 4, 9_973), cpus=2)
+
+
+def test_speed_up_against_the_smallest_count_and_ratio_to_the_pass_through() -> None:
+    summary = sample_summary()
+    rows = {(row["instances"], row["variant"]): row for row in summary["rows"]}
+    assert rows[1, "passthrough"]["median"]["msgs_per_s"] == 500.0
+    assert rows[1, "detector"]["median"]["msgs_per_s"] == 300.0
+    assert rows[1, "detector"]["speed_up"] == 1.0
+    assert rows[2, "detector"]["speed_up"] == 2.0
+    assert rows[4, "passthrough"]["speed_up"] == 2.0
+    assert rows[1, "detector"]["vs_passthrough"] == pytest.approx(0.6)
+    assert rows[4, "detector"]["vs_passthrough"] == 0.5
+    assert rows[2, "passthrough"]["vs_passthrough"] == 1.0
+    assert [row["instances_over_cores"] for row in summary["rows"]] == [False] * 4 + [True] * 2
+    assert summary["runs"] == 3 and summary["speed_up_base"] == 1 and summary["cpus"] == 2
+
+
+def test_without_a_pass_through_or_a_base_the_ratios_are_left_out() -> None:
+    summary = summarize({2: {"detector": [run(600.0)]}, 4: {"detector": [run(900.0)]}},
+                        Preloaded("in", 10, 1_260, 4, 1), cpus=8)
+    assert [row["speed_up"] for row in summary["rows"]] == [1.0, 1.5]
+    assert [row["vs_passthrough"] for row in summary["rows"]] == [None, None]
+    assert "-" in render(summary).splitlines()[3].split()
+
+
+def test_the_report_states_the_cores_and_the_partitions_it_had() -> None:
+    text = render(sample_summary())
+    lines = text.splitlines()
+    assert lines[2].split()[:4] == ["N", "partitions", "variant", "msgs/s"]
+    assert lines[4].split()[:4] == ["1", "4", "passthrough", "500"]
+    assert "2.00x" in lines[8]  # N=4 pass-through: twice N=1
+    assert "machine: 2 cores" in text and "with N = 4 there are more instances than " \
+        "cores" in text and "cannot use more than 2 cores" in text
+    assert "the embedded broker made 4" in text  # asked for 1, 2 and 4
+
+
+def test_counts_parse_sorted_and_bounded() -> None:
+    assert counts_list("4,1,2,2") == (1, 2, 4)
+    for bad in ("", "0,1", "a", "1,99"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            counts_list(bad)
