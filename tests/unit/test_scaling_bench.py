@@ -41,9 +41,10 @@ def test_a_group_is_settled_when_every_instance_holds_its_share() -> None:
 
 
 def run(rate: float, partitions: int = 4) -> dict[str, Any]:
-    return {"msgs_per_s": rate, "cpu_us_per_msg": 2.0, "cores": 1.0, "broker_cores": 0.1,
-            "span_ms": 100_000 / rate * 1000, "partitions": partitions,
-            "instance_cores": [1.0], "held_back_s": 0.5, "load_1min": 0.3}
+    return {"msgs_per_s": rate, "cpu_us_per_msg": 2.0, "cores": 0.9, "broker_cores": 0.1,
+            "other_cores": 0.2, "idle_cores": 0.8, "span_ms": 100_000 / rate * 1000,
+            "partitions": partitions, "instance_cores": [0.9], "held_back_s": 0.5,
+            "load_1min": 0.3}
 
 
 def sample_summary() -> dict[str, Any]:
@@ -69,6 +70,8 @@ def test_speed_up_against_the_smallest_count_and_ratio_to_the_pass_through() -> 
     assert rows[2, "passthrough"]["vs_passthrough"] == 1.0
     assert [row["instances_over_cores"] for row in summary["rows"]] == [False] * 4 + [True] * 2
     assert summary["runs"] == 3 and summary["speed_up_base"] == 1 and summary["cpus"] == 2
+    # 2 cores over the 0.9 + 0.1 the instance and the broker took at N=1: twice at most.
+    assert summary["ceilings"]["detector"]["speed_up"] == pytest.approx(2.0)
 
 
 def test_without_a_pass_through_or_a_base_the_ratios_are_left_out() -> None:
@@ -76,18 +79,21 @@ def test_without_a_pass_through_or_a_base_the_ratios_are_left_out() -> None:
                         Preloaded("in", 10, 1_260, 4, 1), cpus=8)
     assert [row["speed_up"] for row in summary["rows"]] == [1.0, 1.5]
     assert [row["vs_passthrough"] for row in summary["rows"]] == [None, None]
-    assert "-" in render(summary).splitlines()[3].split()
+    assert "-" in render(summary).splitlines()[4].split()
+    assert "more instances than cores" not in render(summary)
 
 
 def test_the_report_states_the_cores_and_the_partitions_it_had() -> None:
     text = render(sample_summary())
     lines = text.splitlines()
-    assert lines[2].split()[:4] == ["N", "partitions", "variant", "msgs/s"]
-    assert lines[4].split()[:4] == ["1", "4", "passthrough", "500"]
+    assert lines[2].split()[:4] == ["N", "variant", "msgs/s", "CPU"]
+    assert lines[4].split()[:8] == ["1", "passthrough", "500", "2.00", "0.90", "0.10",
+                                    "0.20", "0.80"]
     assert "2.00x" in lines[8]  # N=4 pass-through: twice N=1
-    assert "machine: 2 cores" in text and "with N = 4 there are more instances than " \
-        "cores" in text and "cannot use more than 2 cores" in text
-    assert "the embedded broker made 4" in text  # asked for 1, 2 and 4
+    assert "machine: 2 cores" in text and "cannot use more than 2" in text
+    assert "with N = 4 there are more instances than cores" in text
+    assert "2 cores allow at most 2.00x" in text
+    assert "the input had 4 for every N (asked for N" in text  # asked for 1, 2 and 4
 
 
 def test_counts_parse_sorted_and_bounded() -> None:
