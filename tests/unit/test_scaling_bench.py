@@ -40,17 +40,19 @@ def test_a_group_is_settled_when_every_instance_holds_its_share() -> None:
     assert not settled([], 4)
 
 
-def run(rate: float, partitions: int = 4) -> dict[str, Any]:
+def run(rate: float, partitions: int = 4, other: float = 0.2,
+        attempts: int = 1) -> dict[str, Any]:
     return {"msgs_per_s": rate, "cpu_us_per_msg": 2.0, "cores": 0.9, "broker_cores": 0.1,
-            "other_cores": 0.2, "idle_cores": 0.8, "span_ms": 100_000 / rate * 1000,
-            "partitions": partitions, "instance_cores": [0.9], "held_back_s": 0.5,
-            "load_1min": 0.3}
+            "other_cores": other, "idle_cores": 0.8, "attempts": attempts,
+            "span_ms": 100_000 / rate * 1000, "partitions": partitions,
+            "instance_cores": [0.9], "held_back_s": 0.5, "load_1min": 0.3}
 
 
 def sample_summary() -> dict[str, Any]:
     runs = {
         1: {"passthrough": [run(400.0), run(600.0), run(500.0)],
-            "detector": [run(400.0), run(300.0), run(200.0)]},
+            "detector": [run(400.0), run(300.0, attempts=3), run(200.0, other=0.9,
+                                                                     attempts=6)]},
         2: {"passthrough": [run(800.0)], "detector": [run(600.0)]},
         4: {"passthrough": [run(1000.0)], "detector": [run(500.0)]},
     }
@@ -70,6 +72,8 @@ def test_speed_up_against_the_smallest_count_and_ratio_to_the_pass_through() -> 
     assert rows[2, "passthrough"]["vs_passthrough"] == 1.0
     assert [row["instances_over_cores"] for row in summary["rows"]] == [False] * 4 + [True] * 2
     assert summary["runs"] == 3 and summary["speed_up_base"] == 1 and summary["cpus"] == 2
+    assert [row["noisy_runs"] for row in summary["rows"]] == [0, 1, 0, 0, 0, 0]
+    assert summary["attempts"] == 3 + (1 + 3 + 6) + 4
     # 2 cores over the 0.9 + 0.1 the instance and the broker took at N=1: twice at most.
     assert summary["ceilings"]["detector"]["speed_up"] == pytest.approx(2.0)
 
@@ -94,6 +98,8 @@ def test_the_report_states_the_cores_and_the_partitions_it_had() -> None:
     assert "with N = 4 there are more instances than cores" in text
     assert "2 cores allow at most 2.00x" in text
     assert "the input had 4 for every N (asked for N" in text  # asked for 1, 2 and 4
+    assert lines[5].endswith("400 / 300 / 200*")  # the run other work disturbed
+    assert "17 runs for 10; 1 still disturbed, kept and marked *" in text
 
 
 def test_counts_parse_sorted_and_bounded() -> None:
