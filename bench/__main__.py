@@ -73,7 +73,7 @@ def machine() -> dict[str, Any]:
                 break
     return {"cpu": model, "cores": os.cpu_count(), "system": platform.platform(),
             "python": platform.python_version(),
-            "confluent_kafka": confluent_kafka.version()[0],
+            "confluent_kafka": confluent_kafka.__version__,
             "librdkafka": confluent_kafka.libversion()[0], "load": os.getloadavg()}
 
 

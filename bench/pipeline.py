@@ -439,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     summary["machine"] = {"cpus": os.cpu_count(), "load_before": load,
                           "load_after": os.getloadavg(), "python": platform.python_version(),
-                          "confluent_kafka": confluent_kafka.version()[0],
+                          "confluent_kafka": confluent_kafka.__version__,
                           "librdkafka": confluent_kafka.libversion()[0]}
     summary["wall_seconds"] = time.monotonic() - began
     print("\n" + render(summary))
