@@ -1,12 +1,13 @@
 """The model's view of a transaction: a fixed row of numbers. Pure.
 
 The figures come from what the rules already compute for their verdicts (velocity and
-what the source's own pace predicts for the window, fan-in, the amount's z-score and
-ratio against the account's history and how long that history is, novelty of the
-counterparty, new payees lately and in a row, and how often others paid the payee
-lately) plus the amount itself, so the model costs no second pass over state. Counts
-and amounts are log-scaled: a model then sees a burst of 8 and one of 80 as different,
-and a large amount as large, without either swamping the rest.
+what the source's own pace predicts for the window, the time since the source's
+previous payment, fan-in, the amount's z-score and ratio against the account's history,
+its z-score in log space, and how long that history is, novelty of the counterparty,
+new payees lately and in a row, and how often others paid the payee lately) plus the
+amount itself, so the model costs no second pass over state. Counts, times and amounts
+are log-scaled: a model then sees a burst of 8 and one of 80 as different, and a large
+amount as large, without either swamping the rest.
 
 A replayed credit-card dataset carries ``V1`` .. ``V28`` in the record's ``features``
 member; they fill the columns after the rules' figures. Every other record leaves them
@@ -22,8 +23,11 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
+from services.detector.rules import NO_GAP_S
+
 RULE_FEATURES = ("log_amount", "velocity", "fan_in", "amount_z", "novelty", "new_payees",
-                 "velocity_usual", "amount_ratio", "history", "new_streak", "payee_paid")
+                 "velocity_usual", "amount_ratio", "history", "new_streak", "payee_paid",
+                 "amount_log_z", "gap_s")
 DATASET_FEATURES = tuple(f"V{i}" for i in range(1, 29))
 NAMES = RULE_FEATURES + DATASET_FEATURES
 WIDTH = len(NAMES)
@@ -89,7 +93,8 @@ class FeatureRows:
                             get("amount_z", 0.0), get("novelty", 0.0),
                             get("new_payees", 0.0), get("velocity_usual", 0.0),
                             get("amount_ratio", 1.0), get("history", 0.0),
-                            get("new_streak", 0.0), get("payee_paid", 0.0)))
+                            get("new_streak", 0.0), get("payee_paid", 0.0),
+                            get("amount_log_z", 0.0), get("gap_s", NO_GAP_S)))
 
     def matrix(self) -> np.ndarray:
         """The rows so far, shape ``(len(self), WIDTH)``."""
@@ -115,6 +120,9 @@ def scale(figures: np.ndarray) -> np.ndarray:
     # A ratio to the account's mean: a tenth and ten times are as far from habit.
     out[:, 7] = np.log(np.maximum(figures[:, 7], 1e-3))
     out[:, 8:11] = np.log1p(np.maximum(figures[:, 8:11], 0.0))
+    # Already in spreads of the log amount; far out, ten spreads or twenty is all one.
+    out[:, 11] = np.clip(figures[:, 11], -12.0, 12.0)
+    out[:, 12] = np.log1p(np.maximum(figures[:, 12], 0.0))
     return out
 
 

@@ -38,6 +38,7 @@ class RuleSettings:
 
 
 GRACE_MS = 10_000  # how late a record may be for the windows: a generous network delay
+NO_GAP_S = 86_400.0  # the time since the previous payment of a source with none: a day
 
 
 class Hit(NamedTuple):
@@ -96,6 +97,13 @@ class AccountPace:
         """Payments the source's habit predicts within ``window_ms``, not counting the
         ``recent`` ones already in the window (a burst must not raise its own bar);
         then this payment joins the count. 0 for a source with no past yet."""
+        return self.observe(source, ts, window_ms, recent)[0]
+
+    def observe(self, source: str, ts: int, window_ms: int, recent: int
+                ) -> tuple[float, float]:
+        """``(expected, seconds since the source's previous payment)``: ``expected``
+        as above; the gap is ``NO_GAP_S`` for a source with no past (or forgotten), 0
+        for one out of order."""
         pace = self._sources.get(source)
         if pace is None:
             if len(self._sources) >= self.max_accounts:
@@ -103,6 +111,9 @@ class AccountPace:
                 del self._sources[oldest]
                 self._changed.add(oldest)
             pace = self._sources[source] = _Pace(ts)
+            gap = NO_GAP_S
+        else:
+            gap = max(0, ts - pace.at) / 1000
         half = self.half_life_ms
         if ts > pace.at:  # one out of order counts at the newest time seen
             pace.count *= 0.5 ** ((ts - pace.at) / half)
@@ -115,7 +126,7 @@ class AccountPace:
             expected = max(0.0, pace.count - recent) / span * window_ms
         pace.count += 1.0
         self._changed.add(source)
-        return expected
+        return expected, gap
 
     def changes(self) -> Iterator[tuple[str, Any]]:
         """``(source, [first, at, count])`` of every source changed since the last call,
@@ -156,25 +167,26 @@ class Velocity:
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""
-        n, _, hit = self.judge(source, ts)
+        n, _, _, hit = self.judge(source, ts)
         return n, hit
 
-    def judge(self, source: str, ts: int) -> tuple[int, float, Hit | None]:
-        """``(transactions from source in the window, how many its pace predicts, hit)``;
-        0 and 0 for a late record."""
+    def judge(self, source: str, ts: int) -> tuple[int, float, float, Hit | None]:
+        """``(transactions from source in the window, how many its pace predicts,
+        seconds since its previous payment, hit)``; 0, 0 and ``NO_GAP_S`` for a late
+        record."""
         seen = self.events.add(source, ts)
         if seen is None:
-            return 0, 0.0, None
+            return 0, 0.0, NO_GAP_S, None
         n = len(seen)
         window_ms = self.events.window.length_ms
-        expected = self.pace.expected(source, ts, window_ms, n - 1)
+        expected, gap = self.pace.observe(source, ts, window_ms, n - 1)
         settings = self.settings
         if n >= settings.velocity_count and n >= settings.velocity_ratio * expected:
             reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
             if expected >= 0.1:
                 reason += f", its pace predicts {expected:.1f}"
-            return n, expected, Hit(self.name, reason)
-        return n, expected, None
+            return n, expected, gap, Hit(self.name, reason)
+        return n, expected, gap, None
 
 
 class FanIn:
@@ -204,23 +216,72 @@ class FanIn:
         return n, None
 
 
+# The log-space habit (``_History.log_z``): its spread before the account has shown
+# its own, and how many payments' worth of weight that prior carries.
+PRIOR_LOG_SPREAD = 0.5
+PRIOR_WEIGHT = 2.0
+# A payment moves the log-space habit by at most this many spreads from its mean, once
+# the account has ``HABIT_FIRM`` payments: a takeover's first large transfer must not
+# make the next one look usual.
+HABIT_CLIP = 3.0
+HABIT_FIRM = 1
+
+
 @dataclass
 class _History:
-    """An account's amounts so far, summarised (Welford's running mean and variance)."""
+    """An account's amounts so far, summarised (Welford's running mean and variance),
+    twice: of the amounts, for the rule's figures in money, and of their logarithms,
+    robustly, for the model (``log_z``)."""
 
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
+    log_mean: float = 0.0
+    log_m2: float = 0.0
 
     def add(self, amount: float) -> None:
         self.count += 1
         delta = amount - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (amount - self.mean)
+        log = math.log(max(amount, 0.01))
+        if self.count > HABIT_FIRM:
+            reach = HABIT_CLIP * self.log_spread
+            log = min(max(log, self.log_mean - reach), self.log_mean + reach)
+        delta = log - self.log_mean
+        self.log_mean += delta / self.count
+        self.log_m2 += delta * (log - self.log_mean)
+
+    @classmethod
+    def of_amounts(cls, count: int, mean: float, m2: float) -> _History:
+        """A history known only in money: its log habit as a log-normal with that mean
+        and spread would have it."""
+        history = cls(count, mean, m2)
+        if count and mean > 0:
+            spread2 = math.log1p(history.std ** 2 / mean ** 2)  # variance of the log
+            history.log_mean = math.log(mean) - spread2 / 2
+            history.log_m2 = spread2 * (count - 1)
+        return history
 
     @property
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+    @property
+    def log_spread(self) -> float:
+        """The spread of the log amounts, drawn towards ``PRIOR_LOG_SPREAD`` while
+        there are few: two payments of 40.00 do not make 41.00 unusual."""
+        return math.sqrt((self.log_m2 + PRIOR_WEIGHT * PRIOR_LOG_SPREAD ** 2)
+                         / (max(self.count - 1, 0) + PRIOR_WEIGHT))
+
+    def log_z(self, amount: float) -> float:
+        """How many spreads the amount's logarithm lies from the account's habit; 0
+        without a habit. Amounts are about log-normal, so a tenth and ten times the
+        usual are equally far, and a habit of a few payments is already a fair guide;
+        outliers move the habit only a little (``HABIT_CLIP``)."""
+        if not self.count:
+            return 0.0
+        return (math.log(max(amount, 0.01)) - self.log_mean) / self.log_spread
 
 
 class AmountAnomaly:
@@ -244,13 +305,15 @@ class AmountAnomaly:
 
     def evaluate(self, source: str, amount: float) -> tuple[float, Hit | None]:
         """``(z-score of amount against the source's history, hit)``; 0 without one."""
-        score, _, _, hit = self.judge(source, amount)
+        score, _, _, _, hit = self.judge(source, amount)
         return score, hit
 
-    def judge(self, source: str, amount: float) -> tuple[float, float, int, Hit | None]:
-        """``(z-score, amount / the source's mean amount, payments it is judged
-        against, hit)``: z needs ``history`` payments and is 0 before; the ratio needs
-        one and is 1 before."""
+    def judge(self, source: str, amount: float
+              ) -> tuple[float, float, float, int, Hit | None]:
+        """``(z-score, z-score of the logarithm, amount / the source's mean amount,
+        payments it is judged against, hit)``: z needs ``history`` payments and is 0
+        before; the log z (``_History.log_z``) and the ratio need one, and are 0 and 1
+        before."""
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
@@ -262,6 +325,7 @@ class AmountAnomaly:
         score = 0.0
         count = account.count
         ratio = amount / account.mean if count and account.mean > 0 else 1.0
+        log_z = account.log_z(amount)
         if count >= self.history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
@@ -273,20 +337,22 @@ class AmountAnomaly:
                                      f"the account's mean of {account.mean:.2f}")
         account.add(amount)
         self._changed.add(source)
-        return score, ratio, count, hit
+        return score, log_z, ratio, count, hit
 
     def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(account, [count, mean, m2])`` of every account changed since the last call,
-        ``None`` for one forgotten. JSON-ready."""
+        """``(account, [count, mean, m2, log mean, log m2])`` of every account changed
+        since the last call, ``None`` for one forgotten. JSON-ready."""
         for source in self._changed:
             account = self._accounts.get(source)
-            yield source, None if account is None else [account.count, account.mean,
-                                                         account.m2]
+            yield source, None if account is None else [
+                account.count, account.mean, account.m2, account.log_mean, account.log_m2]
         self._changed.clear()
 
     def restore(self, source: str, state: Any) -> None:
         if state is None:
             self._accounts.pop(source, None)
+        elif len(state) < 5:  # an older changelog: the log habit from the one in money
+            self._accounts[source] = _History.of_amounts(*state[:3])
         else:
             self._accounts[source] = _History(*state)
 
@@ -495,14 +561,16 @@ class SourceRules(_RuleSet):
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
         if self.velocity is not None:
-            n, usual, hit = self.velocity.judge(source, ts)
+            n, usual, gap, hit = self.velocity.judge(source, ts)
             features["velocity"] = n
             features["velocity_usual"] = round(usual, 2)
+            features["gap_s"] = round(gap, 1)
             if hit:
                 hits.append(hit)
         if self.anomaly is not None:
-            z, ratio, history, hit = self.anomaly.judge(source, amount)
+            z, log_z, ratio, history, hit = self.anomaly.judge(source, amount)
             features["amount_z"] = round(z, 2)
+            features["amount_log_z"] = round(log_z, 2)
             features["amount_ratio"] = round(ratio, 3)
             features["history"] = history
             if hit:
