@@ -30,7 +30,7 @@ LEGIT, FRAUD, DLQ = "legit", "fraud", "dlq"
 MODEL = "model"  # the name of the model's hit in a verdict
 # The model's score at or above which a transaction is fraud on its own, and under
 # which a rule's hit alone does not make it fraud; chosen with bench/quality.py.
-CUTOFF = 0.25
+CUTOFF = 0.2
 VETO = 0.05
 Headers = list[tuple[str, bytes]]
 
