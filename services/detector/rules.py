@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from services.detector.windows import KeyedEvents, SlidingWindow
+from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
 @dataclass
@@ -154,7 +154,7 @@ class Velocity:
 
     def __init__(self, settings: RuleSettings | None = None) -> None:
         self.settings = settings or RuleSettings()
-        self.events = KeyedEvents(self._window())
+        self.events = KeyedTimes(self._window())
         self.pace = AccountPace()
 
     def _window(self) -> SlidingWindow:
@@ -174,10 +174,9 @@ class Velocity:
         """``(transactions from source in the window, how many its pace predicts,
         seconds since its previous payment, hit)``; 0, 0 and ``NO_GAP_S`` for a late
         record."""
-        seen = self.events.add(source, ts)
-        if seen is None:
+        n = self.events.count(source, ts)
+        if n is None:
             return 0, 0.0, NO_GAP_S, None
-        n = len(seen)
         window_ms = self.events.window.length_ms
         expected, gap = self.pace.observe(source, ts, window_ms, n - 1)
         settings = self.settings
