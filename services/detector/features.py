@@ -18,6 +18,7 @@ only when its bytes hold ``"V1"``, so the common path pays a byte search, not a 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import NamedTuple
 
 import msgspec
@@ -28,6 +29,9 @@ from services.detector.rules import NO_GAP_S
 RULE_FEATURES = ("log_amount", "velocity", "fan_in", "amount_z", "novelty", "new_payees",
                  "velocity_usual", "amount_ratio", "history", "new_streak", "payee_paid",
                  "amount_log_z", "gap_s")
+# What a figure counts as when its rule is off (0 for any other).
+DEFAULTS = {"amount_ratio": 1.0, "gap_s": NO_GAP_S}
+_figures_of = itemgetter(*RULE_FEATURES[1:])  # the amount is not a figure
 DATASET_FEATURES = tuple(f"V{i}" for i in range(1, 29))
 NAMES = RULE_FEATURES + DATASET_FEATURES
 WIDTH = len(NAMES)
@@ -74,33 +78,37 @@ class FeatureRows:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.ts: list[int] = []
-        self._rules: list[tuple[float, ...]] = []
+        self._amounts: list[float] = []
+        self._figures: list[tuple[float, ...]] = []
         self._dataset: list[tuple[int, list[float]]] = []
 
     def __len__(self) -> int:
-        return len(self._rules)
+        return len(self._amounts)
 
     def add(self, tx_id: str, ts: int, amount: float, figures: Mapping[str, float],
             dataset: list[float] | None = None) -> None:
-        """One transaction: its amount, the rules' figures (missing ones count as 0)
-        and, for a replayed record, its ``V1`` .. ``V28``."""
+        """One transaction: its amount, the rules' figures (missing ones count as
+        ``DEFAULTS`` say) and, for a replayed record, its ``V1`` .. ``V28``."""
         if dataset is not None:
-            self._dataset.append((len(self._rules), dataset))
+            self._dataset.append((len(self._amounts), dataset))
         self.ids.append(tx_id)
         self.ts.append(ts)
-        get = figures.get
-        self._rules.append((amount, get("velocity", 0.0), get("fan_in", 0.0),
-                            get("amount_z", 0.0), get("novelty", 0.0),
-                            get("new_payees", 0.0), get("velocity_usual", 0.0),
-                            get("amount_ratio", 1.0), get("history", 0.0),
-                            get("new_streak", 0.0), get("payee_paid", 0.0),
-                            get("amount_log_z", 0.0), get("gap_s", NO_GAP_S)))
+        self._amounts.append(amount)
+        try:  # every rule ran: one call in C
+            values = _figures_of(figures)
+        except KeyError:  # some rules are off
+            values = tuple(figures.get(name, DEFAULTS.get(name, 0.0))
+                           for name in RULE_FEATURES[1:])
+        self._figures.append(values)
 
     def matrix(self) -> np.ndarray:
         """The rows so far, shape ``(len(self), WIDTH)``."""
-        matrix = np.zeros((len(self._rules), WIDTH))
-        if self._rules:
-            matrix[:, : len(RULE_FEATURES)] = scale(np.asarray(self._rules, dtype=float))
+        matrix = np.zeros((len(self._amounts), WIDTH))
+        if self._amounts:
+            figures = np.empty((len(self._amounts), len(RULE_FEATURES)))
+            figures[:, 0] = self._amounts
+            figures[:, 1:] = self._figures
+            matrix[:, : len(RULE_FEATURES)] = scale(figures)
         for row, values in self._dataset:
             matrix[row, len(RULE_FEATURES):] = values
         return matrix

@@ -39,6 +39,7 @@ class RuleSettings:
 
 GRACE_MS = 10_000  # how late a record may be for the windows: a generous network delay
 NO_GAP_S = 86_400.0  # the time since the previous payment of a source with none: a day
+LN2 = math.log(2)
 
 
 class Hit(NamedTuple):
@@ -113,17 +114,20 @@ class AccountPace:
             pace = self._sources[source] = _Pace(ts)
             gap = NO_GAP_S
         else:
-            gap = max(0, ts - pace.at) / 1000
+            gap = (ts - pace.at) / 1000 if ts > pace.at else 0.0
         half = self.half_life_ms
-        if ts > pace.at:  # one out of order counts at the newest time seen
-            pace.count *= 0.5 ** ((ts - pace.at) / half)
-            pace.at = ts
+        at = pace.at
+        if ts > at:  # one out of order counts at the newest time seen
+            pace.count *= 0.5 ** ((ts - at) / half)
+            pace.at = at = ts
         expected = 0.0
         # The weight the decay gives to time since the source was first seen: a rate
         # over one hour of past is as sound as the hour allows, not diluted by a day.
-        span = half / math.log(2) * (1.0 - 0.5 ** ((pace.at - pace.first) / half))
+        span = half / LN2 * (1.0 - 0.5 ** ((at - pace.first) / half))
         if span > window_ms:
-            expected = max(0.0, pace.count - recent) / span * window_ms
+            past = pace.count - recent
+            if past > 0.0:
+                expected = past / span * window_ms
         pace.count += 1.0
         self._changed.add(source)
         return expected, gap
@@ -215,7 +219,7 @@ class FanIn:
         return n, None
 
 
-# The log-space habit (``_History.log_z``): its spread before the account has shown
+# The log-space habit (``AmountAnomaly.judge``): its spread before the account has shown
 # its own, and how many payments' worth of weight that prior carries.
 PRIOR_LOG_SPREAD = 0.5
 PRIOR_WEIGHT = 2.0
@@ -226,30 +230,30 @@ HABIT_CLIP = 3.0
 HABIT_FIRM = 1
 
 
-@dataclass
 class _History:
     """An account's amounts so far, summarised (Welford's running mean and variance),
     twice: of the amounts, for the rule's figures in money, and of their logarithms,
-    robustly, for the model (``log_z``)."""
+    robustly, for the model (``AmountAnomaly.judge``'s log z)."""
 
-    count: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    log_mean: float = 0.0
-    log_m2: float = 0.0
+    __slots__ = ("count", "log_m2", "log_mean", "m2", "mean")
 
-    def add(self, amount: float) -> None:
-        self.count += 1
-        delta = amount - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (amount - self.mean)
-        log = math.log(max(amount, 0.01))
-        if self.count > HABIT_FIRM:
-            reach = HABIT_CLIP * self.log_spread
-            log = min(max(log, self.log_mean - reach), self.log_mean + reach)
-        delta = log - self.log_mean
-        self.log_mean += delta / self.count
-        self.log_m2 += delta * (log - self.log_mean)
+    def __init__(self, count: int = 0, mean: float = 0.0, m2: float = 0.0,
+                 log_mean: float = 0.0, log_m2: float = 0.0) -> None:
+        self.count, self.mean, self.m2 = count, mean, m2
+        self.log_mean, self.log_m2 = log_mean, log_m2
+
+    def add(self, amount: float, log: float) -> None:
+        """One more payment: ``amount``, and the logarithm it counts with in the log
+        habit (``AmountAnomaly.judge`` clips an outlier's)."""
+        count = self.count = self.count + 1
+        mean = self.mean
+        delta = amount - mean
+        mean = self.mean = mean + delta / count
+        self.m2 += delta * (amount - mean)
+        log_mean = self.log_mean
+        delta = log - log_mean
+        log_mean = self.log_mean = log_mean + delta / count
+        self.log_m2 += delta * (log - log_mean)
 
     @classmethod
     def of_amounts(cls, count: int, mean: float, m2: float) -> _History:
@@ -266,21 +270,14 @@ class _History:
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
 
-    @property
-    def log_spread(self) -> float:
-        """The spread of the log amounts, drawn towards ``PRIOR_LOG_SPREAD`` while
-        there are few: two payments of 40.00 do not make 41.00 unusual."""
-        return math.sqrt((self.log_m2 + PRIOR_WEIGHT * PRIOR_LOG_SPREAD ** 2)
-                         / (max(self.count - 1, 0) + PRIOR_WEIGHT))
+    def state(self) -> list[float]:
+        return [self.count, self.mean, self.m2, self.log_mean, self.log_m2]
 
-    def log_z(self, amount: float) -> float:
-        """How many spreads the amount's logarithm lies from the account's habit; 0
-        without a habit. Amounts are about log-normal, so a tenth and ten times the
-        usual are equally far, and a habit of a few payments is already a fair guide;
-        outliers move the habit only a little (``HABIT_CLIP``)."""
-        if not self.count:
-            return 0.0
-        return (math.log(max(amount, 0.01)) - self.log_mean) / self.log_spread
+
+# The prior's share of the log habit's sum of squares (``PRIOR_WEIGHT`` payments at
+# ``PRIOR_LOG_SPREAD``), and the logarithm of the smallest amount it tells apart.
+PRIOR_M2 = PRIOR_WEIGHT * PRIOR_LOG_SPREAD ** 2
+LOG_FLOOR = math.log(0.01)
 
 
 class AmountAnomaly:
@@ -311,8 +308,7 @@ class AmountAnomaly:
               ) -> tuple[float, float, float, int, Hit | None]:
         """``(z-score, z-score of the logarithm, amount / the source's mean amount,
         payments it is judged against, hit)``: z needs ``history`` payments and is 0
-        before; the log z (``_History.log_z``) and the ratio need one, and are 0 and 1
-        before."""
+        before; the log z and the ratio need one, and are 0 and 1 before."""
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
@@ -322,19 +318,34 @@ class AmountAnomaly:
             account = self._accounts[source] = _History()
         hit = None
         score = 0.0
-        count = account.count
-        ratio = amount / account.mean if count and account.mean > 0 else 1.0
-        log_z = account.log_z(amount)
+        count, mean = account.count, account.mean
+        log = math.log(amount) if amount > 0.01 else LOG_FLOOR
+        if count:
+            ratio = amount / mean if mean > 0 else 1.0
+            # How many spreads the amount's logarithm lies from the account's habit.
+            # Amounts are about log-normal, so a tenth and ten times the usual are as
+            # far; the spread is drawn towards a prior while there are few payments
+            # (two of 40.00 do not make 41.00 unusual).
+            log_mean, log_m2 = account.log_mean, account.log_m2
+            log_z = (log - log_mean) / math.sqrt((log_m2 + PRIOR_M2) / (count - 1 + PRIOR_WEIGHT))
+            if count >= HABIT_FIRM:  # an outlier moves the habit a few spreads at most
+                reach = HABIT_CLIP * math.sqrt((log_m2 + PRIOR_M2) / (count + PRIOR_WEIGHT))
+                if log > log_mean + reach:
+                    log = log_mean + reach
+                elif log < log_mean - reach:
+                    log = log_mean - reach
+        else:
+            ratio, log_z = 1.0, 0.0
         if count >= self.history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
-            spread = max(account.std, 0.05 * account.mean, 0.01)
-            score = (amount - account.mean) / spread
+            spread = max(account.std, 0.05 * mean, 0.01)
+            score = (amount - mean) / spread
             settings = self.settings
-            if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * account.mean:
-                hit = Hit(self.name, f"amount {amount:g} is {amount / account.mean:.1f}x "
-                                     f"the account's mean of {account.mean:.2f}")
-        account.add(amount)
+            if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * mean:
+                hit = Hit(self.name, f"amount {amount:g} is {amount / mean:.1f}x "
+                                     f"the account's mean of {mean:.2f}")
+        account.add(amount, log)
         self._changed.add(source)
         return score, log_z, ratio, count, hit
 
@@ -343,8 +354,7 @@ class AmountAnomaly:
         since the last call, ``None`` for one forgotten. JSON-ready."""
         for source in self._changed:
             account = self._accounts.get(source)
-            yield source, None if account is None else [
-                account.count, account.mean, account.m2, account.log_mean, account.log_m2]
+            yield source, None if account is None else account.state()
         self._changed.clear()
 
     def restore(self, source: str, state: Any) -> None:

@@ -225,6 +225,21 @@ def test_replayed_dataset_features_fill_their_columns_and_others_leave_them_empt
     assert dataset_features(b'{"features": {"V1": "not a number"}}') is None
 
 
+def test_a_row_takes_every_figure_by_name_and_a_missing_one_by_its_default() -> None:
+    from services.detector.features import RULE_FEATURES, scale
+    from services.detector.rules import NO_GAP_S
+
+    figures = {name: float(i) for i, name in enumerate(RULE_FEATURES) if i}
+    collected = FeatureRows()
+    collected.add("all", 0, 12.5, figures)
+    collected.add("none", 0, 12.5, {})
+    raw = np.array([[12.5, *range(1, len(RULE_FEATURES))],
+                    [12.5] + [0.0] * (len(RULE_FEATURES) - 1)], dtype=float)
+    raw[1, RULE_FEATURES.index("amount_ratio")] = 1.0
+    raw[1, RULE_FEATURES.index("gap_s")] = NO_GAP_S
+    assert np.allclose(collected.matrix()[:, : len(RULE_FEATURES)], scale(raw))
+
+
 def payment(tx_id: str, ts: int, source: str, target: str, amount: float) -> bytes:
     return orjson.dumps({"id": tx_id, "ts": ts, "source": source, "target": target,
                          "amount": amount, "currency": "EUR"})
