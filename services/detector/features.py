@@ -1,12 +1,13 @@
 """The model's view of a transaction: a fixed row of numbers. Pure.
 
 The figures come from what the rules already compute for their verdicts (velocity and
-what the source's own pace predicts for the window, fan-in, the amount's z-score and
-ratio against the account's history and how long that history is, novelty of the
-counterparty, new payees lately and in a row, and how often others paid the payee
-lately) plus the amount itself, so the model costs no second pass over state. Counts
-and amounts are log-scaled: a model then sees a burst of 8 and one of 80 as different,
-and a large amount as large, without either swamping the rest.
+what the source's own pace predicts for the window, the time since the source's
+previous payment, fan-in, the amount's z-score and ratio against the account's history,
+its z-score in log space, and how long that history is, novelty of the counterparty,
+new payees lately and in a row, and how often others paid the payee lately) plus the
+amount itself, so the model costs no second pass over state. Counts, times and amounts
+are log-scaled: a model then sees a burst of 8 and one of 80 as different, and a large
+amount as large, without either swamping the rest.
 
 A replayed credit-card dataset carries ``V1`` .. ``V28`` in the record's ``features``
 member; they fill the columns after the rules' figures. Every other record leaves them
@@ -17,13 +18,20 @@ only when its bytes hold ``"V1"``, so the common path pays a byte search, not a 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import NamedTuple
 
 import msgspec
 import numpy as np
 
+from services.detector.rules import NO_GAP_S
+
 RULE_FEATURES = ("log_amount", "velocity", "fan_in", "amount_z", "novelty", "new_payees",
-                 "velocity_usual", "amount_ratio", "history", "new_streak", "payee_paid")
+                 "velocity_usual", "amount_ratio", "history", "new_streak", "payee_paid",
+                 "amount_log_z", "gap_s")
+# What a figure counts as when its rule is off (0 for any other).
+DEFAULTS = {"amount_ratio": 1.0, "gap_s": NO_GAP_S}
+_figures_of = itemgetter(*RULE_FEATURES[1:])  # the amount is not a figure
 DATASET_FEATURES = tuple(f"V{i}" for i in range(1, 29))
 NAMES = RULE_FEATURES + DATASET_FEATURES
 WIDTH = len(NAMES)
@@ -70,32 +78,37 @@ class FeatureRows:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.ts: list[int] = []
-        self._rules: list[tuple[float, ...]] = []
+        self._amounts: list[float] = []
+        self._figures: list[tuple[float, ...]] = []
         self._dataset: list[tuple[int, list[float]]] = []
 
     def __len__(self) -> int:
-        return len(self._rules)
+        return len(self._amounts)
 
     def add(self, tx_id: str, ts: int, amount: float, figures: Mapping[str, float],
             dataset: list[float] | None = None) -> None:
-        """One transaction: its amount, the rules' figures (missing ones count as 0)
-        and, for a replayed record, its ``V1`` .. ``V28``."""
+        """One transaction: its amount, the rules' figures (missing ones count as
+        ``DEFAULTS`` say) and, for a replayed record, its ``V1`` .. ``V28``."""
         if dataset is not None:
-            self._dataset.append((len(self._rules), dataset))
+            self._dataset.append((len(self._amounts), dataset))
         self.ids.append(tx_id)
         self.ts.append(ts)
-        get = figures.get
-        self._rules.append((amount, get("velocity", 0.0), get("fan_in", 0.0),
-                            get("amount_z", 0.0), get("novelty", 0.0),
-                            get("new_payees", 0.0), get("velocity_usual", 0.0),
-                            get("amount_ratio", 1.0), get("history", 0.0),
-                            get("new_streak", 0.0), get("payee_paid", 0.0)))
+        self._amounts.append(amount)
+        try:  # every rule ran: one call in C
+            values = _figures_of(figures)
+        except KeyError:  # some rules are off
+            values = tuple(figures.get(name, DEFAULTS.get(name, 0.0))
+                           for name in RULE_FEATURES[1:])
+        self._figures.append(values)
 
     def matrix(self) -> np.ndarray:
         """The rows so far, shape ``(len(self), WIDTH)``."""
-        matrix = np.zeros((len(self._rules), WIDTH))
-        if self._rules:
-            matrix[:, : len(RULE_FEATURES)] = scale(np.asarray(self._rules, dtype=float))
+        matrix = np.zeros((len(self._amounts), WIDTH))
+        if self._amounts:
+            figures = np.empty((len(self._amounts), len(RULE_FEATURES)))
+            figures[:, 0] = self._amounts
+            figures[:, 1:] = self._figures
+            matrix[:, : len(RULE_FEATURES)] = scale(figures)
         for row, values in self._dataset:
             matrix[row, len(RULE_FEATURES):] = values
         return matrix
@@ -115,6 +128,9 @@ def scale(figures: np.ndarray) -> np.ndarray:
     # A ratio to the account's mean: a tenth and ten times are as far from habit.
     out[:, 7] = np.log(np.maximum(figures[:, 7], 1e-3))
     out[:, 8:11] = np.log1p(np.maximum(figures[:, 8:11], 0.0))
+    # Already in spreads of the log amount; far out, ten spreads or twenty is all one.
+    out[:, 11] = np.clip(figures[:, 11], -12.0, 12.0)
+    out[:, 12] = np.log1p(np.maximum(figures[:, 12], 0.0))
     return out
 
 

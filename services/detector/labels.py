@@ -42,7 +42,7 @@ class Examples(NamedTuple):
         return len(self.labels)
 
 
-def _examples(rows: list[list[float]], labels: list[int]) -> Examples:
+def _examples(rows: list[tuple[float, ...]], labels: list[int]) -> Examples:
     matrix = np.asarray(rows, dtype=float) if rows else np.zeros((0, WIDTH))
     return Examples(matrix, np.asarray(labels, dtype=np.int8))
 
@@ -64,7 +64,7 @@ class LabelJoin:
         # id -> (event time, row) and id -> (event time, fraud), oldest first.
         # (An OrderedDict drops its oldest entry in constant time; a dict's front fills
         # with holes that each later look past.)
-        self._features: OrderedDict[str, tuple[int, list[float]]] = OrderedDict()
+        self._features: OrderedDict[str, tuple[int, tuple[float, ...]]] = OrderedDict()
         self._labels: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     @property
@@ -81,7 +81,11 @@ class LabelJoin:
         labels were already waiting."""
         rows, labels = [], []
         waiting, features = self._labels, self._features
-        for tx_id, ts, row in zip(batch.ids, batch.ts, batch.matrix.tolist(), strict=True):
+        # Rows as tuples of floats: Python's collector stops tracing those once it has
+        # seen them, where a list waiting here a batch or two would be promoted to its
+        # oldest generation and bring the next full collection nearer.
+        rows_in = map(tuple, batch.matrix.tolist())
+        for tx_id, ts, row in zip(batch.ids, batch.ts, rows_in, strict=True):
             label = waiting.pop(tx_id, None)
             if label is None:
                 features[tx_id] = (ts, row)

@@ -10,9 +10,12 @@ is twofold, as the tutorial's PyTorch variant did it:
 - retraining: every ``retrain_every`` examples (sooner while the model is young: each
   time its examples have doubled), a thread trains a fresh model on the
   ``memory`` most recent examples, several passes over them, while the one in service
-  keeps scoring. The fresh model then catches up with the examples that came during
-  its training and replaces the one in service in one reference assignment: a batch is
-  scored by one model or the other, never a mix, and the stream never waits for a fit.
+  keeps scoring. The fresh model starts from a copy of the one in service (a learner
+  that can, like ``SmallNet``, carries on from its weights), so what the stream taught
+  before the memory's horizon is refined, not forgotten, and each retrain needs only a
+  few passes. It then catches up with the examples that came during its training and
+  replaces the one in service in one reference assignment: a batch is scored by one
+  model or the other, never a mix, and the stream never waits for a fit.
 
 Until a first model exists (it needs examples of both classes) there is no score:
 ``score`` returns None, and a verdict says ``"score": null``.
@@ -34,6 +37,7 @@ GIL, the rest of a fit competes with the loop for it, at a few seconds per retra
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -56,8 +60,10 @@ log = logging.getLogger("fraud.detector.model")
 class Learner(Protocol):
     """What the model needs of a learning algorithm."""
 
-    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
-        """Learn from scratch from examples, as well as they allow."""
+    def fit(self, matrix: np.ndarray, labels: np.ndarray, start: Any = None) -> None:
+        """Learn from examples, as well as they allow: from scratch, or from where
+        ``start`` (a copy of the model in service, the same kind of learner) got to,
+        for a learner that can; ``start`` is then this learner's to use up."""
 
     def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
         """Learn a little more from a few examples."""
@@ -86,7 +92,8 @@ class LogisticSGD:
     def _weights(self, labels: np.ndarray) -> np.ndarray:
         return np.where(labels > 0, self.positive_weight, 1.0)
 
-    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+    def fit(self, matrix: np.ndarray, labels: np.ndarray, start: Any = None) -> None:
+        """From scratch, whatever ``start``: a linear model's fit is quick and sound."""
         scaled = self.scaler.fit_transform(matrix)
         self.classifier.fit(scaled, labels, sample_weight=self._weights(labels))
 
@@ -119,23 +126,61 @@ class SmallNet:
     """
 
     def __init__(self, hidden: tuple[int, ...] = (64, 32), epochs: int = 5,
-                 batch: int = 500, min_steps: int = 200, seed: int = 0) -> None:
+                 batch: int = 500, min_steps: int = 200, resumed_epochs: int = 3,
+                 seed: int = 0) -> None:
         self.epochs = epochs
         self.min_steps = min_steps
+        self.resumed_epochs = resumed_epochs
         self.batch = batch
         self.scaler = StandardScaler()
         self.classifier = MLPClassifier(hidden_layer_sizes=hidden, random_state=seed)
 
-    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+    def fit(self, matrix: np.ndarray, labels: np.ndarray,
+            start: SmallNet | None = None) -> None:
+        """From scratch, or from ``start``'s weights (a trained net of the same shape):
+        ``resumed_epochs`` passes then refine what it knows, where a fresh net needs
+        many more to learn the rare kinds of fraud at all."""
+        if self._can_resume(start, matrix.shape[1]):
+            assert start is not None
+            self._resume(start, matrix)
+            self._passes(self.scaler.transform(matrix), labels, self.resumed_epochs,
+                         warm=True)
+            return
         scaled = self.scaler.fit_transform(matrix)
         # A few passes over many examples, more over a few: a young model has little to
         # learn from, and a handful of steps would leave it barely trained.
         steps_per_epoch = -(-len(labels) // self.batch)
         passes = max(self.epochs, -(-self.min_steps // steps_per_epoch))
+        self._passes(scaled, labels, passes, warm=False)
+
+    def _can_resume(self, start: object, width: int) -> bool:
+        if not isinstance(start, SmallNet) or not hasattr(start.classifier, "coefs_"):
+            return False
+        theirs, mine = start.classifier, self.classifier
+        return theirs.coefs_[0].shape[0] == width and \
+            tuple(theirs.hidden_layer_sizes) == tuple(mine.hidden_layer_sizes)
+
+    def _resume(self, start: SmallNet, matrix: np.ndarray) -> None:
+        """Take ``start``'s network, with the inputs standardised anew by ``matrix``
+        and its first layer rescaled to match, so that it computes exactly what
+        ``start`` did: with x = m + s z = m' + s' z', the first layer's z W + b is
+        z' W' + b' for W' = diag(s' / s) W and b' = b + ((m' - m) / s) W."""
+        mean, scale = start.scaler.mean_, start.scaler.scale_
+        self.scaler.fit(matrix)
+        network = self.classifier = start.classifier
+        first = network.coefs_[0]
+        network.intercepts_[0] = network.intercepts_[0] + \
+            ((self.scaler.mean_ - mean) / scale) @ first
+        network.coefs_[0] = first * (self.scaler.scale_ / scale)[:, None]
+
+    def _passes(self, scaled: np.ndarray, labels: np.ndarray, passes: int,
+                warm: bool) -> None:
+        """``passes`` over the examples, from the network's weights when ``warm``."""
         # One call for every pass: scikit-learn checks its input once, not once per
         # mini-batch (which cost more than the learning). Every pass runs: no early stop.
         self.classifier.set_params(max_iter=passes, batch_size=min(self.batch, len(labels)),
-                                   shuffle=True, tol=0.0, n_iter_no_change=passes + 1)
+                                   shuffle=True, tol=0.0, n_iter_no_change=NEVER,
+                                   warm_start=warm)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # all passes were asked for
             self.classifier.fit(scaled, labels)
@@ -157,6 +202,7 @@ class SmallNet:
 
 
 _CLASSES = np.array([0, 1])
+NEVER = 2**31 - 1  # passes without improvement before scikit-learn would stop early
 
 
 class _Examples:
@@ -283,22 +329,29 @@ class OnlineModel:
         with self._lock:
             matrix, labels = self._examples.since(0)
             upto = self._examples.seen
-        if not 0 < labels.sum() < len(labels):  # a classifier needs both classes
-            return False
+            if not 0 < labels.sum() < len(labels):  # a classifier needs both classes
+                return False
+            # What the retrain starts from: the model in service as of these examples
+            # (it goes on learning online meanwhile, so a copy, taken under the lock).
+            try:
+                start = copy.deepcopy(self._current)
+            except (TypeError, copy.Error):  # a learner that cannot be copied
+                start = None  # trains from scratch
         self._trained_upto = upto
         if not self.background:
-            self._train_and_swap(matrix, labels, upto)
+            self._train_and_swap(matrix, labels, upto, start)
             return True
         self._retraining = threading.Thread(target=self._train_and_swap,
-                                            args=(matrix, labels, upto),
+                                            args=(matrix, labels, upto, start),
                                             name="model-retrain", daemon=True)
         self._retraining.start()
         return True
 
-    def _train_and_swap(self, matrix: np.ndarray, labels: np.ndarray, upto: int) -> None:
+    def _train_and_swap(self, matrix: np.ndarray, labels: np.ndarray, upto: int,
+                        start: Learner | None) -> None:
         try:
             fresh = self.new_learner()
-            fresh.fit(matrix, labels)
+            fresh.fit(matrix, labels, start)
             with self._lock:
                 late_matrix, late_labels = self._examples.since(upto)
                 if len(late_labels):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from services.detector.windows import KeyedEvents, SlidingWindow
+from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
 @dataclass
@@ -38,6 +38,8 @@ class RuleSettings:
 
 
 GRACE_MS = 10_000  # how late a record may be for the windows: a generous network delay
+NO_GAP_S = 86_400.0  # the time since the previous payment of a source with none: a day
+LN2 = math.log(2)
 
 
 class Hit(NamedTuple):
@@ -96,6 +98,13 @@ class AccountPace:
         """Payments the source's habit predicts within ``window_ms``, not counting the
         ``recent`` ones already in the window (a burst must not raise its own bar);
         then this payment joins the count. 0 for a source with no past yet."""
+        return self.observe(source, ts, window_ms, recent)[0]
+
+    def observe(self, source: str, ts: int, window_ms: int, recent: int
+                ) -> tuple[float, float]:
+        """``(expected, seconds since the source's previous payment)``: ``expected``
+        as above; the gap is ``NO_GAP_S`` for a source with no past (or forgotten), 0
+        for one out of order."""
         pace = self._sources.get(source)
         if pace is None:
             if len(self._sources) >= self.max_accounts:
@@ -103,19 +112,25 @@ class AccountPace:
                 del self._sources[oldest]
                 self._changed.add(oldest)
             pace = self._sources[source] = _Pace(ts)
+            gap = NO_GAP_S
+        else:
+            gap = (ts - pace.at) / 1000 if ts > pace.at else 0.0
         half = self.half_life_ms
-        if ts > pace.at:  # one out of order counts at the newest time seen
-            pace.count *= 0.5 ** ((ts - pace.at) / half)
-            pace.at = ts
+        at = pace.at
+        if ts > at:  # one out of order counts at the newest time seen
+            pace.count *= 0.5 ** ((ts - at) / half)
+            pace.at = at = ts
         expected = 0.0
         # The weight the decay gives to time since the source was first seen: a rate
         # over one hour of past is as sound as the hour allows, not diluted by a day.
-        span = half / math.log(2) * (1.0 - 0.5 ** ((pace.at - pace.first) / half))
+        span = half / LN2 * (1.0 - 0.5 ** ((at - pace.first) / half))
         if span > window_ms:
-            expected = max(0.0, pace.count - recent) / span * window_ms
+            past = pace.count - recent
+            if past > 0.0:
+                expected = past / span * window_ms
         pace.count += 1.0
         self._changed.add(source)
-        return expected
+        return expected, gap
 
     def changes(self) -> Iterator[tuple[str, Any]]:
         """``(source, [first, at, count])`` of every source changed since the last call,
@@ -143,7 +158,7 @@ class Velocity:
 
     def __init__(self, settings: RuleSettings | None = None) -> None:
         self.settings = settings or RuleSettings()
-        self.events = KeyedEvents(self._window())
+        self.events = KeyedTimes(self._window())
         self.pace = AccountPace()
 
     def _window(self) -> SlidingWindow:
@@ -156,25 +171,25 @@ class Velocity:
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""
-        n, _, hit = self.judge(source, ts)
+        n, _, _, hit = self.judge(source, ts)
         return n, hit
 
-    def judge(self, source: str, ts: int) -> tuple[int, float, Hit | None]:
-        """``(transactions from source in the window, how many its pace predicts, hit)``;
-        0 and 0 for a late record."""
-        seen = self.events.add(source, ts)
-        if seen is None:
-            return 0, 0.0, None
-        n = len(seen)
+    def judge(self, source: str, ts: int) -> tuple[int, float, float, Hit | None]:
+        """``(transactions from source in the window, how many its pace predicts,
+        seconds since its previous payment, hit)``; 0, 0 and ``NO_GAP_S`` for a late
+        record."""
+        n = self.events.count(source, ts)
+        if n is None:
+            return 0, 0.0, NO_GAP_S, None
         window_ms = self.events.window.length_ms
-        expected = self.pace.expected(source, ts, window_ms, n - 1)
+        expected, gap = self.pace.observe(source, ts, window_ms, n - 1)
         settings = self.settings
         if n >= settings.velocity_count and n >= settings.velocity_ratio * expected:
             reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
             if expected >= 0.1:
                 reason += f", its pace predicts {expected:.1f}"
-            return n, expected, Hit(self.name, reason)
-        return n, expected, None
+            return n, expected, gap, Hit(self.name, reason)
+        return n, expected, gap, None
 
 
 class FanIn:
@@ -204,23 +219,65 @@ class FanIn:
         return n, None
 
 
-@dataclass
+# The log-space habit (``AmountAnomaly.judge``): its spread before the account has shown
+# its own, and how many payments' worth of weight that prior carries.
+PRIOR_LOG_SPREAD = 0.5
+PRIOR_WEIGHT = 2.0
+# A payment moves the log-space habit by at most this many spreads from its mean, once
+# the account has ``HABIT_FIRM`` payments: a takeover's first large transfer must not
+# make the next one look usual.
+HABIT_CLIP = 3.0
+HABIT_FIRM = 1
+
+
 class _History:
-    """An account's amounts so far, summarised (Welford's running mean and variance)."""
+    """An account's amounts so far, summarised (Welford's running mean and variance),
+    twice: of the amounts, for the rule's figures in money, and of their logarithms,
+    robustly, for the model (``AmountAnomaly.judge``'s log z)."""
 
-    count: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
+    __slots__ = ("count", "log_m2", "log_mean", "m2", "mean")
 
-    def add(self, amount: float) -> None:
-        self.count += 1
-        delta = amount - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (amount - self.mean)
+    def __init__(self, count: int = 0, mean: float = 0.0, m2: float = 0.0,
+                 log_mean: float = 0.0, log_m2: float = 0.0) -> None:
+        self.count, self.mean, self.m2 = count, mean, m2
+        self.log_mean, self.log_m2 = log_mean, log_m2
+
+    def add(self, amount: float, log: float) -> None:
+        """One more payment: ``amount``, and the logarithm it counts with in the log
+        habit (``AmountAnomaly.judge`` clips an outlier's)."""
+        count = self.count = self.count + 1
+        mean = self.mean
+        delta = amount - mean
+        mean = self.mean = mean + delta / count
+        self.m2 += delta * (amount - mean)
+        log_mean = self.log_mean
+        delta = log - log_mean
+        log_mean = self.log_mean = log_mean + delta / count
+        self.log_m2 += delta * (log - log_mean)
+
+    @classmethod
+    def of_amounts(cls, count: int, mean: float, m2: float) -> _History:
+        """A history known only in money: its log habit as a log-normal with that mean
+        and spread would have it."""
+        history = cls(count, mean, m2)
+        if count and mean > 0:
+            spread2 = math.log1p(history.std ** 2 / mean ** 2)  # variance of the log
+            history.log_mean = math.log(mean) - spread2 / 2
+            history.log_m2 = spread2 * (count - 1)
+        return history
 
     @property
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+    def state(self) -> list[float]:
+        return [self.count, self.mean, self.m2, self.log_mean, self.log_m2]
+
+
+# The prior's share of the log habit's sum of squares (``PRIOR_WEIGHT`` payments at
+# ``PRIOR_LOG_SPREAD``), and the logarithm of the smallest amount it tells apart.
+PRIOR_M2 = PRIOR_WEIGHT * PRIOR_LOG_SPREAD ** 2
+LOG_FLOOR = math.log(0.01)
 
 
 class AmountAnomaly:
@@ -244,13 +301,14 @@ class AmountAnomaly:
 
     def evaluate(self, source: str, amount: float) -> tuple[float, Hit | None]:
         """``(z-score of amount against the source's history, hit)``; 0 without one."""
-        score, _, _, hit = self.judge(source, amount)
+        score, _, _, _, hit = self.judge(source, amount)
         return score, hit
 
-    def judge(self, source: str, amount: float) -> tuple[float, float, int, Hit | None]:
-        """``(z-score, amount / the source's mean amount, payments it is judged
-        against, hit)``: z needs ``history`` payments and is 0 before; the ratio needs
-        one and is 1 before."""
+    def judge(self, source: str, amount: float
+              ) -> tuple[float, float, float, int, Hit | None]:
+        """``(z-score, z-score of the logarithm, amount / the source's mean amount,
+        payments it is judged against, hit)``: z needs ``history`` payments and is 0
+        before; the log z and the ratio need one, and are 0 and 1 before."""
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
@@ -260,33 +318,50 @@ class AmountAnomaly:
             account = self._accounts[source] = _History()
         hit = None
         score = 0.0
-        count = account.count
-        ratio = amount / account.mean if count and account.mean > 0 else 1.0
+        count, mean = account.count, account.mean
+        log = math.log(amount) if amount > 0.01 else LOG_FLOOR
+        if count:
+            ratio = amount / mean if mean > 0 else 1.0
+            # How many spreads the amount's logarithm lies from the account's habit.
+            # Amounts are about log-normal, so a tenth and ten times the usual are as
+            # far; the spread is drawn towards a prior while there are few payments
+            # (two of 40.00 do not make 41.00 unusual).
+            log_mean, log_m2 = account.log_mean, account.log_m2
+            log_z = (log - log_mean) / math.sqrt((log_m2 + PRIOR_M2) / (count - 1 + PRIOR_WEIGHT))
+            if count >= HABIT_FIRM:  # an outlier moves the habit a few spreads at most
+                reach = HABIT_CLIP * math.sqrt((log_m2 + PRIOR_M2) / (count + PRIOR_WEIGHT))
+                if log > log_mean + reach:
+                    log = log_mean + reach
+                elif log < log_mean - reach:
+                    log = log_mean - reach
+        else:
+            ratio, log_z = 1.0, 0.0
         if count >= self.history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
-            spread = max(account.std, 0.05 * account.mean, 0.01)
-            score = (amount - account.mean) / spread
+            spread = max(account.std, 0.05 * mean, 0.01)
+            score = (amount - mean) / spread
             settings = self.settings
-            if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * account.mean:
-                hit = Hit(self.name, f"amount {amount:g} is {amount / account.mean:.1f}x "
-                                     f"the account's mean of {account.mean:.2f}")
-        account.add(amount)
+            if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * mean:
+                hit = Hit(self.name, f"amount {amount:g} is {amount / mean:.1f}x "
+                                     f"the account's mean of {mean:.2f}")
+        account.add(amount, log)
         self._changed.add(source)
-        return score, ratio, count, hit
+        return score, log_z, ratio, count, hit
 
     def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(account, [count, mean, m2])`` of every account changed since the last call,
-        ``None`` for one forgotten. JSON-ready."""
+        """``(account, [count, mean, m2, log mean, log m2])`` of every account changed
+        since the last call, ``None`` for one forgotten. JSON-ready."""
         for source in self._changed:
             account = self._accounts.get(source)
-            yield source, None if account is None else [account.count, account.mean,
-                                                         account.m2]
+            yield source, None if account is None else account.state()
         self._changed.clear()
 
     def restore(self, source: str, state: Any) -> None:
         if state is None:
             self._accounts.pop(source, None)
+        elif len(state) < 5:  # an older changelog: the log habit from the one in money
+            self._accounts[source] = _History.of_amounts(*state[:3])
         else:
             self._accounts[source] = _History(*state)
 
@@ -495,14 +570,16 @@ class SourceRules(_RuleSet):
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
         if self.velocity is not None:
-            n, usual, hit = self.velocity.judge(source, ts)
+            n, usual, gap, hit = self.velocity.judge(source, ts)
             features["velocity"] = n
             features["velocity_usual"] = round(usual, 2)
+            features["gap_s"] = round(gap, 1)
             if hit:
                 hits.append(hit)
         if self.anomaly is not None:
-            z, ratio, history, hit = self.anomaly.judge(source, amount)
+            z, log_z, ratio, history, hit = self.anomaly.judge(source, amount)
             features["amount_z"] = round(z, 2)
+            features["amount_log_z"] = round(log_z, 2)
             features["amount_ratio"] = round(ratio, 3)
             features["history"] = history
             if hit:

@@ -100,6 +100,7 @@ class Forwarded(msgspec.Struct, gc=False):
 
 
 _decode_forwarded = msgspec.json.Decoder(Forwarded).decode
+_encode_forwarded = msgspec.json.Encoder().encode
 
 
 class SourceStage:
@@ -137,13 +138,9 @@ class SourceStage:
             body = extend(raw, tx, identity_fields(tx, record))
             ident = tx.id if tx.id is not UNSET else \
                 f"{record.topic()}-{record.partition()}-{record.offset()}"
-            value = b"".join((b'{"tx":', body, b',"id":', orjson.dumps(ident),
-                              b',"source":', orjson.dumps(tx.source),
-                              b',"target":', orjson.dumps(tx.target), b',"amount":',
-                              orjson.dumps(tx.amount), b',"ts":', str(ts).encode(),
-                              b',"hits":', orjson.dumps([tuple(hit) for hit in hits]),
-                              b',"features":',
-                              orjson.dumps(features), b"}"))
+            value = _encode_forwarded(Forwarded(  # hits are named tuples: arrays in JSON
+                msgspec.Raw(body), ident, tx.source, tx.target, tx.amount, ts,
+                hits, features))  # type: ignore[arg-type]
             key = record.key()
             forwards.append((tx.target.encode(), value,
                              [] if key is None else [(KEY_HEADER, key)]))

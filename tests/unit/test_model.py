@@ -2,6 +2,7 @@
 once it has, retrains that swap in without stopping the scoring, and a Router that puts
 the score in every verdict."""
 
+import copy
 import random
 import threading
 from pathlib import Path
@@ -45,9 +46,10 @@ class GatedNet(SmallNet):
         super().__init__(epochs=3)
         self.learnt_online = 0
 
-    def fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+    def fit(self, matrix: np.ndarray, labels: np.ndarray,
+            start: SmallNet | None = None) -> None:
         assert self.gate.wait(30), "the test never let the training finish"
-        super().fit(matrix, labels)
+        super().fit(matrix, labels, start)
 
     def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
         self.learnt_online += len(labels)
@@ -119,6 +121,53 @@ def test_retrains_come_every_so_many_examples() -> None:
     assert model.status()["examples"] == 700
 
 
+def test_a_retrain_starts_from_a_copy_of_the_model_in_service() -> None:
+    starts: list[SmallNet | None] = []
+
+    class Recording(SmallNet):
+        def fit(self, matrix: np.ndarray, labels: np.ndarray,
+                start: SmallNet | None = None) -> None:
+            starts.append(start)
+            super().fit(matrix, labels, start)
+
+    model = OnlineModel(Recording, background=False, min_examples=100,
+                        retrain_every=10**9)
+    matrix, labels = examples(200)
+    model.learn(matrix, labels)  # the first model, from scratch
+    assert starts == [None] and model.version == 1
+    before = model.score(matrix)
+    serving = model._current
+    assert model.retrain() and model.version == 2
+    assert starts[1] is not None and starts[1] is not serving  # a copy, not the one
+    assert before is not None and np.allclose(serving.proba(matrix), before)  # untouched
+    fresh, fresh_labels = examples(300, seed=1)
+    scores = model.score(fresh)
+    assert scores is not None
+    assert scores[fresh_labels == 1].min() > 0.5 > scores[fresh_labels == 0].max()
+
+
+def test_a_resumed_net_computes_what_it_started_from_before_it_learns_more() -> None:
+    matrix, labels = examples(400)
+    start = SmallNet()
+    start.fit(matrix, labels)
+    other, _ = examples(400, seed=3)
+    other[:, 0] = other[:, 0] * 3 + 5  # inputs of another scale
+    resumed = SmallNet()
+    resumed._resume(copy.deepcopy(start), other)
+    assert not np.allclose(resumed.scaler.mean_, start.scaler.mean_)
+    assert np.allclose(resumed.proba(matrix), start.proba(matrix))
+    assert np.allclose(resumed.proba(other), start.proba(other))
+
+
+def test_a_net_of_another_shape_is_not_resumed_but_trained_afresh() -> None:
+    matrix, labels = examples(400)
+    start = SmallNet(hidden=(8,))
+    start.fit(matrix, labels)
+    fresh = SmallNet()
+    fresh.fit(matrix, labels, start)
+    assert [w.shape for w in fresh.classifier.coefs_] == [(WIDTH, 64), (64, 32), (32, 1)]
+
+
 def test_a_failed_retrain_keeps_the_model_in_service() -> None:
     calls = []
 
@@ -174,6 +223,21 @@ def test_replayed_dataset_features_fill_their_columns_and_others_leave_them_empt
     assert matrix[0, -28:].tolist() == [0.5] * 28
     assert matrix[1, -28:].tolist() == [0.0] * 28
     assert dataset_features(b'{"features": {"V1": "not a number"}}') is None
+
+
+def test_a_row_takes_every_figure_by_name_and_a_missing_one_by_its_default() -> None:
+    from services.detector.features import RULE_FEATURES, scale
+    from services.detector.rules import NO_GAP_S
+
+    figures = {name: float(i) for i, name in enumerate(RULE_FEATURES) if i}
+    collected = FeatureRows()
+    collected.add("all", 0, 12.5, figures)
+    collected.add("none", 0, 12.5, {})
+    raw = np.array([[12.5, *range(1, len(RULE_FEATURES))],
+                    [12.5] + [0.0] * (len(RULE_FEATURES) - 1)], dtype=float)
+    raw[1, RULE_FEATURES.index("amount_ratio")] = 1.0
+    raw[1, RULE_FEATURES.index("gap_s")] = NO_GAP_S
+    assert np.allclose(collected.matrix()[:, : len(RULE_FEATURES)], scale(raw))
 
 
 def payment(tx_id: str, ts: int, source: str, target: str, amount: float) -> bytes:

@@ -130,8 +130,8 @@ def test_with_rules_a_burst_is_fraud_and_the_verdict_says_which_rule_and_why() -
         {"rule": "velocity", "reason": "8 transactions from the source within 60 s"}]
     assert last_of_burst["features"]["velocity"] == 8
     assert large["rules"][0] == {"rule": "amount_threshold", "reason": "amount >= 900"}
-    assert set(large["features"]) == {"velocity", "velocity_usual", "fan_in", "amount_z",
-                                      "amount_ratio", "history"}
+    assert set(large["features"]) == {"velocity", "velocity_usual", "gap_s", "fan_in",
+                                      "amount_z", "amount_log_z", "amount_ratio", "history"}
     assert len(routed.dlq) == 1
     assert router.counters.as_dict() == {"legit": 7, "fraud": 2, "dlq": 1}
 

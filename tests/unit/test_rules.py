@@ -1,10 +1,12 @@
 """Stateful rules: each fires on the pattern it is named for, and not on ordinary traffic."""
 
+import math
 import random
 
 import pytest
 
 from services.detector.rules import (
+    NO_GAP_S,
     AccountPace,
     AmountAnomaly,
     CounterpartyNovelty,
@@ -106,8 +108,8 @@ def test_a_busy_account_at_its_usual_pace_is_no_burst_but_a_burst_above_it_is() 
     for ts in range(0, 120 * MINUTE, 10 * MINUTE):
         assert rule.evaluate("quiet", ts)[1] is None
     burst = [rule.judge("quiet", 120 * MINUTE + i * 5_000) for i in range(6)]
-    n, usual, hit = burst[-1]
-    assert n == 6 and usual < 0.5
+    n, usual, gap, hit = burst[-1]
+    assert n == 6 and usual < 0.5 and gap == 5.0
     assert hit is not None and hit.reason.startswith("6 transactions from the source")
 
 
@@ -135,9 +137,72 @@ def test_pace_state_goes_to_the_changelog_and_comes_back() -> None:
 
 def test_amount_anomaly_gives_the_ratio_to_the_accounts_mean_and_its_history() -> None:
     rule = AmountAnomaly(history=5)
-    assert rule.judge("acct", 40.0)[1:3] == (1.0, 0)  # nothing to compare with yet
-    _, ratio, history, _ = rule.judge("acct", 400.0)
+    assert rule.judge("acct", 40.0)[1:4] == (0.0, 1.0, 0)  # nothing to compare with yet
+    _, _, ratio, history, _ = rule.judge("acct", 400.0)
     assert (ratio, history) == (10.0, 1)
+
+
+def test_the_gap_is_the_time_since_the_sources_previous_payment() -> None:
+    pace = AccountPace()
+    assert pace.observe("acct", 10_000, MINUTE, 0)[1] == NO_GAP_S  # no previous one
+    assert pace.observe("acct", 12_500, MINUTE, 1)[1] == 2.5
+    assert pace.observe("acct", 11_000, MINUTE, 2)[1] == 0.0  # out of order
+    assert pace.observe("acct", 72_500, MINUTE, 0)[1] == 60.0
+    rule = Velocity()
+    assert rule.judge("card", 0)[2] == NO_GAP_S
+    assert rule.judge("card", 4_000)[2] == 4.0
+
+
+def test_the_log_habit_judges_a_tenth_and_ten_times_the_usual_alike() -> None:
+    rule = AmountAnomaly()
+    rng = random.Random(2)
+    for _ in range(30):
+        rule.judge("acct", 40.0 * math.exp(rng.gauss(0, 0.3)))
+    usual = rule.judge("acct", 40.0)[1]
+    tenth, ten_times = rule.judge("acct", 4.0)[1], rule.judge("acct", 400.0)[1]
+    assert abs(usual) < 1.0
+    assert tenth < -5 and ten_times > 5 and abs(tenth + ten_times) < 1.0
+    # The arithmetic z barely notices a tenth: the spread in money is wide above.
+    assert rule.judge("acct", 4.0)[0] > -3
+
+
+def test_the_log_habit_is_guarded_by_a_prior_while_young() -> None:
+    rule = AmountAnomaly()
+    assert rule.judge("acct", 40.0)[1] == 0.0  # no habit yet
+    # One payment of 40: 44 is ordinary and 400 is not, but not infinitely so.
+    assert abs(rule.judge("acct", 44.0)[1]) < 0.5
+    assert 2 < AmountAnomaly().judge("x", 40.0)[1] + _second_log_z(400.0) < 8
+
+
+def _second_log_z(amount: float) -> float:
+    rule = AmountAnomaly()
+    rule.judge("acct", 40.0)
+    return rule.judge("acct", amount)[1]
+
+
+def test_a_takeovers_first_transfer_does_not_make_the_next_look_usual() -> None:
+    rule = AmountAnomaly()
+    for amount in (38.0, 41.0, 40.0, 42.0, 39.0):
+        rule.judge("acct", amount)
+    first = rule.judge("acct", 1_000.0)[1]
+    second = rule.judge("acct", 1_000.0)[1]
+    assert first > 10 and second > 4  # the habit moved by at most a few spreads
+    # In money, the first transfer made the second one look half as unusual.
+    assert rule.judge("acct", 1_000.0)[2] < 4
+
+
+def test_amount_history_goes_to_the_changelog_and_comes_back_even_from_older_ones() -> None:
+    rule = AmountAnomaly()
+    for amount in (10.0, 20.0, 40.0, 80.0):
+        rule.judge("acct", amount)
+    restored = AmountAnomaly()
+    for key, state in rule.changes():
+        restored.restore(key, state)
+    assert restored.judge("acct", 500.0) == rule.judge("acct", 500.0)
+    # A changelog of before the log habit: [count, mean, m2], the habit from those.
+    restored.restore("old", [10, 40.0, 9 * 12.0 ** 2])
+    assert abs(restored.judge("old", 40.0)[1]) < 0.5
+    assert restored.judge("old", 400.0)[1] > 5
 
 
 def test_a_run_of_new_payees_grows_in_a_burst_and_ends_at_a_usual_one() -> None:
@@ -170,9 +235,9 @@ def test_a_payee_nobody_paid_before_reads_zero_and_a_popular_one_more() -> None:
 def test_full_rules_give_the_model_every_figure_and_keep_state_per_key() -> None:
     rules = StatefulRules(novelty=True)
     _, figures = rules.evaluate("ACC", "SHOP", 12.5, 0)
-    assert set(figures) == {"velocity", "velocity_usual", "amount_z", "amount_ratio",
-                            "history", "novelty", "new_payees", "new_streak", "fan_in",
-                            "payee_paid"}
+    assert set(figures) == {"velocity", "velocity_usual", "gap_s", "amount_z",
+                            "amount_log_z", "amount_ratio", "history", "novelty",
+                            "new_payees", "new_streak", "fan_in", "payee_paid"}
     keys = {key.split("/")[0] for key, _ in rules.by_source.changes()}
     assert keys == {"velocity", "pace", "amount_anomaly", "novelty"}
     assert {key.split("/")[0] for key, _ in rules.by_target.changes()} == {"fan_in", "payee"}

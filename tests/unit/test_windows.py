@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.detector.windows import KeyedEvents, SlidingWindow
+from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
 def test_a_record_sees_its_key_within_the_window_and_itself() -> None:
@@ -72,3 +72,33 @@ def test_every_answer_matches_a_recount_of_the_timely_events(
         kept.append((key, ts, i))
         expected = sorted((t, j) for k, t, j in kept if k == key and ts - length < t <= ts)
         assert seen == [j for _, j in expected]
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 5000)), max_size=60),
+       st.integers(1, 2000), st.integers(0, 1000))
+def test_a_count_only_window_counts_what_the_full_one_sees(
+    stream: list[tuple[str, int]], length: int, grace: int
+) -> None:
+    events = KeyedEvents(SlidingWindow(length, grace))
+    times = KeyedTimes(SlidingWindow(length, grace))
+    for i, (key, ts) in enumerate(stream):
+        seen = events.add(key, ts, i)
+        assert times.count(key, ts) == (None if seen is None else len(seen))
+    assert (times.late, len(times)) == (events.late, len(events))
+
+
+def test_a_count_only_window_shares_the_changelog_format() -> None:
+    times = KeyedTimes(SlidingWindow(length_ms=1000, grace_ms=100))
+    for ts in (0, 200, 400):
+        times.count("a", ts)
+    changes = dict(times.changes())
+    assert changes == {"a": [[0, 200, 400], [None, None, None]], "": 400}
+    full = KeyedEvents(SlidingWindow(length_ms=1000, grace_ms=100))
+    back = KeyedTimes(SlidingWindow(length_ms=1000, grace_ms=100))
+    for key, state in changes.items():
+        full.restore(key, state)
+        back.restore(key, state)
+    assert full.add("a", 600) == [None] * 4
+    assert back.count("a", 600) == 4
+    back.restore("a", None)
+    assert back.count("a", 700) == 1
