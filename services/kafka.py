@@ -110,7 +110,14 @@ def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        "fetch.wait.max.ms": 50,
+        # How long the broker may hold a fetch that finds nothing. Apache Kafka answers
+        # it as soon as records arrive, so there this only paces idle fetches (200 a
+        # second per idle consumer and broker). The embedded broker holds an empty
+        # fetch for the whole wait, records arriving meanwhile included
+        # (rd_kafka_mock_handle_Fetch): every consumer hop then adds up to this wait,
+        # and at 50 ms two hops made most of a 105 ms p99 end to end (bench.latency).
+        # Shorter (2 ms) busies the small machine such a broker runs on.
+        "fetch.wait.max.ms": 5,
         "allow.auto.create.topics": True,
         # A member that vanished holds its partitions until its session expires, and a
         # broker that ignores LeaveGroup and static membership (the embedded one does)

@@ -55,12 +55,17 @@ class Pacer:
     def sent(self, count: int) -> None:
         self._sent += count
 
-    def wait(self, now: float, longest: float = 0.05) -> float:
-        """Seconds until the next message is due, at most ``longest``."""
+    def wait(self, now: float, shortest: float = 0.0, longest: float = 0.05) -> float:
+        """Seconds until the next message is due, from ``shortest`` up to ``longest``.
+
+        A sender whose turn costs about the same for one message as for fifty passes
+        a ``shortest``: at high rates it then wakes every ``shortest`` seconds and
+        sends what is due in one batch, instead of waking for every message.
+        """
         if self.paused or self.rate <= 0:
             return longest
         next_at = self._start + (self._sent + 1) / self.rate
-        return min(longest, max(0.0, next_at - now))
+        return min(longest, max(shortest, next_at - now))
 
 
 @dataclass

@@ -24,6 +24,12 @@ from services.lifecycle import Shutdown, run_service, setup_logging
 log = logging.getLogger("fraud.generator")
 SERVICE = "generator"
 PARTITIONS = 4
+# The loop wakes at most every 5 ms and makes and sends what is due in one go. A turn
+# (produce, poll, heartbeat, control) costs about the same for one transaction as for
+# fifty: at 10,000/s, waking for each one took 0.4 core; and a burst per turn gives the
+# producer whole batches. A transaction is stamped when it is made, at its turn, and
+# sent at once, so the turn adds nothing to its latency.
+TURN = 0.005
 
 
 def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
@@ -153,7 +159,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             if (limit is not None and produced >= limit) or source.finished:
                 break
             follower.poll()
-            time.sleep(pacer.wait(time.monotonic()))
+            time.sleep(pacer.wait(time.monotonic(), shortest=TURN))
     finally:
         status.beat(settings.values, counters(), force=True)
         left = producer.flush(4)

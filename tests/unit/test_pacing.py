@@ -31,6 +31,19 @@ def test_a_slow_turn_is_caught_up_in_one_batch() -> None:
     assert pacer.due(0.7) == 200  # the schedule, not the sleep, decides
 
 
+def test_a_shortest_wait_sends_in_batches_at_high_rates_only() -> None:
+    fast = Pacer(rate=10_000, now=0.0)
+    assert fast.wait(0.0) == pytest.approx(0.0001)
+    assert fast.wait(0.0, shortest=0.005) == 0.005
+    assert fast.due(0.005) == 50  # what the turn makes and sends
+    slow = Pacer(rate=100, now=0.0)
+    slow.sent(slow.due(0.0))
+    assert slow.wait(0.0, shortest=0.005) == pytest.approx(0.01)  # the next one is due then
+    assert Pacer(rate=1, now=0.0).wait(0.0, shortest=0.005) == 0.05  # never beyond longest
+    fast.pause(True, now=0.005)
+    assert fast.wait(0.005, shortest=0.005) == 0.05
+
+
 def test_falling_behind_drops_the_debt_and_counts_it() -> None:
     pacer = Pacer(rate=1000, now=0.0, max_lag=1.0, max_batch=10**9)
     assert pacer.due(5.0) == 1000
