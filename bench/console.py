@@ -169,7 +169,7 @@ def goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found += [goal(f"console key to screen p99 at {rate}",
                            row["key_to_screen_ms"]["p99"], 100.0, False, " ms"),
                       goal(f"console CPU at {rate}", row["console_cores"], 1.0, False,
-                           " cores")]
+                           " core")]
     return found
 
 

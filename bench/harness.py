@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -25,6 +27,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+import confluent_kafka
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -425,6 +428,34 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str,
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def report(name: str, args: Any, benchmark: Callable[[Any], dict[str, Any]],
+           render: Callable[[dict[str, Any]], str]) -> int:
+    """A benchmark's main: run it, add the machine and the wall time, print its table
+    and write its JSON to ``args.json``; exit 1 (one line) when it cannot report."""
+    stop_on_signals()
+    began, load = time.monotonic(), os.getloadavg()
+    try:
+        summary = benchmark(args)
+    except (BenchmarkError, TimeoutError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    summary["machine"] = {"cpus": os.cpu_count(), "load_before": load,
+                          "load_after": os.getloadavg(), "python": platform.python_version(),
+                          "confluent_kafka": confluent_kafka.__version__,
+                          "librdkafka": confluent_kafka.libversion()[0]}
+    summary["wall_seconds"] = time.monotonic() - began
+    print("\n" + render(summary))
+    print(f"\n{summary['wall_seconds']:.0f} s in all; "
+          f"load average {load[0]:.2f} before, {summary['machine']['load_after'][0]:.2f} after")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"written to {args.json}")
+    return 0
 
 
 def goal(what: str, measured: float | None, bound: float, higher_is_better: bool,

@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -57,8 +55,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import confluent_kafka
 
 from bench.harness import (
     BenchmarkError,
@@ -76,11 +72,11 @@ from bench.harness import (
     preload,
     processes,
     read_all,
+    report,
     service_env,
     spawn,
     start_broker,
     stop,
-    stop_on_signals,
     table,
     wait_until,
 )
@@ -426,29 +422,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_signals()
-    began, load = time.monotonic(), os.getloadavg()
-    try:
-        summary = benchmark(args)
-    except (BenchmarkError, TimeoutError) as exc:
-        print(f"bench.pipeline: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.pipeline: interrupted", file=sys.stderr)
-        return 130
-    summary["machine"] = {"cpus": os.cpu_count(), "load_before": load,
-                          "load_after": os.getloadavg(), "python": platform.python_version(),
-                          "confluent_kafka": confluent_kafka.__version__,
-                          "librdkafka": confluent_kafka.libversion()[0]}
-    summary["wall_seconds"] = time.monotonic() - began
-    print("\n" + render(summary))
-    print(f"\n{summary['wall_seconds']:.0f} s in all; "
-          f"load average {load[0]:.2f} before, {summary['machine']['load_after'][0]:.2f} after")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"written to {args.json}")
-    return 0
+    return report("bench.pipeline", parse_args(argv), benchmark, render)
 
 
 if __name__ == "__main__":

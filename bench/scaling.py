@@ -72,12 +72,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -86,7 +83,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import confluent_kafka
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.harness import (
@@ -103,10 +99,10 @@ from bench.harness import (
     median,
     preload,
     processes,
+    report,
     spawn,
     start_broker,
     stop,
-    stop_on_signals,
     table,
     wait_until,
 )
@@ -548,29 +544,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_signals()
-    began, load = time.monotonic(), os.getloadavg()
-    try:
-        summary = benchmark(args)
-    except (BenchmarkError, TimeoutError) as exc:
-        print(f"bench.scaling: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.scaling: interrupted", file=sys.stderr)
-        return 130
-    summary["machine"] = {"cpus": os.cpu_count(), "load_before": load,
-                          "load_after": os.getloadavg(), "python": platform.python_version(),
-                          "confluent_kafka": confluent_kafka.__version__,
-                          "librdkafka": confluent_kafka.libversion()[0]}
-    summary["wall_seconds"] = time.monotonic() - began
-    print("\n" + render(summary))
-    print(f"\n{summary['wall_seconds']:.0f} s in all; "
-          f"load average {load[0]:.2f} before, {summary['machine']['load_after'][0]:.2f} after")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"written to {args.json}")
-    return 0
+    return report("bench.scaling", parse_args(argv), benchmark, render)
 
 
 if __name__ == "__main__":
