@@ -94,17 +94,14 @@ class AccountPace:
         self._sources: dict[str, _Pace] = {}
         self._changed: set[str] = set()
 
-    def expected(self, source: str, ts: int, window_ms: int, recent: int) -> float:
-        """Payments the source's habit predicts within ``window_ms``, not counting the
-        ``recent`` ones already in the window (a burst must not raise its own bar);
-        then this payment joins the count. 0 for a source with no past yet."""
-        return self.observe(source, ts, window_ms, recent)[0]
-
     def observe(self, source: str, ts: int, window_ms: int, recent: int
                 ) -> tuple[float, float]:
-        """``(expected, seconds since the source's previous payment)``: ``expected``
-        as above; the gap is ``NO_GAP_S`` for a source with no past (or forgotten), 0
-        for one out of order."""
+        """``(expected, gap)``, then this payment joins the count. ``expected``: the
+        payments the source's habit predicts within ``window_ms``, not counting the
+        ``recent`` ones already in the window (a burst must not raise its own bar), 0
+        for a source with no past yet. ``gap``: seconds since the source's previous
+        payment, ``NO_GAP_S`` for a source with no past (or forgotten), 0 for one out
+        of order."""
         pace = self._sources.get(source)
         if pace is None:
             if len(self._sources) >= self.max_accounts:

@@ -42,20 +42,16 @@ class _Events:
     tags: list[Any] = field(default_factory=list)
 
 
-class KeyedEvents:
-    """For every key, the events that may still fall in some record's window.
-
-    ``add`` answers the question every windowed rule asks: which events of this key lie
-    in ``(ts - length, ts]``, this one included? An event is kept until no record that
-    is not late can have it in its window; keys with nothing left are dropped, so the
-    state is bounded by the traffic of one window plus the grace period.
-    """
+class _KeyedWindow:
+    """What every keyed window keeps besides its events: the newest event time, the
+    late count, the keys to write to the changelog, and the sweep of keys whose events
+    have all left every possible window. Subclasses say how a key's events are held."""
 
     def __init__(self, window: SlidingWindow) -> None:
         self.window = window
         self.newest = -(2**63)  # the newest event time seen
         self.late = 0  # events refused because their window had closed
-        self._keys: dict[str, _Events] = {}
+        self._keys: dict[str, Any] = {}
         self._swept_at = self.newest
         self._changed: set[str] = set()  # keys to write to the changelog
 
@@ -67,6 +63,58 @@ class KeyedEvents:
     def __len__(self) -> int:
         """How many keys hold events."""
         return len(self._keys)
+
+    def _sweep(self, horizon: int) -> None:
+        """Drop the keys whose events have all left every possible window."""
+        self._swept_at = self.newest
+        stale = [key for key, held in self._keys.items() if self._times(held)[-1] <= horizon]
+        for key in stale:
+            del self._keys[key]
+        self._changed.update(stale)
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(key, [times, tags])`` of every key changed since the last call, ``None``
+        for a key that is gone, then the newest event time under the key ``""``.
+        JSON-ready, and the same format for every keyed window."""
+        for key in self._changed:
+            held = self._keys.get(key)
+            yield key, None if held is None else self._state(held)
+        if self._changed:
+            yield "", self.newest
+        self._changed.clear()
+
+    def restore(self, key: str, state: Any) -> None:
+        """Take back what ``changes`` gave, oldest first; the newest record wins."""
+        if key == "":
+            self.newest = self._swept_at = max(self.newest, state)
+        elif state is None:
+            self._keys.pop(key, None)
+        else:
+            self._keys[key] = self._load(state)
+
+    @staticmethod
+    def _times(held: Any) -> list[int]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _state(held: Any) -> list[Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _load(state: Any) -> Any:
+        raise NotImplementedError
+
+
+class KeyedEvents(_KeyedWindow):
+    """For every key, the events that may still fall in some record's window.
+
+    ``add`` answers the question every windowed rule asks: which events of this key lie
+    in ``(ts - length, ts]``, this one included? An event is kept until no record that
+    is not late can have it in its window; keys with nothing left are dropped, so the
+    state is bounded by the traffic of one window plus the grace period.
+    """
+
+    _keys: dict[str, _Events]
 
     def add(self, key: str, ts: int, tag: Any = None) -> list[Any] | None:
         """Record an event; the tags of the key's events in its window, oldest first,
@@ -99,35 +147,20 @@ class KeyedEvents:
             self._sweep(horizon)
         return tags[start:end]
 
-    def _sweep(self, horizon: int) -> None:
-        """Drop the keys whose events have all left every possible window."""
-        self._swept_at = self.newest
-        stale = [key for key, events in self._keys.items() if events.times[-1] <= horizon]
-        for key in stale:
-            del self._keys[key]
-        self._changed.update(stale)
+    @staticmethod
+    def _times(held: _Events) -> list[int]:
+        return held.times
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(key, state)`` of every key changed since the last call, ``None`` for a key
-        that is gone, then the newest event time under the key ``""``. JSON-ready."""
-        for key in self._changed:
-            events = self._keys.get(key)
-            yield key, None if events is None else [events.times, events.tags]
-        if self._changed:
-            yield "", self.newest
-        self._changed.clear()
+    @staticmethod
+    def _state(held: _Events) -> list[Any]:
+        return [held.times, held.tags]
 
-    def restore(self, key: str, state: Any) -> None:
-        """Take back what ``changes`` gave, oldest first; the newest record wins."""
-        if key == "":
-            self.newest = self._swept_at = max(self.newest, state)
-        elif state is None:
-            self._keys.pop(key, None)
-        else:
-            self._keys[key] = _Events(list(state[0]), list(state[1]))
+    @staticmethod
+    def _load(state: Any) -> _Events:
+        return _Events(list(state[0]), list(state[1]))
 
 
-class KeyedTimes:
+class KeyedTimes(_KeyedWindow):
     """``KeyedEvents`` for a rule that needs only how many events of a key lie in its
     window (velocity), not what they were about.
 
@@ -139,22 +172,7 @@ class KeyedTimes:
     format (tags all null), so either can read the other's.
     """
 
-    def __init__(self, window: SlidingWindow) -> None:
-        self.window = window
-        self.newest = -(2**63)  # the newest event time seen
-        self.late = 0  # events refused because their window had closed
-        self._keys: dict[str, list[int]] = {}
-        self._swept_at = self.newest
-        self._changed: set[str] = set()  # keys to write to the changelog
-
-    @property
-    def watermark(self) -> int:
-        """Events older than this are late."""
-        return self.newest - self.window.grace_ms
-
-    def __len__(self) -> int:
-        """How many keys hold events."""
-        return len(self._keys)
+    _keys: dict[str, list[int]]
 
     def count(self, key: str, ts: int) -> int | None:
         """Record an event; how many events of the key lie in its window, this one
@@ -186,28 +204,14 @@ class KeyedTimes:
             self._sweep(newest - window.grace_ms - window.length_ms)
         return end - bisect_right(times, ts - window.length_ms, 0, end)
 
-    def _sweep(self, horizon: int) -> None:
-        """Drop the keys whose events have all left every possible window."""
-        self._swept_at = self.newest
-        stale = [key for key, times in self._keys.items() if times[-1] <= horizon]
-        for key in stale:
-            del self._keys[key]
-        self._changed.update(stale)
+    @staticmethod
+    def _times(held: list[int]) -> list[int]:
+        return held
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """As ``KeyedEvents.changes``: ``[times, tags]``, the tags all null."""
-        for key in self._changed:
-            times = self._keys.get(key)
-            yield key, None if times is None else [times, [None] * len(times)]
-        if self._changed:
-            yield "", self.newest
-        self._changed.clear()
+    @staticmethod
+    def _state(held: list[int]) -> list[Any]:
+        return [held, [None] * len(held)]  # KeyedEvents' format, the tags all null
 
-    def restore(self, key: str, state: Any) -> None:
-        """Take back what ``changes`` gave (or ``KeyedEvents.changes``: the tags go)."""
-        if key == "":
-            self.newest = self._swept_at = max(self.newest, state)
-        elif state is None:
-            self._keys.pop(key, None)
-        else:
-            self._keys[key] = list(state[0])
+    @staticmethod
+    def _load(state: Any) -> list[int]:
+        return list(state[0])  # KeyedEvents' tags, if any, go

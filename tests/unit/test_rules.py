@@ -115,24 +115,24 @@ def test_a_busy_account_at_its_usual_pace_is_no_burst_but_a_burst_above_it_is() 
 
 def test_pace_predicts_from_the_past_without_the_burst_itself() -> None:
     pace = AccountPace(half_life_ms=60 * MINUTE)
-    assert pace.expected("new", 0, MINUTE, 0) == 0.0  # no past, no prediction
+    assert pace.observe("new", 0, MINUTE, 0)[0] == 0.0  # no past, no prediction
     for ts in range(0, 60 * MINUTE, MINUTE):  # one a minute for an hour
-        pace.expected("acct", ts, MINUTE, 0)
-    assert 0.8 < pace.expected("acct", 60 * MINUTE, MINUTE, 0) < 1.2
+        pace.observe("acct", ts, MINUTE, 0)
+    assert 0.8 < pace.observe("acct", 60 * MINUTE, MINUTE, 0)[0] < 1.2
     # Ten more within the same minute: they do not raise the bar they are judged by.
     for i in range(10):
-        assert pace.expected("acct", 60 * MINUTE + i, MINUTE, i + 1) < 1.3
+        assert pace.observe("acct", 60 * MINUTE + i, MINUTE, i + 1)[0] < 1.3
 
 
 def test_pace_state_goes_to_the_changelog_and_comes_back() -> None:
     pace = AccountPace()
     for ts in range(0, 30 * MINUTE, MINUTE):
-        pace.expected("acct", ts, MINUTE, 0)
+        pace.observe("acct", ts, MINUTE, 0)
     restored = AccountPace()
     for key, state in pace.changes():
         restored.restore(key, state)
-    assert restored.expected("acct", 30 * MINUTE, MINUTE, 0) == \
-        pace.expected("acct", 30 * MINUTE, MINUTE, 0)
+    assert restored.observe("acct", 30 * MINUTE, MINUTE, 0)[0] == \
+        pace.observe("acct", 30 * MINUTE, MINUTE, 0)[0]
 
 
 def test_amount_anomaly_gives_the_ratio_to_the_accounts_mean_and_its_history() -> None:
