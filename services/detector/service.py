@@ -27,6 +27,7 @@ from services.lifecycle import Shutdown, run_service, setup_logging
 log = logging.getLogger("fraud.detector")
 SERVICE = "detector"
 PARTITIONS = 4
+SEND_WAIT = 0.001  # seconds; see loop
 
 
 def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
@@ -254,7 +255,14 @@ def loop(
         messages = kafka.consume_batch(consumer, batch_size, 0.1)
         if messages:
             handle([m for m in messages if m.error() is None or not _is_error(m)])
-        producer.poll(0)
+        if 0 < len(messages) < batch_size:
+            # Caught up: this batch's outputs go out now rather than after linger.ms,
+            # since flush() ignores the linger while it runs (rd_kafka_flush). It waits
+            # for their delivery at most SEND_WAIT. Under load batches are full, and
+            # the linger gathers them into large requests.
+            producer.flush(SEND_WAIT)
+        else:
+            producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()
         housekeeping()

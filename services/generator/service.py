@@ -159,7 +159,15 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             if (limit is not None and produced >= limit) or source.finished:
                 break
             follower.poll()
-            time.sleep(pacer.wait(time.monotonic(), shortest=TURN))
+            pause = pacer.wait(time.monotonic(), shortest=TURN)
+            if count:
+                # This turn's records go out now rather than after linger.ms, since
+                # flush() ignores the linger while it runs (rd_kafka_flush). It returns
+                # once they are delivered, at the latest when the next turn is due.
+                began = time.monotonic()
+                producer.flush(pause)
+                pause -= time.monotonic() - began
+            time.sleep(max(0.0, pause))
     finally:
         status.beat(settings.values, counters(), force=True)
         left = producer.flush(4)
