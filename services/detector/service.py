@@ -190,6 +190,11 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     def stages_batch(records: list[Message]) -> None:  # the stateful rules and the model
         assert stateful is not None
         outputs, routed = stateful.process(records, topics.legit, topics.fraud, topics.dlq)
+        if len(records) < args.batch_size:
+            # Caught up: the state changes go out now, with the batch, rather than all
+            # at once before the commit, where encoding a second's worth of them held
+            # up the records that arrived meanwhile (30 ms at 1,000/s).
+            outputs += stateful.changes()
         in_transaction(checkpoint, records, produce_all, producer, outputs, topics.dlq)
         stateful.remember(routed)
 
