@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -140,17 +140,21 @@ def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None,
     return Consumer(_config(bootstrap, config))
 
 
-def consume_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
+def consume_batch(consumer: Consumer, size: int, timeout: float,
+                  before_wait: Callable[[], object] | None = None) -> list[Message]:
     """Up to ``size`` records, returned as soon as there is one.
 
     ``Consumer.consume(size, timeout)`` waits the whole timeout for a full batch when
     traffic is light, which adds that timeout to every record's latency. Taking what
     is already fetched first and waiting only while there is nothing keeps batches
-    large under load and latency low when quiet.
+    large under load and latency low when quiet. ``before_wait`` runs when nothing
+    fetched is waiting, before the wait: the caller has caught up with its input.
     """
     messages = consumer.consume(size, 0)
     if messages:
         return messages
+    if before_wait is not None:
+        before_wait()
     first = consumer.poll(timeout)
     if first is None:
         return []

@@ -190,13 +190,19 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     def stages_batch(records: list[Message]) -> None:  # the stateful rules and the model
         assert stateful is not None
         outputs, routed = stateful.process(records, topics.legit, topics.fraud, topics.dlq)
-        if len(records) < args.batch_size:
-            # Caught up: the state changes go out now, with the batch, rather than all
-            # at once before the commit, where encoding a second's worth of them held
-            # up the records that arrived meanwhile (30 ms at 1,000/s).
-            outputs += stateful.changes()
         in_transaction(checkpoint, records, produce_all, producer, outputs, topics.dlq)
         stateful.remember(routed)
+
+    def caught_up() -> None:
+        # The state changes go out now rather than all at once before the commit,
+        # where encoding a second's worth of them held up the records that arrived
+        # meanwhile (30 ms at 1,000/s); in the open transaction, like the outputs of
+        # the records that made them.
+        if stateful is not None:
+            changes = stateful.changes()
+            if changes:
+                checkpoint.begin()
+                in_transaction(checkpoint, [], produce_all, producer, changes)
 
     def housekeeping() -> None:
         if stateful is not None:
@@ -219,7 +225,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     committed = False
     try:
         loop(consumer, producer, checkpoint, args.batch_size,
-             route_batch if stateful is None else stages_batch, housekeeping, shutdown)
+             route_batch if stateful is None else stages_batch, housekeeping, shutdown,
+             caught_up)
         committed = checkpoint.close()
     except KafkaException as exc:
         error = exc.args[0]
@@ -253,21 +260,27 @@ def loop(
     handle: Callable[[list[Message]], None],
     housekeeping: Callable[[], None],
     shutdown: Shutdown,
+    caught_up: Callable[[], None] | None = None,
 ) -> None:
     """The hot path: consume a batch → ``handle`` it (route, produce in the open
-    transaction) → checkpoint when due."""
+    transaction) → checkpoint when due. Whenever nothing fetched is left to handle,
+    ``caught_up`` runs, and what was produced goes out at once."""
+
+    def send_now() -> None:
+        if caught_up is not None:
+            caught_up()
+        if len(producer):
+            # Rather than after linger.ms: flush() ignores the linger while it runs
+            # (rd_kafka_flush). It waits for delivery at most SEND_WAIT. Under load
+            # there is always more to consume, and the linger gathers the outputs
+            # of many batches into large requests.
+            producer.flush(SEND_WAIT)
+
     while not shutdown.requested:
-        messages = kafka.consume_batch(consumer, batch_size, 0.1)
+        messages = kafka.consume_batch(consumer, batch_size, 0.1, send_now)
         if messages:
             handle([m for m in messages if m.error() is None or not _is_error(m)])
-        if 0 < len(messages) < batch_size:
-            # Caught up: this batch's outputs go out now rather than after linger.ms,
-            # since flush() ignores the linger while it runs (rd_kafka_flush). It waits
-            # for their delivery at most SEND_WAIT. Under load batches are full, and
-            # the linger gathers them into large requests.
-            producer.flush(SEND_WAIT)
-        else:
-            producer.poll(0)
+        producer.poll(0)
         if checkpoint.due():
             checkpoint.commit()
         housekeeping()
