@@ -23,7 +23,7 @@ from services import config, control, kafka
 from services.checkpoint import AtLeastOnceCheckpoint
 from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.service import PARTITIONS, in_transaction, loop, parse_args
-from services.lifecycle import Shutdown, run_service, setup_logging
+from services.lifecycle import Shutdown, run_service, settle_heap, setup_logging
 
 log = logging.getLogger("fraud.passthrough")
 SERVICE = "passthrough"
@@ -59,6 +59,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     def copy_batch(records: list[Message]) -> None:
         in_transaction(checkpoint, records, copy, producer, records, topics.legit)
 
+    settle_heap()
     try:
         loop(consumer, producer, checkpoint, args.batch_size, copy_batch, housekeeping,
              shutdown)

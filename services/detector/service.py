@@ -22,7 +22,7 @@ from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.routing import Routed, Router
 from services.detector.rules import RULE_NAMES
 from services.detector.stateful import InternalTopics, Output, StatefulDetector
-from services.lifecycle import Shutdown, run_service, setup_logging
+from services.lifecycle import Shutdown, run_service, settle_heap, setup_logging
 
 log = logging.getLogger("fraud.detector")
 SERVICE = "detector"
@@ -223,6 +223,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
              if stateful else "no other rule", args.processing_guarantee, args.instance,
              args.group)
     committed = False
+    settle_heap()
     try:
         loop(consumer, producer, checkpoint, args.batch_size,
              route_batch if stateful is None else stages_batch, housekeeping, shutdown,
