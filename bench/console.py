@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,9 @@ from bench.harness import (
     goal,
     goal_lines,
     median,
+    percentile,
     processes,
+    report,
     service_env,
     spawn,
     start_broker,
@@ -45,11 +46,6 @@ from tui.feed import KafkaFeed
 from tui.model import Snapshot, shown
 
 RESULTS = Path(__file__).resolve().parent / "results" / "console.json"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class TimedFeed(KafkaFeed):
@@ -105,10 +101,10 @@ async def drive(bootstrap: str, topics: Any, group: str, seconds: float,
     return {
         "flowed_per_s": flowed / wall,
         "console_cores": cpu / wall,
-        "key_to_screen_ms": {"median": median(key_ms), "p99": percentile(key_ms, 0.99),
+        "key_to_screen_ms": {"median": median(key_ms), "p99": percentile(sorted(key_ms), 0.99),
                              "max": max(key_ms), "presses": len(key_ms)},
         "snapshot_ms": {"median": median(feed.snapshot_ms),
-                        "p99": percentile(feed.snapshot_ms, 0.99),
+                        "p99": percentile(sorted(feed.snapshot_ms), 0.99),
                         "count": len(feed.snapshot_ms)},
         "latency_p50_p99_ms": latency,
     }
@@ -188,7 +184,24 @@ def render(results: list[dict[str, Any]]) -> str:
                  for r in results]))
 
 
-def main(argv: list[str] | None = None) -> int:
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    for tps in args.tps:
+        runs = []
+        for n in range(1, args.runs + 1):
+            runs.append(measure(tps, args.seconds))
+            print(f"  {tps:,.0f}/s run {n}/{args.runs}: key→screen p99 "
+                  f"{runs[-1]['key_to_screen_ms']['p99']:.1f} ms, "
+                  f"{runs[-1]['console_cores']:.2f} cores", file=sys.stderr, flush=True)
+        results.append(summarize(tps, runs))
+    return {"rates": results, "goals": goals(results)}
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    return "\n".join([render(summary["rates"]), "", *goal_lines(summary["goals"])])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.console", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tps", type=float, nargs="+", default=[10_000.0, 50_000.0])
@@ -201,22 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         args.tps, args.seconds, args.runs = [5_000.0], 3.0, 1
     if args.runs < 1 or args.seconds <= 0:
         parser.error("--runs must be at least 1 and --seconds above 0")
-    results = []
-    for tps in args.tps:
-        runs = []
-        for n in range(1, args.runs + 1):
-            runs.append(measure(tps, args.seconds))
-            print(f"  {tps:,.0f}/s run {n}/{args.runs}: key→screen p99 "
-                  f"{runs[-1]['key_to_screen_ms']['p99']:.1f} ms, "
-                  f"{runs[-1]['console_cores']:.2f} cores", file=sys.stderr, flush=True)
-        results.append(summarize(tps, runs))
-    report = {"rates": results, "goals": goals(results)}
-    print("\n" + render(results))
-    print("\n".join(["", *goal_lines(report["goals"])]))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json}")
-    return 0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report("bench.console", parse_args(argv), benchmark, render_report)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -428,6 +429,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str,
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least ``q`` of all values at or below
+    it. ``ordered`` is sorted."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
 def report(name: str, args: Any, benchmark: Callable[[Any], dict[str, Any]],

@@ -91,6 +91,7 @@ from bench.harness import (
     goal,
     log_tail,
     median,
+    percentile,
     processes,
     report,
     service_env,
@@ -119,7 +120,6 @@ class Variant:
     env: dict[str, str]
     description: str
     hops: int  # transactions a read_committed reader on Apache Kafka waits for
-    max_rate: float = math.inf  # rates above this are not run (it cannot keep up)
 
 
 VARIANTS = {
@@ -166,14 +166,6 @@ def stamp_ms(value: bytes | None) -> int | None:
     while end < size and 48 <= value[end] <= 57:  # digits
         end += 1
     return int(value[start:end]) if end > start else None
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least ``q`` of all values at or below
-    it. ``ordered`` is sorted."""
-    if not ordered:
-        return math.nan
-    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
 def describe(latencies_ms: Sequence[float], seconds: float) -> dict[str, float]:
@@ -412,7 +404,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="transactions per second, comma-separated (default: 1000,10000)")
     parser.add_argument("--seconds", type=float, help="measured seconds per run (default: 10)")
     parser.add_argument("--warmup", type=float,
-                        help="seconds skipped after the first output (default: 2)")
+                        help="seconds skipped after the generator's first output "
+                        "(default: 2)")
     parser.add_argument("--runs", type=int, help="runs of each variant and rate (default: 3)")
     parser.add_argument("--variants", type=variants_list, default=list(VARIANTS),
                         help=f"which to run (default: {','.join(VARIANTS)})")
@@ -433,7 +426,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, dict[float, list[dict[str, float]]]] = {
-        name: {rate: [] for rate in args.rates if rate <= VARIANTS[name].max_rate}
+        name: {rate: [] for rate in args.rates}
         for name in args.variants}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, \
             processes() as started:
