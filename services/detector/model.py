@@ -184,7 +184,10 @@ class SmallNet:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # all passes were asked for
             self.classifier.fit(scaled, labels)
-        self.classifier.set_params(batch_size="auto")  # online steps come in any size
+        # Online steps come in any size, and often hold one class alone (a few labels,
+        # none of them fraud): scikit-learn refuses such a step from a warm-started
+        # network, which resumed retrains are.
+        self.classifier.set_params(batch_size="auto", warm_start=False)
 
     def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
         if not hasattr(self.scaler, "mean_"):  # learning online from the start
@@ -266,10 +269,11 @@ class OnlineModel:
         self.clock = clock
         self.version = 0
         self.trained_at: float | None = None
-        self.failures = 0  # retrains that raised; the model in service stays
+        self.failures = 0  # retrains and online steps that raised; the model serves on
         self._current: Learner | None = None
         self._examples = _Examples(memory)
         self._trained_upto = 0  # examples seen when the last retrain started
+        self._step_failures = 0  # online steps that raised, for a log that cannot flood
         # Held while examples are added and the model in service learns from them, and
         # by a retrain while it catches up and swaps: no example is learnt by one model
         # and then lost by the swap. Scoring never takes it.
@@ -301,7 +305,14 @@ class OnlineModel:
             self._examples.add(matrix, labels)
             current = self._current
             if current is not None:
-                current.partial_fit(matrix, labels)
+                try:
+                    current.partial_fit(matrix, labels)
+                except Exception:  # a refused step must not stop the stream; its
+                    self.failures += 1  # examples stay for the next retrain
+                    self._step_failures += 1
+                    if self._step_failures in (1, 10, 100) or not self._step_failures % 1000:
+                        log.exception("online step %d failed; model version %d serves on",
+                                      self._step_failures, self.version)
         if self._due():
             self.retrain()
 

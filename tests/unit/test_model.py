@@ -327,3 +327,32 @@ def test_the_model_keeps_numerical_libraries_to_one_thread() -> None:
     OnlineModel()
     pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert pools and all(pool["num_threads"] == 1 for pool in pools)
+
+
+def test_a_resumed_model_learns_from_a_batch_of_everyday_labels_alone() -> None:
+    """Most batches of labels hold no fraud at all. A retrain resumes from the model in
+    service (scikit-learn's warm start), and a warm-started network refuses a step
+    with one class: that must not reach the stream."""
+    model = OnlineModel(background=False, min_examples=100, retrain_every=10**9)
+    matrix, labels = examples(200)
+    model.learn(matrix, labels)
+    assert model.retrain() and model.version == 2  # resumed from version 1
+    everyday = matrix[labels == 0][:5]
+    before = model.score(everyday)
+    model.learn(everyday, np.zeros(5, dtype=int))
+    assert model.failures == 0
+    assert before is not None and not np.allclose(model.score(everyday), before)  # learnt
+
+
+def test_an_online_step_that_fails_is_counted_and_the_model_serves_on() -> None:
+    class Refusing(SmallNet):
+        def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+            raise ValueError("refused")
+
+    model = OnlineModel(Refusing, background=False, min_examples=100, retrain_every=10**9)
+    matrix, labels = examples(200)
+    model.learn(matrix, labels)
+    model.learn(matrix[:10], labels[:10])
+    assert model.failures == 1 and model.version == 1
+    assert model.score(matrix) is not None
+    assert model.status()["examples"] == 210
