@@ -12,7 +12,7 @@ detector's default consume size), through three ``Router`` instances in this pro
   learns only as production lets it: a batch's labels reach the ``LabelJoin`` after the
   batch has been routed (``--label-lag`` batches later), so no transaction is ever
   scored by a model that has seen its label. Retrains run in line (not in a
-  background thread) so that a run is reproducible.
+  worker process) so that a run is reproducible, on the traffic's event time.
 
 The first ``--warmup`` transactions build state and train the model and are not
 counted; on the rest it reports precision, recall and F1, recall per scenario, and
@@ -158,7 +158,10 @@ def run(data: Traffic, tps: int, batch: int, warmup: int, label_lag: int,
     ``keep``, the full detector's counted ``(scenario, detection)`` pairs go there."""
     threshold = Router("bench-threshold")
     rules = Router("bench-rules", rules=StatefulRules())
-    model = OnlineModel(background=False)
+    # The model's clock is the traffic's event time, so that it retrains as often as
+    # it would live at ``tps`` (at most every ``min_interval`` seconds).
+    event_time = [0.0]
+    model = OnlineModel(background=False, clock=lambda: event_time[0])
     full = Router("bench-full", rules=StatefulRules(novelty=True), model=model)
     join = LabelJoin()
     tallies = {name: Tally(name) for name in ("threshold", "rules", "full")}
@@ -167,6 +170,7 @@ def run(data: Traffic, tps: int, batch: int, warmup: int, label_lag: int,
     waiting: list[list[bytes]] = []  # labels of routed batches, not yet delivered
     for start in range(0, len(data.records), batch):
         records = data.records[start:start + batch]
+        event_time[0] = start / tps
         outputs = {"threshold": threshold.route(records), "rules": rules.route(records)}
         began = time.perf_counter()
         routed = full.route(records)

@@ -5,17 +5,19 @@ A thin loop calls it twice: ``score(matrix)`` once per consumed batch (one vecto
 call, numpy), and ``learn(matrix, labels)`` once per batch of joined labels. Learning
 is twofold, as the tutorial's PyTorch variant did it:
 
-- online: every labelled batch nudges the model in service (one SGD step per example),
-  so it follows drift between retrains;
-- retraining: every ``retrain_every`` examples (sooner while the model is young: each
-  time its examples have doubled), a thread trains a fresh model on the
-  ``memory`` most recent examples, several passes over them, while the one in service
-  keeps scoring. The fresh model starts from a copy of the one in service (a learner
-  that can, like ``SmallNet``, carries on from its weights), so what the stream taught
-  before the memory's horizon is refined, not forgotten, and each retrain needs only a
-  few passes. It then catches up with the examples that came during its training and
-  replaces the one in service in one reference assignment: a batch is scored by one
-  model or the other, never a mix, and the stream never waits for a fit.
+- online: labelled examples nudge the model in service (one SGD step per example,
+  once ``step`` of them have come), so it follows drift between retrains;
+- retraining: every ``retrain_every`` examples and at most every ``min_interval``
+  seconds (sooner while the model is young: each time its examples have doubled), a
+  fresh model is trained on the ``memory`` most recent examples, several passes over
+  them, while the one in service keeps scoring: in a thread, or, in the detector, in a
+  worker process of its own (``fit_worker``). The fresh model starts from a copy of
+  the one in service (a learner that can, like ``SmallNet``, carries on from its
+  weights), so what the stream taught before the memory's horizon is refined, not
+  forgotten, and each retrain needs only a few passes. It then catches up with the
+  examples that came during its training and replaces the one in service in one
+  reference assignment: a batch is scored by one model or the other, never a mix, and
+  the stream never waits for a fit.
 
 Until a first model exists (it needs examples of both classes) there is no score:
 ``score`` returns None, and a verdict says ``"score": null``.
@@ -31,14 +33,16 @@ The learner is a small neural network (``SmallNet``: scikit-learn's ``MLPClassif
 with ``partial_fit``); ``LogisticSGD`` is the linear alternative. ``bench/model_choice.py``
 measures both against River's learners, on speed and on quality.
 
-The retrain shares the process with the stream: numpy's matrix products release the
-GIL, the rest of a fit competes with the loop for it, at a few seconds per retrain.
+A retrain is seconds of numerical Python. In a thread it shares the interpreter lock
+with the stream (numpy's matrix products release it, the rest of a fit does not); in
+the worker process it only shares the cores, at a lower priority.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 import warnings
@@ -53,6 +57,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from services.detector.features import WIDTH
+from services.detector.fit_worker import FitWorker, FitWorkerGone
 
 log = logging.getLogger("fraud.detector.model")
 
@@ -205,6 +210,7 @@ class SmallNet:
 
 
 _CLASSES = np.array([0, 1])
+CATCH_UP_ROUNDS = 4  # steps in the worker after a fit, each on what came meanwhile
 NEVER = 2**31 - 1  # passes without improvement before scikit-learn would stop early
 
 
@@ -254,10 +260,14 @@ class OnlineModel:
 
     def __init__(self, learner: Callable[[], Learner] = SmallNet, memory: int = 50_000,
                  retrain_every: int = 10_000, min_examples: int = 200,
-                 background: bool = True, clock: Callable[[], float] = time.time) -> None:
-        if memory < 1 or retrain_every < 1 or min_examples < 1:
+                 background: bool = True, clock: Callable[[], float] = time.time,
+                 min_interval: float = 10.0, step: int = 500,
+                 fit_in_process: bool = False) -> None:
+        if memory < 1 or retrain_every < 1 or min_examples < 1 or step < 1 \
+                or min_interval < 0:
             raise ValueError(f"invalid model settings: memory {memory}, retrain every "
-                             f"{retrain_every}, at least {min_examples} examples")
+                             f"{retrain_every} and {min_interval} s, at least "
+                             f"{min_examples} examples, steps of {step}")
         # One BLAS thread for the whole process: a detector is one process per core,
         # and the products here are small; extra BLAS threads spin on cores that other
         # detectors (or the retrain) need, and make scoring slower, not faster.
@@ -265,14 +275,27 @@ class OnlineModel:
         self.new_learner = learner
         self.retrain_every = retrain_every
         self.min_examples = min_examples
+        # A grown model retrains at most every ``min_interval`` seconds (``clock``): at
+        # 10,000 labels a second, every 10,000 examples would mean a fit every second.
+        self.min_interval = min_interval
+        # Online steps wait for ``step`` examples: scikit-learn's checks cost as much
+        # as a step of a few hundred, and labels come a few dozen per poll.
+        self.step = step
         self.background = background
         self.clock = clock
+        # Background fits in a worker process (fit_worker), not a thread of this one.
+        self.fitter: FitWorker | None = FitWorker() if fit_in_process else None
+        if self.fitter is not None:
+            self.fitter.start()
         self.version = 0
         self.trained_at: float | None = None
         self.failures = 0  # retrains and online steps that raised; the model serves on
         self._current: Learner | None = None
         self._examples = _Examples(memory)
         self._trained_upto = 0  # examples seen when the last retrain started
+        self._retrained_at = -math.inf  # ``clock`` when the last retrain started
+        self._stepped_upto = 0  # examples the model in service has learnt online
+        self._closed = False
         self._step_failures = 0  # online steps that raised, for a log that cannot flood
         # Held while examples are added and the model in service learns from them, and
         # by a retrain while it catches up and swaps: no example is learnt by one model
@@ -304,7 +327,9 @@ class OnlineModel:
         with self._lock:
             self._examples.add(matrix, labels)
             current = self._current
-            if current is not None:
+            if current is not None and self._examples.seen - self._stepped_upto >= self.step:
+                matrix, labels = self._examples.since(self._stepped_upto)
+                self._stepped_upto = self._examples.seen
                 try:
                     current.partial_fit(matrix, labels)
                 except Exception:  # a refused step must not stop the stream; its
@@ -325,6 +350,9 @@ class OnlineModel:
         # ``retrain_every``: the first model learnt from a few hundred examples, and
         # should not serve until ten thousand more have come.
         due = min(self.retrain_every, max(self._trained_upto, self.min_examples))
+        if due == self.retrain_every and \
+                self.clock() - self._retrained_at < self.min_interval:
+            return False
         return examples.seen - self._trained_upto >= due
 
     @property
@@ -335,34 +363,49 @@ class OnlineModel:
     def retrain(self) -> bool:
         """Train a fresh model on the recent examples and swap it in; False when a
         retrain is already under way or there is nothing to learn from yet."""
-        if self.retraining:
+        if self.retraining or self._closed:
             return False
-        with self._lock:
-            matrix, labels = self._examples.since(0)
-            upto = self._examples.seen
-            if not 0 < labels.sum() < len(labels):  # a classifier needs both classes
-                return False
-            # What the retrain starts from: the model in service as of these examples
-            # (it goes on learning online meanwhile, so a copy, taken under the lock).
-            try:
-                start = copy.deepcopy(self._current)
-            except (TypeError, copy.Error):  # a learner that cannot be copied
-                start = None  # trains from scratch
-        self._trained_upto = upto
+        examples = self._examples  # this thread is the only one that adds to them
+        if not 0 < examples.positives() < len(examples):  # a classifier needs both classes
+            return False
+        self._trained_upto = examples.seen
+        self._retrained_at = self.clock()
         if not self.background:
-            self._train_and_swap(matrix, labels, upto, start)
+            self._train_and_swap()
             return True
         self._retraining = threading.Thread(target=self._train_and_swap,
-                                            args=(matrix, labels, upto, start),
                                             name="model-retrain", daemon=True)
         self._retraining.start()
         return True
 
-    def _train_and_swap(self, matrix: np.ndarray, labels: np.ndarray, upto: int,
-                        start: Learner | None) -> None:
+    def _train_and_swap(self) -> None:
         try:
-            fresh = self.new_learner()
-            fresh.fit(matrix, labels, start)
+            # The examples, copied here rather than in the caller's thread (the stream's).
+            with self._lock:
+                matrix, labels = self._examples.since(0)
+                upto = self._examples.seen
+                # What the retrain starts from: the model in service as of these
+                # examples (it goes on learning online meanwhile, so a copy).
+                try:
+                    start = copy.deepcopy(self._current)
+                except (TypeError, copy.Error):  # a learner that cannot be copied
+                    start = None  # trains from scratch
+            fitter = self.fitter if self.background else None
+            if fitter is None:
+                fresh = self.new_learner()
+                fresh.fit(matrix, labels, start)
+            else:
+                fresh = fitter.fit(self.new_learner, matrix, labels, start)
+                # What came during the fit is learnt in the worker too, while more comes,
+                # so that the lock (and this process's interpreter) is held below for a
+                # step of the last few only.
+                for _ in range(CATCH_UP_ROUNDS):
+                    with self._lock:
+                        late_matrix, late_labels = self._examples.since(upto)
+                        if len(late_labels) <= self.step:
+                            break
+                        upto = self._examples.seen
+                    fresh = fitter.step(fresh, late_matrix, late_labels)
             with self._lock:
                 late_matrix, late_labels = self._examples.since(upto)
                 if len(late_labels):
@@ -370,9 +413,20 @@ class OnlineModel:
                 self.trained_at = self.clock()
                 self.version += 1
                 self._current = fresh  # the swap
+                self._stepped_upto = self._examples.seen
+        except FitWorkerGone:
+            if not self._closed:
+                self.failures += 1
+                log.exception("retraining the model failed; version %d stays", self.version)
         except Exception:  # a failed fit must not stop the stream; the old model stays
             self.failures += 1
             log.exception("retraining the model failed; version %d stays", self.version)
+
+    def close(self) -> None:
+        """Stop retraining: a fit under way in the worker process is abandoned."""
+        self._closed = True
+        if self.fitter is not None:
+            self.fitter.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a retrain under way; whether none is running any more."""

@@ -92,7 +92,7 @@ class StatefulDetector:
         if model:
             from services.detector.model import OnlineModel
 
-            online = OnlineModel()
+            online = OnlineModel(fit_in_process=True)
         source = SourceStage(lambda: SourceRules(settings, rules, novelty=model), instance)
         target = TargetStage(lambda: TargetRules(settings, rules, novelty=model), instance,
                              threshold, online)
@@ -147,6 +147,8 @@ class StatefulDetector:
     def close(self) -> None:
         if self.labels is not None:
             self.labels.close()
+        if self.target.model is not None:
+            self.target.model.close()
 
     def inputs(self) -> list[str]:
         return [self.transactions, self.internal.repartition]

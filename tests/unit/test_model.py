@@ -111,14 +111,24 @@ def test_scoring_goes_on_while_a_retrain_runs_and_the_swap_bumps_the_version() -
     assert not np.allclose(model.score(matrix), first)  # scores come from the new model
 
 
-def test_retrains_come_every_so_many_examples() -> None:
-    model = OnlineModel(background=False, min_examples=100, retrain_every=300)
+def test_retrains_come_every_so_many_examples_and_no_sooner_than_a_while() -> None:
+    now = [0.0]
+    model = OnlineModel(background=False, min_examples=100, retrain_every=300,
+                        min_interval=60, clock=lambda: now[0])
     for seed in range(7):
+        now[0] += 30
         model.learn(*examples(100, seed))
     # the first model at 100 examples, retrains as they double (200, 400), then after
-    # 300 more (700).
+    # 300 more (700), a minute and a half after the last.
     assert model.version == 4
-    assert model.status()["examples"] == 700
+    for seed in range(7, 10):
+        now[0] += 10
+        model.learn(*examples(100, seed))
+    assert model.version == 4  # 300 more examples, but within a minute of the last
+    now[0] += 30
+    model.learn(*examples(100, 10))
+    assert model.version == 5
+    assert model.status()["examples"] == 1100
 
 
 def test_a_retrain_starts_from_a_copy_of_the_model_in_service() -> None:
@@ -333,7 +343,7 @@ def test_a_resumed_model_learns_from_a_batch_of_everyday_labels_alone() -> None:
     """Most batches of labels hold no fraud at all. A retrain resumes from the model in
     service (scikit-learn's warm start), and a warm-started network refuses a step
     with one class: that must not reach the stream."""
-    model = OnlineModel(background=False, min_examples=100, retrain_every=10**9)
+    model = OnlineModel(background=False, min_examples=100, retrain_every=10**9, step=1)
     matrix, labels = examples(200)
     model.learn(matrix, labels)
     assert model.retrain() and model.version == 2  # resumed from version 1
@@ -349,10 +359,29 @@ def test_an_online_step_that_fails_is_counted_and_the_model_serves_on() -> None:
         def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
             raise ValueError("refused")
 
-    model = OnlineModel(Refusing, background=False, min_examples=100, retrain_every=10**9)
+    model = OnlineModel(Refusing, background=False, min_examples=100, retrain_every=10**9,
+                        step=1)
     matrix, labels = examples(200)
     model.learn(matrix, labels)
     model.learn(matrix[:10], labels[:10])
     assert model.failures == 1 and model.version == 1
     assert model.score(matrix) is not None
     assert model.status()["examples"] == 210
+
+
+def test_online_steps_wait_for_enough_examples_and_learn_them_all() -> None:
+    learnt: list[int] = []
+
+    class Counting(SmallNet):
+        def partial_fit(self, matrix: np.ndarray, labels: np.ndarray) -> None:
+            learnt.append(len(labels))
+            super().partial_fit(matrix, labels)
+
+    model = OnlineModel(Counting, background=False, min_examples=100, retrain_every=10**9,
+                        step=100)
+    model.learn(*examples(1000))  # the first model; the next after 1,000 more
+    for seed in range(1, 6):
+        model.learn(*examples(40, seed))
+    assert learnt == [120]  # one step, once 100 had come (40 + 40 + 40); 80 wait
+    model.learn(*examples(60, 9))
+    assert learnt == [120, 140]  # those 80 and these 60
