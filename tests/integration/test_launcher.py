@@ -107,16 +107,21 @@ def console() -> Iterator[Terminal]:
 
 
 def started_pipeline(console: Terminal) -> dict[int, str]:
-    """The four children, once the generator's records reach its broker."""
+    """The four children and the detector's model-fitting worker (its own child), once
+    the generator's records reach its broker."""
     wait_for(lambda: len(children_of(console.process.pid)) == 4, 30, "four children")
     children = children_of(console.process.pid)
     names = sorted(cmd.split(" -m ")[1].split()[0] for cmd in children.values())
     assert names == ["services.broker", "services.detector.service",
                      "services.evaluator.service", "services.generator.service"]
+    detector = next(pid for pid, cmd in children.items() if "detector" in cmd)
+    wait_for(lambda: any("spawn_main" in cmd for cmd in children_of(detector).values()),
+             30, "the detector's fit worker")
+    workers = children_of(detector)  # and multiprocessing's resource tracker
     generator = next(pid for pid, cmd in children.items() if "generator" in cmd)
     assert read_topic(bootstrap_of(generator), "streaming.transactions.legit", 5, timeout=30,
                       settle=0)
-    return children
+    return {**children, **workers}
 
 
 def bootstrap_of(pid: int) -> str:
