@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from services.detector.store import ChangeTracking
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
@@ -74,7 +75,7 @@ class _Pace:
         self.count = 0.0
 
 
-class AccountPace:
+class AccountPace(ChangeTracking):
     """How often each source pays, by its own past: an exponentially weighted rate over
     event time (half-life ``half_life_ms``), so a busy account's minute is judged by
     its own habit, and the same rule means the same at 100 and at 10,000 transactions
@@ -129,13 +130,10 @@ class AccountPace:
         self._changed.add(source)
         return expected, gap
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(source, [first, at, count])`` of every source changed since the last call,
-        ``None`` for one forgotten. JSON-ready."""
-        for source in self._changed:
-            pace = self._sources.get(source)
-            yield source, None if pace is None else [pace.first, pace.at, pace.count]
-        self._changed.clear()
+    def state_of(self, source: str) -> Any:
+        """``[first, at, count]``."""
+        pace = self._sources.get(source)
+        return None if pace is None else [pace.first, pace.at, pace.count]
 
     def restore(self, source: str, state: Any) -> None:
         if state is None:
@@ -277,7 +275,7 @@ PRIOR_M2 = PRIOR_WEIGHT * PRIOR_LOG_SPREAD ** 2
 LOG_FLOOR = math.log(0.01)
 
 
-class AmountAnomaly:
+class AmountAnomaly(ChangeTracking):
     """An amount far above what the source usually spends: at least ``anomaly_ratio``
     times its mean and ``anomaly_z`` standard deviations above it, once it has
     ``history`` transactions. A takeover's first large transfer looks like this.
@@ -346,13 +344,10 @@ class AmountAnomaly:
         self._changed.add(source)
         return score, log_z, ratio, count, hit
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(account, [count, mean, m2, log mean, log m2])`` of every account changed
-        since the last call, ``None`` for one forgotten. JSON-ready."""
-        for source in self._changed:
-            account = self._accounts.get(source)
-            yield source, None if account is None else account.state()
-        self._changed.clear()
+    def state_of(self, source: str) -> Any:
+        """``[count, mean, m2, log mean, log m2]``."""
+        account = self._accounts.get(source)
+        return None if account is None else account.state()
 
     def restore(self, source: str, state: Any) -> None:
         if state is None:
@@ -376,7 +371,7 @@ class _Payees:
         self.streak = 0  # payments in a row to new payees, up to this one
 
 
-class CounterpartyNovelty:
+class CounterpartyNovelty(ChangeTracking):
     """Whether a source pays a target it has not paid recently, and how many new
     payees it has paid lately: a takeover's first transfer goes to a new payee, card
     testing and velocity bursts go to one new payee after another; everyday payments
@@ -443,15 +438,11 @@ class CounterpartyNovelty:
         self._changed.add(source)
         return novel, payees.new_rate, payees.streak
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(source, [recent payees, new rate, at, streak])`` of every source changed
-        since the last call, ``None`` for one forgotten. JSON-ready."""
-        for source in self._changed:
-            payees = self._sources.get(source)
-            yield source, None if payees is None else [list(payees.recent),
-                                                        payees.new_rate, payees.at,
-                                                        payees.streak]
-        self._changed.clear()
+    def state_of(self, source: str) -> Any:
+        """``[recent payees, new rate, at, streak]``."""
+        payees = self._sources.get(source)
+        return None if payees is None else [list(payees.recent), payees.new_rate,
+                                            payees.at, payees.streak]
 
     def restore(self, source: str, state: Any) -> None:
         if state is None:
@@ -463,7 +454,7 @@ class CounterpartyNovelty:
         payees.streak = state[3] if len(state) > 3 else 0  # older changelogs lack it
 
 
-class PayeeHistory:
+class PayeeHistory(ChangeTracking):
     """How many payments each account has received lately (halving every
     ``half_life_ms`` of event time), before this one. Not a rule, a figure for the
     model: a takeover or a mule pays into an account nobody paid before, while an
@@ -501,13 +492,10 @@ class PayeeHistory:
         self._changed.add(target)
         return before
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(target, [received, at])`` of every account changed since the last call,
-        ``None`` for one forgotten. JSON-ready."""
-        for target in self._changed:
-            state = self._targets.get(target)
-            yield target, None if state is None else list(state)
-        self._changed.clear()
+    def state_of(self, target: str) -> Any:
+        """``[received, at]``."""
+        state = self._targets.get(target)
+        return None if state is None else list(state)
 
     def restore(self, target: str, state: Any) -> None:
         if state is None:
@@ -522,18 +510,42 @@ TARGET_RULES = ("fan_in",)  # state keyed by the account paid
 
 
 class _RuleSet:
-    """Rules that share a key, with their state as one changelog of ``"rule/key"`` keys."""
+    """Rules that share a key, with their state as one changelog: a record per key
+    (``"/" + key``) that holds every store's state of it, ``{store: state}``.
 
-    def __init__(self, stores: dict[str, Any]) -> None:
+    A key changed in one store is written with the others' states too: compaction keeps
+    only the newest record of a key, so each record must be the whole of it. That makes
+    one record of what were up to four (one a store), and a tombstone (None) only once
+    no store holds the key. Changelogs written a record per store (``"store/key"``) are
+    read as well.
+    """
+
+    def __init__(self, stores: dict[str, ChangeTracking]) -> None:
         self.stores = stores
 
     def changes(self) -> Iterator[tuple[str, Any]]:
-        for name, store in self.stores.items():
-            for key, state in store.changes():
-                yield f"{name}/{key}", state
+        stores = self.stores.items()
+        changed: set[str] = set()
+        for _, store in stores:
+            changed |= store.take_changed()
+        for key in changed:
+            states = {name: store.state_of(key) for name, store in stores}
+            if any(state is not None for state in states.values()):
+                yield "/" + key, states
+                continue
+            yield "/" + key, None
+            # Once compaction has dropped that tombstone, a record an older detector
+            # wrote for the key would be all that is left of it: delete those too.
+            for name in states:
+                yield f"{name}/{key}", None
 
     def restore(self, key: str, state: Any) -> None:
-        name, _, inner = key.partition("/")
+        if key.startswith("/"):
+            inner = key[1:]
+            for name, store in self.stores.items():
+                store.restore(inner, None if state is None else state.get(name))
+            return
+        name, _, inner = key.partition("/")  # a changelog of a record per store
         store = self.stores.get(name)
         if store is not None:  # a rule no longer run leaves its old state behind
             store.restore(inner, state)

@@ -17,9 +17,10 @@ instance that takes over a partition carries on where the last one stopped.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from services.detector.store import ChangeTracking
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class _Events:
     tags: list[Any] = field(default_factory=list)
 
 
-class _KeyedWindow:
+class _KeyedWindow(ChangeTracking):
     """What every keyed window keeps besides its events: the newest event time, the
     late count, the keys to write to the changelog, and the sweep of keys whose events
     have all left every possible window. Subclasses say how a key's events are held."""
@@ -72,21 +73,27 @@ class _KeyedWindow:
             del self._keys[key]
         self._changed.update(stale)
 
-    def changes(self) -> Iterator[tuple[str, Any]]:
-        """``(key, [times, tags])`` of every key changed since the last call, ``None``
-        for a key that is gone, then the newest event time under the key ``""``.
-        JSON-ready, and the same format for every keyed window."""
-        for key in self._changed:
-            held = self._keys.get(key)
-            yield key, None if held is None else self._state(held)
-        if self._changed:
-            yield "", self.newest
-        self._changed.clear()
+    def take_changed(self) -> set[str]:
+        """The keys changed since the last call and, if any, ``""``: the newest event
+        time goes with them."""
+        changed = super().take_changed()
+        if changed:
+            changed.add("")
+        return changed
+
+    def state_of(self, key: str) -> Any:
+        """``[times, tags]`` of a key, the same format for every keyed window; the
+        newest event time for ``""``."""
+        if key == "":
+            return self.newest
+        held = self._keys.get(key)
+        return None if held is None else self._state(held)
 
     def restore(self, key: str, state: Any) -> None:
         """Take back what ``changes`` gave, oldest first; the newest record wins."""
         if key == "":
-            self.newest = self._swept_at = max(self.newest, state)
+            if state is not None:
+                self.newest = self._swept_at = max(self.newest, state)
         elif state is None:
             self._keys.pop(key, None)
         else:

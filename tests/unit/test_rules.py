@@ -2,6 +2,7 @@
 
 import math
 import random
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from services.detector.rules import (
     FanIn,
     PayeeHistory,
     RuleSettings,
+    SourceRules,
     StatefulRules,
     Velocity,
 )
@@ -238,9 +240,76 @@ def test_full_rules_give_the_model_every_figure_and_keep_state_per_key() -> None
     assert set(figures) == {"velocity", "velocity_usual", "gap_s", "amount_z",
                             "amount_log_z", "amount_ratio", "history", "novelty",
                             "new_payees", "new_streak", "fan_in", "payee_paid"}
-    keys = {key.split("/")[0] for key, _ in rules.by_source.changes()}
-    assert keys == {"velocity", "pace", "amount_anomaly", "novelty"}
-    assert {key.split("/")[0] for key, _ in rules.by_target.changes()} == {"fan_in", "payee"}
+    # One changelog record per key, with every store's state of it.
+    source = dict(rules.by_source.changes())
+    assert set(source) == {"/ACC", "/"}  # "": the velocity window's newest event time
+    assert set(source["/ACC"]) == {"velocity", "pace", "amount_anomaly", "novelty"}
+    assert source["/"]["velocity"] == 0
+    target = dict(rules.by_target.changes())
+    assert set(target) == {"/SHOP", "/"} and set(target["/SHOP"]) == {"fan_in", "payee"}
+
+
+def restored(records: list[tuple[str, Any]], novelty: bool = True) -> SourceRules:
+    rules = SourceRules(novelty=novelty)
+    for key, state in records:
+        rules.restore(key, state)
+    return rules
+
+
+def test_a_changelog_record_holds_every_store_of_its_key() -> None:
+    """Compaction keeps only the newest record of a key: a record written when one
+    store changed must still carry what the others hold."""
+    rules = SourceRules(novelty=True)
+    log: list[tuple[str, Any]] = []
+    for i, ts in enumerate((0, 60_000, 120_000)):
+        rules.evaluate("ACC", f"SHOP{i}", 20.0 + i, ts, [], {})
+        log += rules.changes()
+    rules.anomaly.evaluate("ACC", 35.0)  # type: ignore[union-attr]  # one store changes
+    [(key, last)] = rules.changes()
+    assert key == "/ACC" and set(last) == {"velocity", "pace", "amount_anomaly", "novelty"}
+    compacted = list(dict([*log, (key, last)]).items())  # the newest record of each key
+    back = restored(compacted)
+    assert dict(back.changes()) == {}  # restoring is not a change
+    for name, store in back.stores.items():
+        assert store.state_of("ACC") == rules.stores[name].state_of("ACC") is not None
+    again: list[Any] = [[], {}]
+    rules.evaluate("ACC", "SHOP1", 21.0, 180_000, *again)
+    restored_figures: list[Any] = [[], {}]
+    back.evaluate("ACC", "SHOP1", 21.0, 180_000, *restored_figures)
+    assert restored_figures == again  # the same verdict and figures as the original
+
+
+def test_a_key_is_deleted_from_the_changelog_once_no_store_holds_it() -> None:
+    rules = SourceRules(novelty=True)
+    rules.evaluate("ACC", "SHOP", 20.0, 0, [], {})
+    rules.changes()
+    rules.anomaly._accounts.clear()  # type: ignore[union-attr]  # one store forgot it
+    rules.anomaly._changed.add("ACC")  # type: ignore[union-attr]
+    record = dict(rules.changes())["/ACC"]
+    assert record is not None and record["amount_anomaly"] is None and record["pace"]
+    for store in rules.stores.values():  # every store forgot it
+        getattr(store, "_sources", getattr(store, "_accounts", getattr(store, "_keys", {}))
+                ).pop("ACC", None)
+        store._changed.add("ACC")
+    deleted = dict(rules.changes())
+    assert deleted["/ACC"] is None  # a tombstone, and one for each older record
+    deleted.pop("/")  # the velocity window's newest event time, which stays
+    assert deleted == {"/ACC": None, "velocity/ACC": None, "pace/ACC": None,
+                       "amount_anomaly/ACC": None, "novelty/ACC": None}
+
+
+def test_a_changelog_of_a_record_per_store_is_still_read() -> None:
+    """Changelogs written before one record held every store: ``"store/key"``."""
+    older = [("velocity/ACC", [[0, 60_000], [None, None]]), ("velocity/", 60_000),
+             ("pace/ACC", [0, 60_000, 2.0]), ("amount_anomaly/ACC", [2, 20.5, 0.5]),
+             ("novelty/ACC", [["SHOP0", "SHOP1"], 1.5, 60_000, 2]),
+             ("/ACC", None)]  # then a record of today's, a tombstone
+    back = restored(older[:5])
+    assert back.velocity.pace.state_of("ACC") == [0, 60_000, 2.0]  # type: ignore[union-attr]
+    assert back.novelty.state_of("ACC")[0] == ["SHOP0", "SHOP1"]  # type: ignore[union-attr]
+    assert back.velocity.events.newest == 60_000  # type: ignore[union-attr]
+    forgotten = restored(older[:6])
+    assert all(store.state_of("ACC") is None for store in forgotten.stores.values())
 
 
 def test_every_rule_parameter_is_a_live_detector_setting_of_the_same_name() -> None:

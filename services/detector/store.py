@@ -1,0 +1,33 @@
+"""Keyed state that writes its changes to a changelog. Pure.
+
+Every store of the stateful rules (windows, paces, habits, payees) remembers which
+keys it changed, and can say its whole state of any key in a JSON-ready form; the
+stages write those states to their changelog and read them back (``restore``) when
+an instance takes a partition over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+class ChangeTracking:
+    """The changelog side of a store: ``_changed`` holds the keys to write."""
+
+    _changed: set[str]
+
+    def state_of(self, key: str) -> Any:
+        """The store's state of ``key``, JSON-ready; None when it holds nothing of it."""
+        raise NotImplementedError
+
+    def take_changed(self) -> set[str]:
+        """The keys changed since the last call (forgotten ones included)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def changes(self) -> Iterator[tuple[str, Any]]:
+        """``(key, state)`` of every key changed since the last call, None for a key
+        the store forgot."""
+        for key in self.take_changed():
+            yield key, self.state_of(key)
