@@ -109,11 +109,13 @@ def console() -> Iterator[Terminal]:
 def started_pipeline(console: Terminal) -> dict[int, str]:
     """The four children and the detector's model-fitting worker (its own child), once
     the generator's records reach its broker."""
-    wait_for(lambda: len(children_of(console.process.pid)) == 4, 30, "four children")
+    expected = ["services.broker", "services.detector.service",
+                "services.evaluator.service", "services.generator.service"]
+    # Until each has been started: between fork and exec a child still reads as the
+    # console (tui.launcher).
+    wait_for(lambda: modules(children_of(console.process.pid)) == expected, 30,
+             "the four children")
     children = children_of(console.process.pid)
-    names = sorted(cmd.split(" -m ")[1].split()[0] for cmd in children.values())
-    assert names == ["services.broker", "services.detector.service",
-                     "services.evaluator.service", "services.generator.service"]
     detector = next(pid for pid, cmd in children.items() if "detector" in cmd)
     wait_for(lambda: any("spawn_main" in cmd for cmd in children_of(detector).values()),
              30, "the detector's fit worker")
@@ -122,6 +124,12 @@ def started_pipeline(console: Terminal) -> dict[int, str]:
     assert read_topic(bootstrap_of(generator), "streaming.transactions.legit", 5, timeout=30,
                       settle=0)
     return {**children, **workers}
+
+
+def modules(children: dict[int, str]) -> list[str]:
+    """The module each child runs (``python -m MODULE``), sorted."""
+    return sorted(cmd.split(" -m ")[1].split()[0] for cmd in children.values()
+                  if " -m " in cmd)
 
 
 def bootstrap_of(pid: int) -> str:
