@@ -9,9 +9,9 @@ examples, waits without the lock, and gets the fitted learner back. The worker r
 at a lower priority (nice 10): the fit yields the cores to the stream.
 
 The worker is started with "spawn" (a fresh interpreter: forking a process that runs
-librdkafka's threads is unsafe) by ``start`` or the first fit, serves one request at a time, and
-ends with its parent however that ends: ``close``, the pipe closing, or the parent
-gone (it watches for that, since a parent killed outright closes nothing).
+librdkafka's threads is unsafe) by ``start`` or the first fit, serves one request at
+a time, and ends with its parent however that ends: ``close``, the pipe closing, or
+the parent gone (it watches for that, since a parent killed outright closes nothing).
 """
 
 from __future__ import annotations

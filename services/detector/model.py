@@ -57,7 +57,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from services.detector.features import WIDTH
-from services.detector.fit_worker import FitWorker, FitWorkerGone
+from services.detector.fit_worker import FitWorker
 
 log = logging.getLogger("fraud.detector.model")
 
@@ -414,11 +414,9 @@ class OnlineModel:
                 self.version += 1
                 self._current = fresh  # the swap
                 self._stepped_upto = self._examples.seen
-        except FitWorkerGone:
-            if not self._closed:
-                self.failures += 1
-                log.exception("retraining the model failed; version %d stays", self.version)
         except Exception:  # a failed fit must not stop the stream; the old model stays
+            if self._closed:  # closing abandons a fit under way (FitWorkerGone)
+                return
             self.failures += 1
             log.exception("retraining the model failed; version %d stays", self.version)
 

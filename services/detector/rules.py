@@ -543,7 +543,10 @@ class _RuleSet:
         if key.startswith("/"):
             inner = key[1:]
             for name, store in self.stores.items():
-                store.restore(inner, None if state is None else state.get(name))
+                if state is None:  # no store holds the key
+                    store.restore(inner, None)
+                elif name in state:  # a store the writer did not run keeps its own
+                    store.restore(inner, state[name])
             return
         name, _, inner = key.partition("/")  # a changelog of a record per store
         store = self.stores.get(name)

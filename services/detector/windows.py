@@ -92,8 +92,7 @@ class _KeyedWindow(ChangeTracking):
     def restore(self, key: str, state: Any) -> None:
         """Take back what ``changes`` gave, oldest first; the newest record wins."""
         if key == "":
-            if state is not None:
-                self.newest = self._swept_at = max(self.newest, state)
+            self.newest = self._swept_at = max(self.newest, state)
         elif state is None:
             self._keys.pop(key, None)
         else:
