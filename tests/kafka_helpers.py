@@ -166,6 +166,36 @@ def values(messages: list[Message]) -> list[dict]:
     return [orjson.loads(m.value()) for m in messages]
 
 
+def produced(generator_log: str) -> int:
+    """How many transactions a stopped generator says it sent."""
+    found = re.search(r"stopped after (\d+) transactions", generator_log)
+    assert found, generator_log
+    return int(found.group(1))
+
+
+def wait_committed(bootstrap: str, group: str, wanted: Mapping[str, int],
+                   timeout: float = 30.0) -> None:
+    """Until ``group`` has committed at least ``wanted[topic]`` records of each topic
+    (the sum of its committed offsets over the topic's partitions)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committed: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for topic in wanted:
+                partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                offsets = consumer.committed([TopicPartition(topic, p) for p in partitions],
+                                             timeout=10)
+                committed[topic] = sum(max(tp.offset, 0) for tp in offsets)
+            if all(committed[topic] >= n for topic, n in wanted.items()):
+                return
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+    raise AssertionError(f"{group} committed {committed} within {timeout:g} s, "
+                         f"not {dict(wanted)}")
+
+
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
             config: Mapping[str, object] | None = None) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, **(config or {})})

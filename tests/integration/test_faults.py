@@ -15,7 +15,6 @@ What the embedded broker can promise across an outage depends on the kind:
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import time
@@ -41,6 +40,7 @@ from tests.kafka_helpers import (
     Relay,
     ServiceProcess,
     positions,
+    produced,
     read_topic,
     start,
 )
@@ -66,10 +66,6 @@ def stop(service: ServiceProcess) -> tuple[int, str]:
         raise AssertionError(f"{service.name} ignored SIGTERM:\n{service.output()}") from None
     assert time.monotonic() - started < 5, f"{service.name} took too long to stop"
     return code, service.output()
-
-
-def produced(generator_log: str) -> int:
-    return int(re.search(r"stopped after (\d+) transactions", generator_log).group(1))
 
 
 def test_a_broker_stopped_ten_seconds_loses_nothing(

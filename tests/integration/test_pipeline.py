@@ -9,7 +9,15 @@ from collections import Counter
 import orjson
 
 from services.config import Topics
-from tests.kafka_helpers import ServiceProcess, produce, read_topic, read_topics, start, values
+from tests.kafka_helpers import (
+    ServiceProcess,
+    produce,
+    produced,
+    read_topic,
+    read_topics,
+    start,
+    values,
+)
 
 
 def outputs(broker: str, topics: Topics, expect: int) -> tuple[list[dict], list[dict]]:
@@ -84,7 +92,8 @@ def test_sigterm_under_load_stops_cleanly_and_loses_nothing(
 
     assert stop(first) == 0, first.output()
     assert stop(generator) == 0, generator.output()
-    sent = values(read_topic(broker, topics.transactions, 10**9, timeout=0, settle=1))
+    sent = values(read_topic(broker, topics.transactions, produced(generator.output()),
+                             settle=0.5))
 
     second = start(services, "detector", service_env)
     legit, fraud = outputs(broker, topics, len(sent))
