@@ -95,6 +95,16 @@ SETTINGS: dict[str, SettingSpec] = {
                     "amount anomaly: times the account's mean"),
         SettingSpec("anomaly_z", "detector", float, 0.5, 100,
                     "amount anomaly: standard deviations above the account's mean"),
+        SettingSpec("anomaly_history", "detector", int, 1, 1_000,
+                    "amount anomaly: payments an account makes before its amounts are judged"),
+        SettingSpec("window_grace_s", "detector", float, 0, 3_600,
+                    "windows: how late a record may arrive and still count, seconds of "
+                    "event time"),
+        # The model's say in the verdict (see services.detector.routing.decide).
+        SettingSpec("model_cutoff", "detector", float, 0.01, 1,
+                    "model: score at or above which a transaction is fraud on its own"),
+        SettingSpec("model_veto", "detector", float, 0, 1,
+                    "model: score under which a rule's hit alone is not fraud (0: never)"),
     )
 }
 

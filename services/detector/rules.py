@@ -33,12 +33,18 @@ class RuleSettings:
     fan_in_window_s: float = 3600.0
     anomaly_ratio: float = 5.0
     anomaly_z: float = 4.0
+    anomaly_history: int = 5
+    # How late a record may be for the windows: a generous network delay. A record
+    # later than that is judged without changing any window (and counted as late).
+    window_grace_s: float = 10.0
 
     def values(self) -> dict[str, float]:
         return dict(self.__dict__)
 
+    @property
+    def grace_ms(self) -> int:
+        return round(self.window_grace_s * 1000)
 
-GRACE_MS = 10_000  # how late a record may be for the windows: a generous network delay
 NO_GAP_S = 86_400.0  # the time since the previous payment of a source with none: a day
 LN2 = math.log(2)
 
@@ -157,7 +163,8 @@ class Velocity:
         self.pace = AccountPace()
 
     def _window(self) -> SlidingWindow:
-        return SlidingWindow(round(self.settings.velocity_window_s * 1000), GRACE_MS)
+        return SlidingWindow(round(self.settings.velocity_window_s * 1000),
+                             self.settings.grace_ms)
 
     def configure(self) -> None:
         """Take up changed settings; events already past a shortened window are kept
@@ -198,7 +205,8 @@ class FanIn:
         self.events = KeyedEvents(self._window())
 
     def _window(self) -> SlidingWindow:
-        return SlidingWindow(round(self.settings.fan_in_window_s * 1000), GRACE_MS)
+        return SlidingWindow(round(self.settings.fan_in_window_s * 1000),
+                             self.settings.grace_ms)
 
     def configure(self) -> None:
         self.events.window = self._window()
@@ -278,7 +286,7 @@ LOG_FLOOR = math.log(0.01)
 class AmountAnomaly(ChangeTracking):
     """An amount far above what the source usually spends: at least ``anomaly_ratio``
     times its mean and ``anomaly_z`` standard deviations above it, once it has
-    ``history`` transactions. A takeover's first large transfer looks like this.
+    ``anomaly_history`` transactions. A takeover's first large transfer looks like this.
 
     The account's own transaction is judged against its history before it joins it.
     Accounts are forgotten oldest first beyond ``max_accounts``, which bounds memory.
@@ -286,10 +294,9 @@ class AmountAnomaly(ChangeTracking):
 
     name = "amount_anomaly"
 
-    def __init__(self, settings: RuleSettings | None = None, history: int = 5,
+    def __init__(self, settings: RuleSettings | None = None,
                  max_accounts: int = 200_000) -> None:
         self.settings = settings or RuleSettings()
-        self.history = history
         self.max_accounts = max_accounts
         self._accounts: dict[str, _History] = {}
         self._changed: set[str] = set()
@@ -302,7 +309,7 @@ class AmountAnomaly(ChangeTracking):
     def judge(self, source: str, amount: float
               ) -> tuple[float, float, float, int, Hit | None]:
         """``(z-score, z-score of the logarithm, amount / the source's mean amount,
-        payments it is judged against, hit)``: z needs ``history`` payments and is 0
+        payments it is judged against, hit)``: z needs ``anomaly_history`` payments and is 0
         before; the log z and the ratio need one, and are 0 and 1 before."""
         account = self._accounts.get(source)
         if account is None:
@@ -331,7 +338,7 @@ class AmountAnomaly(ChangeTracking):
                     log = log_mean - reach
         else:
             ratio, log_z = 1.0, 0.0
-        if count >= self.history:
+        if count >= self.settings.anomaly_history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
             spread = max(account.std, 0.05 * mean, 0.01)

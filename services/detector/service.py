@@ -168,7 +168,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     status = StatusPublisher(status_producer, topics.status, SERVICE, instance)
     initial: dict[str, float | bool] = {"threshold": args.threshold}
     if stateful is not None:
-        initial.update(stateful.settings.values())
+        initial.update(stateful.values())
         checkpoint.before_commit = lambda: produce_all(producer, stateful.changes())
         checkpoint.after_rewind = stateful.reload
     settings = control.LiveSettings(SERVICE, initial)

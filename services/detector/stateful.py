@@ -100,10 +100,21 @@ class StatefulDetector:
         return cls(bootstrap, transactions, InternalTopics.of(group), source, target,
                    settings, feed)
 
+    def values(self) -> dict[str, float]:
+        """The live settings this detector obeys besides the threshold, as they are."""
+        values = self.settings.values()
+        if self.target.model is not None:
+            values.update(model_cutoff=self.target.cutoff, model_veto=self.target.veto)
+        return values
+
     def apply(self, setting: str, value: float) -> None:
         """A setting changed on the control topic."""
         if setting == "threshold":
             self.target.set_threshold(value)
+        elif setting == "model_cutoff":
+            self.target.cutoff = value
+        elif setting == "model_veto":
+            self.target.veto = value
         elif hasattr(self.settings, setting):
             setattr(self.settings, setting, value)
             self.source.configure()

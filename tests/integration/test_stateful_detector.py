@@ -13,6 +13,7 @@ import time
 
 import orjson
 
+from services import control
 from services.config import Topics
 from services.detector.stateful import InternalTopics
 from tests.kafka_helpers import (
@@ -88,6 +89,25 @@ def test_two_instances_see_a_mule_whole(broker: str, topics: Topics,
     assert last["detection"]["features"]["fan_in"] == 26
     assert fan_in_fired(last)
     assert not any(out[f"pay-{100 + i}"]["detection"]["fraud"] for i in range(40))
+
+
+def test_a_rule_setting_sent_on_the_control_topic_changes_the_verdicts(
+        broker: str, topics: Topics, service_env: dict[str, str],
+        services: list[ServiceProcess]) -> None:
+    start(services, "detector", detector_env(service_env, "d1"))
+    wait_until_running(broker, topics, 1)
+    produce(broker, topics.control, [control.command("fan_in_sources", 3, origin="test")])
+    deadline = time.monotonic() + 30
+    in_force = None
+    while in_force != 3 and time.monotonic() < deadline:
+        status = read_topics(broker, [topics.status], 1, timeout=2, settle=0.2)[topics.status]
+        beats = [body for body in values(status) if body.get("kind") == "heartbeat"]
+        in_force = beats[-1]["settings"].get("fan_in_sources") if beats else None
+    assert in_force == 3, "the detector never reported the new setting"
+    # Three payers of one target: a mule at 3 (the default wants 20).
+    produce(broker, topics.transactions, [payment(i, f"PAYER{i:07d}") for i in range(3)])
+    out = verdicts(broker, topics, 3)
+    assert fan_in_fired(out["pay-2"]) and out["pay-2"]["detection"]["fraud"]
 
 
 def test_state_is_restored_after_a_kill(broker: str, topics: Topics,

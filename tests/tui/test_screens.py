@@ -13,6 +13,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from services.detector.routing import CUTOFF, VETO
 from services.detector.rules import RuleSettings
 from tests.tui.scripted import ScriptedFeed, output
 from tui.app import FraudConsole
@@ -102,7 +103,8 @@ def unlabelled() -> ScriptedFeed:
 def rules() -> ScriptedFeed:
     """The full detector: rule settings in force and a model on its third version."""
     feed = quality()
-    feed.settings["detector"].update(RuleSettings(velocity_count=10).values())
+    feed.settings["detector"].update(RuleSettings(velocity_count=10).values(),
+                                     model_cutoff=CUTOFF, model_veto=VETO)
     feed.counters["detector"] = {"model": {"version": 3, "trained_at": 0, "age_s": 42.0,
                                            "examples": 12_000, "retraining": False}}
     feed.heartbeats(services=("generator", "detector", "evaluator"))

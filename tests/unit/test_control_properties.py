@@ -115,7 +115,8 @@ def outcome_of(parse: Callable[[], ControlCommand]) -> ControlCommand | None:
         return None
 
 
-WHOLE = {"velocity_count": (2, 100_000), "fan_in_sources": (2, 100_000)}
+WHOLE = {"velocity_count": (2, 100_000), "fan_in_sources": (2, 100_000),
+         "anomaly_history": (1, 1_000)}
 
 
 def in_range(setting: str, value: Any) -> bool:
@@ -129,7 +130,9 @@ def in_range(setting: str, value: Any) -> bool:
     low, high = {"tps": (0.1, 100_000.0), "threshold": (0.01, 1e9),
                  "velocity_window_s": (1, 86_400), "velocity_ratio": (1, 1_000),
                  "fan_in_window_s": (1, 604_800),
-                 "anomaly_ratio": (1, 1_000), "anomaly_z": (0.5, 100)}[setting]
+                 "anomaly_ratio": (1, 1_000), "anomaly_z": (0.5, 100),
+                 "window_grace_s": (0, 3_600), "model_cutoff": (0.01, 1),
+                 "model_veto": (0, 1)}[setting]
     return type(value) is float and math.isfinite(value) and low <= value <= high
 
 

@@ -62,7 +62,7 @@ def test_fan_in_late_record_is_judged_without_state() -> None:
 
 
 def test_amount_anomaly_fires_on_a_sudden_large_amount() -> None:
-    rule = AmountAnomaly(RuleSettings(anomaly_ratio=5, anomaly_z=4), history=5)
+    rule = AmountAnomaly(RuleSettings(anomaly_ratio=5, anomaly_z=4, anomaly_history=5))
     rng = random.Random(1)
     for _ in range(30):
         assert rule.evaluate("acct", rng.uniform(20, 60))[1] is None
@@ -73,7 +73,7 @@ def test_amount_anomaly_fires_on_a_sudden_large_amount() -> None:
 
 
 def test_amount_anomaly_needs_history_and_judges_each_account_by_its_own() -> None:
-    rule = AmountAnomaly(RuleSettings(anomaly_ratio=5, anomaly_z=4), history=5)
+    rule = AmountAnomaly(RuleSettings(anomaly_ratio=5, anomaly_z=4, anomaly_history=5))
     assert rule.evaluate("new", 5000.0) == (0.0, None)  # nothing to compare with yet
     for _ in range(10):
         rule.evaluate("big spender", 4000.0)
@@ -98,6 +98,25 @@ def test_settings_changed_live_apply_to_rules_already_running() -> None:
     settings.velocity_window_s = 1.5
     rule.configure()
     assert rule.evaluate("card", 4000)[0] == 2  # only 3000 and 4000 are within 1.5 s
+
+
+def test_the_grace_period_and_the_anomalys_history_change_live_too() -> None:
+    settings = RuleSettings(velocity_count=100)
+    rule = Velocity(settings)
+    rule.evaluate("card", 60_000)
+    assert rule.evaluate("card", 45_000)[0] == 0  # 15 s late: beyond the 10 s of grace
+    settings.window_grace_s = 20
+    rule.configure()
+    assert rule.evaluate("card", 45_000)[0] == 1  # within the new grace: in its window
+    assert rule.evaluate("card", 61_000)[0] == 3  # and in the windows after it
+
+    anomaly = AmountAnomaly(settings)
+    for account in ("acct", "other"):
+        for _ in range(3):
+            anomaly.evaluate(account, 40.0)
+    assert anomaly.evaluate("acct", 4000.0)[1] is None  # three payments are no history yet
+    settings.anomaly_history = 3
+    assert anomaly.evaluate("other", 4000.0)[1] is not None
 
 
 def test_a_busy_account_at_its_usual_pace_is_no_burst_but_a_burst_above_it_is() -> None:
@@ -138,7 +157,7 @@ def test_pace_state_goes_to_the_changelog_and_comes_back() -> None:
 
 
 def test_amount_anomaly_gives_the_ratio_to_the_accounts_mean_and_its_history() -> None:
-    rule = AmountAnomaly(history=5)
+    rule = AmountAnomaly(RuleSettings(anomaly_history=5))
     assert rule.judge("acct", 40.0)[1:4] == (0.0, 1.0, 0)  # nothing to compare with yet
     _, _, ratio, history, _ = rule.judge("acct", 400.0)
     assert (ratio, history) == (10.0, 1)

@@ -137,3 +137,36 @@ def test_the_second_stage_scores_a_batch_with_the_model_and_says_so_in_the_verdi
     assert all(d["score"] >= cutoff and {"rule": "model", "reason": f"score {d['score']:.2f} "
                                           f">= {cutoff:g}"} in d["rules"] for d in verdicts)
     assert sorted(warm.features.ids) == sorted(f"t{i}" for i in range(12))
+
+
+def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
+    from services.detector.model import OnlineModel
+    from services.detector.rules import RuleSettings
+    from services.detector.stateful import InternalTopics, StatefulDetector
+    from tests.unit.test_model import examples
+
+    model = OnlineModel(background=False, min_examples=100)
+    settings = RuleSettings()
+    source = SourceStage(lambda: SourceRules(settings, novelty=True), "a")
+    target = TargetStage(lambda: TargetRules(settings, novelty=True), "a", model=model)
+    detector = StatefulDetector("unused:9092", "transactions", InternalTopics.of("g"),
+                                source, target, settings)
+    model.learn(*examples(600))
+    testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5) for i in range(12)]
+    forwarded = [r for records in repartition(source.process(testing)[0]).values()
+                 for r in records]
+
+    def judged() -> list[dict]:
+        routed = target.process(forwarded)
+        return [orjson.loads(v)["detection"] for _, v in routed.legit + routed.fraud]
+
+    assert all(d["fraud"] for d in judged())  # the model flags each (see the test above)
+    detector.apply("threshold", 0.01)  # every transfer now fires the threshold rule
+    detector.apply("model_cutoff", 1.0)
+    detector.apply("model_veto", 1.0)  # a rule's hit alone never makes it fraud
+    assert detector.values()["model_cutoff"] == detector.values()["model_veto"] == 1.0
+    for d in judged():
+        assert d["fraud"] == (d["score"] >= 1.0)
+        assert any(hit["rule"] == "amount_threshold" for hit in d["rules"])
+    detector.apply("model_veto", 0.0)  # a rule's hit is fraud whatever the score
+    assert all(d["fraud"] for d in judged())
