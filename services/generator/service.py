@@ -117,6 +117,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     follower = ControlFollower(args.bootstrap, topics.control, settings, status, on_change,
                                secret=args.control_secret)
     follower.catch_up()
+    # The schedule starts now: the time reading the control topic took is not owed.
+    pacer.retarget(pacer.rate, time.monotonic())
     limit = args.count
     produced = 0
     dropped_seen = 0

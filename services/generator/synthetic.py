@@ -16,6 +16,9 @@ import orjson
 
 ACCOUNT_ALPHABET = string.ascii_uppercase + string.digits
 CURRENCIES = ("EUR", "EUR", "EUR", "USD", "USD", "GBP")
+# Draws are made this many transactions at a time, whatever a batch asks for: how a
+# run is cut into batches depends on timing, and the seed must give the same stream.
+BLOCK = 1024
 
 
 def account(rng: random.Random) -> str:
@@ -30,26 +33,38 @@ class TutorialProfile:
         self.accounts = [account(self.rng) for _ in range(accounts)]
         self.run = uuid.uuid4().hex[:12]
         self.seq = 0
+        self._drawn: list[tuple[str, str, str, float]] = []  # (source, target, currency, amount)
+        self._next = 0  # the first of ``_drawn`` not handed out yet
+
+    def _draw(self, count: int) -> list[tuple[str, str, str, float]]:
+        """The next ``count`` draws of the seeded stream."""
+        while len(self._drawn) - self._next < count:
+            rng = self.rng
+            randint = rng.randint
+            del self._drawn[:self._next]
+            self._next = 0
+            self._drawn.extend(zip(rng.choices(self.accounts, k=BLOCK),
+                                   rng.choices(self.accounts, k=BLOCK),
+                                   rng.choices(CURRENCIES, k=BLOCK),
+                                   [randint(100, 100_000) / 100 for _ in range(BLOCK)],
+                                   strict=True))
+        start = self._next
+        self._next += count
+        return self._drawn[start:self._next]
 
     def batch(self, count: int, ts_ms: int) -> list[tuple[bytes, bytes]]:
         """``count`` new transactions as ``(key, value)``, keyed by source account."""
-        rng = self.rng
-        sources = rng.choices(self.accounts, k=count)
-        targets = rng.choices(self.accounts, k=count)
-        currencies = rng.choices(CURRENCIES, k=count)
-        randint = rng.randint
         dumps = orjson.dumps
         run, seq = self.run, self.seq
         out = []
-        for i in range(count):
-            source = sources[i]
+        for i, (source, target, currency, amount) in enumerate(self._draw(count), seq):
             out.append((source.encode(), dumps({
-                "id": f"{run}-{seq + i}",
+                "id": f"{run}-{i}",
                 "ts": ts_ms,
                 "source": source,
-                "target": targets[i],
-                "amount": randint(100, 100_000) / 100,
-                "currency": currencies[i],
+                "target": target,
+                "amount": amount,
+                "currency": currency,
             })))
         self.seq = seq + count
         return out

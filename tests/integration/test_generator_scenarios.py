@@ -11,11 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from services import control
 from services.config import Topics
 from services.generator.replay import FEATURES
 from services.generator.scenarios import SCENARIOS
 from tests.credit_card_csv import fraud_csv
-from tests.kafka_helpers import MODULES, ROOT, ServiceProcess, read_topic, read_topics, start
+from tests.kafka_helpers import (
+    MODULES,
+    ROOT,
+    ServiceProcess,
+    produce,
+    read_topic,
+    read_topics,
+    start,
+)
 from tests.kafka_helpers import values as decoded
 
 
@@ -74,6 +83,20 @@ def test_the_tutorial_profile_has_no_ground_truth_to_publish(
     assert generator.wait(60) == 0
     assert len(read_topic(broker, topics.transactions, 200, settle=0)) == 200
     assert read_topic(broker, topics.labels, 1, timeout=1, settle=0) == []
+
+
+def test_the_pace_starts_with_the_first_transaction(
+    broker: str, topics: Topics, service_env: dict[str, str], services: list[ServiceProcess]
+) -> None:
+    """Reading a long control topic at start takes a while (here the detector's
+    settings, which the generator reads past); that time is not sent in one burst."""
+    produce(broker, topics.control,
+            [control.command("threshold", 800.0, origin="test") for _ in range(5000)])
+    generator = start(services, "generator", service_env, "--count", "50", "--tps", "200")
+    assert generator.wait(60) == 0
+    stamps = sorted(tx["ts"] for tx in decoded(read_topic(broker, topics.transactions, 50)))
+    assert len(stamps) == 50
+    assert len(set(stamps)) >= 40 and stamps[-1] - stamps[0] >= 200  # 5 ms apart
 
 
 @pytest.mark.parametrize(("env", "args", "said"), [
