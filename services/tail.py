@@ -3,11 +3,13 @@
 Each line is the record's value when it is JSON, or ``{"raw": "..."}`` when it is not,
 wrapped with where it came from: ``{"topic", "partition", "offset", "key", "value",
 "headers"}`` with ``--meta``. Replaces the tutorial's ``kafka-console-consumer`` step.
+A topic that does not exist yet is waited for: a tail is often started first.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import sys
 import time
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, Message, TopicPartition
 
 from services import config, kafka
 from services.lifecycle import Shutdown, run_service
@@ -66,15 +68,40 @@ def _line(message: Message, meta: bool) -> bytes:
     })
 
 
-def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
+def wait_for_topic(args: config.argparse.Namespace, shutdown: Shutdown) -> list[int] | None:
+    """The topic's partitions, once it exists: a tail is often started before the
+    services that create its topic. None when stopped first (a signal, or ``--idle``)."""
     metadata = kafka.wait_for_broker(args.bootstrap, args.connect_timeout)
-    topic = metadata.topics.get(args.topic)
-    if topic is None or not topic.partitions:
-        raise config.ConfigError(f"topic {args.topic} does not exist at {args.bootstrap}")
+    client = None
+    began = time.monotonic()
+    while not shutdown.requested:
+        topic = metadata.topics.get(args.topic)
+        if topic is not None and topic.partitions and topic.error is None:
+            return sorted(topic.partitions)
+        if client is None:
+            print(f"fraud-tail: waiting for topic {args.topic} to be created",
+                  file=sys.stderr, flush=True)
+            client = kafka.admin(args.bootstrap, quiet=True)
+        if args.idle is not None and time.monotonic() - began >= args.idle:
+            return None
+        shutdown.wait(0.5)
+        # All topics, not this one: asking for it by name would create it where the
+        # cluster creates topics on demand.
+        with contextlib.suppress(KafkaException):  # the cluster away a moment: ask again
+            metadata = client.list_topics(timeout=5)
+    return None
+
+
+def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
+    partitions = wait_for_topic(args, shutdown)
+    if partitions is None:
+        if args.count:
+            print("0 records", file=sys.stderr)
+        return 0
     consumer = kafka.consumer(args.bootstrap, f"fraud-tail-{uuid.uuid4().hex[:8]}",
                               {"enable.auto.commit": False})
     start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
-    consumer.assign([TopicPartition(args.topic, p, start) for p in topic.partitions])
+    consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
     out = sys.stdout.buffer
     seen = 0
     last = time.monotonic()
