@@ -20,13 +20,15 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
         "pipeline (embedded broker, generator, detector, evaluator) as child processes.",
         bootstrap_default=None,
     )
-    parser.add_argument("--tps", type=config.number("--tps", low=0, high=100_000,
-                                                    low_inclusive=False), default=100.0,
-                        help="starting rate of the embedded generator (default: %(default)s)")
-    parser.add_argument("--threshold", type=config.number("--threshold", low=0, high=1e9,
-                                                          low_inclusive=False),
-                        default=900.0, help="starting fraud threshold of the embedded "
-                        "detector (default: %(default)s)")
+    # The services' own variables, so that a shell set up for them sets these too.
+    config.env_option(parser, "--tps", "TRANSACTIONS_PER_SECOND", "100",
+                      "starting rate of the embedded generator", os.environ,
+                      type=config.number("--tps (TRANSACTIONS_PER_SECOND)", low=0,
+                                         high=100_000, low_inclusive=False))
+    config.env_option(parser, "--threshold", "FRAUD_THRESHOLD", "900",
+                      "starting fraud threshold of the embedded detector", os.environ,
+                      type=config.number("--threshold (FRAUD_THRESHOLD)", low=0, high=1e9,
+                                         low_inclusive=False))
     config.env_option(parser, "--profile", "GENERATOR_PROFILE", "scenarios",
                       "what the embedded generator streams: scenarios (labelled, so the "
                       "quality panel has figures) or tutorial", os.environ, type=_profile)

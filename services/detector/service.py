@@ -34,7 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
     env = os.environ
     parser = config.base_parser("fraud-detector", "Route transactions to legit or fraud.")
     config.env_option(
-        parser, "--threshold", "FRAUD_THRESHOLD", "900", "fraud when amount >= this", env,
+        parser, "--threshold", "FRAUD_THRESHOLD", "900",
+        "the classic rule fires when amount >= this (with a model, a hit it scores "
+        "under model_veto is let through)", env,
         type=config.number("--threshold (FRAUD_THRESHOLD)", low=0, high=1e9,
                            low_inclusive=False),
     )

@@ -1,4 +1,4 @@
-"""The console's own embedded pipeline ignores security settings meant for a cluster."""
+"""The console's embedded pipeline: what it takes from the environment, and what not."""
 
 from __future__ import annotations
 
@@ -21,3 +21,13 @@ def test_the_embedded_pipeline_keeps_the_control_secret_only(
     assert not [name for name in env if name.startswith("KAFKA_") and name != "KAFKA_BROKER_URL"]
     assert env["CONTROL_SECRET"] == "a-control-secret-of-length"
     assert args.control_secret.reveal() == "a-control-secret-of-length"
+
+
+def test_the_services_own_variables_set_the_starting_rate_and_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRANSACTIONS_PER_SECOND", "250")
+    monkeypatch.setenv("FRAUD_THRESHOLD", "700")
+    args = launcher.parse_args([])
+    assert (args.tps, args.threshold) == (250.0, 700.0)
+    assert launcher.parse_args(["--tps", "5"]).tps == 5.0  # a flag still wins
