@@ -530,6 +530,10 @@ class _RuleSet:
     def __init__(self, stores: dict[str, ChangeTracking]) -> None:
         self.stores = stores
 
+    def late(self) -> int:
+        """Records that came too late for a window of these rules (once per window)."""
+        return sum(getattr(store, "late", 0) for store in self.stores.values())
+
     def changes(self) -> Iterator[tuple[str, Any]]:
         stores = self.stores.items()
         changed: set[str] = set()

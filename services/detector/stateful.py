@@ -142,7 +142,10 @@ class StatefulDetector:
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.target.counters.as_dict(),
                                "dlq": self.target.counters.dlq + self.source.dead_letters,
-                               "state_restored": self.restored}
+                               "state_restored": self.restored,
+                               # Past window_grace_s: judged without changing a window.
+                               "late": sum(rules.late() for stage in (self.source, self.target)
+                                           for rules in stage.state.partitions.values())}
         if self.target.model is not None:
             out["model"] = self.target.model.status()
             out["labels"] = self.join.counters()

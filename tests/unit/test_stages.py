@@ -170,3 +170,21 @@ def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
         assert any(hit["rule"] == "amount_threshold" for hit in d["rules"])
     detector.apply("model_veto", 0.0)  # a rule's hit is fraud whatever the score
     assert all(d["fraud"] for d in judged())
+
+
+def test_records_too_late_for_the_windows_are_counted_for_the_heartbeat() -> None:
+    from services.detector.rules import RuleSettings
+    from services.detector.stateful import InternalTopics, StatefulDetector
+
+    settings = RuleSettings()
+    source = SourceStage(lambda: SourceRules(settings), "a")
+    target = TargetStage(lambda: TargetRules(settings), "a")
+    detector = StatefulDetector("unused:9092", "transactions", InternalTopics.of("g"),
+                                source, target, settings)
+    # Transfer 20 is 20 s older than transfer 40 (ticks are 1 s): past the 10 s of grace.
+    late = [transfer(40, "CARD00000001", "SHOP00000001"),
+            transfer(20, "CARD00000001", "SHOP00000001")]
+    forwarded = [r for records in repartition(source.process(late)[0]).values()
+                 for r in records]
+    assert len(verdicts(target.process(forwarded))) == 2  # judged all the same
+    assert detector.counters()["late"] == 2  # once for velocity, once for fan-in
