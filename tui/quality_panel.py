@@ -1,7 +1,7 @@
 """The quality panel: how good the detector is, as the evaluator last said.
 
 It shows precision, recall and F1 over the evaluator's window, the recall of each
-fraud scenario and the precision of each rule, laid out for the room it has: two
+fraud scenario and the precision and recall of each rule, laid out for the room it has: two
 columns in the top row of a wide terminal, one column beside the feeds of a narrow
 one. Without an evaluator or without labels it says so, and the rest of the console
 works as before.
@@ -110,7 +110,8 @@ def headline(quality: Quality, compact: bool) -> Text:
     return text
 
 
-# The counts after each figure in the wide layout: caught/frauds, and times fired.
+# The counts after a scenario's figure in the wide layout (caught/frauds), and what
+# follows a rule's precision (its recall).
 SCENARIO_TAIL, RULE_TAIL = 10, 7
 
 
@@ -120,14 +121,21 @@ def _scenarios(quality: Quality, width: int, counts: bool) -> list[Text]:
             for s in quality.scenarios]
 
 
-def _rules(quality: Quality, width: int, counts: bool) -> list[Text]:
-    return [_entry(_display(RULE_NAMES, r.name), r.precision,
-                   f" {r.fired:>6,}" if counts else "", width)
-            for r in quality.rules]
+def _rules(quality: Quality, width: int) -> list[Text]:
+    """``name ... precision recall``: how often a rule is right when it fires, and
+    how many of the window's frauds it fires on."""
+    rows = []
+    for rule in quality.rules:
+        row = _entry(_display(RULE_NAMES, rule.name), rule.precision, "",
+                     width - RULE_TAIL)
+        row.append(" " * (RULE_TAIL - 4))  # the recall ends under its heading
+        row.append_text(figure(rule.recall))
+        rows.append(row)
+    return rows
 
 
 def two_columns(quality: Quality, width: int, height: int) -> Text:
-    """Wide: the headline, then scenarios' recall beside rules' precision."""
+    """Wide: the headline, then scenarios' recall beside rules' precision and recall."""
     left = min(31, (width - 3) * 3 // 5)
     right = width - 3 - left
     text = Text(no_wrap=True, overflow="ellipsis")
@@ -136,9 +144,9 @@ def two_columns(quality: Quality, width: int, height: int) -> Text:
     name_left, name_right = left - 5 - SCENARIO_TAIL, right - 5 - RULE_TAIL
     text.append("\n" + f"{'scenario':<{name_left - 1}}recall caught".ljust(left)[:left], "dim")
     text.append(" │ ", "dim")
-    text.append(f"{'rule':<{name_right - 4}}precision fired"[:right], "dim")
+    text.append(f"{'rule':<{name_right - 4}}precision recall"[:right], "dim")
     scenarios = _scenarios(quality, left, counts=True)
-    rules = _rules(quality, right, counts=True)
+    rules = _rules(quality, right)
     for row in range(min(max(len(scenarios), len(rules)), max(0, height - 2))):
         text.append("\n")
         text.append_text(scenarios[row] if row < len(scenarios) else Text(" " * left))
@@ -149,11 +157,12 @@ def two_columns(quality: Quality, width: int, height: int) -> Text:
 
 
 def one_column(quality: Quality, width: int, height: int) -> Text:
-    """Narrow: the headline, recall by scenario, precision by rule, as many as fit."""
+    """Narrow: the headline, recall by scenario, precision and recall by rule, as many
+    as fit."""
     lines = [headline(quality, compact=True), Text("recall by scenario", "dim"),
              *_scenarios(quality, width, counts=False)]
     if quality.rules:
-        lines += [Text("precision by rule", "dim"), *_rules(quality, width, counts=False)]
+        lines += [Text("by rule: P and R", "dim"), *_rules(quality, width)]
     text = Text(no_wrap=True, overflow="ellipsis")
     for i, line in enumerate(lines[:height]):
         if i:

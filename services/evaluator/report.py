@@ -8,12 +8,15 @@ Once a second the evaluator publishes, next to the services' heartbeats and acks
      "counts": {"tp": 110, "fp": 7, "fn": 9, "tn": 5686},
      "precision": 0.94, "recall": 0.92, "f1": 0.93,
      "scenarios": {"card_testing": {"frauds": 20, "caught": 19}},
-     "rules": {"amount_threshold": {"fired": 117, "frauds": 110}},
+     "rules": {"amount_threshold": {"fired": 117, "frauds": 110, "precision": 0.94,
+                                    "recall": 0.92, "f1": 0.93}},
      "totals": {"joined": 5812, "unmatched_verdicts": 0, ...}}
 
-Counts are the truth; the three figures are there for a person reading the topic and
-are recomputed from the counts by readers. ``window.start``/``end`` (event time, ms)
-are null before anything was joined. A reader ignores members it does not know and
+Counts are the truth; the figures (overall and per rule) are there for a person reading
+the topic and are recomputed from the counts by readers. A rule's recall is the share
+of the window's frauds it fired on. A scenario has a recall only: a transaction that
+belongs to no scenario cannot be a scenario's false positive. ``window.start``/``end``
+(event time, ms) are null before anything was joined. A reader ignores members it does not know and
 refuses a newer version, so the message can grow without breaking older consoles.
 """
 
@@ -25,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from services.evaluator.quality import ConfusionFigures, Tally, ratio
+from services.evaluator.quality import ConfusionFigures, Tally, f1, ratio
 
 VERSION = 1
 KIND = "quality"
@@ -41,10 +44,16 @@ def encode(service: str, instance: str, now_ms: int, window_seconds: int,
         "precision": tally.precision, "recall": tally.recall, "f1": tally.f1,
         "scenarios": {name: {"frauds": frauds, "caught": caught}
                       for name, (frauds, caught) in sorted(tally.scenarios.items())},
-        "rules": {name: {"fired": fired, "frauds": frauds}
+        "rules": {name: _rule_figures(fired, frauds, tally.tp + tally.fn)
                   for name, (fired, frauds) in sorted(tally.rules.items())},
         "totals": dict(totals),
     })
+
+
+def _rule_figures(fired: int, frauds: int, window_frauds: int) -> dict[str, Any]:
+    rule = RuleFigures("", fired, frauds, window_frauds)
+    return {"fired": fired, "frauds": frauds, "precision": rule.precision,
+            "recall": rule.recall, "f1": rule.f1}
 
 
 @dataclass(frozen=True)
@@ -63,10 +72,19 @@ class RuleFigures:
     name: str
     fired: int
     frauds: int  # of the times it fired, how many were fraud
+    window_frauds: int = 0  # every fraud in the window, the rule's or not
 
     @property
     def precision(self) -> float | None:
         return ratio(self.frauds, self.fired)
+
+    @property
+    def recall(self) -> float | None:
+        return ratio(self.frauds, self.window_frauds)
+
+    @property
+    def f1(self) -> float | None:
+        return f1(self.precision, self.recall)
 
 
 @dataclass(frozen=True)
@@ -105,7 +123,8 @@ def parse(raw: bytes | None) -> Quality | None:
             scenarios=tuple(ScenarioFigures(_text(name), _count(f["frauds"]),
                                             _count(f["caught"]))
                             for name, f in body.get("scenarios", {}).items()),
-            rules=tuple(RuleFigures(_text(name), _count(f["fired"]), _count(f["frauds"]))
+            rules=tuple(RuleFigures(_text(name), _count(f["fired"]), _count(f["frauds"]),
+                                    _count(counts["tp"]) + _count(counts["fn"]))
                         for name, f in body.get("rules", {}).items()),
             totals={_text(k): _count(v) for k, v in body.get("totals", {}).items()},
         )

@@ -210,6 +210,16 @@ def test_the_quality_message_reads_back_as_it_was_written() -> None:
     precision = {r.name: r.precision for r in quality.rules}
     assert precision == {"amount_threshold": pytest.approx(2 / 3),
                          "fan_in": 1.0, "velocity": pytest.approx(1 / 3)}
+    # A rule's recall: the share of the window's six frauds it fired on.
+    frauds = {r.name: r.frauds for r in quality.rules}
+    assert frauds == {"amount_threshold": 2, "fan_in": 1, "velocity": 1}
+    for rule in quality.rules:
+        assert rule.recall == pytest.approx(rule.frauds / 6)
+        assert rule.f1 == pytest.approx(2 * rule.precision * rule.recall
+                                        / (rule.precision + rule.recall))
+        written = body["rules"][rule.name]
+        assert (written["precision"], written["recall"], written["f1"]) == \
+            (pytest.approx(rule.precision), pytest.approx(rule.recall), pytest.approx(rule.f1))
     assert quality.totals["joined"] == 10
 
 
