@@ -81,6 +81,15 @@ class Children:
                 return f"{child.name} exited with code {code}; its last lines:\n{child.tail()}"
         return None
 
+    def refused_settings(self) -> str | None:
+        """The one-line error of the first child that refused its settings (exit code 2,
+        as every service does for a bad setting), if one did."""
+        for child in self.children:
+            if child.process.poll() == 2:
+                lines = child.tail().strip().splitlines()
+                return lines[-1] if lines else f"{child.name} refused its settings"
+        return None
+
     def stop_all(self, timeout: float = 5.0) -> None:
         """SIGTERM in reverse start order (producers before the broker), then SIGKILL."""
         for child in reversed(self.children):

@@ -90,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = app.run()
     finally:
         children.stop_all()
+    refused = children.refused_settings()
+    if refused:  # a bad setting of a child: one line and code 2, as the child says it
+        print(f"fraud-console: error: {refused}", file=sys.stderr)
+        return 2
     if reason:
         print(f"fraud-console: stopped because the {reason}", file=sys.stderr)
         return 1

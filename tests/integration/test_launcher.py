@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class Terminal:
     """``fraud-console`` in a 160x48 pseudo-terminal, its screen output drained."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
-        env = {k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"}
-        env["TERM"] = "xterm-256color"
+        env = {**{k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"},
+               **(env or {}), "TERM": "xterm-256color"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tui.launcher", *args], cwd=ROOT, env=env,
             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
@@ -165,3 +165,13 @@ def test_a_dying_child_stops_the_console_and_the_others(console: Terminal) -> No
     wait_for(lambda: not any(alive(pid) for pid in children), 10, "children to stop")
     wait_for(lambda: b"stopped because the generator exited" in console.screen, 5,
              "the reason on the terminal")
+
+
+def test_a_child_that_refuses_its_settings_ends_the_console_with_its_line() -> None:
+    console = Terminal(env={"DETECTOR_BATCH_SIZE": "lots"})
+    try:
+        assert console.process.wait(60) == 2
+        wait_for(lambda: b"fraud-console: error: fraud-detector: error: argument "
+                         b"--batch-size" in console.screen, 5, "the detector's line")
+    finally:
+        console.close()
