@@ -1,10 +1,10 @@
 """The quality panel: how good the detector is, as the evaluator last said.
 
 It shows precision, recall and F1 over the evaluator's window, the recall of each
-fraud scenario and the precision and recall of each rule, laid out for the room it has: two
-columns in the top row of a wide terminal, one column beside the feeds of a narrow
-one. Without an evaluator or without labels it says so, and the rest of the console
-works as before.
+fraud scenario and the precision and recall of each rule, laid out for the room it
+has: two columns in the top row of a wide terminal, one column beside the feeds of a
+narrow one. Without an evaluator or without labels it says so, and the rest of the
+console works as before.
 """
 
 from __future__ import annotations

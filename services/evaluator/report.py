@@ -16,8 +16,9 @@ Counts are the truth; the figures (overall and per rule) are there for a person 
 the topic and are recomputed from the counts by readers. A rule's recall is the share
 of the window's frauds it fired on. A scenario has a recall only: a transaction that
 belongs to no scenario cannot be a scenario's false positive. ``window.start``/``end``
-(event time, ms) are null before anything was joined. A reader ignores members it does not know and
-refuses a newer version, so the message can grow without breaking older consoles.
+(event time, ms) are null before anything was joined. A reader ignores members it does
+not know and refuses a newer version, so the message can grow without breaking older
+consoles.
 """
 
 from __future__ import annotations
