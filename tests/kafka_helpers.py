@@ -166,6 +166,18 @@ def values(messages: list[Message]) -> list[dict]:
     return [orjson.loads(m.value()) for m in messages]
 
 
+def heartbeats_until(broker: str, topics: Topics, done: Callable[[list[dict]], bool],
+                     timeout: float = 30.0) -> list[dict]:
+    """Everything on the status topic, once ``done`` says it shows what is awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = values(read_topics(broker, [topics.status], 1, timeout=5, settle=0.2)
+                        [topics.status])
+        if done(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
 def produced(generator_log: str) -> int:
     """How many transactions a stopped generator says it sent."""
     found = re.search(r"stopped after (\d+) transactions", generator_log)

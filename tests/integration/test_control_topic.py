@@ -10,19 +10,14 @@ import orjson
 
 from services import control
 from services.config import Topics
-from tests.kafka_helpers import ServiceProcess, produce, read_topics, start, values
-
-
-def heartbeats_until(broker: str, topics: Topics, done: Callable[[list[dict]], bool],
-                     timeout: float = 30.0) -> list[dict]:
-    """Everything on the status topic, once ``done`` says it shows what is awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = values(read_topics(broker, [topics.status], 1, timeout=5, settle=0.2)
-                        [topics.status])
-        if done(status) or time.monotonic() > deadline:
-            return status
-        time.sleep(0.5)
+from tests.kafka_helpers import (
+    ServiceProcess,
+    heartbeats_until,
+    produce,
+    read_topics,
+    start,
+    values,
+)
 
 
 def test_a_late_service_takes_the_newest_settings_and_refuses_bad_ones(

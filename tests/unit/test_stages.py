@@ -8,8 +8,9 @@ import zlib
 
 import orjson
 
-from services.detector.rules import SourceRules, TargetRules
+from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import KEY_HEADER, SourceStage, TargetStage
+from services.detector.stateful import InternalTopics, StatefulDetector
 from tests.unit.test_routing import FakeRecord
 
 PARTITIONS = 4
@@ -33,6 +34,14 @@ def repartition(forwards: list[tuple[bytes, bytes, list]]) -> dict[int, list[Fak
         topic.setdefault(partition, []).append(
             FakeRecord(value, key, offset, _headers=headers, _partition=partition))
     return topic
+
+
+def both_stages(source: SourceStage, target: TargetStage,
+                settings: RuleSettings) -> StatefulDetector:
+    """The stages as the detector holds them, for its settings and counters (no client
+    is made until it is asked to read its labels or changelogs)."""
+    return StatefulDetector("unused:9092", "transactions", InternalTopics.of("g"), source,
+                            target, settings)
 
 
 def verdicts(routed) -> dict[str, dict]:
@@ -141,16 +150,13 @@ def test_the_second_stage_scores_a_batch_with_the_model_and_says_so_in_the_verdi
 
 def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
     from services.detector.model import OnlineModel
-    from services.detector.rules import RuleSettings
-    from services.detector.stateful import InternalTopics, StatefulDetector
     from tests.unit.test_model import examples
 
     model = OnlineModel(background=False, min_examples=100)
     settings = RuleSettings()
     source = SourceStage(lambda: SourceRules(settings, novelty=True), "a")
     target = TargetStage(lambda: TargetRules(settings, novelty=True), "a", model=model)
-    detector = StatefulDetector("unused:9092", "transactions", InternalTopics.of("g"),
-                                source, target, settings)
+    detector = both_stages(source, target, settings)
     model.learn(*examples(600))
     testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5) for i in range(12)]
     forwarded = [r for records in repartition(source.process(testing)[0]).values()
@@ -173,14 +179,10 @@ def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
 
 
 def test_records_too_late_for_the_windows_are_counted_for_the_heartbeat() -> None:
-    from services.detector.rules import RuleSettings
-    from services.detector.stateful import InternalTopics, StatefulDetector
-
     settings = RuleSettings()
     source = SourceStage(lambda: SourceRules(settings), "a")
     target = TargetStage(lambda: TargetRules(settings), "a")
-    detector = StatefulDetector("unused:9092", "transactions", InternalTopics.of("g"),
-                                source, target, settings)
+    detector = both_stages(source, target, settings)
     # Transfer 20 is 20 s older than transfer 40 (ticks are 1 s): past the 10 s of grace.
     late = [transfer(40, "CARD00000001", "SHOP00000001"),
             transfer(20, "CARD00000001", "SHOP00000001")]
