@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from services import security
@@ -159,6 +167,35 @@ def consume_batch(consumer: Consumer, size: int, timeout: float,
     if first is None:
         return []
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+
+def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 30.0,
+                   last: int | None = None) -> list[tuple[bytes, bytes | None]]:
+    """Every committed keyed ``(key, value)`` of one partition, oldest first, up to its
+    end as of now; with ``last``, only those among its ``last`` newest offsets."""
+    reader = consumer(bootstrap, f"{topic}-restore", {"enable.partition.eof": True})
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = reader.get_watermark_offsets(tp, timeout=timeout)
+        if high <= low:
+            return []
+        start = OFFSET_BEGINNING if last is None else max(low, high - last)
+        reader.assign([TopicPartition(topic, partition, start)])
+        out: list[tuple[bytes, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in reader.consume(10_000, 0.5):
+                if message.error() is None:
+                    key = message.key()
+                    if key is not None:
+                        out.append((key, message.value()))
+                    if message.offset() + 1 >= high:
+                        return out
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    return out  # read_committed: the end can lie before ``high``
+        raise TimeoutError(f"{topic}[{partition}] not read to its end within {timeout:g} s")
+    finally:
+        reader.close()
 
 
 def produce_when_room(producer: Producer, topic: str, key: bytes | None,

@@ -154,8 +154,8 @@ def services_text(services: tuple[ServiceHealth, ...]) -> Text:
 
 
 def model_text(services: tuple[ServiceHealth, ...]) -> str:
-    """The detectors' newest model: version and age, or that it is still learning;
-    nothing when no detector runs one."""
+    """The detectors' newest model: version, whether it came from a snapshot, and
+    age, or that it is still learning; nothing when no detector runs one."""
     models = [h.counters["model"] for h in services if h.up
               and isinstance(h.counters.get("model"), dict)]
     if not models:
@@ -164,7 +164,8 @@ def model_text(services: tuple[ServiceHealth, ...]) -> str:
     if not newest.get("version"):
         return f"learning, {count(newest.get('examples') or 0)} labels"
     age = newest.get("age_s")
-    return f"v{newest['version']}" + ("" if age is None else f" · {age:.0f}s old")
+    return f"v{newest['version']}" + (" restored" if newest.get("restored") else "") + \
+        ("" if age is None else f" · {age:.0f}s old")
 
 
 class ModelStatus(Static):

@@ -46,7 +46,8 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from itertools import pairwise
 from typing import Any, Protocol
 
 import numpy as np
@@ -56,7 +57,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from services.detector.features import WIDTH
+from services.detector.features import NAMES, WIDTH
 from services.detector.fit_worker import FitWorker
 
 log = logging.getLogger("fraud.detector.model")
@@ -76,6 +77,13 @@ class Learner(Protocol):
     def proba(self, matrix: np.ndarray) -> np.ndarray:
         """Probability of fraud of each row."""
 
+    def state(self) -> dict[str, Any]:
+        """What ``load`` needs to become this learner again, JSON-ready."""
+
+    def load(self, state: Mapping[str, Any], width: int) -> None:
+        """Become the learner ``state`` describes, for rows of ``width`` figures;
+        ValueError, saying why, for a state that is not one of this kind and shape."""
+
 
 class LogisticSGD:
     """Logistic regression by stochastic gradient descent, on standardised inputs.
@@ -85,6 +93,8 @@ class LogisticSGD:
     ``positive_weight`` weighs a fraud example against a legitimate one: fraud is a
     few percent of the traffic, and a model that meets it rarely learns it slowly.
     """
+
+    kind = "logistic_sgd"
 
     def __init__(self, alpha: float = 1e-4, epochs: int = 5, positive_weight: float = 1.0,
                  seed: int = 0) -> None:
@@ -115,6 +125,20 @@ class LogisticSGD:
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-margin))
 
+    def state(self) -> dict[str, Any]:
+        return {"learner": self.kind, **_scaler_state(self.scaler),
+                "coef": self.classifier.coef_[0].tolist(),
+                "intercept": float(self.classifier.intercept_[0])}
+
+    def load(self, state: Mapping[str, Any], width: int) -> None:
+        _check_kind(state, self.kind)
+        coef = _array(state["coef"], "coef", (width,))
+        intercept = _array(state["intercept"], "intercept", ())
+        _init_classifier(self.classifier, width)
+        self.classifier.coef_[0] = coef
+        self.classifier.intercept_[0] = intercept
+        _load_scaler(self.scaler, state, width)
+
 
 class SmallNet:
     """A small neural network: two hidden layers of ReLU units, trained by Adam on
@@ -129,6 +153,8 @@ class SmallNet:
     are tied to that scale, so online steps must not move it. Scoring is the forward
     pass in numpy, without scikit-learn's per-call checks.
     """
+
+    kind = "small_net"
 
     def __init__(self, hidden: tuple[int, ...] = (64, 32), epochs: int = 5,
                  batch: int = 500, min_steps: int = 200, resumed_epochs: int = 3,
@@ -208,8 +234,79 @@ class SmallNet:
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-margin))
 
+    def state(self) -> dict[str, Any]:
+        """The input statistics and the weights. Adam's running moments are left out:
+        a restored net re-estimates them within its first online steps."""
+        network = self.classifier
+        return {"learner": self.kind, **_scaler_state(self.scaler),
+                "hidden": list(network.hidden_layer_sizes),
+                "coefs": [weight.tolist() for weight in network.coefs_],
+                "intercepts": [bias.tolist() for bias in network.intercepts_]}
+
+    def load(self, state: Mapping[str, Any], width: int) -> None:
+        _check_kind(state, self.kind)
+        hidden = tuple(self.classifier.hidden_layer_sizes)
+        if tuple(state["hidden"]) != hidden:
+            raise ValueError(f"a network of {_units(state['hidden'])} units, "
+                             f"not {_units(hidden)}")
+        units = (width, *hidden, 1)
+        layers = len(units) - 1
+        if len(state["coefs"]) != layers or len(state["intercepts"]) != layers:
+            raise ValueError(f"{len(state['coefs'])} layers of weights and "
+                             f"{len(state['intercepts'])} of biases, not {layers}")
+        coefs = [_array(state["coefs"][i], f"coefs[{i}]", shape)
+                 for i, shape in enumerate(pairwise(units))]
+        intercepts = [_array(state["intercepts"][i], f"intercepts[{i}]", (n,))
+                      for i, n in enumerate(units[1:])]
+        _init_classifier(self.classifier, width)
+        self.classifier.coefs_, self.classifier.intercepts_ = coefs, intercepts
+        _load_scaler(self.scaler, state, width)
+
+
+def _init_classifier(classifier: Any, width: int) -> None:
+    """Give a fresh scikit-learn classifier every attribute that learning sets (its
+    classes, layers, optimiser) by one step on two blank rows; the caller then puts
+    the weights it restores in place of that step's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        classifier.partial_fit(np.zeros((2, width)), _CLASSES, classes=_CLASSES)
+
+
+def _scaler_state(scaler: StandardScaler) -> dict[str, Any]:
+    return {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+            "var": scaler.var_.tolist(), "seen": int(np.max(scaler.n_samples_seen_))}
+
+
+def _load_scaler(scaler: StandardScaler, state: Mapping[str, Any], width: int) -> None:
+    mean, scale, var = (_array(state[name], name, (width,)) for name in ("mean", "scale", "var"))
+    seen = state["seen"]
+    if (scale <= 0).any() or (var < 0).any() or not isinstance(seen, int) or seen < 1:
+        raise ValueError("input statistics out of range")
+    scaler.mean_, scaler.scale_, scaler.var_ = mean, scale, var
+    scaler.n_samples_seen_, scaler.n_features_in_ = np.int64(seen), width
+
+
+def _check_kind(state: Mapping[str, Any], kind: str) -> None:
+    if state["learner"] != kind:
+        raise ValueError(f"a {state['learner']!r} learner, not {kind!r}")
+
+
+def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as an array of finite floats of ``shape``; ValueError if it is not."""
+    array = np.asarray(value, dtype=float)
+    if array.shape != shape:
+        raise ValueError(f"{name}: numbers of shape {array.shape}, not {shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: numbers that are not finite")
+    return array
+
+
+def _units(hidden: Any) -> str:
+    return ", ".join(str(n) for n in hidden)
+
 
 _CLASSES = np.array([0, 1])
+SNAPSHOT_FORMAT = 1  # of ``OnlineModel.snapshot``; a detector refuses any other
 CATCH_UP_ROUNDS = 4  # steps in the worker after a fit, each on what came meanwhile
 NEVER = 2**31 - 1  # passes without improvement before scikit-learn would stop early
 
@@ -289,6 +386,9 @@ class OnlineModel:
             self.fitter.start()
         self.version = 0
         self.trained_at: float | None = None
+        self.restored = False  # the model in service came from a snapshot (``restore``)
+        self.revision = 0  # counts what changed the model in service: swaps, online steps
+        self._grown = False  # a restored model retrains as a grown one
         self.failures = 0  # retrains and online steps that raised; the model serves on
         self._current: Learner | None = None
         self._examples = _Examples(memory)
@@ -332,6 +432,7 @@ class OnlineModel:
                 self._stepped_upto = self._examples.seen
                 try:
                     current.partial_fit(matrix, labels)
+                    self.revision += 1
                 except Exception:  # a refused step must not stop the stream; its
                     self.failures += 1  # examples stay for the next retrain
                     self._step_failures += 1
@@ -349,7 +450,8 @@ class OnlineModel:
         # A young model retrains each time its examples have doubled, then every
         # ``retrain_every``: the first model learnt from a few hundred examples, and
         # should not serve until ten thousand more have come.
-        due = min(self.retrain_every, max(self._trained_upto, self.min_examples))
+        due = self.retrain_every if self._grown else \
+            min(self.retrain_every, max(self._trained_upto, self.min_examples))
         if due == self.retrain_every and \
                 self.clock() - self._retrained_at < self.min_interval:
             return False
@@ -412,6 +514,8 @@ class OnlineModel:
                     fresh.partial_fit(late_matrix, late_labels)
                 self.trained_at = self.clock()
                 self.version += 1
+                self.revision += 1
+                self.restored = False
                 self._current = fresh  # the swap
                 self._stepped_upto = self._examples.seen
         except Exception:  # a failed fit must not stop the stream; the old model stays
@@ -433,10 +537,46 @@ class OnlineModel:
             thread.join(timeout)
         return not self.retraining
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """The model in service, JSON-ready, for a detector that starts later to score
+        with from its first batch (``restore``); None before a first model."""
+        with self._lock:  # not in the middle of an online step or a swap
+            current = self._current
+            if current is None:
+                return None
+            return {"format": SNAPSHOT_FORMAT, "version": self.version,
+                    "trained_at": self.trained_at, "features": list(NAMES),
+                    "learner": current.state()}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Serve the model of ``snapshot``, with its version and training time. It
+        retrains as a grown model does, once ``retrain_every`` examples have come: a
+        few hundred would be too few to refine it with. ValueError, saying why, for
+        a snapshot this model cannot take (another format, other features, another
+        kind or shape of learner); the model is then unchanged."""
+        try:
+            if snapshot["format"] != SNAPSHOT_FORMAT:
+                raise ValueError(f"format {snapshot['format']!r}, not {SNAPSHOT_FORMAT}")
+            if snapshot["features"] != list(NAMES):
+                raise ValueError("trained on other features than this detector's")
+            version, trained_at = snapshot["version"], snapshot["trained_at"]
+            if not isinstance(version, int) or version < 1 or \
+                    not isinstance(trained_at, int | float):
+                raise ValueError(f"version {version!r} trained at {trained_at!r}")
+            learner = self.new_learner()
+            learner.load(snapshot["learner"], WIDTH)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a model snapshot ({type(exc).__name__}: {exc})") from None
+        with self._lock:
+            self._current, self.version, self.trained_at = learner, version, float(trained_at)
+            self.restored = self._grown = True
+            self.revision += 1
+            self._stepped_upto = self._examples.seen
+
     def status(self) -> dict[str, Any]:
         """What a heartbeat says about the model."""
         age = self.age()
         return {"version": self.version, "trained_at": self.trained_at,
                 "age_s": None if age is None else round(age, 1),
-                "examples": self._examples.seen, "retraining": self.retraining,
-                "failures": self.failures}
+                "restored": self.restored, "examples": self._examples.seen,
+                "retraining": self.retraining, "failures": self.failures}

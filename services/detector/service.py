@@ -63,7 +63,9 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
     config.env_option(
         parser, "--model", "DETECTOR_MODEL", "on",
         "'on': an online model scores every transaction and learns from the labels "
-        "topic (needs rules); 'off'", env, type=_on_off("--model (DETECTOR_MODEL)"))
+        "topic (needs rules); it starts as the group's newest snapshot on "
+        "<group>-model-snapshots, where there is one; 'off'", env,
+        type=_on_off("--model (DETECTOR_MODEL)"))
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return config.parse(parser, argv)
 
@@ -116,12 +118,14 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
               topics.fraud: PARTITIONS, topics.dlq: 1, topics.control: 1, topics.status: 1}
     internal = InternalTopics.of(args.group)
     if args.rules:
-        # One partition of each internal topic per input partition: state moves with it.
-        wanted.update(dict.fromkeys(internal.all(), PARTITIONS))
+        # One partition of each state topic per input partition: state moves with it.
+        wanted.update(dict.fromkeys(internal.partitioned(), PARTITIONS))
         if args.model:
             wanted[topics.labels] = PARTITIONS
+            wanted[internal.model_snapshots] = 1
     kafka.ensure_topics(args.bootstrap, wanted, args.connect_timeout,
-                        compacted=internal.all()[1:] if args.rules else ())
+                        compacted=(internal.source_changelog, internal.target_changelog,
+                                   internal.model_snapshots) if args.rules else ())
     stateful = StatefulDetector.build(
         args.bootstrap, topics.transactions, topics.labels, args.group, instance,
         args.rules, args.model, args.threshold) if args.rules else None
@@ -209,6 +213,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     def housekeeping() -> None:
         if stateful is not None:
             stateful.poll_labels()
+            stateful.save_model(status_producer)
         follower.poll()
         status_producer.poll(0)
         cluster.check(status_producer)
@@ -238,6 +243,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         # resumes from the last commit.
         log.error("stopping: %s%s", "fatal: " if error.fatal() else "", error.str())
     finally:
+        if stateful is not None:  # what online steps taught it since the last snapshot
+            stateful.save_model(status_producer, force=True)
         status.beat(settings.values, counters(), force=True)
         status_producer.flush(1)
         producer.flush(1)

@@ -26,19 +26,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from services import kafka
 from services.detector.labels import LabelJoin
 from services.detector.routing import Headers, Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
+from services.detector.snapshots import ModelSnapshots
 from services.detector.stages import SourceStage, TargetStage
 
 if TYPE_CHECKING:  # scikit-learn loads only when a model is asked for
@@ -55,13 +49,15 @@ class InternalTopics:
     repartition: str
     source_changelog: str
     target_changelog: str
+    model_snapshots: str  # its partition 0 only (``snapshots``)
 
     @classmethod
     def of(cls, group: str) -> InternalTopics:
         return cls(f"{group}-by-target-repartition", f"{group}-source-state-changelog",
-                   f"{group}-target-state-changelog")
+                   f"{group}-target-state-changelog", f"{group}-model-snapshots")
 
-    def all(self) -> tuple[str, str, str]:
+    def partitioned(self) -> tuple[str, str, str]:
+        """The topics with a partition per input partition: state moves with it."""
         return self.repartition, self.source_changelog, self.target_changelog
 
 
@@ -71,7 +67,8 @@ class StatefulDetector:
 
     def __init__(self, bootstrap: str, transactions: str, internal: InternalTopics,
                  source: SourceStage, target: TargetStage, settings: RuleSettings,
-                 labels: LabelFeed | None = None) -> None:
+                 labels: LabelFeed | None = None,
+                 snapshots: ModelSnapshots | None = None) -> None:
         self.bootstrap = bootstrap
         self.transactions = transactions
         self.internal = internal
@@ -79,6 +76,7 @@ class StatefulDetector:
         self.target = target
         self.settings = settings
         self.labels = labels
+        self.snapshots = snapshots
         self.join = LabelJoin()
         self.restored = 0  # changelog records read back, for the heartbeat
 
@@ -86,19 +84,24 @@ class StatefulDetector:
     def build(cls, bootstrap: str, transactions: str, labels_topic: str, group: str,
               instance: str, rules: tuple[str, ...], model: bool,
               threshold: float) -> StatefulDetector:
-        """The detector with ``rules`` and, if asked, a model learning from labels."""
+        """The detector with ``rules`` and, if asked, a model learning from labels,
+        which starts as the group's newest snapshot of it where there is one."""
         settings = RuleSettings()
+        internal = InternalTopics.of(group)
         online: OnlineModel | None = None
+        snapshots: ModelSnapshots | None = None
         if model:
             from services.detector.model import OnlineModel
 
             online = OnlineModel(fit_in_process=True)
+            snapshots = ModelSnapshots(bootstrap, internal.model_snapshots, instance)
+            snapshots.restore(online)
         source = SourceStage(lambda: SourceRules(settings, rules, novelty=model), instance)
         target = TargetStage(lambda: TargetRules(settings, rules, novelty=model), instance,
                              threshold, online)
         feed = LabelFeed(bootstrap, labels_topic, instance) if model else None
-        return cls(bootstrap, transactions, InternalTopics.of(group), source, target,
-                   settings, feed)
+        return cls(bootstrap, transactions, internal, source, target, settings, feed,
+                   snapshots)
 
     def values(self) -> dict[str, float]:
         """The live settings this detector obeys besides the threshold, as they are."""
@@ -139,6 +142,11 @@ class StatefulDetector:
             if len(examples):
                 model.learn(examples.matrix, examples.labels)
 
+    def save_model(self, producer: Producer, force: bool = False) -> None:
+        """A snapshot of the model when it changed (``ModelSnapshots.save``)."""
+        if self.target.model is not None and self.snapshots is not None:
+            self.snapshots.save(self.target.model, producer, force)
+
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.target.counters.as_dict(),
                                "dlq": self.target.counters.dlq + self.source.dead_letters,
@@ -148,6 +156,8 @@ class StatefulDetector:
                                            for rules in stage.state.partitions.values())}
         if self.target.model is not None:
             out["model"] = self.target.model.status()
+            if self.snapshots is not None:
+                out["model"]["snapshots"] = self.snapshots.saved
             out["labels"] = self.join.counters()
         return out
 
@@ -182,7 +192,7 @@ class StatefulDetector:
                 continue
             stage, changelog = owner
             started = time.monotonic()
-            records = read_partition(self.bootstrap, changelog, tp.partition)
+            records = kafka.read_partition(self.bootstrap, changelog, tp.partition)
             applied = stage.state.assign(tp.partition, records)
             self.restored += applied
             log.info("partition %s[%d]: state restored from %d changelog records in %.2f s",
@@ -222,34 +232,6 @@ class StatefulDetector:
             out.extend((changelog, key, value, None, partition)
                        for partition, key, value in stage.state.changes())
         return out
-
-
-def read_partition(bootstrap: str, topic: str, partition: int,
-                   timeout: float = 30.0) -> list[tuple[bytes, bytes | None]]:
-    """Every committed ``(key, value)`` of one partition, oldest first, up to its end
-    as of now."""
-    reader = kafka.consumer(bootstrap, f"{topic}-restore", {"enable.partition.eof": True})
-    try:
-        tp = TopicPartition(topic, partition)
-        low, high = reader.get_watermark_offsets(tp, timeout=timeout)
-        if high <= low:
-            return []
-        reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        out: list[tuple[bytes, bytes | None]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in reader.consume(10_000, 0.5):
-                if message.error() is None:
-                    key = message.key()
-                    if key is not None:
-                        out.append((key, message.value()))
-                    if message.offset() + 1 >= high:
-                        return out
-                elif message.error().code() == KafkaError._PARTITION_EOF:
-                    return out  # read_committed: the end can lie before ``high``
-        raise TimeoutError(f"{topic}[{partition}] not read to its end within {timeout:g} s")
-    finally:
-        reader.close()
 
 
 class LabelFeed:

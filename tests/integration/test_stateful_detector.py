@@ -20,6 +20,7 @@ from tests.kafka_helpers import (
     ServiceProcess,
     heartbeats_until,
     produce,
+    read_topic,
     read_topics,
     start,
     values,
@@ -149,15 +150,16 @@ def test_state_is_restored_after_a_kill(broker: str, topics: Topics,
     assert changelog[internal.target_changelog], "fan-in state went to its changelog"
 
 
-def test_the_model_learns_from_the_labels_topic(broker: str, topics: Topics,
-                                                service_env: dict[str, str],
-                                                services: list[ServiceProcess]) -> None:
+def test_the_model_learns_from_the_labels_topic_and_outlives_a_restart(
+        broker: str, topics: Topics, service_env: dict[str, str],
+        services: list[ServiceProcess]) -> None:
     """Labelled scenarios in, a trained model out: its version in the heartbeat and its
     score in the verdicts that follow. Its retrains resume from the model in service,
-    and it goes on learning from batches of labels without a fraud among them."""
+    and it goes on learning from batches of labels without a fraud among them. The
+    detector restarted scores with that model from its first transaction."""
     env = {**detector_env(service_env, "d1"), "DETECTOR_MODEL": "on",
            "FRAUD_THRESHOLD": "900"}
-    start(services, "detector", env)
+    first = start(services, "detector", env)
     wait_until_running(broker, topics, 1)
     start(services, "generator", service_env, "--profile", "scenarios", "--tps", "2000",
           "--count", "30000", "--seed", "3", "--fraud-rate", "0.05")
@@ -174,3 +176,24 @@ def test_the_model_learns_from_the_labels_topic(broker: str, topics: Topics,
     out = verdicts(broker, topics, 30_000)  # every one: the detector kept routing
     scored = [tx for tx in out.values() if tx["detection"]["score"] is not None]
     assert scored, "no verdict carries the model's score"
+
+    # Stopped, it writes the model it serves to the group's snapshot topic.
+    first.terminate()
+    assert first.wait(10) == 0
+    internal = InternalTopics.of(env["DETECTOR_GROUP"])
+    saved = values(read_topic(broker, internal.model_snapshots, 1, timeout=10))[-1]
+    assert saved["version"] >= model["version"]
+    # No label comes any more: what scores these is the model it had.
+    start(services, "detector", env)
+    produce(broker, topics.transactions,
+            [payment(i, f"PAYER{i:07d}", f"SHOP{i:08d}", 25.0) for i in range(3)])
+    after = verdicts(broker, topics, 30_003)
+    assert all(after[f"pay-{i}"]["detection"]["score"] is not None for i in range(3))
+
+    def restored(status: list[dict]) -> list[dict]:
+        return [beat["counters"]["model"] for beat in status
+                if beat.get("kind") == "heartbeat"
+                and (beat["counters"].get("model") or {}).get("restored")]
+
+    beats = restored(heartbeats_until(broker, topics, lambda s: bool(restored(s))))
+    assert beats and beats[-1]["version"] == saved["version"]

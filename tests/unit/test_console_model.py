@@ -9,7 +9,8 @@ from services import control
 from tests.tui.scripted import FakeClock, ScriptedFeed, output
 from tui.app import TPS_STEPS, step_tps
 from tui.feed import ts_of
-from tui.model import DOWN_AFTER, HISTORY_SECONDS, Aggregator, row_of, shown
+from tui.model import DOWN_AFTER, HISTORY_SECONDS, Aggregator, ServiceHealth, row_of, shown
+from tui.widgets import model_text
 
 
 def test_the_tps_keys_walk_a_1_2_5_ladder_from_1_to_100000() -> None:
@@ -160,3 +161,16 @@ def test_an_applied_answer_updates_the_setting_before_the_next_heartbeat() -> No
                                             {"partition": 0, "offset": 1, "id": cmd.id},
                                             True, "", cmd)])  # no heartbeat yet
     assert feed.snapshot().applied("threshold") == 950.0
+
+
+def test_the_model_line_says_the_newest_version_and_whether_a_restart_restored_it() -> None:
+    def detector(age: float, **model: object) -> ServiceHealth:
+        return ServiceHealth("detector", f"d{len(model)}", age, {}, {"model": model})
+
+    learning = detector(1.0, version=0, examples=1234)
+    assert model_text((learning,)) == "learning, 1,234 labels"
+    restored = detector(1.0, version=7, age_s=300.0, restored=True)
+    assert model_text((learning, restored)) == "v7 restored · 300s old"
+    retrained = detector(1.0, version=8, age_s=2.0, restored=False)
+    assert model_text((restored, retrained)) == "v8 · 2s old"
+    assert model_text((detector(DOWN_AFTER + 1, version=9),)) == "", "a detector that is down"

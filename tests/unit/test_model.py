@@ -79,7 +79,8 @@ def test_a_model_trained_on_separable_traffic_scores_fraud_above_everyday() -> N
     assert scores[fresh_labels == 1].min() > 0.5 > scores[fresh_labels == 0].max()
     now[0] += 90
     assert model.status() == {"version": 1, "trained_at": 1000.0, "age_s": 90.0,
-                              "examples": 600, "retraining": False, "failures": 0}
+                              "restored": False, "examples": 600, "retraining": False,
+                              "failures": 0}
 
 
 def test_scoring_goes_on_while_a_retrain_runs_and_the_swap_bumps_the_version() -> None:
