@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -54,6 +57,31 @@ def service_env(bootstrap: str, args: config.argparse.Namespace) -> dict[str, st
             "LABELS_TOPIC": topics.labels, "DETECTOR_GROUP": args.group}
 
 
+def pipeline(args: config.argparse.Namespace) -> list[tuple[str, str, list[str]]]:
+    """The children after the broker, in the order they start: (name, module, args)."""
+    return [("detector", "services.detector.service", ["--threshold", str(args.threshold)]),
+            ("evaluator", "services.evaluator.service", []),
+            ("generator", "services.generator.service",
+             ["--tps", str(args.tps), "--profile", args.profile])]
+
+
+def refused_settings(args: config.argparse.Namespace) -> str | None:
+    """The line a child would exit with for a bad setting in the environment it
+    inherits (``DETECTOR_BATCH_SIZE=lots``), found by its own parser before anything
+    starts: the console then ends at once, its screen never drawn."""
+    for _, module, argv in pipeline(args):
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                importlib.import_module(module).parse_args(argv)
+        except SystemExit as exc:
+            if exc.code == 2:
+                lines = errors.getvalue().strip().splitlines()
+                return lines[-1] if lines else f"{module} refused its settings"
+            raise
+    return None
+
+
 def forget_cluster_security() -> None:
     """The embedded broker speaks PLAINTEXT only: TLS or SASL settings meant for a real
     cluster would lock the console and the services it starts out of it. The control
@@ -73,15 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     forget_cluster_security()
+    refused = refused_settings(args)
+    if refused:
+        print(f"fraud-console: error: {refused}", file=sys.stderr)
+        return 2
     children = Children()
     try:
         bootstrap = children.start_broker()
         env = service_env(bootstrap, args)
-        children.start("detector", "services.detector.service",
-                       ["--threshold", str(args.threshold)], env)
-        children.start("evaluator", "services.evaluator.service", [], env)
-        children.start("generator", "services.generator.service",
-                       ["--tps", str(args.tps), "--profile", args.profile], env)
+        for name, module, child_args in pipeline(args):
+            children.start(name, module, child_args, env)
         # The children inherit the environment, CONTROL_SECRET included.
         app = FraudConsole(KafkaFeed(bootstrap, topics, args.group,
                                      secret=args.control_secret),
@@ -91,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         children.stop_all()
     refused = children.refused_settings()
-    if refused:  # a bad setting of a child: one line and code 2, as the child says it
+    if refused:  # a child refused what only it could check (its broker): one line, code 2
         print(f"fraud-console: error: {refused}", file=sys.stderr)
         return 2
     if reason:

@@ -173,5 +173,7 @@ def test_a_child_that_refuses_its_settings_ends_the_console_with_its_line() -> N
         assert console.process.wait(60) == 2
         wait_for(lambda: b"fraud-console: error: fraud-detector: error: argument "
                          b"--batch-size" in console.screen, 5, "the detector's line")
+        # Found before anything started: the line alone, no screen drawn and taken away.
+        assert b"\x1b[?1049h" not in console.screen, "the console drew its screen first"
     finally:
         console.close()
