@@ -61,7 +61,8 @@ class ControlFollower:
         done = {p for p, end in ends.items() if end == 0}
         deadline = time.monotonic() + timeout
         while len(done) < len(ends) and time.monotonic() < deadline:
-            for message in self._consumer.consume(100, 0.2):
+            # A short wait: consume() waits all of it unless 100 commands are there.
+            for message in self._consumer.consume(100, 0.02):
                 if message.error():
                     if message.error().code() == KafkaError._PARTITION_EOF:
                         done.add(message.partition())

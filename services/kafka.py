@@ -184,7 +184,9 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 
         out: list[tuple[bytes, bytes | None]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for message in reader.consume(10_000, 0.5):
+            # consume() returns once it has all it asked for or its time is up: a short
+            # time, or a partition of fewer records would wait all of it at its end.
+            for message in reader.consume(10_000, 0.02):
                 if message.error() is None:
                     key = message.key()
                     if key is not None:
