@@ -247,7 +247,8 @@ def verdict(hits: list[Hit], features: dict[str, float], score: float | None,
     """The ``detection`` object: which rules fired and why, and whether it is fraud
     (by default: when any rule fired; ``decide`` says otherwise with a model)."""
     fraud = bool(hits) if fraud is None else fraud
-    return orjson.dumps({"fraud": fraud, "rules": [hit._asdict() for hit in hits],
+    return orjson.dumps({"fraud": fraud, "rules": [{"rule": rule, "reason": reason}
+                                                   for rule, reason in hits],
                          "score": score, "features": features, "threshold": threshold,
                          "instance": instance})
 

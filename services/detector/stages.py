@@ -95,7 +95,7 @@ class Forwarded(msgspec.Struct, gc=False):
     target: str
     amount: float
     ts: int
-    hits: list[tuple[str, str]]
+    hits: list[Hit]  # arrays in JSON, named tuples again when decoded
     features: dict[str, float]
 
 
@@ -138,9 +138,8 @@ class SourceStage:
             body = extend(raw, tx, identity_fields(tx, record))
             ident = tx.id if tx.id is not UNSET else \
                 f"{record.topic()}-{record.partition()}-{record.offset()}"
-            value = _encode_forwarded(Forwarded(  # hits are named tuples: arrays in JSON
-                msgspec.Raw(body), ident, tx.source, tx.target, tx.amount, ts,
-                hits, features))  # type: ignore[arg-type]
+            value = _encode_forwarded(Forwarded(
+                msgspec.Raw(body), ident, tx.source, tx.target, tx.amount, ts, hits, features))
             key = record.key()
             forwards.append((tx.target.encode(), value,
                              [] if key is None else [(KEY_HEADER, key)]))
@@ -179,8 +178,10 @@ class TargetStage:
     def process(self, records: Iterable[Record]) -> Routed:
         routed = Routed([], [], [])
         threshold, model = self.rule.threshold, self.model
+        threshold_hit = Hit(self.rule.name, self.rule.reason)
         rows = FeatureRows()
-        judged: list[tuple[Record, Forwarded, list[Hit]]] = []
+        judged: list[tuple[Record, bytes, dict[str, float], list[Hit]]] = []
+        rules_of = self.state.get  # locals: this loop runs per record
         for record in records:
             raw = record.value()
             try:
@@ -190,25 +191,25 @@ class TargetStage:
                 routed.dlq.append((record.key(), raw, dead_letter_headers(
                     record, f"not a forwarded transaction: {exc}", self.instance)))
                 continue
-            hits = [Hit(*hit) for hit in forwarded.hits]
-            features = forwarded.features
-            self.state.get(record.partition() or 0).evaluate(
+            hits, features = forwarded.hits, forwarded.features
+            rules_of(record.partition() or 0).evaluate(
                 forwarded.target, forwarded.source, forwarded.ts, hits, features)
             if forwarded.amount >= threshold:
-                hits.insert(0, Hit(self.rule.name, self.rule.reason))
+                hits.insert(0, threshold_hit)
+            tx = bytes(forwarded.tx)
             if model is not None:
-                tx = bytes(forwarded.tx)
                 rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
                          dataset_features(tx))
-            judged.append((record, forwarded, hits))
+            judged.append((record, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
         routed = routed._replace(features=batch)
-        for (record, forwarded, hits), score in zip(judged, scores, strict=True):
-            fraud, hits = decide(hits, score, self.cutoff, self.veto)
-            detection = verdict(hits, forwarded.features, score, threshold, self.instance,
-                                fraud)
-            value = b"".join((bytes(forwarded.tx)[:-1], b',"detection":', detection, b"}"))
-            (routed.fraud if fraud else routed.legit).append((_original_key(record), value))
+        cutoff, veto, instance = self.cutoff, self.veto, self.instance
+        legit, fraud_out = routed.legit.append, routed.fraud.append
+        for (record, tx, features, hits), score in zip(judged, scores, strict=True):
+            fraud, hits = decide(hits, score, cutoff, veto)
+            detection = verdict(hits, features, score, threshold, instance, fraud)
+            value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
+            (fraud_out if fraud else legit)((_original_key(record), value))
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)
