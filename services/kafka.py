@@ -279,10 +279,11 @@ def wait_for_broker(bootstrap: str, timeout: float) -> ClusterMetadata:
 
 def ensure_topics(
     bootstrap: str, wanted: Mapping[str, int], timeout: float = 10.0,
-    compacted: Iterable[str] = (),
+    compacted: Iterable[str] = (), configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create the topics that are missing, ``{name: partitions}``; those named in
-    ``compacted`` keep the newest record of each key (changelogs, settings).
+    ``compacted`` keep the newest record of each key (changelogs, settings), and
+    ``configs`` holds other topic settings by topic.
 
     The admin API is used where the cluster names a controller to serve it; otherwise
     (librdkafka's embedded mock cluster names none) the topics are created by asking for their
@@ -295,21 +296,22 @@ def ensure_topics(
     # Admin requests go to the controller the metadata names; a cluster that names none
     # among its brokers cannot serve them.
     if metadata.controller_id in metadata.brokers:
+        settings = {name: {**({"cleanup.policy": "compact"} if name in set(compacted) else {}),
+                           **(configs or {}).get(name, {})} for name in missing}
         missing = _create_with_admin(bootstrap, missing, len(metadata.brokers), timeout,
-                                     set(compacted))
+                                     settings)
     if missing:
         _create_by_metadata(bootstrap, missing, timeout)
 
 
 def _create_with_admin(
     bootstrap: str, missing: Mapping[str, int], brokers: int, timeout: float,
-    compacted: set[str],
+    settings: Mapping[str, Mapping[str, str]],
 ) -> dict[str, int]:
     """Returns the topics that still need another way to be created."""
     replication = min(3, max(1, brokers))
     new = [NewTopic(name, num_partitions=n, replication_factor=replication,
-                    config={"cleanup.policy": "compact"} if name in compacted else {})
-           for name, n in missing.items()]
+                    config=dict(settings[name])) for name, n in missing.items()]
     left: dict[str, int] = {}
     client = admin(bootstrap)  # kept alive until the futures resolve
     futures = client.create_topics(

@@ -21,6 +21,7 @@ from services.checkpoint import (
 from services.control_channel import ControlFollower, StatusPublisher
 from services.detector.routing import Routed, Router
 from services.detector.rules import RULE_NAMES
+from services.detector.snapshots import TOPIC_CONFIG as SNAPSHOT_TOPIC
 from services.detector.stateful import InternalTopics, Output, StatefulDetector
 from services.lifecycle import Shutdown, run_service, settle_heap, setup_logging
 
@@ -125,7 +126,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             wanted[internal.model_snapshots] = 1
     kafka.ensure_topics(args.bootstrap, wanted, args.connect_timeout,
                         compacted=(internal.source_changelog, internal.target_changelog,
-                                   internal.model_snapshots) if args.rules else ())
+                                   internal.model_snapshots) if args.rules else (),
+                        configs={internal.model_snapshots: SNAPSHOT_TOPIC})
     stateful = StatefulDetector.build(
         args.bootstrap, topics.transactions, topics.labels, args.group, instance,
         args.rules, args.model, args.threshold) if args.rules else None

@@ -39,6 +39,10 @@ log = logging.getLogger("fraud.detector.model")
 
 KEY = b"model"
 PARTITION = 0
+# Compaction never cleans the segment being written, and at 1 GB (Kafka's default)
+# that one would hold thousands of snapshots of 100 kB: smaller segments let it keep
+# about the newest.
+TOPIC_CONFIG = {"segment.bytes": str(16 * 1024 * 1024)}
 SAVE_EVERY = 10.0  # seconds; a retrain swaps at most this often too
 
 
