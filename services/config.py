@@ -57,6 +57,12 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the usage itself stays in ``--help``)."""
 
     def error(self, message: str) -> NoReturn:
+        # argparse puts "argument --tps: " before a type's message, which says the flag
+        # and its variable already: "--tps (TRANSACTIONS_PER_SECOND): 'fast' is ...".
+        flags, sep, said = message.removeprefix("argument ").partition(": ")
+        if sep and message.startswith("argument ") and \
+                any(said.startswith(f"{flag} (") for flag in flags.split("/")):
+            message = said
         fail(self.prog, message)
 
 

@@ -38,6 +38,12 @@ def test_bad_configuration(module: str, env: dict[str, str], args: list[str], sa
     assert lines[0].startswith(f"fraud-{module}: error: ")
 
 
+def test_a_bad_value_is_said_with_its_flag_and_variable_once() -> None:
+    result = run("generator", {"TRANSACTIONS_PER_SECOND": "fast"})
+    assert result.stderr.strip() == \
+        "fraud-generator: error: --tps (TRANSACTIONS_PER_SECOND): 'fast' is not a number"
+
+
 @pytest.mark.parametrize("module", ["generator", "detector"])
 def test_unreachable_broker_after_a_bounded_wait(module: str) -> None:
     # Port 9 (discard) on loopback: nothing listens there.

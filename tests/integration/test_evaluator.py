@@ -123,5 +123,5 @@ def test_a_bad_setting_is_one_line_and_exit_code_2() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "fraud-evaluator: error: argument --window: --window (EVALUATOR_WINDOW): "
-        "'a minute' is not a whole number"]
+        "fraud-evaluator: error: --window (EVALUATOR_WINDOW): 'a minute' is not a whole "
+        "number"]

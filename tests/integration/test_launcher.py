@@ -171,8 +171,9 @@ def test_a_child_that_refuses_its_settings_ends_the_console_with_its_line() -> N
     console = Terminal(env={"DETECTOR_BATCH_SIZE": "lots"})
     try:
         assert console.process.wait(60) == 2
-        wait_for(lambda: b"fraud-console: error: fraud-detector: error: argument "
-                         b"--batch-size" in console.screen, 5, "the detector's line")
+        wait_for(lambda: b"fraud-console: error: fraud-detector: error: --batch-size "
+                         b"(DETECTOR_BATCH_SIZE): 'lots'" in console.screen, 5,
+                 "the detector's line")
         # Found before anything started: the line alone, no screen drawn and taken away.
         assert b"\x1b[?1049h" not in console.screen, "the console drew its screen first"
     finally:
