@@ -281,7 +281,8 @@ class Outcome(NamedTuple):
 
 
 class LiveSettings:
-    """The settings one service obeys, changed only by valid commands meant for it.
+    """The settings one service obeys (those in ``initial``), changed only by valid
+    commands meant for it.
 
     It remembers, per setting, the command in force and the ids it applied, so that a
     replayed or stale command is refused the same way whether it arrives live or while
@@ -318,6 +319,9 @@ class LiveSettings:
             return Outcome(False, str(exc), None, exc.ident)
         if cmd.spec.owner != self.service:
             return Outcome(None, "", cmd, cmd.id)
+        if cmd.setting not in self.values:  # a rule or a model this one was started without
+            return Outcome(False, f"this {self.service} does not run what {cmd.setting} "
+                           "sets", cmd, cmd.id)
         reason = self._why_not(cmd, written_at)
         if reason:
             return Outcome(False, reason, cmd, cmd.id)

@@ -57,6 +57,19 @@ def test_each_service_applies_only_its_own_settings() -> None:
     assert generator.values["tps"] == 500.0
 
 
+def test_a_detector_refuses_a_setting_of_a_rule_or_model_it_does_not_run() -> None:
+    threshold_only = LiveSettings("detector", {"threshold": 900.0})
+    _, velocity = command("velocity_count", 5)
+    outcome = threshold_only.apply(velocity)
+    assert outcome.applied is False
+    assert outcome.reason == "this detector does not run what velocity_count sets"
+    assert "velocity_count" not in threshold_only.values, "never shown as in force"
+    with_rules = LiveSettings("detector", {"threshold": 900.0, "velocity_count": 8})
+    assert with_rules.apply(velocity).applied is True
+    _, veto = command("model_veto", 0)
+    assert with_rules.apply(veto).applied is False, "its model is off"
+
+
 def test_only_the_owner_reports_an_out_of_range_value() -> None:
     raw = b'{"v": 1, "setting": "threshold", "value": -1, "id": "a", "ts": 1}'
     assert LiveSettings("generator", {}).apply(raw).applied is None
