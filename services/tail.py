@@ -107,7 +107,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     last = time.monotonic()
     try:
         while not shutdown.requested:
-            messages = consumer.consume(500, 0.2)
+            # As soon as there is one: a live tail prints records as they come.
+            messages = kafka.consume_batch(consumer, 500, 0.2)
             good = [m for m in messages if m.error() is None]
             if args.max is not None:
                 good = good[: args.max - seen]
