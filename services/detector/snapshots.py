@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from services import kafka
 
@@ -55,13 +55,19 @@ class ModelSnapshots:
         self.topic = topic
         self.instance = instance
         self.clock = clock
-        self.saved = 0  # snapshots written
+        self.saved = 0  # snapshots the cluster took
+        self.failed = 0  # snapshots it did not (too large for the topic, say)
         self._saved_revision = 0
         self._saved_at = -SAVE_EVERY
 
     def restore(self, model: OnlineModel) -> bool:
         """Serve the newest snapshot's model, if there is one this model can take."""
-        records = kafka.read_partition(self.bootstrap, self.topic, PARTITION, last=1)
+        try:
+            records = kafka.read_partition(self.bootstrap, self.topic, PARTITION, last=1)
+        except (TimeoutError, KafkaException) as exc:  # the stream need not wait for it
+            log.warning("model snapshots on %s not read (%s): learning from the labels",
+                        self.topic, exc)
+            return False
         if not records or records[-1][1] is None:
             log.info("no model snapshot on %s: learning from the labels", self.topic)
             return False
@@ -89,12 +95,22 @@ class ModelSnapshots:
         if snapshot is None:
             return False
         snapshot.update(instance=self.instance, written_at=time.time())
+        version = snapshot["version"]
+
+        def delivered(error: KafkaError | None, _: object) -> None:
+            if error is None:
+                self.saved += 1
+            else:
+                self.failed += 1
+                log.warning("model snapshot (version %d) not written: %s", version,
+                            error.str())
+
         try:
-            producer.produce(self.topic, orjson.dumps(snapshot), KEY, partition=PARTITION)
+            producer.produce(self.topic, orjson.dumps(snapshot), KEY, partition=PARTITION,
+                             on_delivery=delivered)
         except (BufferError, KafkaException) as exc:  # a full queue: the next turn tries
             log.warning("model snapshot not written: %s", exc)
             self._saved_at = now
             return False
         self._saved_revision, self._saved_at = revision, now
-        self.saved += 1
         return True

@@ -158,6 +158,7 @@ class StatefulDetector:
             out["model"] = self.target.model.status()
             if self.snapshots is not None:
                 out["model"]["snapshots"] = self.snapshots.saved
+                out["model"]["snapshot_failures"] = self.snapshots.failed
             out["labels"] = self.join.counters()
         return out
 

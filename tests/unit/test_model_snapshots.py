@@ -5,11 +5,13 @@ refused with its reason, and the detector learns from scratch."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 
 from services.detector.model import LogisticSGD, OnlineModel, SmallNet
 from services.detector.snapshots import SAVE_EVERY, ModelSnapshots
@@ -98,13 +100,16 @@ def test_there_is_no_snapshot_before_a_first_model() -> None:
 
 
 class Producer:
-    """The one producer call snapshots make, recorded."""
+    """The one producer call snapshots make, recorded, and the cluster's answer."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes, int]] = []
+        self.refuse = False
 
-    def produce(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, partition: int,
+                on_delivery: Callable[[Any, Any], None]) -> None:
         self.records.append((topic, value, key, partition))
+        on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if self.refuse else None, None)
 
 
 def test_a_snapshot_is_written_when_the_model_changed_at_most_every_so_often() -> None:
@@ -122,7 +127,7 @@ def test_a_snapshot_is_written_when_the_model_changed_at_most_every_so_often() -
     assert snapshots.save(model, producer)
     model.learn(*examples(200, seed=2))
     assert snapshots.save(model, producer, force=True), "as the detector stops"
-    assert snapshots.saved == 3
+    assert (snapshots.saved, snapshots.failed) == (3, 0)
     topic, value, key, partition = producer.records[-1]
     assert (topic, key, partition) == ("g-model-snapshots", b"model", 0)
     written = orjson.loads(value)
@@ -131,3 +136,7 @@ def test_a_snapshot_is_written_when_the_model_changed_at_most_every_so_often() -
     restored.restore(written)
     fresh = examples(50, seed=5)[0]
     assert np.array_equal(restored.score(fresh), model.score(fresh))
+    producer.refuse = True  # a cluster whose topic takes smaller records
+    model.learn(*examples(200, seed=6))
+    assert snapshots.save(model, producer, force=True)
+    assert (snapshots.saved, snapshots.failed) == (3, 1)
