@@ -176,10 +176,10 @@ def run(data: Traffic, tps: int, batch: int, warmup: int, label_lag: int,
         routed = full.route(records)
         routed_at = time.perf_counter()
         if routed.features is not None:
-            model.learn(*join.remember(routed.features))
+            model.learn(*join.remember(routed.features)[:2])
         waiting.append(data.labels[start:start + batch])
         if len(waiting) > label_lag:
-            model.learn(*join.labels(waiting.pop(0)))
+            model.learn(*join.labels(waiting.pop(0))[:2])
         learnt_at = time.perf_counter()
         outputs["full"] = routed
         if start >= warmup:

@@ -154,8 +154,9 @@ def services_text(services: tuple[ServiceHealth, ...]) -> Text:
 
 
 def model_text(services: tuple[ServiceHealth, ...]) -> str:
-    """The detectors' newest model: version, whether it came from a snapshot, and
-    age, or that it is still learning; nothing when no detector runs one."""
+    """The detectors' newest model: version, whether it came from a snapshot, age,
+    and whether the rules still decide without it (it has not yet beaten them on the
+    labels), or that it is still learning; nothing when no detector runs one."""
     models = [h.counters["model"] for h in services if h.up
               and isinstance(h.counters.get("model"), dict)]
     if not models:
@@ -165,7 +166,8 @@ def model_text(services: tuple[ServiceHealth, ...]) -> str:
         return f"learning, {count(newest.get('examples') or 0)} labels"
     age = newest.get("age_s")
     return f"v{newest['version']}" + (" restored" if newest.get("restored") else "") + \
-        ("" if age is None else f" · {age:.0f}s old")
+        ("" if age is None else f" · {age:.0f}s old") + \
+        (" · rules decide" if newest.get("deciding") is False else "")
 
 
 class ModelStatus(Static):

@@ -61,11 +61,14 @@ def dataset_features(raw: bytes) -> list[float] | None:
 
 
 class BatchFeatures(NamedTuple):
-    """The rows a batch was scored on, with what identifies each: for the label join."""
+    """The rows a batch was scored on, with what identifies each: for the label join.
+    With ``verdicts``, also how each was judged, for grading (``trust``)."""
 
     ids: list[str]
     ts: list[int]
     matrix: np.ndarray  # shape (len(ids), WIDTH)
+    # shape (len(ids), 2): whether a rule fired (0 or 1), the model's score (NaN: none)
+    verdicts: np.ndarray | None = None
 
 
 class FeatureRows:

@@ -33,10 +33,13 @@ _decode_label = msgspec.json.Decoder(Label).decode
 
 
 class Examples(NamedTuple):
-    """Labelled rows for the model to learn from (label 1: fraud)."""
+    """Labelled rows for the model to learn from (label 1: fraud) and, for rows that
+    came with their verdicts, whether a rule fired and the model's score (NaN: none)."""
 
     matrix: np.ndarray
     labels: np.ndarray
+    hits: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
     def __len__(self) -> int:  # type: ignore[override]
         return len(self.labels)
@@ -44,7 +47,11 @@ class Examples(NamedTuple):
 
 def _examples(rows: list[tuple[float, ...]], labels: list[int]) -> Examples:
     matrix = np.asarray(rows, dtype=float) if rows else np.zeros((0, WIDTH))
-    return Examples(matrix, np.asarray(labels, dtype=np.int8))
+    labelled = np.asarray(labels, dtype=np.int8)
+    if matrix.shape[1] == WIDTH:
+        return Examples(matrix, labelled)
+    # Rows that waited with their verdicts (``BatchFeatures.verdicts``) in two more columns.
+    return Examples(matrix[:, :WIDTH], labelled, matrix[:, WIDTH] > 0, matrix[:, WIDTH + 1])
 
 
 class LabelJoin:
@@ -84,7 +91,9 @@ class LabelJoin:
         # Rows as tuples of floats: Python's collector stops tracing those once it has
         # seen them, where a list waiting here a batch or two would be promoted to its
         # oldest generation and bring the next full collection nearer.
-        rows_in = map(tuple, batch.matrix.tolist())
+        matrix = batch.matrix if batch.verdicts is None else \
+            np.hstack((batch.matrix, batch.verdicts))
+        rows_in = map(tuple, matrix.tolist())
         for tx_id, ts, row in zip(batch.ids, batch.ts, rows_in, strict=True):
             label = waiting.pop(tx_id, None)
             if label is None:

@@ -76,7 +76,9 @@ class Router:
     appended to each record's bytes; with rules, each verdict names the rules that fired
     and the figures they judged by (``features``); with a model too, its ``score``
     (null until a first model is trained), a ``model`` hit at or above ``cutoff``, and
-    the verdict from ``decide``.
+    the verdict from ``decide``. The model decides here from its first version, as
+    ``bench/quality.py`` measures a warmed-up one; the service's second stage lets it
+    decide only once it beats the rules (``trust``).
     """
 
     instance: str

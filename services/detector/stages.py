@@ -18,10 +18,12 @@ carried across in a header.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
+import numpy as np
 import orjson
 from msgspec import UNSET, DecodeError
 
@@ -165,6 +167,9 @@ class TargetStage:
         self.model = model
         self.cutoff = cutoff  # see routing.decide
         self.veto = veto
+        # Whether the model's score decides with the rules (routing.decide) or is only
+        # shown while the rules decide: the detector's ModelTrust says which.
+        self.model_decides = True
         self.set_threshold(threshold)
 
     def set_threshold(self, threshold: float) -> None:
@@ -202,14 +207,19 @@ class TargetStage:
                          dataset_features(tx))
             judged.append((record, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
-        routed = routed._replace(features=batch)
         cutoff, veto, instance = self.cutoff, self.veto, self.instance
+        decides = self.model_decides
         legit, fraud_out = routed.legit.append, routed.fraud.append
+        fired: list[tuple[bool, float]] = []  # for grading, once labels come
         for (record, tx, features, hits), score in zip(judged, scores, strict=True):
-            fraud, hits = decide(hits, score, cutoff, veto)
+            fired.append((bool(hits), math.nan if score is None else score))
+            fraud, hits = decide(hits, score if decides else None, cutoff, veto)
             detection = verdict(hits, features, score, threshold, instance, fraud)
             value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
             (fraud_out if fraud else legit)((_original_key(record), value))
+        if batch is not None:
+            routed = routed._replace(features=batch._replace(
+                verdicts=np.array(fired, dtype=float).reshape(-1, 2)))
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)

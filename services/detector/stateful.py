@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from services import kafka
-from services.detector.labels import LabelJoin
+from services.detector.labels import Examples, LabelJoin
 from services.detector.routing import Headers, Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.snapshots import ModelSnapshots
 from services.detector.stages import SourceStage, TargetStage
+from services.detector.trust import ModelTrust
 
 if TYPE_CHECKING:  # scikit-learn loads only when a model is asked for
     from services.detector.model import OnlineModel
@@ -78,6 +79,10 @@ class StatefulDetector:
         self.labels = labels
         self.snapshots = snapshots
         self.join = LabelJoin()
+        # The model decides once it beats the rules on the labels of what it scored;
+        # until then its score is shown and the rules decide.
+        self.trust = ModelTrust()
+        target.model_decides = target.model is None
         self.restored = 0  # changelog records read back, for the heartbeat
 
     @classmethod
@@ -125,22 +130,31 @@ class StatefulDetector:
 
     def remember(self, routed: Routed) -> None:
         """Keep a scored batch's figures for its labels; learn from those already here."""
-        model = self.target.model
-        if model is not None and routed.features is not None:
-            examples = self.join.remember(routed.features)
-            if len(examples):
-                model.learn(examples.matrix, examples.labels)
+        if self.target.model is not None and routed.features is not None:
+            self._learn(self.join.remember(routed.features))
 
     def poll_labels(self) -> None:
         """Learn from the labels that came since the last call; never blocks."""
-        model = self.target.model
-        if model is None or self.labels is None:
+        if self.target.model is None or self.labels is None:
             return
         values = self.labels.poll()
         if values:
-            examples = self.join.labels(values)
-            if len(examples):
-                model.learn(examples.matrix, examples.labels)
+            self.take_labels(values)
+
+    def take_labels(self, values: list[bytes | None]) -> None:
+        """Labels (the topic's record values): grade and learn from those joined."""
+        self._learn(self.join.labels(values))
+
+    def _learn(self, examples: Examples) -> None:
+        """Grade the verdicts of labelled transactions, then learn from them."""
+        model, target = self.target.model, self.target
+        if model is None or not len(examples):
+            return
+        if examples.hits is not None and examples.scores is not None:
+            self.trust.grade(examples.labels, examples.hits, examples.scores,
+                             target.cutoff, target.veto)
+            target.model_decides = self.trust.trusted
+        model.learn(examples.matrix, examples.labels)
 
     def save_model(self, producer: Producer, force: bool = False) -> None:
         """A snapshot of the model when it changed (``ModelSnapshots.save``)."""
@@ -155,7 +169,7 @@ class StatefulDetector:
                                "late": sum(rules.late() for stage in (self.source, self.target)
                                            for rules in stage.state.partitions.values())}
         if self.target.model is not None:
-            out["model"] = self.target.model.status()
+            out["model"] = {**self.target.model.status(), **self.trust.status()}
             if self.snapshots is not None:
                 out["model"]["snapshots"] = self.snapshots.saved
                 out["model"]["snapshot_failures"] = self.snapshots.failed

@@ -163,7 +163,7 @@ def test_an_applied_answer_updates_the_setting_before_the_next_heartbeat() -> No
     assert feed.snapshot().applied("threshold") == 950.0
 
 
-def test_the_model_line_says_the_newest_version_and_whether_a_restart_restored_it() -> None:
+def test_the_model_line_says_the_newest_version_whether_restored_and_who_decides() -> None:
     def detector(age: float, **model: object) -> ServiceHealth:
         return ServiceHealth("detector", f"d{len(model)}", age, {}, {"model": model})
 
@@ -171,6 +171,8 @@ def test_the_model_line_says_the_newest_version_and_whether_a_restart_restored_i
     assert model_text((learning,)) == "learning, 1,234 labels"
     restored = detector(1.0, version=7, age_s=300.0, restored=True)
     assert model_text((learning, restored)) == "v7 restored · 300s old"
-    retrained = detector(1.0, version=8, age_s=2.0, restored=False)
+    retrained = detector(1.0, version=8, age_s=2.0, restored=False, deciding=True)
     assert model_text((restored, retrained)) == "v8 · 2s old"
+    young = detector(1.0, version=2, age_s=5.0, restored=False, deciding=False)
+    assert model_text((young,)) == "v2 · 5s old · rules decide"
     assert model_text((detector(DOWN_AFTER + 1, version=9),)) == "", "a detector that is down"

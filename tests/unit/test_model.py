@@ -288,8 +288,8 @@ def test_router_puts_the_score_in_the_verdict_and_the_model_flags_what_rules_mis
     assert all(d["score"] is None for d in cold)  # no model yet: a verdict all the same
     assert not routed.fraud  # card testing below the velocity count slips past the rules
     assert routed.features is not None and len(routed.features.ids) == len(records)
-    model.learn(*join.remember(routed.features))  # nothing labelled yet: learns nothing
-    model.learn(*join.labels(labels))
+    model.learn(*join.remember(routed.features)[:2])  # nothing labelled: learns nothing
+    model.learn(*join.labels(labels)[:2])
     assert model.ready and join.joined == len(records)
 
     records, _ = traffic(10**9, 3, rng)
@@ -319,8 +319,8 @@ def test_a_replayed_dataset_row_is_scored_with_its_v_features(tmp_path: Path) ->
     assert routed.features is not None
     assert routed.features.matrix[:, -28:].tolist() == [[row[v] for v in FEATURES]
                                                        for row in rows_written]
-    model.learn(*join.remember(routed.features))
-    model.learn(*join.labels(v for _, v in batch.labels))
+    model.learn(*join.remember(routed.features)[:2])
+    model.learn(*join.labels(v for _, v in batch.labels)[:2])
     assert model.ready  # learnt from the dataset's own labels
     routed = router.route([FakeRecord(v) for _, v in batch.transactions])
     scores = [orjson.loads(v)["detection"]["score"] for _, v in routed.legit + routed.fraud]

@@ -158,6 +158,7 @@ def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
     target = TargetStage(lambda: TargetRules(settings, novelty=True), "a", model=model)
     detector = both_stages(source, target, settings)
     model.learn(*examples(600))
+    target.model_decides = True  # as once it beats the rules (the next story)
     testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5) for i in range(12)]
     forwarded = [r for records in repartition(source.process(testing)[0]).values()
                  for r in records]
@@ -190,3 +191,36 @@ def test_records_too_late_for_the_windows_are_counted_for_the_heartbeat() -> Non
                  for r in records]
     assert len(verdicts(target.process(forwarded))) == 2  # judged all the same
     assert detector.counters()["late"] == 2  # once for velocity, once for fan-in
+
+
+def test_the_model_decides_only_once_it_beats_the_rules_on_graded_labels() -> None:
+    from services.detector.model import OnlineModel
+    from services.detector.trust import ModelTrust
+    from tests.unit.test_model import examples
+
+    model = OnlineModel(background=False, min_examples=100)
+    settings = RuleSettings()
+    source = SourceStage(lambda: SourceRules(settings, novelty=True), "a")
+    target = TargetStage(lambda: TargetRules(settings, novelty=True), "a", model=model)
+    detector = both_stages(source, target, settings)
+    detector.trust = ModelTrust(min_frauds=5)
+    model.learn(*examples(600))  # it tells card testing apart; nobody has seen it do so
+
+    def card_testing(first: int) -> list[FakeRecord]:  # too few for the velocity rule
+        testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5)
+                   for i in range(first, first + 6)]
+        return [r for records in repartition(source.process(testing)[0]).values()
+                for r in records]
+
+    routed = target.process(card_testing(0))
+    shown = [orjson.loads(v)["detection"] for _, v in routed.legit]
+    assert len(shown) == 6 and not routed.fraud, "the rules decide: none fired"
+    assert all(d["score"] >= target.cutoff and not d["rules"] for d in shown)
+    detector.remember(routed)
+    detector.take_labels([orjson.dumps({"id": f"t{i}", "fraud": True}) for i in range(6)])
+    assert target.model_decides  # it caught 6 of 6, the rules none
+    model_says = detector.counters()["model"]
+    assert (model_says["deciding"], model_says["f1_model"], model_says["f1_rules"]) == \
+        (True, 1.0, 0.0)
+    routed = target.process(card_testing(100))
+    assert len(routed.fraud) == 6 and not routed.legit, "now the model decides"
