@@ -176,10 +176,12 @@ def run(data: Traffic, tps: int, batch: int, warmup: int, label_lag: int,
         routed = full.route(records)
         routed_at = time.perf_counter()
         if routed.features is not None:
-            model.learn(*join.remember(routed.features)[:2])
+            joined = join.remember(routed.features)
+            model.learn(joined.matrix, joined.labels)
         waiting.append(data.labels[start:start + batch])
         if len(waiting) > label_lag:
-            model.learn(*join.labels(waiting.pop(0))[:2])
+            joined = join.labels(waiting.pop(0))
+            model.learn(joined.matrix, joined.labels)
         learnt_at = time.perf_counter()
         outputs["full"] = routed
         if start >= warmup:

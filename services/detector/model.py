@@ -25,9 +25,11 @@ Until a first model exists (it needs examples of both classes) there is no score
 In a loop, with a ``Router`` that has rules and this model and a ``LabelJoin``::
 
     routed = router.route(records)  # scores the batch with the model in service
-    model.learn(*join.remember(routed.features)[:2])  # labels that came first
+    joined = join.remember(routed.features)  # labels that came first
+    model.learn(joined.matrix, joined.labels)
     ...
-    model.learn(*join.labels(label_values)[:2])  # a batch from the labels topic
+    joined = join.labels(label_values)  # a batch from the labels topic
+    model.learn(joined.matrix, joined.labels)
 
 The learner is a small neural network (``SmallNet``: scikit-learn's ``MLPClassifier``
 with ``partial_fit``); ``LogisticSGD`` is the linear alternative. ``bench/model_choice.py``

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from services.detector.features import DATASET_FEATURES, WIDTH, FeatureRows, rows
-from services.detector.labels import LabelJoin
+from services.detector.labels import Examples, LabelJoin
 from services.detector.model import OnlineModel, SmallNet
 from services.detector.routing import Router
 from services.detector.rules import StatefulRules
@@ -34,6 +34,10 @@ def examples(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         pairs.append((amount, figures))
         labels.append(int(fraud))
     return rows(pairs), np.asarray(labels)
+
+
+def learn(model: OnlineModel, joined: Examples) -> None:
+    model.learn(joined.matrix, joined.labels)
 
 
 class GatedNet(SmallNet):
@@ -288,8 +292,8 @@ def test_router_puts_the_score_in_the_verdict_and_the_model_flags_what_rules_mis
     assert all(d["score"] is None for d in cold)  # no model yet: a verdict all the same
     assert not routed.fraud  # card testing below the velocity count slips past the rules
     assert routed.features is not None and len(routed.features.ids) == len(records)
-    model.learn(*join.remember(routed.features)[:2])  # nothing labelled: learns nothing
-    model.learn(*join.labels(labels)[:2])
+    learn(model, join.remember(routed.features))  # nothing labelled yet: learns nothing
+    learn(model, join.labels(labels))
     assert model.ready and join.joined == len(records)
 
     records, _ = traffic(10**9, 3, rng)
@@ -319,8 +323,8 @@ def test_a_replayed_dataset_row_is_scored_with_its_v_features(tmp_path: Path) ->
     assert routed.features is not None
     assert routed.features.matrix[:, -28:].tolist() == [[row[v] for v in FEATURES]
                                                        for row in rows_written]
-    model.learn(*join.remember(routed.features)[:2])
-    model.learn(*join.labels(v for _, v in batch.labels)[:2])
+    learn(model, join.remember(routed.features))
+    learn(model, join.labels(v for _, v in batch.labels))
     assert model.ready  # learnt from the dataset's own labels
     routed = router.route([FakeRecord(v) for _, v in batch.transactions])
     scores = [orjson.loads(v)["detection"]["score"] for _, v in routed.legit + routed.fraud]
