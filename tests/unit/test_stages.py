@@ -148,7 +148,9 @@ def test_the_second_stage_scores_a_batch_with_the_model_and_says_so_in_the_verdi
     assert sorted(warm.features.ids) == sorted(f"t{i}" for i in range(12))
 
 
-def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
+def with_a_model() -> tuple[SourceStage, TargetStage, StatefulDetector]:
+    """Both stages with every rule and a model that tells card testing apart (taught
+    directly, not through the labels topic)."""
     from services.detector.model import OnlineModel
     from tests.unit.test_model import examples
 
@@ -158,6 +160,11 @@ def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
     target = TargetStage(lambda: TargetRules(settings, novelty=True), "a", model=model)
     detector = both_stages(source, target, settings)
     model.learn(*examples(600))
+    return source, target, detector
+
+
+def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
+    source, target, detector = with_a_model()
     target.model_decides = True  # as once it beats the rules (the next story)
     testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5) for i in range(12)]
     forwarded = [r for records in repartition(source.process(testing)[0]).values()
@@ -194,17 +201,10 @@ def test_records_too_late_for_the_windows_are_counted_for_the_heartbeat() -> Non
 
 
 def test_the_model_decides_only_once_it_beats_the_rules_on_graded_labels() -> None:
-    from services.detector.model import OnlineModel
     from services.detector.trust import ModelTrust
-    from tests.unit.test_model import examples
 
-    model = OnlineModel(background=False, min_examples=100)
-    settings = RuleSettings()
-    source = SourceStage(lambda: SourceRules(settings, novelty=True), "a")
-    target = TargetStage(lambda: TargetRules(settings, novelty=True), "a", model=model)
-    detector = both_stages(source, target, settings)
+    source, target, detector = with_a_model()  # nobody has seen it tell card testing apart
     detector.trust = ModelTrust(min_frauds=5)
-    model.learn(*examples(600))  # it tells card testing apart; nobody has seen it do so
 
     def card_testing(first: int) -> list[FakeRecord]:  # too few for the velocity rule
         testing = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 0.5)
