@@ -26,6 +26,7 @@ from tui.widgets import EventLine, FeedPane, ModelStatus, Settings, Throughput
 TPS_STEPS = tuple(m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= 100_000)
 THRESHOLD_STEP = 50.0
 DEFAULTS = {"tps": 100.0, "threshold": 900.0, "paused": False}
+STOP_GRACE = 10.0  # seconds a stop by SIGTERM or SIGHUP may take before the process ends
 
 
 def step_tps(current: float, up: bool) -> float:
@@ -109,11 +110,20 @@ class FraudConsole(App[str | None]):
         for signum in (signal.SIGTERM, signal.SIGHUP):
             # Stop like a quit, so the launcher's cleanup runs.
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self.exit)
+                loop.add_signal_handler(signum, self._stop_on_signal)
         self.show(self.feed.snapshot())
         self.consume()
         if self.watch is not None:
             self.set_interval(0.5, self._check_children)
+
+    def _stop_on_signal(self) -> None:
+        self.exit()
+        # Should the shutdown hang (once, after its terminal was closed, Textual's output
+        # thread was left waiting for ever, and the console with it, its children
+        # running), the process ends anyway; its children die with it (children.py).
+        watchdog = threading.Timer(STOP_GRACE, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
 
     def on_unmount(self) -> None:
         self._stop.set()

@@ -6,6 +6,7 @@ children are found the way an administrator would: by parent process id.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -62,7 +63,8 @@ class Terminal:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        os.close(self.master)
+        with contextlib.suppress(OSError):  # a story that closed the terminal itself
+            os.close(self.master)
 
 
 def children_of(pid: int) -> dict[int, str]:
@@ -148,6 +150,14 @@ def test_quit_stops_every_child(console: Terminal) -> None:
     console.type(b"q")
     assert console.process.wait(20) == 0
     wait_for(lambda: not any(alive(pid) for pid in children), 10, "children to stop")
+
+
+def test_a_closed_terminal_stops_the_console_and_every_child(console: Terminal) -> None:
+    children = started_pipeline(console)
+    os.close(console.master)  # the window closed: the terminal is gone, and says so
+    console.process.send_signal(signal.SIGHUP)
+    console.process.wait(20)
+    wait_for(lambda: not any(alive(pid) for pid in children), 15, "children to stop")
 
 
 def test_a_killed_console_takes_its_children_with_it(console: Terminal) -> None:
