@@ -38,3 +38,16 @@ def test_a_small_run_reports_every_detector_on_the_counted_part_only() -> None:
     threshold = result["detectors"]["threshold"]
     assert set(threshold["false_alarms_by_rule"]) <= {"amount_threshold"}
     assert result["model"]["examples"] > 0  # it learnt from labels of scored batches
+
+
+def test_the_warm_up_bench_grades_both_policies_block_by_block() -> None:
+    from bench.warmup import run as warm_up
+
+    data = traffic(6_000, 100, seed=3, fraud_rate=0.05)
+    result = warm_up(data, 100, block=2_000)
+    for policy in ("always", "trusted"):
+        assert len(result[policy]["blocks"]) == 3
+        assert all(0 <= block["f1"] <= 1 for block in result[policy]["blocks"])
+    # Trust comes only with graded frauds; a model always trusted decides at once.
+    always, trusted = result["always"]["decided_after"], result["trusted"]["decided_after"]
+    assert always is not None and (trusted is None or trusted >= always)
