@@ -296,7 +296,8 @@ def ensure_topics(
     # Admin requests go to the controller the metadata names; a cluster that names none
     # among its brokers cannot serve them.
     if metadata.controller_id in metadata.brokers:
-        settings = {name: {**({"cleanup.policy": "compact"} if name in set(compacted) else {}),
+        compact = set(compacted)
+        settings = {name: {**({"cleanup.policy": "compact"} if name in compact else {}),
                            **(configs or {}).get(name, {})} for name in missing}
         missing = _create_with_admin(bootstrap, missing, len(metadata.brokers), timeout,
                                      settings)
