@@ -54,12 +54,14 @@ TOPIC = "queueing.transactions"
 
 
 class BenchRecord:
-    """A consumed record, as much of one as the router reads."""
+    """A consumed record, as much of one as the router (or a detector's stage) reads."""
 
-    __slots__ = ("_key", "_offset", "_ts", "_value")
+    __slots__ = ("_headers", "_key", "_offset", "_ts", "_value")
 
-    def __init__(self, key: bytes, value: bytes, offset: int, ts: int) -> None:
+    def __init__(self, key: bytes, value: bytes, offset: int, ts: int,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
         self._key, self._value, self._offset, self._ts = key, value, offset, ts
+        self._headers = headers
 
     def key(self) -> bytes:
         return self._key
@@ -79,8 +81,8 @@ class BenchRecord:
     def timestamp(self) -> tuple[int, int]:
         return (1, self._ts)
 
-    def headers(self) -> None:
-        return None
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
 
 class Traffic(NamedTuple):

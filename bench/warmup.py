@@ -28,42 +28,12 @@ from typing import Any
 import orjson
 from threadpoolctl import threadpool_limits
 
-from bench.quality import Tally, Traffic, traffic
+from bench.quality import BenchRecord, Tally, Traffic, traffic
 from services.detector.model import OnlineModel
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
 from services.detector.stateful import InternalTopics, StatefulDetector
 from services.detector.trust import ModelTrust
-
-
-class _Forwarded:
-    """A record of the repartition topic, as much of one as the second stage reads."""
-
-    __slots__ = ("_headers", "_key", "_offset", "_value")
-
-    def __init__(self, key: bytes, value: bytes, headers: Any, offset: int) -> None:
-        self._key, self._value, self._headers, self._offset = key, value, headers, offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> Any:
-        return self._headers
-
-    def topic(self) -> str:
-        return "repartition"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
 
 
 class _AlwaysTrusted(ModelTrust):
@@ -98,8 +68,8 @@ def run(data: Traffic, tps: int, block: int, batch: int = 1_000) -> dict[str, An
         for start in range(0, len(data.records), batch):
             clock[0] = start / tps
             forwards, _ = stateful.source.process(data.records[start:start + batch])
-            routed = stateful.target.process(
-                [_Forwarded(key, value, headers, offset)
+            routed = stateful.target.process(  # the repartition topic's records
+                [BenchRecord(key, value, offset, 0, headers)
                  for offset, (key, value, headers) in enumerate(forwards)])
             stateful.remember(routed)
             waiting.append(data.labels[start:start + batch])

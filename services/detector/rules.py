@@ -532,7 +532,7 @@ class _RuleSet:
 
     def late(self) -> int:
         """Records that came too late for a window of these rules (once per window)."""
-        return sum(getattr(store, "late", 0) for store in self.stores.values())
+        return sum(store.late for store in self.stores.values())
 
     def changes(self) -> Iterator[tuple[str, Any]]:
         stores = self.stores.items()

@@ -16,6 +16,7 @@ class ChangeTracking:
     """The changelog side of a store: ``_changed`` holds the keys to write."""
 
     _changed: set[str]
+    late = 0  # records refused as too late for the store: only windows refuse any
 
     def state_of(self, key: str) -> Any:
         """The store's state of ``key``, JSON-ready; None when it holds nothing of it."""

@@ -16,17 +16,15 @@ verdict either way.
 
 from __future__ import annotations
 
-import math
-from collections import deque
-
 import numpy as np
 
-# One graded transaction: (fraud, the rules said fraud, the model said fraud).
-Graded = tuple[bool, bool, bool]
+# A graded transaction as one small code: 4 if it was fraud, + 2 if the rules said
+# fraud, + 1 if the model did; counted per batch with np.bincount.
+FRAUD, BY_RULES, BY_MODEL = 4, 2, 1
 
 
 class ModelTrust:
-    """Running F1 of both verdicts over the recent graded transactions. See the module."""
+    """F1 of both verdicts over the recent graded transactions. See the module."""
 
     def __init__(self, window: int = 5_000, min_frauds: int = 50,
                  margin: float = 0.02) -> None:
@@ -37,49 +35,29 @@ class ModelTrust:
         self.min_frauds = min_frauds
         self.margin = margin
         self.trusted = False
-        self._graded: deque[Graded] = deque()
-        # [true positives, false positives, false negatives] of the rules and the model
-        self._rules = [0, 0, 0]
-        self._model = [0, 0, 0]
-        self._frauds = 0
+        self._graded = np.zeros(0, dtype=np.int8)  # the newest ``window`` codes
 
     def grade(self, labels: np.ndarray, hits: np.ndarray, scores: np.ndarray,
               cutoff: float, veto: float) -> None:
         """Grade labelled transactions: their labels, whether a rule fired on each, and
         the model's score when it was judged (NaN: it had none), then decide anew."""
-        for label, hit, score in zip(labels.tolist(), hits.tolist(), scores.tolist(),
-                                     strict=True):
-            if math.isnan(score):
-                continue  # no model yet: nothing of its to grade
-            fraud, by_rules = bool(label), bool(hit)
-            by_model = score >= cutoff or (by_rules and score >= veto)
-            self._count((fraud, by_rules, by_model), 1)
-            if len(self._graded) > self.window:
-                self._count(self._graded.popleft(), -1)
+        scored = ~np.isnan(scores)  # without a model yet there is nothing of its to grade
+        fraud, by_rules, score = labels[scored] > 0, hits[scored] > 0, scores[scored]
+        by_model = (score >= cutoff) | (by_rules & (score >= veto))
+        codes = (FRAUD * fraud + BY_RULES * by_rules + BY_MODEL * by_model).astype(np.int8)
+        self._graded = np.concatenate((self._graded, codes))[-self.window:]
         rules, model = self.f1()
-        if self._frauds < self.min_frauds:
+        if int(np.count_nonzero(self._graded >= FRAUD)) < self.min_frauds:
             self.trusted = False
         elif self.trusted:
             self.trusted = model >= rules - self.margin
         else:
             self.trusted = model >= rules
 
-    def _count(self, graded: Graded, sign: int) -> None:
-        if sign > 0:
-            self._graded.append(graded)
-        fraud, by_rules, by_model = graded
-        self._frauds += sign * fraud
-        for tally, said in ((self._rules, by_rules), (self._model, by_model)):
-            if said and fraud:
-                tally[0] += sign
-            elif said:
-                tally[1] += sign
-            elif fraud:
-                tally[2] += sign
-
     def f1(self) -> tuple[float, float]:
         """``(rules, model)``: F1 of each over the graded transactions in the window."""
-        return _f1(self._rules), _f1(self._model)
+        counts = np.bincount(self._graded, minlength=8)
+        return _f1(counts, BY_RULES), _f1(counts, BY_MODEL)
 
     def status(self) -> dict[str, object]:
         rules, model = self.f1()
@@ -87,6 +65,11 @@ class ModelTrust:
                 "f1_model": round(model, 3), "f1_rules": round(rules, 3)}
 
 
-def _f1(tally: list[int]) -> float:
-    tp, fp, fn = tally
+def _f1(counts: np.ndarray, said: int) -> float:
+    """F1 of the verdict whose bit is ``said``, from the counts of each code."""
+    codes = np.arange(8)
+    fraud, flagged = (codes & FRAUD) > 0, (codes & said) > 0
+    tp = int(counts[fraud & flagged].sum())
+    fp = int(counts[~fraud & flagged].sum())
+    fn = int(counts[fraud & ~flagged].sum())
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
