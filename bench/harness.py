@@ -33,6 +33,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from services import kafka
+from services.broker import tune_clients
 from services.config import Topics
 from services.generator.synthetic import TutorialProfile
 
@@ -99,6 +100,9 @@ def spawn(started: Children, module: str, args: Sequence[str] = (),
 
 
 def start_broker(started: Children) -> str:
+    """An embedded broker, its clients tuned as fraud-console tunes them: the
+    services started from here on and this process's own readers."""
+    tune_clients(os.environ)
     broker = spawn(started, "services.broker", stdout=subprocess.PIPE)
     assert broker.stdout is not None
     bootstrap = broker.stdout.readline().decode().strip()

@@ -240,7 +240,8 @@ def run_env(bootstrap: str, topics: Topics, group: str, variant: Variant) -> dic
 def reader(bootstrap: str, topics: Topics) -> Consumer:
     """A downstream reader built the way the services build theirs, on every partition
     of the legit and fraud topics from the beginning."""
-    consumer = kafka.consumer(bootstrap, f"bench-latency-{uuid.uuid4().hex[:6]}")
+    consumer = kafka.consumer(bootstrap, f"bench-latency-{uuid.uuid4().hex[:6]}",
+                              on_path=True)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for topic in (topics.legit, topics.fraud) for p in range(PARTITIONS)])
     return consumer

@@ -38,7 +38,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     instance = kafka.instance_id(SERVICE)
     failures = kafka.DeliveryFailures(SERVICE)
     producer = kafka.producer(args.bootstrap, {"on_delivery": failures})
-    consumer = kafka.consumer(args.bootstrap, args.group)
+    consumer = kafka.consumer(args.bootstrap, args.group, on_path=True)
     checkpoint = AtLeastOnceCheckpoint(consumer, producer, failures)
     status = StatusPublisher(producer, topics.status, SERVICE, instance)
     settings = control.LiveSettings(SERVICE, {})

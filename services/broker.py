@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 from confluent_kafka import Producer
 
@@ -22,6 +22,19 @@ from services.config import OneLineParser, whole
 from services.lifecycle import Shutdown, setup_logging
 
 log = logging.getLogger("fraud.broker")
+
+# What the clients of this broker should be told (the environment fraud-console and
+# the benchmarks give them). It holds a fetch that finds nothing for the whole
+# fetch.wait.max.ms, records arriving meanwhile included, where Apache Kafka answers
+# at once: a wait of 1 ms on a transaction's path took the full detector's p99 at
+# 1,000/s from 30 to 14 ms end to end (bench.latency), for 0.02 core more at 100/s.
+CLIENT_TUNING = {"KAFKA_FETCH_WAIT_MS": "1"}
+
+
+def tune_clients(env: MutableMapping[str, str]) -> None:
+    """``CLIENT_TUNING`` into ``env``, where it does not say otherwise already."""
+    for name, value in CLIENT_TUNING.items():
+        env.setdefault(name, value)
 
 
 def start(brokers: int = 1) -> tuple[Producer, str]:

@@ -19,6 +19,11 @@ from services import security
 
 EXIT_CONFIG = 2
 DEFAULT_BROKER = "localhost:9092"
+# How long a reader on a transaction's path lets the broker hold a fetch that finds
+# nothing (services/kafka.py, ``consumer``). It belongs to the cluster rather than to
+# one program, like the security settings: environment only, inherited by children.
+FETCH_WAIT_VARIABLE = "KAFKA_FETCH_WAIT_MS"
+DEFAULT_FETCH_WAIT_MS = 5
 
 
 class ConfigError(Exception):
@@ -146,7 +151,10 @@ def base_parser(
     parser = OneLineParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="security (environment only, never shown):\n" + "\n".join(
-            f"  {name:<31} {what}" for name, what in security.VARIABLES),
+            f"  {name:<31} {what}" for name, what in security.VARIABLES)
+        + "\ntuning (environment only):\n"
+        f"  {FETCH_WAIT_VARIABLE:<31} ms the broker may hold an empty fetch of a reader on "
+        f"a transaction's path (default: {DEFAULT_FETCH_WAIT_MS})",
     )
     parser.set_defaults(env=env)
     env_option(
@@ -168,6 +176,17 @@ def base_parser(
     return parser
 
 
+def fetch_wait_ms(env: Mapping[str, str] | None = None) -> int:
+    """``KAFKA_FETCH_WAIT_MS`` (1 to 10,000), or the default; ConfigError saying why not."""
+    text = (os.environ if env is None else env).get(FETCH_WAIT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_FETCH_WAIT_MS
+    try:
+        return whole(FETCH_WAIT_VARIABLE, low=1, high=10_000)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def topics(args: argparse.Namespace) -> Topics:
     return Topics(**{attr: getattr(args, f"topic_{attr}") for attr, _, _ in TOPIC_OPTIONS})
 
@@ -181,7 +200,8 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     try:
         security.client_security(env)
         args.control_secret = security.control_secret(env)
-    except security.SecurityError as exc:
+        fetch_wait_ms(env)
+    except (security.SecurityError, ConfigError) as exc:
         parser.error(str(exc))
     if args.bootstrap is None:  # a program that has a use for "no cluster given"
         return args

@@ -25,7 +25,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from services import security
-from services.config import ConfigError
+from services.config import DEFAULT_FETCH_WAIT_MS, ConfigError, fetch_wait_ms
 
 log = logging.getLogger("fraud.kafka")
 
@@ -105,27 +105,33 @@ def transactional_producer(
 
 
 def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None,
-             instance: str | None = None) -> Consumer:
+             instance: str | None = None, on_path: bool = False) -> Consumer:
     """A group member that commits only what the caller says is done.
 
     ``instance`` makes it a static member (``group.instance.id``): on Apache Kafka a
     restarted process with the same instance takes its partitions back at once, with
     no rebalance and no wait for the old session to expire. The session timeout is
     then how long the partitions of an instance that died for good stay unread.
+
+    ``on_path``: a reader on a transaction's way from the generator to a person (the
+    detector's input, the readers of verdicts), whose fetch waits add to the latency
+    of every fraud shown. It waits ``KAFKA_FETCH_WAIT_MS``; other readers (commands,
+    labels, heartbeats) wait at least the default, since a shorter wait costs an idle
+    cluster more fetches and buys them nothing.
     """
+    wait = fetch_wait_ms()
     config = {
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         # How long the broker may hold a fetch that finds nothing. Apache Kafka answers
-        # it as soon as records arrive, so there this only paces idle fetches (200 a
-        # second per idle consumer and broker). The embedded broker holds an empty
-        # fetch for the whole wait, records arriving meanwhile included
-        # (rd_kafka_mock_handle_Fetch): every consumer hop then adds up to this wait,
-        # and at 50 ms two hops made most of a 105 ms p99 end to end (bench.latency).
-        # Shorter (2 ms) busies the small machine such a broker runs on.
-        "fetch.wait.max.ms": 5,
+        # it as soon as records arrive, so there it only paces idle fetches: a long
+        # wait costs no latency (compose.yml sets 100 ms). The embedded broker holds
+        # an empty fetch for the whole wait, records arriving meanwhile included
+        # (rd_kafka_mock_handle_Fetch): every hop then adds up to the wait, so
+        # fraud-console sets 1 ms for it (services/broker.py, CLIENT_TUNING).
+        "fetch.wait.max.ms": wait if on_path else max(wait, DEFAULT_FETCH_WAIT_MS),
         "allow.auto.create.topics": True,
         # A member that vanished holds its partitions until its session expires, and a
         # broker that ignores LeaveGroup and static membership (the embedded one does)

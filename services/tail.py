@@ -99,7 +99,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             print("0 records", file=sys.stderr)
         return 0
     consumer = kafka.consumer(args.bootstrap, f"fraud-tail-{uuid.uuid4().hex[:8]}",
-                              {"enable.auto.commit": False})
+                              {"enable.auto.commit": False}, on_path=True)
     start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
     consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
     out = sys.stdout.buffer

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from services.broker import tune_clients
 from services.config import Topics
 from tests.kafka_helpers import BrokerProcess, ServiceProcess
 
@@ -47,6 +48,7 @@ def service_env(broker: str, topics: Topics) -> dict[str, str]:
         # about moving records, and a threshold makes every verdict predictable.
         "DETECTOR_RULES": "threshold",
     })
+    tune_clients(env)  # as fraud-console tunes the clients of its embedded broker
     return env
 
 

@@ -159,11 +159,10 @@ class KafkaFeed(AggregatingFeed):
             with self._lock:
                 self.aggregator.set_connected(False)
             return None, None
-        # Its own group, never committed: the console reads live, from the end. A short
-        # fetch wait keeps its own hop out of the end-to-end latency it shows (a broker
-        # that answers only at the end of the wait would otherwise add up to it).
+        # Its own group, never committed: the console reads live, from the end. Its
+        # fetch waits are part of the end-to-end latency it shows.
         consumer = kafka.consumer(self.bootstrap, f"fraud-console-{uuid.uuid4().hex[:8]}",
-                                  {"fetch.wait.max.ms": 10})
+                                  on_path=True)
         watched = (self.topics.legit, self.topics.fraud, self.topics.dlq, self.topics.status)
         metadata = consumer.list_topics(timeout=5)
         consumer.assign([TopicPartition(t, p, OFFSET_END)

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services import config, security
+from services import broker, config, security
 from services.generator.profiles import PROFILES
 from tui.app import FraudConsole
 from tui.children import Children
@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     forget_cluster_security()
+    broker.tune_clients(os.environ)  # the console's own reader and every child's
     refused = refused_settings(args)
     if refused:
         print(f"fraud-console: error: {refused}", file=sys.stderr)

@@ -134,7 +134,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     failures = kafka.DeliveryFailures(SERVICE)
     exactly_once = args.processing_guarantee == EXACTLY_ONCE
     # Static membership: a restarted instance takes its partitions straight back.
-    consumer = kafka.consumer(args.bootstrap, args.group, instance=args.instance)
+    consumer = kafka.consumer(args.bootstrap, args.group, instance=args.instance,
+                              on_path=True)
 
     def on_assign(_: Consumer, partitions: list[TopicPartition]) -> None:
         if stateful is not None:

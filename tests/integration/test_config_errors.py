@@ -26,6 +26,7 @@ def run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedPro
     ("detector", {"KAFKA_BROKER_URL": "nohostport"}, [], "is not HOST:PORT"),
     ("generator", {"TRANSACTIONS_TOPIC": "bad topic!"}, [], "not a valid topic name"),
     ("detector", {}, ["--no-such-flag"], "unrecognized arguments"),
+    ("detector", {"KAFKA_FETCH_WAIT_MS": "soon"}, [], "KAFKA_FETCH_WAIT_MS: 'soon'"),
     ("tail", {}, [], "required: topic"),
 ])
 def test_bad_configuration(module: str, env: dict[str, str], args: list[str], said: str) -> None:
