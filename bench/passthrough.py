@@ -51,8 +51,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
 
     def housekeeping() -> None:
         follower.poll()
-        status.beat(settings.values, {"delivery_failures": failures.count,
-                                      "commits": checkpoint.commits})
+        status.beat(settings.values, lambda: {"delivery_failures": failures.count,
+                                              "commits": checkpoint.commits})
 
     consumer.subscribe([topics.transactions], on_revoke=on_revoke)
     log.info("copying %s to %s", topics.transactions, topics.legit)

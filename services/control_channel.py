@@ -126,9 +126,12 @@ class StatusPublisher:
             log.warning("producer queue full; status message dropped")
 
     def beat(
-        self, settings: Mapping[str, Any], counters: Mapping[str, Any], force: bool = False
+        self, settings: Mapping[str, Any], counters: Callable[[], Mapping[str, Any]],
+        force: bool = False,
     ) -> None:
+        """A heartbeat, when one is due (every ``interval``) or ``force``d. The loops
+        call this every turn: ``counters`` is asked only when a heartbeat goes out."""
         now = time.monotonic()
         if force or now >= self._next:
             self._next = now + self.interval
-            self.publish(control.heartbeat(self.service, self.instance, settings, counters))
+            self.publish(control.heartbeat(self.service, self.instance, settings, counters()))

@@ -220,7 +220,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         follower.poll()
         status_producer.poll(0)
         cluster.check(status_producer)
-        status.beat(settings.values, counters())
+        status.beat(settings.values, counters)
 
     def counters() -> dict[str, Any]:
         routed = router.counters.as_dict() if stateful is None else stateful.counters()
@@ -248,7 +248,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     finally:
         if stateful is not None:  # what online steps taught it since the last snapshot
             stateful.save_model(status_producer, force=True)
-        status.beat(settings.values, counters(), force=True)
+        status.beat(settings.values, counters, force=True)
         status_producer.flush(1)
         producer.flush(1)
         try:

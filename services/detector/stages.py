@@ -84,8 +84,8 @@ class PartitionedState(Generic[Rules]):
     def changes(self) -> Iterator[tuple[int, bytes, bytes | None]]:
         """``(partition, key, value)`` for the changelog: what changed since last asked."""
         for partition, rules in self.partitions.items():
-            for key, state in rules.changes():
-                yield partition, key.encode(), None if state is None else orjson.dumps(state)
+            for key, value in rules.encoded_changes():
+                yield partition, key, value
 
 
 class Forwarded(msgspec.Struct, gc=False):

@@ -79,8 +79,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         tally = evaluator.window.tally()
         status.publish(report.encode(SERVICE, instance, int(time.time() * 1000), args.window,
                                      evaluator.window.span_ms(), tally, evaluator.counters()))
-        status.beat(settings, {**evaluator.counters(), "delivery_failures": failures.count},
-                    force=True)
+        status.beat(settings, lambda: {**evaluator.counters(),
+                                       "delivery_failures": failures.count}, force=True)
 
     log.info("joining %s and %s with %s over %d s windows", topics.legit, topics.fraud,
              labels_topic, args.window)

@@ -157,7 +157,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                     warned_at = now
                     log.warning("cannot keep up with %g/s: achieving %.0f/s on this machine",
                                 pacer.rate, meter.rate())
-            status.beat(settings.values, counters())
+            status.beat(settings.values, counters)
             if (limit is not None and produced >= limit) or source.finished:
                 break
             follower.poll()
@@ -171,7 +171,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                 pause -= time.monotonic() - began
             time.sleep(max(0.0, pause))
     finally:
-        status.beat(settings.values, counters(), force=True)
+        status.beat(settings.values, counters, force=True)
         left = producer.flush(4)
         status_producer.flush(0.2)
         follower.close()
