@@ -135,6 +135,9 @@ class FraudConsole(App[str | None]):
         self.feed.run(lambda snapshot: self.post_message(SnapshotReady(snapshot)), self._stop)
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        # One that comes while the console closes finds its screen gone: nothing to draw.
+        if not self.is_running:
+            return
         # A snapshot the worker took before a key press may arrive after it: skip it.
         if self.last is None or message.snapshot.now >= self.last.now:
             self.show(message.snapshot)
