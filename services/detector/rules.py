@@ -83,25 +83,82 @@ class _Pace:
         self.count = 0.0
 
 
+# Payments assumed at the stream's long-run rate when comparing its recent rate with
+# it: a stream of a few payments a minute cannot tell a change of rate from chance.
+PRIOR_PAYMENTS = 20.0
+
+
+class _Traffic:
+    """All sources' payments together, counted with decay over a long half-life (the
+    sources' own) and a short one: how busy the stream is lately against the past the
+    sources' paces come from."""
+
+    __slots__ = ("at", "first", "long", "short")
+
+    def __init__(self, ts: int) -> None:
+        self.first = self.at = ts
+        self.long = self.short = 0.0
+
+
 class AccountPace(ChangeTracking):
     """How often each source pays, by its own past: an exponentially weighted rate over
     event time (half-life ``half_life_ms``), so a busy account's minute is judged by
     its own habit, and the same rule means the same at 100 and at 10,000 transactions
     per second (at a higher rate each account pays more often per minute of event time).
 
+    The stream's own rate can change faster than an hour of habit follows: raised
+    tenfold, it would make every account pay ten times its pace at once. So what a
+    source's pace predicts is scaled by the stream's rate over the last
+    ``recent_half_life_ms`` against its rate over ``half_life_ms``: a source's share of
+    the traffic is its habit, not its count. One stream is one partition of the
+    transactions (these rules are per partition); its counts are the partition's
+    state under the key ``""``.
+
     Memory is bounded: sources are forgotten oldest first beyond ``max_accounts``.
     """
 
     name = "pace"
 
-    def __init__(self, half_life_ms: int = 3_600_000, max_accounts: int = 200_000) -> None:
-        if half_life_ms <= 0 or max_accounts < 1:
-            raise ValueError(f"invalid pace: half-life {half_life_ms} ms, "
-                             f"{max_accounts} sources")
+    def __init__(self, half_life_ms: int = 3_600_000, max_accounts: int = 200_000,
+                 recent_half_life_ms: int = 30_000) -> None:
+        if half_life_ms <= 0 or max_accounts < 1 or \
+                not 0 < recent_half_life_ms <= half_life_ms:
+            raise ValueError(f"invalid pace: half-life {half_life_ms} ms (recent "
+                             f"{recent_half_life_ms} ms), {max_accounts} sources")
         self.half_life_ms = half_life_ms
+        self.recent_half_life_ms = recent_half_life_ms
         self.max_accounts = max_accounts
         self._sources: dict[str, _Pace] = {}
+        self._traffic: _Traffic | None = None
         self._changed: set[str] = set()
+
+    def busier(self, ts: int) -> float:
+        """How much busier the stream is at ``ts`` than over the past the paces come
+        from: 1.0 when steady.
+
+        The recent count is held against what the long-run rate would have put in the
+        same span, each with ``PRIOR_PAYMENTS`` added: a sparse stream, whose recent
+        count is mostly chance, reads as steady.
+        """
+        traffic = self._traffic_at(ts)
+        age = traffic.at - traffic.first
+        if age <= 0:
+            return 1.0
+        steady = traffic.long / _span(self.half_life_ms, age) * \
+            _span(self.recent_half_life_ms, age)
+        return (traffic.short + PRIOR_PAYMENTS) / (steady + PRIOR_PAYMENTS)
+
+    def _traffic_at(self, ts: int) -> _Traffic:
+        """The stream's counts, decayed to ``ts`` (to the newest time seen, for one out
+        of order)."""
+        traffic = self._traffic
+        if traffic is None:
+            traffic = self._traffic = _Traffic(ts)
+        elif ts > traffic.at:
+            traffic.long *= 0.5 ** ((ts - traffic.at) / self.half_life_ms)
+            traffic.short *= 0.5 ** ((ts - traffic.at) / self.recent_half_life_ms)
+            traffic.at = ts
+        return traffic
 
     def observe(self, source: str, ts: int, window_ms: int, recent: int
                 ) -> tuple[float, float]:
@@ -127,28 +184,46 @@ class AccountPace(ChangeTracking):
             pace.count *= 0.5 ** ((ts - at) / half)
             pace.at = at = ts
         expected = 0.0
-        # The weight the decay gives to time since the source was first seen: a rate
-        # over one hour of past is as sound as the hour allows, not diluted by a day.
-        span = half / LN2 * (1.0 - 0.5 ** ((at - pace.first) / half))
+        span = _span(half, at - pace.first)
         if span > window_ms:
             past = pace.count - recent
             if past > 0.0:
-                expected = past / span * window_ms
+                expected = past / span * window_ms * self.busier(ts)
         pace.count += 1.0
+        traffic = self._traffic_at(ts)  # this payment joins the stream's counts too
+        traffic.long += 1.0
+        traffic.short += 1.0
         self._changed.add(source)
+        self._changed.add("")
         return expected, gap
 
     def state_of(self, source: str) -> Any:
-        """``[first, at, count]``."""
+        """``[first, at, count]`` of a source; ``[first, at, long, short]`` of the
+        stream's counts for ``""``."""
+        if source == "":
+            traffic = self._traffic
+            return None if traffic is None else [traffic.first, traffic.at, traffic.long,
+                                                 traffic.short]
         pace = self._sources.get(source)
         return None if pace is None else [pace.first, pace.at, pace.count]
 
     def restore(self, source: str, state: Any) -> None:
+        if source == "":
+            if state is not None:  # None: a changelog older than the stream's counts
+                traffic = self._traffic = _Traffic(state[0])
+                traffic.at, traffic.long, traffic.short = state[1], state[2], state[3]
+            return
         if state is None:
             self._sources.pop(source, None)
             return
         pace = self._sources[source] = _Pace(state[0])
         pace.at, pace.count = state[1], state[2]
+
+
+def _span(half_life_ms: float, age_ms: float) -> float:
+    """The weight the decay gives to ``age_ms`` of past, in ms: a rate over one hour of
+    past is as sound as the hour allows, not diluted by a day."""
+    return half_life_ms / LN2 * (1.0 - 0.5 ** (age_ms / half_life_ms))
 
 
 class Velocity:

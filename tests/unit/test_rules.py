@@ -134,15 +134,64 @@ def test_a_busy_account_at_its_usual_pace_is_no_burst_but_a_burst_above_it_is() 
     assert hit is not None and hit.reason.startswith("6 transactions from the source")
 
 
+def steady_stream(pace: AccountPace, start: int, end: int, every: int = 500) -> None:
+    """Other sources paying, one every ``every`` ms: the partition's ordinary traffic."""
+    for ts in range(start, end, every):
+        pace.observe(f"other-{ts % 997}", ts, MINUTE, 0)
+
+
 def test_pace_predicts_from_the_past_without_the_burst_itself() -> None:
     pace = AccountPace(half_life_ms=60 * MINUTE)
     assert pace.observe("new", 0, MINUTE, 0)[0] == 0.0  # no past, no prediction
     for ts in range(0, 60 * MINUTE, MINUTE):  # one a minute for an hour
+        steady_stream(pace, ts, ts + MINUTE)
         pace.observe("acct", ts, MINUTE, 0)
     assert 0.8 < pace.observe("acct", 60 * MINUTE, MINUTE, 0)[0] < 1.2
     # Ten more within the same minute: they do not raise the bar they are judged by.
     for i in range(10):
         assert pace.observe("acct", 60 * MINUTE + i, MINUTE, i + 1)[0] < 1.3
+
+
+def test_a_stream_that_gets_busier_raises_what_every_pace_predicts() -> None:
+    pace = AccountPace(half_life_ms=60 * MINUTE)
+    for ts in range(0, 60 * MINUTE, MINUTE):
+        steady_stream(pace, ts, ts + MINUTE)
+        pace.observe("acct", ts, MINUTE, 0)
+    before = pace.observe("acct", 60 * MINUTE, MINUTE, 0)[0]
+    # Ten times the traffic for two minutes, this account's share of it included. The
+    # long-run rate takes in those two minutes too (twenty of the old ones).
+    for ts in range(60 * MINUTE + 6_000, 62 * MINUTE, 6_000):
+        steady_stream(pace, ts, ts + 6_000, every=50)
+        pace.observe("acct", ts, MINUTE, 0)
+    assert 5.0 < pace.busier(62 * MINUTE) < 7.0
+    assert pace.observe("acct", 62 * MINUTE, MINUTE, 9)[0] > 5.0 * before
+
+
+def test_a_sparse_stream_reads_as_steady() -> None:
+    pace = AccountPace(half_life_ms=60 * MINUTE)
+    for ts in range(0, 60 * MINUTE, 5 * MINUTE):  # a payment every five minutes
+        pace.observe("acct", ts, MINUTE, 0)
+    # Three in a few seconds are chance, not a stream a hundred times busier.
+    for i in range(3):
+        pace.observe("acct", 60 * MINUTE + i * 1_000, MINUTE, i)
+    assert 0.9 < pace.busier(60 * MINUTE + 3_000) < 1.2
+
+
+def test_velocity_stays_quiet_when_everyone_pays_more_but_fires_on_one_burst() -> None:
+    rule = Velocity(RuleSettings(velocity_count=8))
+    # An hour of a steady stream, in which a busy account pays twice a minute.
+    for ts in range(0, 60 * MINUTE, 30_000):
+        steady_stream(rule.pace, ts, ts + 30_000)
+        assert rule.evaluate("busy", ts)[1] is None
+    # Then the whole stream tenfold (the generator's rate raised), the busy account too.
+    start = 60 * MINUTE
+    for ts in range(start, start + 3 * MINUTE, 3_000):
+        steady_stream(rule.pace, ts, ts + 3_000, every=50)
+        n, hit = rule.evaluate("busy", ts)
+        assert hit is None, (ts - start, n)
+    # A card tested in the same stream: ten payments in ten seconds.
+    burst = [rule.evaluate("card", start + 3 * MINUTE + i * 1_000) for i in range(10)]
+    assert burst[-1][1] is not None
 
 
 def test_pace_state_goes_to_the_changelog_and_comes_back() -> None:
