@@ -27,7 +27,7 @@ log = logging.getLogger("fraud.broker")
 # the benchmarks give them). It holds a fetch that finds nothing for the whole
 # fetch.wait.max.ms, records arriving meanwhile included, where Apache Kafka answers
 # at once: a wait of 1 ms on a transaction's path took the full detector's p99 at
-# 1,000/s from 30 to 14 ms end to end (bench.latency), for 0.02 core more at 100/s.
+# 1,000/s from 30 to 14-18 ms end to end (bench.latency), for 0.02 core more at 100/s.
 CLIENT_TUNING = {"KAFKA_FETCH_WAIT_MS": "1"}
 
 

@@ -114,10 +114,10 @@ def consumer(bootstrap: str, group: str, extra: Mapping[str, Any] | None = None,
     then how long the partitions of an instance that died for good stay unread.
 
     ``on_path``: a reader on a transaction's way from the generator to a person (the
-    detector's input, the readers of verdicts), whose fetch waits add to the latency
-    of every fraud shown. It waits ``KAFKA_FETCH_WAIT_MS``; other readers (commands,
-    labels, heartbeats) wait at least the default, since a shorter wait costs an idle
-    cluster more fetches and buys them nothing.
+    detector's input, the console's and fraud-tail's readers), whose fetch waits add
+    to the latency of every fraud shown. It waits ``KAFKA_FETCH_WAIT_MS``; other
+    readers (commands, labels, heartbeats, the evaluator) wait at least the default,
+    since a shorter wait costs an idle cluster more fetches and buys them nothing.
     """
     wait = fetch_wait_ms()
     config = {

@@ -209,7 +209,10 @@ class AccountPace(ChangeTracking):
 
     def restore(self, source: str, state: Any) -> None:
         if source == "":
-            if state is not None:  # None: a changelog older than the stream's counts
+            # Anything else under "" comes from a detector older than the stream's
+            # counts (None, or [first, at, count] of a source named ""), which may
+            # share the group with this one during an upgrade: the counts start over.
+            if isinstance(state, list) and len(state) == 4:
                 traffic = self._traffic = _Traffic(state[0])
                 traffic.at, traffic.long, traffic.short = state[1], state[2], state[3]
             return

@@ -167,6 +167,21 @@ def test_a_stream_that_gets_busier_raises_what_every_pace_predicts() -> None:
     assert pace.observe("acct", 62 * MINUTE, MINUTE, 9)[0] > 5.0 * before
 
 
+def test_a_changelog_of_a_detector_without_traffic_counts_is_read() -> None:
+    # What a detector of the version before wrote under "" (its velocity window's
+    # newest time, and [first, at, count] of a "source" named ""), as a newer one reads
+    # it while both share the group during an upgrade: the counts start over.
+    rules = SourceRules(RuleSettings())
+    rules.restore("/", {"velocity": 5 * MINUTE, "pace": [0, 5 * MINUTE, 12.0],
+                        "amount_anomaly": None})
+    rules.restore("/", {"velocity": 5 * MINUTE, "pace": None})
+    assert rules.velocity is not None
+    assert rules.velocity.pace.busier(6 * MINUTE) == 1.0
+    hits: list[Any] = []
+    rules.evaluate("acct", "shop", 10.0, 6 * MINUTE, hits, {})
+    assert hits == []
+
+
 def test_a_sparse_stream_reads_as_steady() -> None:
     pace = AccountPace(half_life_ms=60 * MINUTE)
     for ts in range(0, 60 * MINUTE, 5 * MINUTE):  # a payment every five minutes
@@ -310,7 +325,8 @@ def test_full_rules_give_the_model_every_figure_and_keep_state_per_key() -> None
                             "new_payees", "new_streak", "fan_in", "payee_paid"}
     # One changelog record per key, with every store's state of it.
     source = dict(rules.by_source.changes())
-    assert set(source) == {"/ACC", "/"}  # "": the velocity window's newest event time
+    # "": the velocity window's newest event time and the pace's traffic counts
+    assert set(source) == {"/ACC", "/"}
     assert set(source["/ACC"]) == {"velocity", "pace", "amount_anomaly", "novelty"}
     assert source["/"]["velocity"] == 0
     target = dict(rules.by_target.changes())
@@ -361,7 +377,7 @@ def test_a_key_is_deleted_from_the_changelog_once_no_store_holds_it() -> None:
         store._changed.add("ACC")
     deleted = dict(rules.changes())
     assert deleted["/ACC"] is None  # a tombstone, and one for each older record
-    deleted.pop("/")  # the velocity window's newest event time, which stays
+    deleted.pop("/")  # the window's newest event time and the traffic counts, which stay
     assert deleted == {"/ACC": None, "velocity/ACC": None, "pace/ACC": None,
                        "amount_anomaly/ACC": None, "novelty/ACC": None}
 
