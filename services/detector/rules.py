@@ -140,7 +140,9 @@ class AccountPace(ChangeTracking):
         same span, each with ``PRIOR_PAYMENTS`` added: a sparse stream, whose recent
         count is mostly chance, reads as steady.
         """
-        traffic = self._traffic_at(ts)
+        return self._busier(self._traffic_at(ts))
+
+    def _busier(self, traffic: _Traffic) -> float:
         age = traffic.at - traffic.first
         if age <= 0:
             return 1.0
@@ -185,13 +187,13 @@ class AccountPace(ChangeTracking):
             pace.at = at = ts
         expected = 0.0
         span = _span(half, at - pace.first)
+        traffic = self._traffic_at(ts)
         if span > window_ms:
             past = pace.count - recent
             if past > 0.0:
-                expected = past / span * window_ms * self.busier(ts)
+                expected = past / span * window_ms * self._busier(traffic)
         pace.count += 1.0
-        traffic = self._traffic_at(ts)  # this payment joins the stream's counts too
-        traffic.long += 1.0
+        traffic.long += 1.0  # this payment joins the stream's counts too
         traffic.short += 1.0
         self._changed.add(source)
         self._changed.add("")

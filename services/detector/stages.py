@@ -18,7 +18,6 @@ carried across in a header.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -186,6 +185,7 @@ class TargetStage:
         threshold_hit = Hit(self.rule.name, self.rule.reason)
         rows = FeatureRows()
         judged: list[tuple[Record, bytes, dict[str, float], list[Hit]]] = []
+        fired: list[bool] = []  # with a model: whether a rule fired on each scored one
         rules_of = self.state.get  # locals: this loop runs per record
         for record in records:
             raw = record.value()
@@ -205,21 +205,20 @@ class TargetStage:
             if model is not None:
                 rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
                          dataset_features(tx))
+                fired.append(bool(hits))  # for grading, once labels come
             judged.append((record, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
         cutoff, veto, instance = self.cutoff, self.veto, self.instance
         decides = self.model_decides
         legit, fraud_out = routed.legit.append, routed.fraud.append
-        fired: list[tuple[bool, float]] = []  # for grading, once labels come
         for (record, tx, features, hits), score in zip(judged, scores, strict=True):
-            fired.append((bool(hits), math.nan if score is None else score))
             fraud, hits = decide(hits, score if decides else None, cutoff, veto)
             detection = verdict(hits, features, score, threshold, instance, fraud)
             value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
             (fraud_out if fraud else legit)((_original_key(record), value))
-        if batch is not None:
-            routed = routed._replace(features=batch._replace(
-                verdicts=np.array(fired, dtype=float).reshape(-1, 2)))
+        if batch is not None:  # None scores (no model trained yet) become NaN
+            routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
+                (np.array(fired, dtype=float), np.array(scores, dtype=float)))))
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)
