@@ -68,6 +68,14 @@ class Pacer:
         return min(longest, max(shortest, next_at - now))
 
 
+def turn_length(rate: float, records: int, shortest: float, longest: float) -> float:
+    """Seconds between a sender's turns at ``rate``: long enough to send about
+    ``records`` a turn, from ``shortest`` to ``longest``."""
+    if rate <= 0:
+        return longest
+    return min(longest, max(shortest, records / rate))
+
+
 @dataclass
 class RateMeter:
     """Achieved rate over a sliding span of seconds, from counts at instants."""

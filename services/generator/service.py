@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from services import config, control, kafka
 from services.control_channel import ControlFollower, StatusPublisher
 from services.generator import replay
-from services.generator.pacing import Pacer, RateMeter
+from services.generator.pacing import Pacer, RateMeter, turn_length
 from services.generator.profiles import (
     DEFAULT_FRAUD_RATE,
     PROFILES,
@@ -24,12 +24,19 @@ from services.lifecycle import Shutdown, run_service, setup_logging
 log = logging.getLogger("fraud.generator")
 SERVICE = "generator"
 PARTITIONS = 4
-# The loop wakes at most every 5 ms and makes and sends what is due in one go. A turn
-# (produce, poll, heartbeat, control) costs about the same for one transaction as for
-# fifty: at 10,000/s, waking for each one took 0.4 core; and a burst per turn gives the
-# producer whole batches. A transaction is stamped when it is made, at its turn, and
-# sent at once, so the turn adds nothing to its latency.
-TURN = 0.005
+# The loop makes and sends what is due in one go, a turn at a time. A turn (produce,
+# poll, heartbeat, control) costs about the same for one transaction as for fifty: at
+# 10,000/s, waking for each one took 0.4 core. And a turn's records travel as one
+# batch a partition, which the broker stores and each reader fetches as one: fewer,
+# fuller batches cost them less a record. So a turn lasts long enough to send about
+# TURN_RECORDS, from 5 to 50 ms (20 ms at 10,000/s, 50 ms at 4,000/s and below).
+# Turns of 5 ms made batches of one or two records at 1,000/s, and the embedded
+# broker, which walks a partition's batches from the oldest to find the one a reader
+# asks for, fell behind once its partitions filled (end-to-end p50 4 ms, 200 a minute
+# later). A transaction is stamped when it is made, at its turn, and sent at once, so
+# the turn adds nothing to its latency.
+TURN_RECORDS = 200
+SHORTEST_TURN, LONGEST_TURN = 0.005, 0.05
 
 
 def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
@@ -161,7 +168,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             if (limit is not None and produced >= limit) or source.finished:
                 break
             follower.poll()
-            pause = pacer.wait(time.monotonic(), shortest=TURN)
+            turn = turn_length(pacer.rate, TURN_RECORDS, SHORTEST_TURN, LONGEST_TURN)
+            pause = pacer.wait(time.monotonic(), shortest=turn, longest=LONGEST_TURN)
             if count:
                 # This turn's records go out now rather than after linger.ms, since
                 # flush() ignores the linger while it runs (rd_kafka_flush). It returns

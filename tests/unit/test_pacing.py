@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.generator.pacing import Pacer, RateMeter
+from services.generator.pacing import Pacer, RateMeter, turn_length
 
 
 def simulate(rate: float, seconds: float, step: float, cost_per_message: float = 0.0) -> int:
@@ -42,6 +42,35 @@ def test_a_shortest_wait_sends_in_batches_at_high_rates_only() -> None:
     assert Pacer(rate=1, now=0.0).wait(0.0, shortest=0.005) == 0.05  # never beyond longest
     fast.pause(True, now=0.005)
     assert fast.wait(0.005, shortest=0.005) == 0.05
+
+
+def test_a_turn_sends_a_few_hundred_records_within_five_to_fifty_ms() -> None:
+    def turn(rate: float) -> float:
+        return turn_length(rate, records=200, shortest=0.005, longest=0.05)
+
+    assert turn(10_000) == pytest.approx(0.02)  # fifty records a partition of four
+    assert turn(100_000) == 0.005  # no more than 200 turns a second...
+    assert turn(1_000) == 0.05  # ...and no more than 50 ms between them
+    assert turn(0) == 0.05  # stopped: only the control topic and heartbeats to serve
+
+
+@pytest.mark.parametrize("rate", [1, 100, 1_000, 10_000, 100_000])
+def test_longer_turns_keep_the_rate_and_send_fuller_batches(rate: float) -> None:
+    now, sent, turns = 0.0, 0, []
+    pacer = Pacer(rate=rate, now=now)
+    while now < 10:
+        n = pacer.due(now)
+        pacer.sent(n)
+        sent += n
+        turns.append(n)
+        length = turn_length(rate, 200, 0.005, 0.05)
+        now += pacer.wait(now, shortest=length, longest=0.05)
+    assert abs(sent - rate * 10) <= rate * 10 * 0.01 + 1
+    per_turn = rate * turn_length(rate, 200, 0.005, 0.05)  # 0.05, 5, 50, 200, 500
+    busy = [n for n in turns if n]
+    assert max(busy) <= per_turn + 1  # a turn's worth each time, never a backlog
+    if rate >= 1_000:
+        assert min(busy[1:]) >= per_turn - 1  # whole batches, not a record or two each
 
 
 def test_falling_behind_drops_the_debt_and_counts_it() -> None:
