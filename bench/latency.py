@@ -78,6 +78,13 @@ Keeping up
     ``RISE_TOLERANCE_MS`` and by more than the first's own p50 (latency at least
     doubled); its p99 goal then counts as not met, whatever its p99.
 
+Fresh topics
+    Every run starts on topics of its own, which the embedded broker's partitions
+    fill over the first minutes (it keeps the last 5 MB of each, and walks their
+    batches on every fetch: README, "The embedded broker"). Its cost per fetch, and
+    the latency, grow meanwhile: runs of several minutes give a higher p50 and p99
+    than these windows (README, "Longer runs").
+
 The machine has a few cores, shared by the broker, both services and this reader:
 read the figures as this machine's, and rerun when another load was running.
 """
