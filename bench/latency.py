@@ -212,16 +212,17 @@ def cpu_ticks() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-def trend(arrivals_ms: Sequence[float], latencies_ms: Sequence[float], opens_ms: float,
-          closes_ms: float) -> dict[str, float]:
-    """The p50 of the window's first and last fifths, by arrival (see "Keeping up")."""
+def trend(arrivals: Sequence[tuple[float, int]], latencies_ms: Sequence[float],
+          opens_ms: float, closes_ms: float) -> dict[str, float]:
+    """The p50 of the window's first and last fifths, by arrival (see "Keeping up").
+    ``arrivals``: ``(arrival_ms, index of its first latency)`` of each consume call,
+    in the order the latencies were kept."""
     early_until = opens_ms + FIFTH * (closes_ms - opens_ms)
     late_from = closes_ms - FIFTH * (closes_ms - opens_ms)
-    early = sorted(lat for at, lat in zip(arrivals_ms, latencies_ms, strict=True)
-                   if at < early_until)
-    late = sorted(lat for at, lat in zip(arrivals_ms, latencies_ms, strict=True)
-                  if at >= late_from)
-    return {"early_p50": percentile(early, 0.5), "late_p50": percentile(late, 0.5)}
+    early_end = next((i for at, i in arrivals if at >= early_until), len(latencies_ms))
+    late_start = next((i for at, i in arrivals if at >= late_from), len(latencies_ms))
+    return {"early_p50": percentile(sorted(latencies_ms[:early_end]), 0.5),
+            "late_p50": percentile(sorted(latencies_ms[late_start:]), 0.5)}
 
 
 def keeps_up(figures: dict[str, float]) -> bool:
@@ -244,7 +245,7 @@ class Window:
         self.seconds_ms = seconds * 1000
         self.first_ms: float | None = None
         self.latencies_ms: list[float] = []
-        self.arrivals_ms: list[float] = []
+        self.arrivals: list[tuple[float, int]] = []  # per consume call (``trend``)
         self.unstamped = 0
         self.ticks_open: tuple[int, int] | None = None
         self.ticks_closed: tuple[int, int] | None = None
@@ -267,14 +268,14 @@ class Window:
             return
         if self.ticks_open is None:
             self.ticks_open = self.ticks()
-        keep, arrived = self.latencies_ms.append, self.arrivals_ms.append
+        self.arrivals.append((arrival_ms, len(self.latencies_ms)))
+        keep = self.latencies_ms.append
         for value in values:
             ts = stamp_ms(value)
             if ts is None:
                 self.unstamped += 1
             else:
                 keep(arrival_ms - (ts + 0.5))
-                arrived(arrival_ms)
 
     def done(self, now_ms: float) -> bool:
         if now_ms < self.closes_ms:
@@ -290,7 +291,7 @@ class Window:
         if opened is not None and closed is not None and closed[1] > opened[1]:
             busy = (closed[0] - opened[0]) / (closed[1] - opened[1])
         return {**describe(self.latencies_ms, self.seconds_ms / 1000),
-                **trend(self.arrivals_ms, self.latencies_ms, self.opens_ms, self.closes_ms),
+                **trend(self.arrivals, self.latencies_ms, self.opens_ms, self.closes_ms),
                 "busy": busy}
 
 

@@ -105,7 +105,7 @@ def steady_and_climbing(climb_ms: float) -> dict[str, float]:
     """Figures of a ten-second window whose latency grows by ``climb_ms`` a second."""
     arrivals = [float(t) for t in range(0, 10_000, 10)]
     latencies = [5.0 + climb_ms * t / 1000 for t in arrivals]
-    return trend(arrivals, latencies, 0.0, 10_000.0)
+    return trend([(at, i) for i, at in enumerate(arrivals)], latencies, 0.0, 10_000.0)
 
 
 def test_a_pipeline_that_keeps_up_has_a_steady_latency() -> None:
