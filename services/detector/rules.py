@@ -13,6 +13,7 @@ target first when several instances share the work.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -74,13 +75,16 @@ class AmountThreshold:
 
 
 class _Pace:
-    """One source's payments counted with exponential decay, since it was first seen."""
+    """One source's payments counted with exponential decay, since it was first seen,
+    and the stream's count, decayed alike, when it was (``base``): what the stream paid
+    over the source's own past follows from it. None in the state of older detectors."""
 
-    __slots__ = ("at", "count", "first")
+    __slots__ = ("at", "base", "count", "first")
 
-    def __init__(self, ts: int) -> None:
+    def __init__(self, ts: int, base: float | None) -> None:
         self.first = self.at = ts
         self.count = 0.0
+        self.base = base
 
 
 # Payments assumed at the stream's long-run rate when comparing its recent rate with
@@ -91,13 +95,30 @@ PRIOR_PAYMENTS = 20.0
 class _Traffic:
     """All sources' payments together, counted with decay over a long half-life (the
     sources' own) and a short one: how busy the stream is lately against the past the
-    sources' paces come from."""
+    sources' paces come from. And its payments per second of event time over the
+    velocity window, ``[second, payments]`` oldest first, with their sum (``window``),
+    all of them since ``counted_from``."""
 
-    __slots__ = ("at", "first", "long", "short")
+    __slots__ = ("at", "counted_from", "first", "long", "seconds", "short", "window")
 
     def __init__(self, ts: int) -> None:
-        self.first = self.at = ts
+        self.first = self.at = self.counted_from = ts
         self.long = self.short = 0.0
+        self.seconds: deque[list[int]] = deque()
+        self.window = 0
+
+    def add(self, window_ms: int) -> None:
+        """A payment, in the newest second seen (a late one too), the seconds beyond
+        the window dropped."""
+        second, seconds = self.at // 1000, self.seconds
+        if seconds and seconds[-1][0] == second:
+            seconds[-1][1] += 1
+        else:
+            seconds.append([second, 1])
+        self.window += 1
+        oldest = (self.at - window_ms) // 1000
+        while seconds[0][0] <= oldest:
+            self.window -= seconds.popleft()[1]
 
 
 class AccountPace(ChangeTracking):
@@ -107,12 +128,13 @@ class AccountPace(ChangeTracking):
     per second (at a higher rate each account pays more often per minute of event time).
 
     The stream's own rate can change faster than an hour of habit follows: raised
-    tenfold, it would make every account pay ten times its pace at once. So what a
-    source's pace predicts is scaled by the stream's rate over the last
-    ``recent_half_life_ms`` against its rate over ``half_life_ms``: a source's share of
-    the traffic is its habit, not its count. One stream is one partition of the
-    transactions (these rules are per partition); its counts are the partition's
-    state under the key ``""``.
+    tenfold, it would make every account pay ten times its pace at once. So a source's
+    habit is its share of the traffic, not its count: what it paid before the window
+    against what the whole stream paid over the same past, times what the stream paid
+    within the window. A source the stream saw before it got busier learnt its share
+    at the old rate and is judged at the new one, however young the stream. One stream
+    is one partition of the transactions (these rules are per partition); its counts
+    are the partition's state under the key ``""``.
 
     Memory is bounded: sources are forgotten oldest first beyond ``max_accounts``.
     """
@@ -171,12 +193,13 @@ class AccountPace(ChangeTracking):
         payment, ``NO_GAP_S`` for a source with no past (or forgotten), 0 for one out
         of order."""
         pace = self._sources.get(source)
+        traffic = self._traffic_at(ts)
         if pace is None:
             if len(self._sources) >= self.max_accounts:
                 oldest = next(iter(self._sources))
                 del self._sources[oldest]
                 self._changed.add(oldest)
-            pace = self._sources[source] = _Pace(ts)
+            pace = self._sources[source] = _Pace(ts, traffic.long)
             gap = NO_GAP_S
         else:
             gap = (ts - pace.at) / 1000 if ts > pace.at else 0.0
@@ -187,41 +210,68 @@ class AccountPace(ChangeTracking):
             pace.at = at = ts
         expected = 0.0
         span = _span(half, at - pace.first)
-        traffic = self._traffic_at(ts)
         if span > window_ms:
             past = pace.count - recent
             if past > 0.0:
-                expected = past / span * window_ms * self._busier(traffic)
+                expected = self._expected(traffic, pace, past, span, window_ms, recent)
         pace.count += 1.0
         traffic.long += 1.0  # this payment joins the stream's counts too
         traffic.short += 1.0
+        traffic.add(window_ms)
         self._changed.add(source)
         self._changed.add("")
         return expected, gap
 
+    def _expected(self, traffic: _Traffic, pace: _Pace, past: float, span: float,
+                  window_ms: int, recent: int) -> float:
+        """The payments ``past`` (the source's, before the window, over ``span`` of
+        decayed past) predicts within the window, by its share of the stream's."""
+        before = -1.0
+        if pace.base is not None and traffic.at - traffic.counted_from >= window_ms:
+            # The stream's payments since the source was first seen, but for the
+            # window's, decayed as the source's own count is.
+            before = traffic.long - traffic.window - pace.base * 0.5 ** (
+                (traffic.at - pace.first) / self.half_life_ms)
+        # Older state, a window not counted in full yet, or the stream's counts started
+        # over since the source was first seen: the stream's rates alone.
+        if before <= 0.0:
+            return past / span * window_ms * self._busier(traffic)
+        lasting = span - window_ms  # the weight of the past before the window
+        others = traffic.window - recent  # a burst must not raise its own bar
+        # past / before * others, with PRIOR_PAYMENTS on either side of the ratio of
+        # rates, as in ``busier``: in a sparse stream the source's own pace decides.
+        return past / lasting * window_ms * (others + PRIOR_PAYMENTS) / (
+            before / lasting * window_ms + PRIOR_PAYMENTS)
+
     def state_of(self, source: str) -> Any:
-        """``[first, at, count]`` of a source; ``[first, at, long, short]`` of the
-        stream's counts for ``""``."""
+        """``[first, at, count, base]`` of a source; ``[first, at, long, short,
+        seconds]`` of the stream's counts for ``""``."""
         if source == "":
             traffic = self._traffic
             return None if traffic is None else [traffic.first, traffic.at, traffic.long,
-                                                 traffic.short]
+                                                 traffic.short, list(traffic.seconds)]
         pace = self._sources.get(source)
-        return None if pace is None else [pace.first, pace.at, pace.count]
+        return None if pace is None else [pace.first, pace.at, pace.count, pace.base]
 
     def restore(self, source: str, state: Any) -> None:
         if source == "":
             # Anything else under "" comes from a detector older than the stream's
             # counts (None, or [first, at, count] of a source named ""), which may
             # share the group with this one during an upgrade: the counts start over.
-            if isinstance(state, list) and len(state) == 4:
+            if isinstance(state, list) and len(state) in (4, 5):
                 traffic = self._traffic = _Traffic(state[0])
                 traffic.at, traffic.long, traffic.short = state[1], state[2], state[3]
+                if len(state) == 5:
+                    traffic.seconds = deque([second, n] for second, n in state[4])
+                    traffic.window = sum(n for _, n in traffic.seconds)
+                else:  # written before there were seconds: counted again from now
+                    traffic.counted_from = traffic.at
             return
         if state is None:
             self._sources.pop(source, None)
             return
-        pace = self._sources[source] = _Pace(state[0])
+        # Without a base (older state), a source is judged by the whole stream's rate.
+        pace = self._sources[source] = _Pace(state[0], state[3] if len(state) > 3 else None)
         pace.at, pace.count = state[1], state[2]
 
 

@@ -209,6 +209,46 @@ def test_velocity_stays_quiet_when_everyone_pays_more_but_fires_on_one_burst() -
     assert burst[-1][1] is not None
 
 
+def test_a_young_stream_that_gets_busier_judges_each_source_by_its_share() -> None:
+    # A detector two minutes old has no hour of habit to scale: the stream tenfold
+    # makes a busy account pay ten times what its two minutes say. Its share of the
+    # traffic is what did not change.
+    rule = Velocity(RuleSettings(velocity_count=8))
+    for ts in range(0, 2 * MINUTE, 30_000):
+        steady_stream(rule.pace, ts, ts + 30_000)
+        assert rule.evaluate("busy", ts)[1] is None
+        if ts % MINUTE == 0:
+            assert rule.evaluate("quiet", ts + 1)[1] is None
+    start = 2 * MINUTE
+    for ts in range(start, start + 3 * MINUTE, 3_000):
+        steady_stream(rule.pace, ts, ts + 3_000, every=50)
+        n, hit = rule.evaluate("busy", ts)
+        assert hit is None, (ts - start, n)
+    # The quiet account, known as such, paying ten times in ten seconds.
+    burst = [rule.judge("quiet", start + 3 * MINUTE + i * 1_000) for i in range(10)]
+    n, usual, _, hit = burst[-1]
+    assert n == 10 and 0 < usual < 2.5 and hit is not None
+
+
+def test_the_streams_seconds_and_a_sources_base_come_back_from_the_changelog() -> None:
+    pace = AccountPace()
+    for ts in range(0, 3 * MINUTE, MINUTE // 2):
+        steady_stream(pace, ts, ts + MINUTE // 2)
+        pace.observe("acct", ts, MINUTE, 0)
+    restored = AccountPace()
+    for key, state in pace.changes():
+        restored.restore(key, state)
+    assert restored.state_of("") == pace.state_of("")
+    expected = pace.observe("acct", 3 * MINUTE, MINUTE, 0)[0]
+    assert expected > 0 and restored.observe("acct", 3 * MINUTE, MINUTE, 0)[0] == expected
+    # The stream's state of a detector before the seconds: its window is counted again,
+    # and the stream's rates alone judge meanwhile.
+    older = AccountPace()
+    older.restore("", restored.state_of("")[:4])
+    older.restore("acct", restored.state_of("acct"))
+    assert older.observe("acct", 3 * MINUTE + 1_000, MINUTE, 0)[0] > 0
+
+
 def test_pace_state_goes_to_the_changelog_and_comes_back() -> None:
     pace = AccountPace()
     for ts in range(0, 30 * MINUTE, MINUTE):
@@ -389,7 +429,7 @@ def test_a_changelog_of_a_record_per_store_is_still_read() -> None:
              ("novelty/ACC", [["SHOP0", "SHOP1"], 1.5, 60_000, 2]),
              ("/ACC", None)]  # then a record of today's, a tombstone
     back = restored(older[:5])
-    assert back.velocity.pace.state_of("ACC") == [0, 60_000, 2.0]  # type: ignore[union-attr]
+    assert back.velocity.pace.state_of("ACC") == [0, 60_000, 2.0, None]  # type: ignore[union-attr]
     assert back.novelty.state_of("ACC")[0] == ["SHOP0", "SHOP1"]  # type: ignore[union-attr]
     assert back.velocity.events.newest == 60_000  # type: ignore[union-attr]
     forgotten = restored(older[:6])
