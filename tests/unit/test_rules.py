@@ -194,18 +194,9 @@ def test_a_sparse_stream_reads_as_steady() -> None:
 
 def test_velocity_stays_quiet_when_everyone_pays_more_but_fires_on_one_burst() -> None:
     rule = Velocity(RuleSettings(velocity_count=8))
-    # An hour of a steady stream, in which a busy account pays twice a minute.
-    for ts in range(0, 60 * MINUTE, 30_000):
-        steady_stream(rule.pace, ts, ts + 30_000)
-        assert rule.evaluate("busy", ts)[1] is None
-    # Then the whole stream tenfold (the generator's rate raised), the busy account too.
-    start = 60 * MINUTE
-    for ts in range(start, start + 3 * MINUTE, 3_000):
-        steady_stream(rule.pace, ts, ts + 3_000, every=50)
-        n, hit = rule.evaluate("busy", ts)
-        assert hit is None, (ts - start, n)
+    end = busy_account_through_a_tenfold_stream(rule, 60 * MINUTE)
     # A card tested in the same stream: ten payments in ten seconds.
-    burst = [rule.evaluate("card", start + 3 * MINUTE + i * 1_000) for i in range(10)]
+    burst = [rule.evaluate("card", end + i * 1_000) for i in range(10)]
     assert burst[-1][1] is not None
 
 
@@ -214,20 +205,29 @@ def test_a_young_stream_that_gets_busier_judges_each_source_by_its_share() -> No
     # makes a busy account pay ten times what its two minutes say. Its share of the
     # traffic is what did not change.
     rule = Velocity(RuleSettings(velocity_count=8))
-    for ts in range(0, 2 * MINUTE, 30_000):
-        steady_stream(rule.pace, ts, ts + 30_000)
-        assert rule.evaluate("busy", ts)[1] is None
-        if ts % MINUTE == 0:
-            assert rule.evaluate("quiet", ts + 1)[1] is None
-    start = 2 * MINUTE
-    for ts in range(start, start + 3 * MINUTE, 3_000):
-        steady_stream(rule.pace, ts, ts + 3_000, every=50)
-        n, hit = rule.evaluate("busy", ts)
-        assert hit is None, (ts - start, n)
+    end = busy_account_through_a_tenfold_stream(rule, 2 * MINUTE, quiet=True)
     # The quiet account, known as such, paying ten times in ten seconds.
-    burst = [rule.judge("quiet", start + 3 * MINUTE + i * 1_000) for i in range(10)]
+    burst = [rule.judge("quiet", end + i * 1_000) for i in range(10)]
     n, usual, _, hit = burst[-1]
     assert n == 10 and 0 < usual < 2.5 and hit is not None
+
+
+def busy_account_through_a_tenfold_stream(rule: Velocity, before_ms: int,
+                                          quiet: bool = False) -> int:
+    """A steady stream for ``before_ms`` in which a busy account pays twice a minute
+    (and, with ``quiet``, another once a minute), then the whole stream tenfold for
+    three minutes (the generator's rate raised), the busy account too: never a hit for
+    it. The time the tenfold stream ends."""
+    for ts in range(0, before_ms, 30_000):
+        steady_stream(rule.pace, ts, ts + 30_000)
+        assert rule.evaluate("busy", ts)[1] is None
+        if quiet and ts % MINUTE == 0:
+            assert rule.evaluate("quiet", ts + 1)[1] is None
+    for ts in range(before_ms, before_ms + 3 * MINUTE, 3_000):
+        steady_stream(rule.pace, ts, ts + 3_000, every=50)
+        n, hit = rule.evaluate("busy", ts)
+        assert hit is None, (ts - before_ms, n)
+    return before_ms + 3 * MINUTE
 
 
 def test_the_streams_seconds_and_a_sources_base_come_back_from_the_changelog() -> None:
