@@ -472,11 +472,12 @@ def report(name: str, args: Any, benchmark: Callable[[Any], dict[str, Any]],
 
 
 def goal(what: str, measured: float | None, bound: float, higher_is_better: bool,
-         unit: str = "") -> dict[str, Any]:
+         unit: str = "", holds: bool = True) -> dict[str, Any]:
     """One of the project's performance goals, as every benchmark reports it: the
-    figure, its bound and whether the measurement meets it."""
-    met = measured is not None and (measured >= bound if higher_is_better
-                                    else measured < bound)
+    figure, its bound and whether the measurement meets it. ``holds``: a condition
+    the figure alone does not show (a latency is no goal met while a backlog grows)."""
+    met = holds and measured is not None and (measured >= bound if higher_is_better
+                                              else measured < bound)
     return {"what": what, "measured": measured, "bound": bound,
             "higher_is_better": higher_is_better, "unit": unit, "met": met}
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from msgspec import DecodeError
@@ -86,18 +86,15 @@ def run(args: config.argparse.Namespace, work: str, shutdown: Shutdown) -> int:
     consumer.subscribe(inputs, on_revoke=on_revoke, on_lost=on_lost)
     log.info("%s: %s to %s, %s", work, topics.transactions, topics.legit,
              args.processing_guarantee)
-    handle: Callable[[list[Message]], None]
-    if work == "validate":
-        def handle(records: list[Message]) -> None:
-            in_transaction(checkpoint, records, validate_and_copy, producer, records,
-                           topics.legit, topics.dlq, args.instance)
-    elif work == "two_hops":
-        def handle(records: list[Message]) -> None:
-            in_transaction(checkpoint, records, copy_through, producer, records,
-                           topics.transactions, hop, topics.legit)
-    else:
-        def handle(records: list[Message]) -> None:
-            in_transaction(checkpoint, records, copy, producer, records, topics.legit)
+    # The per-record work and what it takes besides the producer and the records.
+    per_record, extra = {
+        "copy": (copy, (topics.legit,)),
+        "validate": (validate_and_copy, (topics.legit, topics.dlq, args.instance)),
+        "two_hops": (copy_through, (topics.transactions, hop, topics.legit)),
+    }[work]
+
+    def handle(records: list[Message]) -> None:
+        in_transaction(checkpoint, records, per_record, producer, records, *extra)
 
     committed = False
     settle_heap()

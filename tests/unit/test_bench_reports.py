@@ -14,6 +14,7 @@ def test_a_goal_says_whether_the_measurement_meets_its_bound() -> None:
     assert goal("p99", 19.9, 20.0, False, " ms")["met"]
     assert not goal("p99", 20.0, 20.0, False, " ms")["met"]  # "under 20 ms"
     assert not goal("p99", None, 20.0, False, " ms")["met"]  # not measured: not met
+    assert not goal("p99", 12.0, 20.0, False, " ms", holds=False)["met"]  # falling behind
     assert goal_lines([goal("p99", 12.345, 20.0, False, " ms")]) == [
         "goal: p99 < 20 ms: 12.35 ms met"]
 
