@@ -66,6 +66,9 @@ class Checkpoint:
         # (state built from records that will be processed again is stale).
         self.before_commit: Callable[[], None] | None = None
         self.after_rewind: Callable[[], None] | None = None
+        # Offsets a commit may not pass, by (topic, partition): records from there on
+        # were read but wait to be processed (the stateful detector's event-time merge).
+        self.holds: Callable[[], dict[tuple[str, int], int]] | None = None
 
     def begin(self) -> None:
         """Called before a batch's outputs are produced."""
@@ -109,7 +112,9 @@ class Checkpoint:
             self.before_commit()
 
     def _positions(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        holds = {} if self.holds is None else self.holds()
+        return [TopicPartition(t, p, min(o, holds.get((t, p), o)))
+                for (t, p), o in self._offsets.items()]
 
     def _new_failures(self) -> int:
         failed = self.failures.count - self._failures_seen

@@ -283,6 +283,15 @@ def wait_for_broker(bootstrap: str, timeout: float) -> ClusterMetadata:
                 ) from None
 
 
+def partition_counts(bootstrap: str, topics: Iterable[str],
+                     timeout: float = 10.0) -> dict[str, int]:
+    """How many partitions each of ``topics`` has, as the cluster says now (0 for one
+    it does not know)."""
+    metadata = wait_for_broker(bootstrap, timeout)
+    return {name: len(metadata.topics[name].partitions) if name in metadata.topics else 0
+            for name in topics}
+
+
 def ensure_topics(
     bootstrap: str, wanted: Mapping[str, int], timeout: float = 10.0,
     compacted: Iterable[str] = (), configs: Mapping[str, Mapping[str, str]] | None = None,

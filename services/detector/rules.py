@@ -343,9 +343,12 @@ class FanIn:
     def configure(self) -> None:
         self.events.window = self._window()
 
-    def evaluate(self, target: str, source: str, ts: int) -> tuple[int, Hit | None]:
-        """``(distinct sources paying target in the window, hit)``; 0 for a late record."""
-        seen = self.events.add(target, ts, source)
+    def evaluate(self, target: str, source: str, ts: int,
+                 order: int | None = None) -> tuple[int, Hit | None]:
+        """``(distinct sources paying target in the window, hit)``; 0 for a late record.
+        With ``order`` (``event_time``), payments of the same order do not count each
+        other."""
+        seen = self.events.add(target, ts, source, order)
         n = 0 if seen is None else len(set(seen))
         if n >= self.settings.fan_in_sources:
             minutes = self.events.window.length_ms / 60_000
@@ -599,6 +602,10 @@ class PayeeHistory(ChangeTracking):
     model: a takeover or a mule pays into an account nobody paid before, while an
     everyday payee has been paid by others. Keyed by target, like fan-in.
 
+    With orders (``event_time``), "before" means of a lower order: payments of the same
+    order are held apart (``tie``) and do not count each other, whatever order they are
+    taken in. Without, a payment's order is its time.
+
     Memory is bounded: accounts are forgotten oldest first beyond ``max_accounts``; a
     forgotten one reads as never paid.
     """
@@ -611,36 +618,44 @@ class PayeeHistory(ChangeTracking):
                              f"{max_accounts} accounts")
         self.half_life_ms = half_life_ms
         self.max_accounts = max_accounts
-        self._targets: dict[str, list[float]] = {}  # target -> [received, at]
+        # target -> [received before the newest order, that order, received at it]
+        self._targets: dict[str, list[float]] = {}
         self._changed: set[str] = set()
 
-    def evaluate(self, target: str, ts: int) -> float:
+    def evaluate(self, target: str, ts: int, order: int | None = None) -> float:
         """Payments ``target`` received before this one, decayed; then this one counts."""
+        at = ts if order is None else order
         state = self._targets.get(target)
         if state is None:
             if len(self._targets) >= self.max_accounts:
                 oldest = next(iter(self._targets))
                 del self._targets[oldest]
                 self._changed.add(oldest)
-            state = self._targets[target] = [0.0, ts]
-        if ts > state[1]:
-            state[0] *= 0.5 ** ((ts - state[1]) / self.half_life_ms)
-            state[1] = ts
-        before = state[0]
-        state[0] += 1.0
+            state = self._targets[target] = [0.0, at, 0.0]
+        if at > state[1]:
+            state[0] = (state[0] + state[2]) * 0.5 ** ((at - state[1]) / self.half_life_ms)
+            state[1] = at
+            state[2] = 0.0
+            before = state[0]
+        elif at == state[1]:
+            before = state[0]
+        else:  # behind the newest order (a partition back from idleness)
+            before = state[0] + state[2]
+        state[2] += 1.0
         self._changed.add(target)
         return before
 
     def state_of(self, target: str) -> Any:
-        """``[received, at]``."""
+        """``[received before, at, received at]``."""
         state = self._targets.get(target)
         return None if state is None else list(state)
 
     def restore(self, target: str, state: Any) -> None:
         if state is None:
             self._targets.pop(target, None)
-        else:
-            self._targets[target] = [float(state[0]), state[1]]
+        else:  # ``[received, at]`` from older detectors: all of it before ``at``
+            self._targets[target] = [float(state[0]), state[1],
+                                     float(state[2]) if len(state) > 2 else 0.0]
 
 
 RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
@@ -778,13 +793,15 @@ class TargetRules(_RuleSet):
             self.fan_in.configure()
 
     def evaluate(self, target: str, source: str, ts: int,
-                 hits: list[Hit], features: dict[str, float]) -> None:
+                 hits: list[Hit], features: dict[str, float],
+                 order: int | None = None) -> None:
+        """Adds this transaction's hits and features; ``order`` as ``FanIn.evaluate``."""
         if self.fan_in is not None:
-            features["fan_in"], hit = self.fan_in.evaluate(target, source, ts)
+            features["fan_in"], hit = self.fan_in.evaluate(target, source, ts, order)
             if hit:
                 hits.append(hit)
         if self.payees is not None:
-            features["payee_paid"] = round(self.payees.evaluate(target, ts), 2)
+            features["payee_paid"] = round(self.payees.evaluate(target, ts, order), 2)
 
 
 class StatefulRules:

@@ -67,6 +67,12 @@ def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
         "topic (needs rules); it starts as the group's newest snapshot on "
         "<group>-model-snapshots, where there is one; 'off'", env,
         type=_on_off("--model (DETECTOR_MODEL)"))
+    config.env_option(
+        parser, "--partition-idle", "DETECTOR_PARTITION_IDLE_S", "2",
+        "seconds without a record after which a transactions partition stops holding "
+        "back event time (the rules' watermark) until it speaks again", env,
+        type=config.number("--partition-idle (DETECTOR_PARTITION_IDLE_S)", low=0.01,
+                           high=3600))
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return config.parse(parser, argv)
 
@@ -130,7 +136,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                         configs={internal.model_snapshots: SNAPSHOT_TOPIC})
     stateful = StatefulDetector.build(
         args.bootstrap, topics.transactions, topics.labels, args.group, instance,
-        args.rules, args.model, args.threshold) if args.rules else None
+        args.rules, args.model, args.threshold, args.partition_idle) if args.rules else None
     failures = kafka.DeliveryFailures(SERVICE)
     exactly_once = args.processing_guarantee == EXACTLY_ONCE
     # Static membership: a restarted instance takes its partitions straight back.
@@ -180,6 +186,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         initial.update(stateful.values())
         checkpoint.before_commit = lambda: produce_all(producer, stateful.changes())
         checkpoint.after_rewind = stateful.reload
+        checkpoint.holds = stateful.holds
     settings = control.LiveSettings(SERVICE, initial)
 
     def on_change(cmd: control.ControlCommand) -> None:
@@ -208,7 +215,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         # meanwhile (30 ms at 1,000/s); in the open transaction, like the outputs of
         # the records that made them.
         if stateful is not None:
-            changes = stateful.changes()
+            # A partition that went idle is news for the second stage, too.
+            changes = stateful.progress() + stateful.changes()
             if changes:
                 checkpoint.begin()
                 in_transaction(checkpoint, [], produce_all, producer, changes)

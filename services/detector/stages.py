@@ -14,18 +14,34 @@ Each stage keeps its state per partition (``PartitionedState``): an instance tha
 given a partition restores that partition's state from its changelog, and one that
 loses it drops it. The final record keeps the transaction's own key (the source),
 carried across in a header.
+
+Time is event time across partitions (``event_time``): each forwarded record carries
+its source partition and that partition's stream time, the first stage sends progress
+markers to every repartition partition, and the second stage takes records in the
+order of their partitions' stream times once every partition has got that far. So a
+target's figures do not depend on which source partition was fetched first.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import numpy as np
 import orjson
 from msgspec import UNSET, DecodeError
 
+from services.detector.event_time import (
+    CLOCK_KEY,
+    Merge,
+    Progress,
+    SourceClock,
+    decode_progress,
+    encode_progress,
+    progress_of,
+)
 from services.detector.features import FeatureRows, dataset_features
 from services.detector.routing import (
     CUTOFF,
@@ -51,25 +67,49 @@ KEY_HEADER = "key"  # the transaction's own key, across the repartition topic
 Rules = TypeVar("Rules", SourceRules, TargetRules)
 
 
-class PartitionedState(Generic[Rules]):
-    """A rule set per partition an instance owns, created when the partition is given."""
+class _Clock(Protocol):
+    """What a partition's clock gives the changelog."""
 
-    def __init__(self, factory: Callable[[], Rules]) -> None:
+    changed: bool
+
+    def state(self) -> Any: ...
+    def restore(self, state: Any) -> None: ...
+
+
+Clock = TypeVar("Clock", bound=_Clock)
+
+
+class PartitionedState(Generic[Rules, Clock]):
+    """A rule set and a clock per partition an instance owns, created when the partition
+    is given. The clock (``event_time``) goes to the changelog with the rules' state,
+    under ``CLOCK_KEY``, whenever it changed."""
+
+    def __init__(self, factory: Callable[[], Rules], clock: Callable[[], Clock]) -> None:
         self.factory = factory
+        self.clock_factory = clock
         self.partitions: dict[int, Rules] = {}
+        self.clocks: dict[int, Clock] = {}
 
     def assign(self, partition: int, changelog: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Take over ``partition``, its state rebuilt from its changelog records (oldest
         first; ``None`` values are deletions). Returns how many records were applied."""
         rules = self.partitions[partition] = self.factory()
+        clock = self.clocks[partition] = self.clock_factory()
         applied = 0
         for key, value in changelog:
-            rules.restore(key.decode(), None if value is None else orjson.loads(value))
+            name = key.decode()
+            state = None if value is None else orjson.loads(value)
+            if name == CLOCK_KEY:
+                if state is not None:
+                    clock.restore(state)
+            else:
+                rules.restore(name, state)
             applied += 1
         return applied
 
     def revoke(self, partition: int) -> None:
         self.partitions.pop(partition, None)
+        self.clocks.pop(partition, None)
 
     def owned(self) -> list[int]:
         return list(self.partitions)
@@ -78,13 +118,25 @@ class PartitionedState(Generic[Rules]):
         rules = self.partitions.get(partition)
         if rules is None:  # a record of a partition not announced: start it empty
             rules = self.partitions[partition] = self.factory()
+            self.clocks[partition] = self.clock_factory()
         return rules
+
+    def clock(self, partition: int) -> Clock:
+        clock = self.clocks.get(partition)
+        if clock is None:
+            self.get(partition)
+            clock = self.clocks[partition]
+        return clock
 
     def changes(self) -> Iterator[tuple[int, bytes, bytes | None]]:
         """``(partition, key, value)`` for the changelog: what changed since last asked."""
         for partition, rules in self.partitions.items():
             for key, value in rules.encoded_changes():
                 yield partition, key, value
+            clock = self.clocks.get(partition)
+            if clock is not None and clock.changed:
+                clock.changed = False
+                yield partition, CLOCK_KEY.encode(), orjson.dumps(clock.state())
 
 
 class Forwarded(msgspec.Struct, gc=False):
@@ -98,6 +150,10 @@ class Forwarded(msgspec.Struct, gc=False):
     ts: int
     hits: list[Hit]  # arrays in JSON, named tuples again when decoded
     features: dict[str, float]
+    # The source partition and its stream time after this record (``event_time``);
+    # absent from records of older detectors, which are taken as they come.
+    partition: int = -1
+    order: int | None = None
 
 
 _decode_forwarded = msgspec.json.Decoder(Forwarded).decode
@@ -105,12 +161,22 @@ _encode_forwarded = msgspec.json.Encoder().encode
 
 
 class SourceStage:
-    """Validates, runs the rules about sources, and re-keys each transaction by target."""
+    """Validates, runs the rules about sources, and re-keys each transaction by target.
 
-    def __init__(self, rules: Callable[[], SourceRules], instance: str) -> None:
-        self.state = PartitionedState(rules)
+    Its state is per partition and each partition's records come in their own order,
+    so how the partitions' records interleave changes nothing here. Each partition's
+    stream time travels with its forwards, and in the progress markers
+    (``progress``) that tell every repartition partition how far it has got.
+    """
+
+    def __init__(self, rules: Callable[[], SourceRules], instance: str,
+                 idle_after: float = 2.0) -> None:
+        self.state: PartitionedState[SourceRules, SourceClock] = PartitionedState(
+            rules, lambda: SourceClock(time.monotonic()))
         self.instance = instance
+        self.idle_after = idle_after  # seconds without a record: a partition is idle
         self.dead_letters = 0
+        self._told: Progress | None = None  # the last progress marker made
 
     def configure(self) -> None:
         """Take up changed rule settings in every partition's rules."""
@@ -122,8 +188,13 @@ class SourceStage:
         """``(forwards, dead letters)``: forwards as ``(target, value, headers)``."""
         forwards: list[tuple[bytes, bytes, Headers]] = []
         dead: list[tuple[bytes | None, bytes | None, Headers]] = []
+        now = time.monotonic()
+        rules_of, clock_of = self.state.get, self.state.clock
         for record in records:
             raw = record.value()
+            partition = record.partition() or 0
+            clock = clock_of(partition)
+            clock.heard_at = now
             try:
                 tx = decode_schema(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError):
@@ -132,20 +203,31 @@ class SourceStage:
                 continue
             assert raw is not None
             ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
+            order = clock.advance(ts)
             hits: list[Hit] = []
             features: dict[str, float] = {}
-            self.state.get(record.partition() or 0).evaluate(
-                tx.source, tx.target, tx.amount, ts, hits, features)
+            rules_of(partition).evaluate(tx.source, tx.target, tx.amount, ts, hits, features)
             body = extend(raw, tx, identity_fields(tx, record))
             ident = tx.id if tx.id is not UNSET else \
                 f"{record.topic()}-{record.partition()}-{record.offset()}"
             value = _encode_forwarded(Forwarded(
-                msgspec.Raw(body), ident, tx.source, tx.target, tx.amount, ts, hits, features))
+                msgspec.Raw(body), ident, tx.source, tx.target, tx.amount, ts, hits,
+                features, partition, order))
             key = record.key()
             forwards.append((tx.target.encode(), value,
                              [] if key is None else [(KEY_HEADER, key)]))
         self.dead_letters += len(dead)
         return forwards, dead
+
+    def progress(self, now: float | None = None) -> bytes | None:
+        """A progress marker for every repartition partition, when there is news since
+        the last one: how far each owned partition has got, and which went idle."""
+        marker = progress_of(self.state.clocks.items(),
+                             time.monotonic() if now is None else now, self.idle_after)
+        if not marker.watermarks or marker == self._told:
+            return None
+        self._told = marker
+        return encode_progress(marker)
 
 
 class TargetStage:
@@ -155,12 +237,19 @@ class TargetStage:
     The model, when there is one, scores the whole batch in one call once the rules
     have seen every record (their figures are its features); ``Routed.features`` then
     holds those rows, for the label join that teaches the model.
+
+    ``upstream`` is how many partitions the first stage reads: records then wait for
+    every one of them to get as far (``event_time.Merge``). None takes each call's
+    records at once, in order, for a process that feeds both stages in order itself.
     """
 
     def __init__(self, rules: Callable[[], TargetRules], instance: str,
                  threshold: float = 900.0, model: OnlineModel | None = None,
-                 cutoff: float = CUTOFF, veto: float = VETO) -> None:
-        self.state = PartitionedState(rules)
+                 cutoff: float = CUTOFF, veto: float = VETO,
+                 upstream: int | None = None) -> None:
+        self.upstream = upstream
+        self.state: PartitionedState[TargetRules, Merge[_Waiting]] = PartitionedState(
+            rules, lambda: Merge(self.upstream))
         self.instance = instance
         self.counters = Counters()
         self.model = model
@@ -180,25 +269,49 @@ class TargetStage:
             rules.configure()
 
     def process(self, records: Iterable[Record]) -> Routed:
+        """Verdicts for the records the watermark lets through: those read now, and
+        those read before that waited for it (``event_time.Merge``)."""
         routed = Routed([], [], [])
-        threshold, model = self.rule.threshold, self.model
-        threshold_hit = Hit(self.rule.name, self.rule.reason)
-        rows = FeatureRows()
-        judged: list[tuple[Record, bytes, dict[str, float], list[Hit]]] = []
-        fired: list[bool] = []  # with a model: whether a rule fired on each scored one
-        rules_of = self.state.get  # locals: this loop runs per record
+        touched: dict[int, Merge[_Waiting]] = {}
+        merge_of = self.state.clock
         for record in records:
             raw = record.value()
+            partition = record.partition() or 0
+            merge = touched.get(partition)
+            if merge is None:
+                merge = touched[partition] = merge_of(partition)
             try:
+                if record.key() is None:  # a progress marker of the first stage
+                    merge.hear(decode_progress(raw))  # type: ignore[arg-type]
+                    continue
                 forwarded = _decode_forwarded(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError) as exc:
                 # Only the first stage writes here; anything else is a foreign record.
                 routed.dlq.append((record.key(), raw, dead_letter_headers(
                     record, f"not a forwarded transaction: {exc}", self.instance)))
                 continue
+            order = forwarded.ts if forwarded.order is None else forwarded.order
+            merge.push(forwarded.partition, order, record.offset() or 0,
+                       _Waiting(forwarded, _original_key(record)))
+        released = [(partition, order, waiting) for partition, merge in touched.items()
+                    for order, waiting in merge.release()]
+        routed = self._judge(released, routed)
+        self.counters.dlq += len(routed.dlq)
+        return routed
+
+    def _judge(self, released: list[tuple[int, int, _Waiting]], routed: Routed) -> Routed:
+        """The rules about targets, the threshold and the model, for records in the
+        order the watermark released them."""
+        threshold, model = self.rule.threshold, self.model
+        threshold_hit = Hit(self.rule.name, self.rule.reason)
+        rows = FeatureRows()
+        judged: list[tuple[bytes | None, bytes, dict[str, float], list[Hit]]] = []
+        fired: list[bool] = []  # with a model: whether a rule fired on each scored one
+        rules_of = self.state.get  # locals: this loop runs per record
+        for partition, order, (forwarded, key) in released:
             hits, features = forwarded.hits, forwarded.features
-            rules_of(record.partition() or 0).evaluate(
-                forwarded.target, forwarded.source, forwarded.ts, hits, features)
+            rules_of(partition).evaluate(
+                forwarded.target, forwarded.source, forwarded.ts, hits, features, order)
             if forwarded.amount >= threshold:
                 hits.insert(0, threshold_hit)
             tx = bytes(forwarded.tx)
@@ -206,23 +319,33 @@ class TargetStage:
                 rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
                          dataset_features(tx))
                 fired.append(bool(hits))  # for grading, once labels come
-            judged.append((record, tx, features, hits))
+            judged.append((key, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
         cutoff, veto, instance = self.cutoff, self.veto, self.instance
         decides = self.model_decides
         legit, fraud_out = routed.legit.append, routed.fraud.append
-        for (record, tx, features, hits), score in zip(judged, scores, strict=True):
+        for (key, tx, features, hits), score in zip(judged, scores, strict=True):
             fraud, hits = decide(hits, score if decides else None, cutoff, veto)
             detection = verdict(hits, features, score, threshold, instance, fraud)
             value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
-            (fraud_out if fraud else legit)((_original_key(record), value))
+            (fraud_out if fraud else legit)((key, value))
         if batch is not None:  # None scores (no model trained yet) become NaN
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
                 (np.array(fired, dtype=float), np.array(scores, dtype=float)))))
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
-        self.counters.dlq += len(routed.dlq)
         return routed
+
+    def waiting(self) -> int:
+        """Records read that wait for the watermark, over every owned partition."""
+        return sum(len(merge) for merge in self.state.clocks.values())
+
+
+class _Waiting(NamedTuple):
+    """A forwarded transaction waiting in the merge, with its own key."""
+
+    forwarded: Forwarded
+    key: bytes | None
 
 
 def _original_key(record: Record) -> bytes | None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from services import kafka
+from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
 from services.detector.routing import Headers, Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
@@ -69,8 +70,13 @@ class StatefulDetector:
     def __init__(self, bootstrap: str, transactions: str, internal: InternalTopics,
                  source: SourceStage, target: TargetStage, settings: RuleSettings,
                  labels: LabelFeed | None = None,
-                 snapshots: ModelSnapshots | None = None) -> None:
+                 snapshots: ModelSnapshots | None = None,
+                 repartitions: int | None = None) -> None:
         self.bootstrap = bootstrap
+        # Partitions of the repartition topic, each sent the first stage's progress
+        # markers (``event_time``); None sends none (the second stage then takes records
+        # as they come: ``TargetStage.upstream``).
+        self.repartitions = repartitions
         self.transactions = transactions
         self.internal = internal
         self.source = source
@@ -88,9 +94,12 @@ class StatefulDetector:
     @classmethod
     def build(cls, bootstrap: str, transactions: str, labels_topic: str, group: str,
               instance: str, rules: tuple[str, ...], model: bool,
-              threshold: float) -> StatefulDetector:
+              threshold: float, idle_after: float = 2.0) -> StatefulDetector:
         """The detector with ``rules`` and, if asked, a model learning from labels,
-        which starts as the group's newest snapshot of it where there is one."""
+        which starts as the group's newest snapshot of it where there is one. Event
+        time is merged across the transactions topic's partitions, as many as the
+        cluster says it has; a partition silent for ``idle_after`` seconds holds no
+        one back until it speaks again."""
         settings = RuleSettings()
         internal = InternalTopics.of(group)
         online: OnlineModel | None = None
@@ -101,12 +110,14 @@ class StatefulDetector:
             online = OnlineModel(fit_in_process=True)
             snapshots = ModelSnapshots(bootstrap, internal.model_snapshots, instance)
             snapshots.restore(online)
-        source = SourceStage(lambda: SourceRules(settings, rules, novelty=model), instance)
+        counts = kafka.partition_counts(bootstrap, (transactions, internal.repartition))
+        source = SourceStage(lambda: SourceRules(settings, rules, novelty=model), instance,
+                             idle_after)
         target = TargetStage(lambda: TargetRules(settings, rules, novelty=model), instance,
-                             threshold, online)
+                             threshold, online, upstream=counts[transactions] or None)
         feed = LabelFeed(bootstrap, labels_topic, instance) if model else None
         return cls(bootstrap, transactions, internal, source, target, settings, feed,
-                   snapshots)
+                   snapshots, counts[internal.repartition] or None)
 
     def values(self) -> dict[str, float]:
         """The live settings this detector obeys besides the threshold, as they are."""
@@ -167,13 +178,45 @@ class StatefulDetector:
                                "state_restored": self.restored,
                                # Past window_grace_s: judged without changing a window.
                                "late": sum(rules.late() for stage in (self.source, self.target)
-                                           for rules in stage.state.partitions.values())}
+                                           for rules in stage.state.partitions.values()),
+                               "event_time": self.event_time()}
         if self.target.model is not None:
             out["model"] = {**self.target.model.status(), **self.trust.status()}
             if self.snapshots is not None:
                 out["model"]["snapshots"] = self.snapshots.saved
                 out["model"]["snapshot_failures"] = self.snapshots.failed
             out["labels"] = self.join.counters()
+        return out
+
+    def event_time(self) -> dict[str, Any]:
+        """Where event time stands in the second stage, for the heartbeat: its lowest
+        watermark over the partitions this instance owns, which source partition holds
+        it there, which are idle, and how many records wait for the watermark."""
+        lowest: int | None = None
+        holder: int | None = None
+        idle: set[int] = set()
+        waiting = behind = forced = 0
+        for merge in self.target.state.clocks.values():
+            mark = merge.watermark()
+            if mark is not None and (lowest is None or mark < lowest):
+                lowest, holder = mark, merge.holding()
+            idle |= merge.idle
+            waiting += len(merge)
+            behind += merge.behind
+            forced += merge.forced
+        return {"watermark": lowest if lowest is None or lowest > NEVER else None,
+                "held_by": None if holder is None else f"{self.transactions}[{holder}]",
+                "idle": [f"{self.transactions}[{p}]" for p in sorted(idle)],
+                "waiting": waiting, "behind": behind, "forced": forced}
+
+    def holds(self) -> dict[tuple[str, int], int]:
+        """The repartition partitions' offsets that a commit may not pass: records from
+        there on still wait for the watermark, and a restart must read them again."""
+        out: dict[tuple[str, int], int] = {}
+        for partition, merge in self.target.state.clocks.items():
+            oldest = merge.oldest_offset()
+            if oldest is not None:
+                out[(self.internal.repartition, partition)] = oldest
         return out
 
     def reload(self) -> None:
@@ -233,11 +276,24 @@ class StatefulDetector:
             outputs.extend((repartition, key, value, headers, None)
                            for key, value, headers in forwards)
             outputs.extend((dlq, key, value, headers, None) for key, value, headers in dead)
+        outputs.extend(self.progress())
         routed = self.target.process(seconds)
         outputs.extend((legit, key, value, None, None) for key, value in routed.legit)
         outputs.extend((fraud, key, value, None, None) for key, value in routed.fraud)
         outputs.extend((dlq, key, value, headers, None) for key, value, headers in routed.dlq)
         return outputs, routed
+
+    def progress(self) -> list[Output]:
+        """The first stage's progress marker, to every repartition partition, when there
+        is news (a partition got further, or went idle): the records of the marker's
+        partitions that wait in the second stage may then go."""
+        if self.repartitions is None:
+            return []
+        marker = self.source.progress()
+        if marker is None:
+            return []
+        return [(self.internal.repartition, None, marker, None, partition)
+                for partition in range(self.repartitions)]
 
     def changes(self) -> list[Output]:
         """The state changes since the last call, as changelog records."""

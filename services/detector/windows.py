@@ -5,10 +5,18 @@ arrive) plus state (``KeyedEvents``: what each key saw within it). Time is the
 transaction's own ``ts``, not the clock of the machine that reads it, so a replayed or
 delayed stream gives the same verdicts as a live one.
 
-Records may arrive out of order: one that is older than the newest seen by up to the
+Records may arrive out of order: one that is older than the stream time by up to the
 grace period is put in its place in event time. One older than that is *late*: its
 window has closed, so it changes no state, and callers are told so they can say why
-it was judged without it.
+it was judged without it. The stream time is the newest ``ts`` seen, or, where a
+stage merges several partitions (``event_time``), the newest *order* it has taken:
+each record's order is its own partition's stream time, so lateness does not depend
+on which partition ran ahead.
+
+With orders, payments of one order do not count each other: a record's window holds
+the events of a strictly lower order, and itself. The merge takes records of one
+order in no particular order, so this is what keeps its figures the same whatever
+the interleaving.
 
 State can be written to a changelog and read back (``changes`` / ``restore``), so an
 instance that takes over a partition carries on where the last one stopped.
@@ -16,7 +24,7 @@ instance that takes over a partition carries on where the last one stopped.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +45,12 @@ class SlidingWindow:
 
 @dataclass
 class _Events:
-    """One key's events, oldest first: times and what each event was about."""
+    """One key's events, oldest first: times, what each event was about, and the order
+    each was taken at (its time, where the caller gives none)."""
 
     times: list[int] = field(default_factory=list)
     tags: list[Any] = field(default_factory=list)
+    orders: list[int] = field(default_factory=list)
 
 
 class _KeyedWindow(ChangeTracking):
@@ -122,36 +132,50 @@ class KeyedEvents(_KeyedWindow):
 
     _keys: dict[str, _Events]
 
-    def add(self, key: str, ts: int, tag: Any = None) -> list[Any] | None:
+    def add(self, key: str, ts: int, tag: Any = None,
+            order: int | None = None) -> list[Any] | None:
         """Record an event; the tags of the key's events in its window, oldest first,
-        this one included. None for a late event, which is not recorded."""
+        this one last. None for a late event, which is not recorded.
+
+        With ``order`` (``event_time``), the window holds only the events of a lower
+        order, and lateness is judged against the newest order taken."""
+        stream = ts if order is None else order
+        if stream > self.newest:
+            self.newest = stream
         if ts < self.watermark:
             self.late += 1
             return None
-        if ts > self.newest:
-            self.newest = ts
         self._changed.add(key)
         events = self._keys.get(key)
         if events is None:
             events = self._keys[key] = _Events()
-        times, tags = events.times, events.tags
+        times, tags, orders = events.times, events.tags, events.orders
         horizon = self.watermark - self.window.length_ms
         if times and times[0] <= horizon:  # nothing a timely record can still see
             drop = bisect_right(times, horizon)
-            del times[:drop], tags[:drop]
+            del times[:drop], tags[:drop], orders[:drop]
         if not times or ts >= times[-1]:  # in order: the usual case
             times.append(ts)
             tags.append(tag)
+            orders.append(stream)
             end = len(times)
         else:
             end = bisect_right(times, ts)
-            insort(times, ts)
+            times.insert(end, ts)
             tags.insert(end, tag)
+            orders.insert(end, stream)
             end += 1
         start = bisect_right(times, ts - self.window.length_ms, 0, end)
         if self.newest - self._swept_at > self.window.length_ms + self.window.grace_ms:
             self._sweep(horizon)
-        return tags[start:end]
+        if order is None:
+            return tags[start:end]
+        # Strictly lower orders only: the event itself is the last of the slice (bisect
+        # put it after any of equal time).
+        seen = [tag for tag, then in zip(tags[start:end - 1], orders[start:end - 1],
+                                         strict=True) if then < order]
+        seen.append(tag)
+        return seen
 
     @staticmethod
     def _times(held: _Events) -> list[int]:
@@ -159,11 +183,14 @@ class KeyedEvents(_KeyedWindow):
 
     @staticmethod
     def _state(held: _Events) -> list[Any]:
-        return [held.times, held.tags]
+        if held.orders == held.times:
+            return [held.times, held.tags]
+        return [held.times, held.tags, held.orders]
 
     @staticmethod
     def _load(state: Any) -> _Events:
-        return _Events(list(state[0]), list(state[1]))
+        times = list(state[0])  # written without orders: each event's order is its time
+        return _Events(times, list(state[1]), list(state[2]) if len(state) > 2 else times[:])
 
 
 class KeyedTimes(_KeyedWindow):

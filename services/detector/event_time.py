@@ -1,0 +1,225 @@
+"""Event time across partitions: stream time per input partition, watermarks that travel
+with re-keyed records, and the merge that takes them in event-time order. Pure.
+
+The stateful detector has two stages (``stages``). The first reads the transactions
+topic, one partition at a time: a partition's records come in its own order, and its
+*stream time* is the newest ``ts`` it has shown. Its state is per partition, so the
+order in which partitions are fetched changes nothing there.
+
+The second stage reads the repartition topic, where every partition mixes the records
+of every upstream partition in whatever order the first stage happened to process
+them. So each forwarded record carries its upstream partition and that partition's
+stream time (its *order*), and the first stage also sends progress markers
+(``Progress``) to every repartition partition after each batch, saying how far each of
+its partitions has got. The second stage then does what Kafka Streams' ``PartitionGroup``
+and Flink's ``WatermarkOutputMultiplexer`` do (``Merge``):
+
+- its watermark is the minimum over every upstream partition of the stream time heard
+  from it; a partition whose owner says it has been silent for the idleness timeout
+  does not count until it speaks again (Flink's ``withIdleness``);
+- records wait until the watermark reaches their order, and are then taken oldest
+  order first across all upstream partitions;
+- lateness is judged against that order, so a record is late in the second stage
+  exactly when it was late for its own partition, whichever partition ran ahead.
+
+Records of equal order are taken in any order, and the windows make that harmless:
+a record's figures count only the events of a strictly lower order (``windows``),
+so payments at the same instant do not count each other. Hence the same input gives
+every record the same figures whether it arrives live, paced, all at once or with its
+partitions fetched in any order.
+
+The merge keeps, per upstream partition, the repartition offset of the last record it
+released; it goes to the changelog with the rest of the state, so records consumed
+again after a restart (their offsets were held back while they waited) are not judged
+twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+NEVER = -(2**63)  # the stream time of a partition nothing was heard from
+CLOCK_KEY = "#clock"  # the changelog key of a partition's clock (rules' keys start "/")
+
+Item = TypeVar("Item")
+
+
+class Progress(msgspec.Struct, gc=False):
+    """A progress marker on the repartition topic (a record without a key): how far the
+    first stage's partitions have got, and which of them have gone idle."""
+
+    watermarks: dict[int, int]  # upstream partition -> its stream time
+    idle: list[int] = []
+
+
+encode_progress = msgspec.json.Encoder().encode
+decode_progress = msgspec.json.Decoder(Progress).decode
+
+
+class SourceClock:
+    """The first stage's view of one input partition: its stream time (the newest
+    ``ts`` of its records so far, in their own order) and when it last had a record,
+    by the machine's clock, for the idleness timeout."""
+
+    __slots__ = ("changed", "heard_at", "time")
+
+    def __init__(self, now: float, time: int = NEVER) -> None:
+        self.time = time
+        self.heard_at = now
+        self.changed = False  # the stream time moved since the changelog last had it
+
+    def advance(self, ts: int) -> int:
+        """A record at ``ts``: the partition's stream time after it, the record's order."""
+        if ts > self.time:
+            self.time = ts
+            self.changed = True
+        return self.time
+
+    def state(self) -> dict[str, int]:
+        return {"time": self.time}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.time = max(self.time, state.get("time", NEVER))
+
+    def idle(self, now: float, timeout: float) -> bool:
+        return now - self.heard_at >= timeout
+
+
+class Merge(Generic[Item]):
+    """The second stage's input for one repartition partition: what it has heard from
+    every upstream partition, and the records waiting for the watermark.
+
+    ``upstream`` is how many partitions the first stage reads; None takes every record
+    as soon as it comes, in order within each call (for a single process that feeds the
+    stages itself, in order). ``limit`` bounds the records waiting: beyond it the oldest
+    are taken even though some partition is behind (counted in ``forced``), so that one
+    stalled upstream partition cannot exhaust memory.
+    """
+
+    def __init__(self, upstream: int | None, limit: int = 200_000) -> None:
+        self.upstream = upstream
+        self.limit = limit
+        self.heard: dict[int, int] = {}  # upstream partition -> its stream time
+        self.idle: set[int] = set()
+        self.done: dict[int, int] = {}  # upstream partition -> last offset released
+        self._restored: dict[int, int] = {}  # the same, as the changelog had it
+        self.time = NEVER  # the newest order released: the stage's stream time
+        self.forced = 0  # taken before the watermark reached them (``limit``)
+        self.behind = 0  # came with an order the stage had passed (after idleness)
+        self.changed = False  # the clock changed since the changelog last had it
+        self._waiting: list[tuple[int, int, int, Item]] = []
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def hear(self, marker: Progress) -> None:
+        """A progress marker: stream times heard, and which partitions went idle."""
+        heard = self.heard
+        for partition, time in marker.watermarks.items():
+            if time > heard.get(partition, NEVER):
+                heard[partition] = time
+                self.changed = True
+        idle = set(marker.idle)
+        # A marker speaks for the partitions its sender owns: those it names and does
+        # not call idle are active again.
+        self.idle = (self.idle - set(marker.watermarks)) | idle
+
+    def push(self, partition: int, order: int, offset: int, item: Item) -> bool:
+        """A record from upstream ``partition`` at ``order``, read at ``offset`` of this
+        partition; False (and dropped) if it was released before a restart."""
+        if partition >= 0:
+            if offset <= self._restored.get(partition, -1):
+                return False
+            if order > self.heard.get(partition, NEVER):
+                self.heard[partition] = order
+            self.idle.discard(partition)
+        if order < self.time:
+            self.behind += 1
+        heapq.heappush(self._waiting, (order, offset, partition, item))
+        return True
+
+    def watermark(self) -> int | None:
+        """The order up to which every record has come; None when nothing holds it
+        (no upstream count given, or every upstream partition idle)."""
+        if self.upstream is None:
+            return None
+        lowest: int | None = None
+        heard, idle = self.heard, self.idle
+        for partition in range(self.upstream):
+            if partition in idle:
+                continue
+            time = heard.get(partition, NEVER)
+            if lowest is None or time < lowest:
+                lowest = time
+        return lowest
+
+    def holding(self) -> int | None:
+        """The upstream partition that holds the watermark back, if any."""
+        mark = self.watermark()
+        if mark is None:
+            return None
+        for partition in range(self.upstream or 0):
+            if partition not in self.idle and self.heard.get(partition, NEVER) == mark:
+                return partition
+        return None
+
+    def release(self) -> list[tuple[int, Item]]:
+        """The records the watermark has reached, as ``(order, item)``, oldest order
+        first (and, for one order, in the order they were read)."""
+        waiting = self._waiting
+        if not waiting:
+            return []
+        mark = self.watermark()
+        out: list[tuple[int, Item]] = []
+        pop, done = heapq.heappop, self.done
+        while waiting and (mark is None or waiting[0][0] <= mark
+                           or len(waiting) > self.limit):
+            order, offset, partition, item = pop(waiting)
+            if mark is not None and order > mark:
+                self.forced += 1
+            if partition >= 0:
+                done[partition] = offset
+            if order > self.time:
+                self.time = order
+            out.append((order, item))
+        if out:
+            self.changed = True
+        return out
+
+    def oldest_offset(self) -> int | None:
+        """The lowest offset of a record still waiting: the partition's committed
+        offset may go no further, or a restart would skip it."""
+        return min((entry[1] for entry in self._waiting), default=None)
+
+    def state(self) -> dict[str, Any]:
+        return {"time": self.time, "heard": _pairs(self.heard), "done": _pairs(self.done)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.time = max(self.time, state.get("time", NEVER))
+        for partition, time in state.get("heard", ()):
+            self.heard[partition] = max(time, self.heard.get(partition, NEVER))
+        for partition, offset in state.get("done", ()):
+            self.done[partition] = max(offset, self.done.get(partition, -1))
+            self._restored[partition] = self.done[partition]
+
+
+def _pairs(mapping: dict[int, int]) -> list[list[int]]:
+    return [[key, value] for key, value in sorted(mapping.items())]
+
+
+def progress_of(clocks: Iterable[tuple[int, SourceClock]], now: float,
+                idle_after: float) -> Progress:
+    """What the first stage tells every repartition partition about its partitions."""
+    watermarks: dict[int, int] = {}
+    idle: list[int] = []
+    for partition, clock in clocks:
+        if clock.time != NEVER:
+            watermarks[partition] = clock.time
+        if clock.idle(now, idle_after):
+            idle.append(partition)
+            watermarks.setdefault(partition, NEVER)
+    return Progress(watermarks, idle)
