@@ -55,7 +55,7 @@ class PartitionedState(Generic[Rules]):
     """A rule set per partition an instance owns, created when the partition is given."""
 
     def __init__(self, factory: Callable[[], Rules]) -> None:
-        self.factory = factory
+        self.factory: Callable[[], Rules] = factory
         self.partitions: dict[int, Rules] = {}
 
     def assign(self, partition: int, changelog: Iterable[tuple[bytes, bytes | None]]) -> int:
