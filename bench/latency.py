@@ -48,8 +48,8 @@ Variants
 
 Exactly once on the embedded broker
     librdkafka's mock cluster answers a ``read_committed`` fetch up to the high
-    watermark: it shows the records of open transactions at once (README,
-    Reliability). On Apache Kafka a ``read_committed`` reader gets a record only
+    watermark: it shows the records of open transactions at once (docs/reliability.md,
+    "The embedded broker's limits"). On Apache Kafka a ``read_committed`` reader gets a record only
     when the transaction that wrote it commits, and the detector commits when its
     checkpoint is due: every commit interval, plus the commit's own round trips. So
     for exactly-once the figure measured here leaves out that wait, and the table
@@ -81,9 +81,9 @@ Keeping up
 Fresh topics
     Every run starts on topics of its own, which the embedded broker's partitions
     fill over the first minutes (it keeps the last 5 MB of each, and walks their
-    batches on every fetch: README, "The embedded broker"). Its cost per fetch, and
+    batches on every fetch: docs/reliability.md, the same section). Its cost per fetch, and
     the latency, grow meanwhile: runs of several minutes give a higher p50 and p99
-    than these windows (README, "Longer runs").
+    than these windows (docs/performance.md, "Longer runs").
 
 The machine has a few cores, shared by the broker, both services and this reader:
 read the figures as this machine's, and rerun when another load was running.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -63,13 +63,16 @@ class ControlFollower:
         while len(done) < len(ends) and time.monotonic() < deadline:
             # A short wait: consume() waits all of it unless 100 commands are there.
             for message in self._consumer.consume(100, 0.02):
-                if message.error():
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(message.partition())
+                # A consumed record always has both; the stubs allow None for others.
+                partition, offset = cast(int, message.partition()), cast(int, message.offset())
+                error = message.error()
+                if error:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        done.add(partition)
                     continue
                 self._apply(message)
-                if message.offset() + 1 >= ends[message.partition()]:
-                    done.add(message.partition())
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
         if len(done) < len(ends):
             log.warning("control topic %s not read to its end within %g s", self.topic, timeout)
 

@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -38,6 +38,7 @@ _quiet_log.addHandler(logging.NullHandler())
 _quiet_log.propagate = False
 
 MAX_MESSAGE_BYTES = 1_048_588
+Headers = list[tuple[str, str | bytes | None]]  # as Producer.produce takes them
 
 
 def instance_id(service: str) -> str:
@@ -193,13 +194,14 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 
             # consume() returns once it has all it asked for or its time is up: a short
             # time, or a partition of fewer records would wait all of it at its end.
             for message in reader.consume(10_000, 0.02):
-                if message.error() is None:
+                error, offset = message.error(), message.offset()
+                if error is None:
                     key = message.key()
                     if key is not None:
                         out.append((key, message.value()))
-                    if message.offset() + 1 >= high:
+                    if offset is not None and offset + 1 >= high:
                         return out
-                elif message.error().code() == KafkaError._PARTITION_EOF:
+                elif error.code() == KafkaError._PARTITION_EOF:
                     return out  # read_committed: the end can lie before ``high``
         raise TimeoutError(f"{topic}[{partition}] not read to its end within {timeout:g} s")
     finally:
@@ -207,14 +209,14 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 
 
 
 def produce_when_room(producer: Producer, topic: str, key: bytes | None,
-                      value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
+                      value: bytes | None, headers: Headers | None = None,
                       partition: int | None = None) -> None:
     """``produce``, waiting while the local queue is full instead of failing; to
     ``partition`` when given, else to the one the key hashes to.
 
     Hot loops call ``producer.produce`` directly and come here only on BufferError.
     """
-    where = {} if partition is None else {"partition": partition}
+    where: dict[str, Any] = {} if partition is None else {"partition": partition}
     while True:
         try:
             producer.produce(topic, value, key, headers=headers, **where)
@@ -224,7 +226,7 @@ def produce_when_room(producer: Producer, topic: str, key: bytes | None,
 
 
 def produce_dead_letter(producer: Producer, topic: str, key: bytes | None,
-                        value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+                        value: bytes | None, headers: Headers) -> None:
     """A dead letter, with its original bytes when they fit in a record.
 
     A value beyond ``message.max.bytes`` cannot be written again; the dead letter
@@ -238,7 +240,8 @@ def produce_dead_letter(producer: Producer, topic: str, key: bytes | None,
         if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
             raise
         size = len(value or b"") + len(key or b"")
-        reason = next((v for k, v in headers if k == "dlq.reason"), b"")
+        # A dead letter's headers are bytes (routing.dead_letter_headers).
+        reason = cast(bytes, next((v for k, v in headers if k == "dlq.reason"), b""))
         headers = [(k, v) for k, v in headers if k != "dlq.reason"]
         headers.append(("dlq.reason", reason + f"; record of {size} bytes too large to "
                         "copy, see its origin".encode()))

@@ -15,13 +15,17 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, Message, TopicPartition
 
 from services import config, kafka
 from services.lifecycle import Shutdown, run_service
+
+# A consumed record's headers are a list of (str, bytes); the stubs also allow what
+# ``produce`` takes.
+ConsumedHeaders = list[tuple[str, bytes | None]]
 
 
 def parse_args(argv: Sequence[str] | None) -> config.argparse.Namespace:
@@ -63,7 +67,7 @@ def _line(message: Message, meta: bool) -> bytes:
         "offset": message.offset(), "timestamp": message.timestamp()[1],
         "key": key.decode(errors="replace") if key is not None else None,
         "headers": {k: (v or b"").decode(errors="replace")
-                    for k, v in (message.headers() or [])},
+                    for k, v in cast(ConsumedHeaders, message.headers() or [])},
         "value": value,
     })
 

@@ -84,7 +84,7 @@ class FraudConsole(App[str | None]):
         super().__init__()
         self.feed = feed
         self.sub_title = subtitle
-        self.watch = watch  # says why the console must stop (a child died), or None
+        self.stop_reason = watch  # says why the console must stop (a child died), or None
         self.last: Snapshot | None = None
         self._stop = threading.Event()
 
@@ -113,7 +113,7 @@ class FraudConsole(App[str | None]):
                 loop.add_signal_handler(signum, self._stop_on_signal)
         self.show(self.feed.snapshot())
         self.consume()
-        if self.watch is not None:
+        if self.stop_reason is not None:
             self.set_interval(0.5, self._check_children)
 
     def _stop_on_signal(self) -> None:
@@ -143,8 +143,8 @@ class FraudConsole(App[str | None]):
             self.show(message.snapshot)
 
     def _check_children(self) -> None:
-        assert self.watch is not None
-        reason = self.watch()
+        assert self.stop_reason is not None
+        reason = self.stop_reason()
         if reason:
             self.exit(reason)
 
@@ -214,7 +214,8 @@ class FraudConsole(App[str | None]):
         self.show(self.feed.snapshot())
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen([b for b in self.BINDINGS if b.tooltip]))
+        shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.tooltip]
+        self.push_screen(HelpScreen(shown))
 
     def action_save_screenshot(self) -> None:
         path = self.save_screenshot(path=os.getcwd())

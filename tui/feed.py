@@ -26,7 +26,7 @@ from tui.model import Aggregator, Snapshot
 
 log = logging.getLogger("fraud.console")
 
-Sink = Callable[[Snapshot], None]
+Sink = Callable[[Snapshot], object]  # what a sink returns is ignored
 
 
 class Feed(Protocol):

@@ -41,7 +41,7 @@ class Examples(NamedTuple):
     hits: np.ndarray | None = None
     scores: np.ndarray | None = None
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return len(self.labels)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 from msgspec import UNSET, DecodeError
@@ -32,7 +32,7 @@ MODEL = "model"  # the name of the model's hit in a verdict
 # which a rule's hit alone does not make it fraud; chosen with bench/quality.py.
 CUTOFF = 0.2
 VETO = 0.05
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]  # as Producer.produce takes them
 
 
 class Record(Protocol):
@@ -44,7 +44,9 @@ class Record(Protocol):
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def timestamp(self) -> tuple[int, int]: ...
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    # A consumed record's headers are a list of (str, bytes); confluent-kafka's stubs
+    # also allow the dict and str values ``produce`` takes, so a Message fits only this.
+    def headers(self) -> Any: ...
 
 
 @dataclass
@@ -131,9 +133,9 @@ class Router:
         legit, fraud = self._legit, self._fraud
         schema_decode, unset = decode_schema, UNSET  # locals: this loop runs per record
         for record in records:
-            raw = record.value()
+            raw: bytes = record.value()  # type: ignore[assignment]  # None fails the decode
             try:
-                tx = schema_decode(raw)  # type: ignore[arg-type]
+                tx = schema_decode(raw)
             except (DecodeError, ValueError, TypeError):  # TypeError: a null value
                 dlq_out((record.key(), raw, self.dead_letter_headers(record, why_refused(raw))))
                 continue

@@ -719,7 +719,7 @@ class _RuleSet:
                     store.restore(inner, state[name])
             return
         name, _, inner = key.partition("/")  # a changelog of a record per store
-        store = self.stores.get(name)
+        store = self.stores.get(name)  # type: ignore[assignment]  # None is checked next
         if store is not None:  # a rule no longer run leaves its old state behind
             store.restore(inner, state)
 

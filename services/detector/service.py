@@ -338,7 +338,7 @@ def produce_routed(producer: Producer, routed: Routed, legit: str, fraud: str,
                 produce(topic, value, key)
             except BufferError:
                 kafka.produce_when_room(producer, topic, key, value)
-    for key, value, headers in routed.dlq:
+    for key, value, headers in routed.dlq:  # type: ignore[assignment]  # value may be None
         kafka.produce_dead_letter(producer, dlq, key, value, headers)
 
 

@@ -85,7 +85,7 @@ class PartitionedState(Generic[Rules, Clock]):
     under ``CLOCK_KEY``, whenever it changed."""
 
     def __init__(self, factory: Callable[[], Rules], clock: Callable[[], Clock]) -> None:
-        self.factory = factory
+        self.factory: Callable[[], Rules] = factory
         self.clock_factory = clock
         self.partitions: dict[int, Rules] = {}
         self.clocks: dict[int, Clock] = {}

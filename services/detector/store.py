@@ -22,6 +22,11 @@ class ChangeTracking:
         """The store's state of ``key``, JSON-ready; None when it holds nothing of it."""
         raise NotImplementedError
 
+    def restore(self, key: str, state: Any) -> None:
+        """Take ``state`` (as ``state_of`` gave it; None: nothing) as the store's state
+        of ``key``."""
+        raise NotImplementedError
+
     def take_changed(self) -> set[str]:
         """The keys changed since the last call (forgotten ones included)."""
         changed, self._changed = self._changed, set()

@@ -93,7 +93,7 @@ class Population:
         kinds = tuple(CHRONOTYPES)
         accounts = []
         for index, ident in enumerate(ids):
-            want, usual = rng.randint(3, 8), set()
+            want, usual = rng.randint(3, 8), set[int]()
             while len(usual) < want:
                 other = rng.randrange(size)
                 if other != index:

@@ -111,7 +111,7 @@ class ScenarioProfile:
             self._start(ts_ms)
             self._next_start += self._gap()
         pending = self._pending
-        due = []
+        due: list[tuple[int, int, Step, str, str]] = []
         while pending and pending[0][0] <= ts_ms and len(due) < count:
             due.append(heapq.heappop(pending))
         rng = self.rng
