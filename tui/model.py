@@ -27,7 +27,7 @@ HISTORY_SECONDS = 300  # sparklines cover the last five minutes
 ROWS = 40  # rows kept per feed pane
 # Records kept per output topic, undecoded, for an account's recent transactions in
 # the drill-down (and the rows a new filter starts with); labels kept likewise.
-RECENT = 50_000
+RECENT = 10_000
 LABELS_KEPT = 100_000
 DOWN_AFTER = 5.0
 LATENCY_WINDOW = 10  # a service silent this long is shown as down

@@ -57,6 +57,7 @@ class ScriptedFeed(AggregatingFeed):
         }
         self.counters: dict[str, dict[str, Any]] = {}
         self.offsets = {"legit": [0] * 4, "fraud": [0] * 4}  # the next offset per partition
+        self.sequence = 0  # the last transaction id of scripted labelled traffic
 
     def output(self, kind: str, values: list[bytes | None]) -> None:
         """Records of one output topic, each at the next offset of a partition."""
@@ -112,6 +113,10 @@ class ScriptedFeed(AggregatingFeed):
             labels: list[bytes | None] = []
             for _, raw in self.profile.batch(tps, ts):
                 tx = orjson.loads(raw)
+                # The generator's ids start with a random instance prefix: a screen that
+                # shows one needs its own.
+                self.sequence += 1
+                tx["id"] = f"tx-{self.sequence:07d}"
                 scenario = None
                 if self.rng.random() < fraud_rate:
                     scenario = self.rng.choice(list(FRAUD_AMOUNTS))
