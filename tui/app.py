@@ -16,10 +16,13 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Footer, Header, Static
 
+from tui.curve import CurveScreen
+from tui.detail import DetailScreen
 from tui.feed import Feed
 from tui.model import Snapshot
 from tui.quality_panel import QualityPanel
-from tui.screens import HelpScreen, RulesScreen, TpsScreen
+from tui.record_filter import RecordFilter
+from tui.screens import FilterScreen, HelpScreen, RulesScreen, TpsScreen
 from tui.widgets import EventLine, FeedPane, ModelStatus, Settings, Throughput
 
 # A 1-2-5 ladder from 1 to 100,000 per second: each key press is a step a person notices.
@@ -73,6 +76,25 @@ class FraudConsole(App[str | None]):
         Binding("question_mark", "help", "Help", key_display="?", tooltip="this help"),
         Binding("q", "quit", "Quit", tooltip="quit (stops what the console started)"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("tab", "feed(1)", "Feed", show=False, priority=True,
+                tooltip="select the next feed: fraud, then legit"),
+        Binding("shift+tab", "feed(-1)", "Feed", show=False, priority=True,
+                tooltip="select the previous feed"),
+        Binding("up,k", "row(-1)", "Row", show=False, key_display="↑ k",
+                tooltip="select the row above; the pane holds still (+N new in its title)"),
+        Binding("down,j", "row(1)", "Row", show=False, key_display="↓ j",
+                tooltip="select the row below"),
+        Binding("home", "first_row", "First", show=False, tooltip="select the newest row"),
+        Binding("end", "follow", "Follow", show=False,
+                tooltip="let go of the row: the pane follows the stream again"),
+        Binding("enter", "detail", "Detail", key_display="⏎",
+                tooltip="open the selected transaction: why, and its account's recent ones"),
+        Binding("slash", "filter", "Filter", key_display="/",
+                tooltip="filter both feeds: account id (or part), rule name, amount>N"),
+        Binding("escape", "clear", "Clear", show=False,
+                tooltip="clear the filter (or let go of the row)"),
+        Binding("c", "curve", "Curve",
+                tooltip="precision and recall against the threshold and the model cutoff"),
     ]
 
     def __init__(
@@ -87,6 +109,7 @@ class FraudConsole(App[str | None]):
         self.stop_reason = watch  # says why the console must stop (a child died), or None
         self.last: Snapshot | None = None
         self._stop = threading.Event()
+        self.active: str | None = None  # the feed pane the row keys move in
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -165,10 +188,22 @@ class FraudConsole(App[str | None]):
         self.query_one(Settings).show(snapshot)
         self.query_one(EventLine).show(snapshot)
         self.query_one(ModelStatus).show(snapshot)
+        scope = ""
         for pane in self.query(FeedPane):
-            pane.show(snapshot.legit_rows if pane.kind == "legit" else snapshot.fraud_rows)
+            kind = pane.kind
+            if snapshot.filter is not None:
+                scope = (f"{snapshot.filter.text} · {snapshot.matched.get(kind, 0):,} of "
+                         f"{snapshot.arrived.get(kind, 0):,}")
+                count = snapshot.matched.get(kind, 0)
+            else:
+                count = snapshot.totals.get(kind, 0)
+            pane.show(snapshot.legit_rows if kind == "legit" else snapshot.fraud_rows,
+                      count, scope)
         for panel in self.query(QualityPanel):
             panel.show(snapshot)
+        screen = self.screen
+        if isinstance(screen, CurveScreen | DetailScreen):
+            screen.show_snapshot(snapshot)
 
     def _current(self, setting: str) -> float | bool:
         """What a step starts from: the pending request, else the value in force."""
@@ -212,6 +247,73 @@ class FraudConsole(App[str | None]):
     def action_reset(self) -> None:
         self.feed.reset()
         self.show(self.feed.snapshot())
+
+    # -- the feeds: select, drill down, filter, tune ----------------------------------
+
+    NAVIGATION = ("feed", "row", "first_row", "follow", "detail", "filter", "clear", "curve")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The feed keys work on the main screen only: a dialog keeps its own.
+        return not (action in self.NAVIGATION and len(self.screen_stack) > 1)
+
+    def _pane(self, kind: str | None = None) -> FeedPane:
+        return self.query_one(f"#feed-{kind or self.active or 'fraud'}", FeedPane)
+
+    def _activate(self, kind: str | None) -> None:
+        if self.active is not None and self.active != kind:
+            self._pane().follow()  # leaving a pane lets go of its row
+        self.active = kind
+        for pane in self.query(FeedPane):
+            pane.set_class(pane.kind == kind, "-active")
+
+    def action_feed(self, step: int) -> None:
+        order = ("fraud", "legit")
+        at = order.index(self.active) if self.active in order else -1 if step > 0 else 0
+        self._activate(order[(at + step) % len(order)])
+
+    def action_row(self, delta: int) -> None:
+        if self.active is None:
+            self._activate("fraud")
+        self._pane().move(delta)
+
+    def action_first_row(self) -> None:
+        if self.active is None:
+            self._activate("fraud")
+        self._pane().home()
+
+    def action_follow(self) -> None:
+        self._pane().follow()
+
+    def action_detail(self) -> None:
+        row = self._pane().selected_row if self.active is not None else None
+        if row is None:
+            self.notify("select a row first (↑/↓ or j/k; Tab changes the feed)",
+                        title="Detail", timeout=3)
+            return
+        self.push_screen(DetailScreen(row, self.feed.history, self.feed.label, self.last))
+
+    def action_filter(self) -> None:
+        def chosen(record_filter: RecordFilter | None) -> None:
+            if record_filter is not None:
+                self._set_filter(record_filter)
+
+        self.push_screen(FilterScreen(self.feed.snapshot().filter), chosen)
+
+    def _set_filter(self, record_filter: RecordFilter | None) -> None:
+        self.feed.set_filter(record_filter)
+        for pane in self.query(FeedPane):
+            pane.follow()  # the rows it held are the other filter's
+        self.show(self.feed.snapshot())
+
+    def action_clear(self) -> None:
+        if self.feed.snapshot().filter is not None:
+            self._set_filter(None)
+        elif self.active is not None:
+            self._pane().follow()
+            self._activate(None)
+
+    def action_curve(self) -> None:
+        self.push_screen(CurveScreen(self.feed.snapshot(), self._send))
 
     def action_help(self) -> None:
         shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.tooltip]

@@ -22,7 +22,8 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, Topi
 from services import control, kafka
 from services.config import ConfigError, Topics
 from services.security import Secret
-from tui.model import Aggregator, Snapshot
+from tui.model import Aggregator, Row, Snapshot, TxLabel, account_history, label_of
+from tui.record_filter import RecordFilter
 
 log = logging.getLogger("fraud.console")
 
@@ -44,6 +45,15 @@ class Feed(Protocol):
     def snapshot(self) -> Snapshot:
         """What is known right now (cheap; safe to call from the UI)."""
 
+    def set_filter(self, record_filter: RecordFilter | None) -> None:
+        """Show and count only the transactions ``record_filter`` matches."""
+
+    def history(self, account: str) -> tuple[Row, ...]:
+        """``account``'s recent transactions as this console saw them, newest first."""
+
+    def label(self, tx_id: str) -> TxLabel | None:
+        """The ground truth of a transaction, once its label has come."""
+
 
 def ts_of(raw: bytes) -> int | None:
     """The ``ts`` member of a transaction, read without decoding the whole record."""
@@ -64,10 +74,10 @@ class AggregatingFeed:
     with ``secret`` when there is one (a wrong one shows as refused commands)."""
 
     def __init__(self, bootstrap: str, clock: Callable[[], float] = time.time,
-                 secret: Secret | None = None) -> None:
+                 secret: Secret | None = None, topics: Topics | None = None) -> None:
         self.clock = clock
         self.secret = secret
-        self.aggregator = Aggregator(clock, bootstrap)
+        self.aggregator = Aggregator(clock, bootstrap, topics)
         self._lock = threading.Lock()  # the aggregator is shared with the UI's key actions
 
     def send(self, setting: str, value: float | bool) -> None:
@@ -91,6 +101,22 @@ class AggregatingFeed:
         with self._lock:
             return self.aggregator.snapshot()
 
+    def set_filter(self, record_filter: RecordFilter | None) -> None:
+        with self._lock:
+            self.aggregator.set_filter(record_filter)
+
+    # Both copy what is kept under the lock (a fraction of a millisecond) and search it
+    # outside, so the feed worker is never held up by a person's look-up.
+    def history(self, account: str) -> tuple[Row, ...]:
+        with self._lock:
+            recent, _ = self.aggregator.recent()
+        return account_history(account, recent)
+
+    def label(self, tx_id: str) -> TxLabel | None:
+        with self._lock:
+            _, labels = self.aggregator.recent()
+        return label_of(tx_id, labels)
+
 
 class KafkaFeed(AggregatingFeed):
     def __init__(
@@ -102,7 +128,7 @@ class KafkaFeed(AggregatingFeed):
         interval: float = 0.25,
         secret: Secret | None = None,
     ) -> None:
-        super().__init__(bootstrap, clock, secret)
+        super().__init__(bootstrap, clock, secret, topics)
         self.bootstrap = bootstrap
         self.topics = topics
         self.detector_group = detector_group
@@ -153,6 +179,7 @@ class KafkaFeed(AggregatingFeed):
             kafka.ensure_topics(self.bootstrap, {
                 self.topics.legit: 4, self.topics.fraud: 4, self.topics.dlq: 1,
                 self.topics.status: 1, self.topics.control: 1, self.topics.transactions: 4,
+                self.topics.labels: 4,
             }, timeout=2.0)
         except (ConfigError, KafkaException) as exc:
             log.debug("cluster not reachable: %s", exc)
@@ -163,7 +190,9 @@ class KafkaFeed(AggregatingFeed):
         # fetch waits are part of the end-to-end latency it shows.
         consumer = kafka.consumer(self.bootstrap, f"fraud-console-{uuid.uuid4().hex[:8]}",
                                   on_path=True)
-        watched = (self.topics.legit, self.topics.fraud, self.topics.dlq, self.topics.status)
+        # Labels too, kept undecoded, so a transaction's detail can say what it truly was.
+        watched = (self.topics.legit, self.topics.fraud, self.topics.dlq, self.topics.status,
+                   self.topics.labels)
         metadata = consumer.list_topics(timeout=5)
         consumer.assign([TopicPartition(t, p, OFFSET_END)
                          for t in watched for p in metadata.topics[t].partitions])
@@ -178,7 +207,10 @@ class KafkaFeed(AggregatingFeed):
             return
         legit: list[bytes | None] = []
         fraud: list[bytes | None] = []
+        legit_at: list[tuple[int, int]] = []
+        fraud_at: list[tuple[int, int]] = []
         status: list[bytes | None] = []
+        labels: list[bytes | None] = []
         dead = 0
         topics = self.topics
         for message in messages:
@@ -187,10 +219,14 @@ class KafkaFeed(AggregatingFeed):
             topic = message.topic()
             if topic == topics.legit:
                 legit.append(message.value())
+                legit_at.append((message.partition(), message.offset()))
             elif topic == topics.fraud:
                 fraud.append(message.value())
+                fraud_at.append((message.partition(), message.offset()))
             elif topic == topics.status:
                 status.append(message.value())
+            elif topic == topics.labels:
+                labels.append(message.value())
             else:
                 dead += 1
         arrived = self.clock() * 1000
@@ -199,9 +235,11 @@ class KafkaFeed(AggregatingFeed):
         with self._lock:
             aggregator = self.aggregator
             if legit:
-                aggregator.add_output("legit", legit)
+                aggregator.add_output("legit", legit, legit_at)
             if fraud:
-                aggregator.add_output("fraud", fraud)
+                aggregator.add_output("fraud", fraud, fraud_at)
+            if labels:
+                aggregator.add_labels(labels)
             if dead:
                 aggregator.add_dead_letters(dead)
             if status:

@@ -10,18 +10,25 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice, repeat
 from typing import Any
 
 import orjson
 
+from services.config import Topics
 from services.control import parse_status
 from services.evaluator import report
 from services.evaluator.report import Quality
+from tui.record_filter import RecordFilter
 
 HISTORY_SECONDS = 300  # sparklines cover the last five minutes
 ROWS = 40  # rows kept per feed pane
+# Records kept per output topic, undecoded, for an account's recent transactions in
+# the drill-down (and the rows a new filter starts with); labels kept likewise.
+RECENT = 10_000
+LABELS_KEPT = 100_000
 DOWN_AFTER = 5.0
 LATENCY_WINDOW = 10  # a service silent this long is shown as down
 STREAMS = ("in", "legit", "fraud")
@@ -37,6 +44,38 @@ class Row:
     amount: float
     currency: str
     reasons: str = ""
+    # Where the verdict was read and when: for the drill-down.
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    arrived_ms: int = 0
+    raw: bytes = field(default=b"", repr=False)
+    id: str = ""
+
+    @property
+    def latency_ms(self) -> int | None:
+        """From the transaction's event time to this console reading its verdict."""
+        return self.arrived_ms - self.ts if self.arrived_ms and self.ts else None
+
+    def detail(self) -> dict[str, Any]:
+        """The whole record, decoded (only for the one row a person opens)."""
+        try:
+            body = orjson.loads(self.raw)
+        except orjson.JSONDecodeError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+
+# (value, partition, offset, arrival in ms) of a record as the feed consumed it.
+Seen = tuple[bytes, int, int, int]
+
+
+@dataclass(frozen=True)
+class TxLabel:
+    """The ground truth for one transaction, as the generator labelled it."""
+
+    fraud: bool
+    scenario: str | None
 
 
 @dataclass(frozen=True)
@@ -85,6 +124,11 @@ class Snapshot:
     # when no evaluator was heard from (the console works without one).
     quality: Quality | None = None
     quality_age: float | None = None
+    # The filter the feeds show, and per feed what matched of what arrived since it
+    # was applied.
+    filter: RecordFilter | None = None
+    matched: Mapping[str, int] = field(default_factory=dict)
+    arrived: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def fraud_ratio(self) -> float | None:
@@ -108,7 +152,8 @@ def shown(value: Any) -> str:
     return str(value)
 
 
-def row_of(raw: bytes | None) -> Row | None:
+def row_of(raw: bytes | None, topic: str = "", partition: int = -1, offset: int = -1,
+           arrived_ms: int = 0) -> Row | None:
     """The row for one output record; None for what cannot be shown."""
     try:
         tx = orjson.loads(raw) if raw is not None else None
@@ -122,7 +167,8 @@ def row_of(raw: bytes | None) -> Row | None:
     try:
         return Row(int(tx.get("ts") or 0), str(tx.get("source", "?")),
                    str(tx.get("target", "?")), float(tx.get("amount", 0.0)),
-                   str(tx.get("currency", "")), reasons)
+                   str(tx.get("currency", "")), reasons, topic, partition, offset,
+                   arrived_ms, raw or b"", str(tx.get("id", "")))
     except (TypeError, ValueError):
         return None
 
@@ -130,9 +176,12 @@ def row_of(raw: bytes | None) -> Row | None:
 class Aggregator:
     """Counts, rates, latencies and service status from what the feed consumed."""
 
-    def __init__(self, clock: Callable[[], float], bootstrap: str = "") -> None:
+    def __init__(self, clock: Callable[[], float], bootstrap: str = "",
+                 topics: Topics | None = None) -> None:
         self.clock = clock
         self.bootstrap = bootstrap
+        topics = topics or Topics()
+        self.topic_names = {"legit": topics.legit, "fraud": topics.fraud}
         self.reset()
         self._services: dict[str, dict[str, Any]] = {}
         self._requests: dict[str, Request] = {}
@@ -143,6 +192,7 @@ class Aggregator:
         self._in_total: int | None = None  # last high-watermark sum of the input topic
         self._quality: Quality | None = None
         self._quality_seen = 0.0
+        self._labels: deque[bytes] = deque(maxlen=LABELS_KEPT)
 
     def reset(self) -> None:
         """Forget counters and history (the reset key); service status is kept."""
@@ -152,7 +202,9 @@ class Aggregator:
         self._bucket_second = start
         self._totals = dict.fromkeys(STREAMS, 0)
         self._dead = 0
-        self._raw: dict[str, deque[bytes]] = {s: deque(maxlen=ROWS) for s in ("legit", "fraud")}
+        self._recent: dict[str, deque[Seen]] = {s: deque(maxlen=RECENT)
+                                                 for s in ("legit", "fraud")}
+        self.set_filter(getattr(self, "filter", None))
         # (second, latency in ms) of sampled records: percentiles cover the last
         # LATENCY_WINDOW seconds, so a start-up backlog does not haunt them for long.
         self._latencies: deque[tuple[int, float]] = deque(maxlen=20_000)
@@ -167,12 +219,49 @@ class Aggregator:
                 bucket.extend([0] * gap)
             self._bucket_second = second
 
-    def add_output(self, stream: str, values: list[bytes | None]) -> None:
-        """Records from the legit or fraud topic, counted without decoding."""
+    def add_output(self, stream: str, values: list[bytes | None],
+                   positions: Sequence[tuple[int, int]] | None = None) -> None:
+        """Records from the legit or fraud topic, counted without decoding (unless a
+        filter must judge them); ``positions`` are their ``(partition, offset)``."""
         self._advance()
         self._buckets[stream][-1] += len(values)
         self._totals[stream] += len(values)
-        self._raw[stream].extend(v for v in values[-ROWS:] if v is not None)
+        arrived = int(self.clock() * 1000)
+        kept = [(value, *position, arrived) for value, position in
+                zip(values, positions or repeat((-1, -1)), strict=False) if value is not None]
+        self._recent[stream].extend(kept)
+        if self.filter is not None:
+            self._arrived[stream] += len(values)
+            matches = self.filter.matches
+            found = [seen for seen in kept if matches(seen[0])]
+            self._matched[stream] += len(found)
+            self._shown[stream].extend(found[-ROWS:])
+
+    def set_filter(self, record_filter: RecordFilter | None) -> None:
+        """Show and count only what ``record_filter`` matches (None: everything). It
+        starts from the recent records kept: the panes show the newest that match, and
+        the counts begin with how many of those match."""
+        self.filter = record_filter
+        self._matched = {"legit": 0, "fraud": 0}
+        self._arrived = {"legit": 0, "fraud": 0}
+        self._shown: dict[str, deque[Seen]] = {}
+        for stream, recent in self._recent.items():
+            if record_filter is None:
+                self._shown[stream] = recent
+                continue
+            matches = record_filter.matches
+            found = [seen for seen in recent if matches(seen[0])]
+            self._matched[stream], self._arrived[stream] = len(found), len(recent)
+            self._shown[stream] = deque(found[-ROWS:], maxlen=ROWS)
+
+    def add_labels(self, values: Iterable[bytes | None]) -> None:
+        """Records of the labels topic, kept undecoded for the drill-down."""
+        self._labels.extend(v for v in values if v is not None)
+
+    def recent(self) -> tuple[dict[str, tuple[Seen, ...]], tuple[bytes, ...]]:
+        """Copies of the records kept, to be searched away from the feed's lock."""
+        return ({self.topic_names[s]: tuple(r) for s, r in self._recent.items()},
+                tuple(self._labels))
 
     def add_dead_letters(self, count: int) -> None:
         self._dead += count
@@ -270,8 +359,10 @@ class Aggregator:
             connected=self.connected,
             outage_since=self.outage_since,
             bootstrap=self.bootstrap,
-            legit_rows=_rows(self._raw["legit"]),
-            fraud_rows=_rows(self._raw["fraud"]),
+            legit_rows=_rows(self.topic_names["legit"],
+                             islice(reversed(self._shown["legit"]), ROWS)),
+            fraud_rows=_rows(self.topic_names["fraud"],
+                             islice(reversed(self._shown["fraud"]), ROWS)),
             history=history,
             rates=rates,
             totals=dict(self._totals),
@@ -289,14 +380,50 @@ class Aggregator:
             quality=self._quality,
             quality_age=(max(0.0, now - self._quality_seen)
                          if self._quality is not None else None),
+            filter=self.filter,
+            matched=dict(self._matched),
+            arrived=dict(self._arrived),
         )
 
 
-def _rows(raw: Iterable[bytes]) -> tuple[Row, ...]:
+def _rows(topic: str, newest_first: Iterable[Seen]) -> tuple[Row, ...]:
     """Newest first (by event time: partitions arrive interleaved); only these few
     records are ever decoded."""
-    rows = [row for row in map(row_of, reversed(list(raw))) if row is not None]
+    rows = [row for raw, partition, offset, arrived in newest_first
+            if (row := row_of(raw, topic, partition, offset, arrived)) is not None]
     return tuple(sorted(rows, key=lambda row: row.ts, reverse=True))
+
+
+def account_history(account: str, recent: Mapping[str, Sequence[Seen]],
+                    limit: int = 50) -> tuple[Row, ...]:
+    """``account``'s transactions among the records kept (by topic), as source or as
+    target, newest first. Records are decoded only when their bytes name the account."""
+    needle = account.encode()
+    rows = []
+    for topic, kept in recent.items():
+        for raw, partition, offset, arrived in kept:
+            if needle in raw:
+                row = row_of(raw, topic, partition, offset, arrived)
+                if row is not None and account in (row.source, row.target):
+                    rows.append(row)
+    rows.sort(key=lambda row: (row.ts, row.offset), reverse=True)
+    return tuple(rows[:limit])
+
+
+def label_of(tx_id: str, labels: Sequence[bytes]) -> TxLabel | None:
+    """The newest label kept for ``tx_id``, or None when none has come (yet)."""
+    needle = orjson.dumps(tx_id)
+    for raw in reversed(labels):
+        if needle in raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(body, dict) and body.get("id") == tx_id:
+                scenario = body.get("scenario")
+                return TxLabel(bool(body.get("fraud")),
+                               str(scenario) if scenario else None)
+    return None
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -8,13 +8,14 @@ from typing import Any
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from services.control import MAX_TPS, SETTINGS, CommandRefused
 from tui.model import shown
+from tui.record_filter import RecordFilter
 
 # The detector's settings beyond the threshold (which has keys of its own), in order.
 RULE_SETTINGS = tuple(name for name, spec in SETTINGS.items()
@@ -37,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
         for binding in self.keys:
             key = binding.key_display or binding.key
             table.add_row(key, binding.tooltip or binding.description)
-        with Vertical(id="help"):
+        with VerticalScroll(id="help"):
             yield Static("[b]fraud-console[/b] keys", id="help-title")
             yield Static(table)
             yield Static(
@@ -125,3 +126,27 @@ class RulesScreen(ModalScreen[tuple[str, float] | None]):
             error.update(f"[red]{reason}")
             return
         self.dismiss((name, float(checked)))
+
+
+class FilterScreen(ModalScreen[RecordFilter | None]):
+    """The filter line: what to show, checked as it is typed in; Enter applies it."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, current: RecordFilter | None) -> None:
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="filter-dialog"):
+            yield Static("Filter both feeds: an account (or part of one), a rule name "
+                         "or amount>N")
+            yield Input(value=self.current.text if self.current else "",
+                        placeholder="e.g. 7QX  ·  velocity  ·  amount>900", id="filter-input")
+            yield Static("", id="filter-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            self.dismiss(RecordFilter.parse(event.value))
+        except ValueError as exc:
+            self.query_one("#filter-error", Static).update(f"[red]{exc}")

@@ -194,20 +194,77 @@ class FeedPane(Widget):
 
     Columns that do not fit are shortened from the right (reasons, then account
     names), so time and amount always show. Only the rows that fit are drawn.
+
+    A person can select a row (``move``, ``home``); while one is selected the pane
+    holds still and counts in its title what arrived since; ``follow`` lets go.
     """
 
     def __init__(self, kind: str) -> None:
         super().__init__(id=f"feed-{kind}", classes="feed")
         self.kind = kind
         self.rows: tuple[Row, ...] = ()
+        self.selected: int | None = None
+        self.top = 0  # the first row drawn, so that the selection stays in view
+        self._held_at = 0  # the feed's count when the pane began to hold still
+        self._count = 0
+        self._scope = ""  # what the title says of the filter
+
+    @property
+    def name_shown(self) -> str:
+        return "Legit" if self.kind == "legit" else "Fraud"
 
     def on_mount(self) -> None:
-        self.border_title = "Legit" if self.kind == "legit" else "Fraud"
+        self._title()
 
-    def show(self, rows: tuple[Row, ...]) -> None:
-        if rows != self.rows:
+    def show(self, rows: tuple[Row, ...], count: int = 0, scope: str = "") -> None:
+        """The newest ``rows``; ``count`` is the feed's running count (what "+N new" is
+        measured by), ``scope`` what the title says of the filter."""
+        self._count, self._scope = count, scope
+        if self.selected is None and rows != self.rows:
             self.rows = rows
             self.refresh()
+        self._title()
+
+    def _title(self) -> None:
+        title = self.name_shown + (f" · {self._scope}" if self._scope else "")
+        if self.selected is not None:
+            title += f" · +{max(0, self._count - self._held_at):,} new"
+        self.border_title = title
+
+    @property
+    def selected_row(self) -> Row | None:
+        return self.rows[self.selected] if self.selected is not None else None
+
+    def move(self, delta: int) -> None:
+        """Select the row ``delta`` below the selection (the newest, when none is)."""
+        if not self.rows:
+            return
+        if self.selected is None:
+            self._held_at = self._count
+            self.selected = 0
+        else:
+            self.selected = max(0, min(len(self.rows) - 1, self.selected + delta))
+        self._scroll()
+
+    def home(self) -> None:
+        self.move(-len(self.rows) if self.selected is not None else 0)
+
+    def follow(self) -> None:
+        """Let go of the selection: the pane follows the stream again."""
+        if self.selected is not None:
+            self.selected, self.top = None, 0
+            self._title()
+            self.refresh()
+
+    def _scroll(self) -> None:
+        visible = max(1, self.content_size.height - 1)
+        assert self.selected is not None
+        if self.selected < self.top:
+            self.top = self.selected
+        elif self.selected >= self.top + visible:
+            self.top = self.selected - visible + 1
+        self._title()
+        self.refresh()
 
     def render(self) -> Text:
         width, height = self.content_size.width, self.content_size.height
@@ -220,15 +277,22 @@ class FeedPane(Widget):
             header += "  why"
         text.append(header[:width], "bold")
         amount_style = "red" if self.kind == "fraud" else ""
-        for row in self.rows[: max(0, height - 1)]:
-            text.append("\n")
-            text.append(clock_time(row.ts), "dim")
-            text.append(f" {money(row.amount):>10}", amount_style)
-            text.append(f" {row.currency:<3}  ")
+        top = self.top if self.selected is not None else 0
+        for index in range(top, min(len(self.rows), top + max(0, height - 1))):
+            row = self.rows[index]
+            line = Text(no_wrap=True, overflow="crop")
+            line.append(clock_time(row.ts), "dim")
+            line.append(f" {money(row.amount):>10}", amount_style)
+            line.append(f" {row.currency:<3}  ")
             pair = f"{_short(row.source, side)} → {_short(row.target, side)}"
-            text.append(f"{pair:<{accounts}}")
+            line.append(f"{pair:<{accounts}}")
             if self.kind == "fraud" and row.reasons:
-                text.append(f"  {row.reasons}", "dim")
+                line.append(f"  {row.reasons}", "dim")
+            if index == self.selected:
+                line.pad_right(max(0, width - line.cell_len))
+                line.stylize("reverse")
+            text.append("\n")
+            text.append_text(line)
         return text
 
 

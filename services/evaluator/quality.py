@@ -18,6 +18,7 @@ needed for newer ones; either way it is counted as unmatched, never kept forever
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -38,6 +39,7 @@ class _Rule(msgspec.Struct, gc=False):
 class _Detection(msgspec.Struct, gc=False):
     fraud: bool
     rules: list[_Rule] = []
+    score: float | None = None
 
 
 class _Verdict(msgspec.Struct, gc=False):
@@ -46,6 +48,7 @@ class _Verdict(msgspec.Struct, gc=False):
     id: Text
     ts: EventTime
     detection: _Detection
+    amount: float = 0.0
 
 
 class _Label(msgspec.Struct, gc=False):
@@ -64,6 +67,8 @@ class Verdict(NamedTuple):
     ts: int
     fraud: bool
     rules: tuple[str, ...]
+    amount: float = 0.0
+    score: float | None = None
 
 
 class Label(NamedTuple):
@@ -80,6 +85,8 @@ class Outcome(NamedTuple):
     actual: bool  # it was fraud
     scenario: str | None  # which scenario it belonged to (None: everyday traffic)
     rules: tuple[str, ...]  # the rules that fired
+    amount: float = 0.0
+    score: float | None = None  # the model's, when it scored
 
 
 def ratio(part: int, whole: int) -> float | None:
@@ -119,6 +126,51 @@ class ConfusionFigures:
         return f1(self.precision, self.recall)
 
 
+class Axis(NamedTuple):
+    """A setting the tuning curve sweeps: fraud when the value is at or above it.
+
+    Outcomes are counted by the bin of their value (bin ``i`` holds ``edges[i]`` up to
+    the next edge), so that precision and recall at each edge come from a few sums:
+    ``rule`` fired at the setting ``edges[i]`` exactly on the bins from ``i`` on. What
+    the verdict would be anyway, without ``rule`` (another rule fired and was not
+    vetoed), is counted apart as ``other``: it stays fraud wherever the setting goes.
+    """
+
+    name: str
+    rule: str  # the hit in a verdict that this setting makes
+    edges: tuple[float, ...]
+
+    def bin(self, value: float) -> int:
+        return max(0, bisect.bisect_right(self.edges, value) - 1)
+
+
+# Every 50 (the threshold keys' step) around the usual thresholds, coarser beyond.
+AMOUNT_EDGES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, *map(float, range(50, 2001, 50)),
+                2_500.0, 3_000.0, 4_000.0, 5_000.0, 7_500.0, 10_000.0, 20_000.0, 50_000.0)
+SCORE_EDGES = tuple(round(i / 100, 2) for i in range(100))
+AXES = (Axis("amount", "amount_threshold", AMOUNT_EDGES), Axis("score", "model", SCORE_EDGES))
+
+
+@dataclass
+class Curve:
+    """Labelled outcomes binned along one axis (see ``Axis``)."""
+
+    fraud: list[int]  # per bin: frauds the setting alone decides
+    legit: list[int]
+    other: list[int] = field(default_factory=lambda: [0, 0])  # [frauds, legit] fraud anyway
+    unbinned: list[int] = field(default_factory=lambda: [0, 0])  # no value (no score)
+
+    @classmethod
+    def empty(cls, axis: Axis) -> Curve:
+        return cls([0] * len(axis.edges), [0] * len(axis.edges))
+
+    def merge(self, other: Curve) -> None:
+        for mine, theirs in ((self.fraud, other.fraud), (self.legit, other.legit),
+                             (self.other, other.other), (self.unbinned, other.unbinned)):
+            for i, n in enumerate(theirs):
+                mine[i] += n
+
+
 @dataclass
 class Tally(ConfusionFigures):
     """Counts of outcomes: the confusion matrix, per scenario and per rule."""
@@ -131,6 +183,9 @@ class Tally(ConfusionFigures):
     scenarios: dict[str, list[int]] = field(default_factory=dict)
     # rule -> [fired, fired on a fraud]
     rules: dict[str, list[int]] = field(default_factory=dict)
+    # axis name -> what the tuning curve along it needs
+    curves: dict[str, Curve] = field(
+        default_factory=lambda: {axis.name: Curve.empty(axis) for axis in AXES})
 
     def add(self, outcome: Outcome) -> None:
         if outcome.actual:
@@ -149,6 +204,15 @@ class Tally(ConfusionFigures):
             counts = self.rules.setdefault(rule, [0, 0])
             counts[0] += 1
             counts[1] += outcome.actual
+        for axis in AXES:
+            curve = self.curves[axis.name]
+            value = outcome.amount if axis.name == "amount" else outcome.score
+            if outcome.predicted and any(rule != axis.rule for rule in outcome.rules):
+                curve.other[0 if outcome.actual else 1] += 1
+            elif value is None:
+                curve.unbinned[0 if outcome.actual else 1] += 1
+            else:
+                (curve.fraud if outcome.actual else curve.legit)[axis.bin(value)] += 1
 
     def merge(self, other: Tally) -> None:
         self.tp += other.tp
@@ -160,6 +224,8 @@ class Tally(ConfusionFigures):
                 counts = mine.setdefault(name, [0, 0])
                 counts[0] += a
                 counts[1] += b
+        for name, curve in other.curves.items():
+            self.curves[name].merge(curve)
 
 
 def tally(outcomes: Iterable[Outcome]) -> Tally:
@@ -270,7 +336,8 @@ class Join:
         self._done[tx_id] = None
         if len(self._done) > self.max_pending:
             self._done.popitem(last=False)
-        return Outcome(verdict.ts, verdict.fraud, label.fraud, label.scenario, verdict.rules)
+        return Outcome(verdict.ts, verdict.fraud, label.fraud, label.scenario, verdict.rules,
+                       verdict.amount, verdict.score)
 
     def expire(self) -> None:
         """Give up on what waited too long or for which there is no more room."""
@@ -333,7 +400,8 @@ class Evaluator:
         if self._from_the_future(v.ts):
             return
         rules = tuple(rule.rule for rule in v.detection.rules)
-        outcome = self.join.add_verdict(v.id, Verdict(v.ts, v.detection.fraud, rules))
+        outcome = self.join.add_verdict(v.id, Verdict(v.ts, v.detection.fraud, rules, v.amount,
+                                                      v.detection.score))
         if outcome is not None:
             self.window.add(outcome)
 

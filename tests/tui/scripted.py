@@ -56,6 +56,17 @@ class ScriptedFeed(AggregatingFeed):
             "evaluator": {"window": 60},
         }
         self.counters: dict[str, dict[str, Any]] = {}
+        self.offsets = {"legit": [0] * 4, "fraud": [0] * 4}  # the next offset per partition
+        self.sequence = 0  # the last transaction id of scripted labelled traffic
+
+    def output(self, kind: str, values: list[bytes | None]) -> None:
+        """Records of one output topic, each at the next offset of a partition."""
+        positions = []
+        for n in range(len(values)):
+            partition = n % 4
+            positions.append((partition, self.offsets[kind][partition]))
+            self.offsets[kind][partition] += 1
+        self.aggregator.add_output(kind, values, positions)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         stop.wait()  # nothing live: the screen shows what the test scripted
@@ -77,7 +88,7 @@ class ScriptedFeed(AggregatingFeed):
             self.in_total += tps
             agg.add_input_watermark(self.in_total)
             for kind, values in outs.items():
-                agg.add_output(kind, values)
+                self.output(kind, values)
             agg.add_latencies([latency_ms + (i % 10) for i in range(100)])
             if dead:
                 agg.add_dead_letters(dead)
@@ -99,8 +110,13 @@ class ScriptedFeed(AggregatingFeed):
             self.fake_clock.now += 1
             ts = int(self.fake_clock.now * 1000)
             outs: dict[str, list[bytes | None]] = {"legit": [], "fraud": []}
+            labels: list[bytes | None] = []
             for _, raw in self.profile.batch(tps, ts):
                 tx = orjson.loads(raw)
+                # The generator's ids start with a random instance prefix: a screen that
+                # shows one needs its own.
+                self.sequence += 1
+                tx["id"] = f"tx-{self.sequence:07d}"
                 scenario = None
                 if self.rng.random() < fraud_rate:
                     scenario = self.rng.choice(list(FRAUD_AMOUNTS))
@@ -110,13 +126,15 @@ class ScriptedFeed(AggregatingFeed):
                 kind, value = output(orjson.dumps(tx), threshold)
                 outs[kind].append(value)
                 self.evaluator.verdict(value)
-                self.evaluator.label(orjson.dumps({"id": tx["id"], "ts": ts,
-                                                   "fraud": scenario is not None,
-                                                   "scenario": scenario}))
+                labels.append(orjson.dumps({"id": tx["id"], "ts": ts,
+                                            "fraud": scenario is not None,
+                                            "scenario": scenario}))
+                self.evaluator.label(labels[-1])
             self.in_total += tps
             agg.add_input_watermark(self.in_total)
             for kind, values in outs.items():
-                agg.add_output(kind, values)
+                self.output(kind, values)
+            agg.add_labels(labels)
             agg.add_latencies([8.0 + (i % 10) for i in range(100)])
             self.evaluator_says()
             self.heartbeats(services=("generator", "detector", "evaluator"))

@@ -125,6 +125,11 @@ SCREENS: dict[str, tuple[Callable[[], ScriptedFeed], list[str]]] = {
     "evaluator_silent": (evaluator_silent, []),
     "model": (rules, []),
     "rules_dialog": (rules, ["e", "down", "down"]),
+    # The analyst's keys: the second fraud row opened; a filter on the amount; the
+    # tuning curve with its cursor two steps under the threshold in force.
+    "detail": (quality, ["j", "j", "enter"]),
+    "filter": (quality, ["slash", *"amount", "greater_than_sign", *"1000", "enter"]),
+    "curve": (quality, ["c", "left", "left"]),
 }
 
 

@@ -176,3 +176,61 @@ def test_the_model_line_says_the_newest_version_whether_restored_and_who_decides
     young = detector(1.0, version=2, age_s=5.0, restored=False, deciding=False)
     assert model_text((young,)) == "v2 · 5s old · rules decide"
     assert model_text((detector(DOWN_AFTER + 1, version=9),)) == "", "a detector that is down"
+
+
+def tx(tx_id: str, source: str, target: str, amount: float, ts: int = 1_000) -> bytes:
+    return output(orjson.dumps({"id": tx_id, "ts": ts, "source": source, "target": target,
+                                "amount": amount, "currency": "EUR"}), 900.0)[1]
+
+
+def test_a_filter_is_an_account_part_a_rule_name_or_an_amount_comparison() -> None:
+    from tui.record_filter import RecordFilter
+
+    big, small = tx("1", "ALICE0000001", "BOB000000002", 950.0), tx("2", "CAROL0000003",
+                                                                     "ALICE0000001", 20.0)
+    assert [RecordFilter.parse("alice").matches(r) for r in (big, small)] == [True, True]
+    assert [RecordFilter.parse("BOB").matches(r) for r in (big, small)] == [True, False]
+    assert [RecordFilter.parse("amount_threshold").matches(r)
+            for r in (big, small)] == [True, False]
+    assert [RecordFilter.parse("amount>900").matches(r) for r in (big, small)] == [True, False]
+    assert [RecordFilter.parse("amount <= 20").matches(r) for r in (big, small)] == [False, True]
+    assert not RecordFilter.parse("alice").matches(b"not json")
+    for typo in ("", "amount>lots", "a b"):
+        with pytest.raises(ValueError):
+            RecordFilter.parse(typo)
+
+
+def test_a_filter_applies_to_the_rows_and_counts_of_both_feeds() -> None:
+    from tui.record_filter import RecordFilter
+
+    clock = FakeClock()
+    agg = Aggregator(clock)
+    agg.add_output("legit", [tx("1", "ALICE0000001", "B", 10.0)], [(2, 41)])
+    agg.add_output("fraud", [tx("2", "CAROL0000003", "D", 950.0)], [(0, 7)])
+    agg.set_filter(RecordFilter.parse("alice"))
+    agg.add_output("legit", [tx("3", "E", "ALICE0000001", 30.0, ts=2_000),
+                             tx("4", "F", "G", 40.0)], [(1, 5), (3, 9)])
+    snap = agg.snapshot()
+    assert [r.id for r in snap.legit_rows] == ["3", "1"] and snap.fraud_rows == ()
+    assert (snap.matched, snap.arrived) == ({"legit": 2, "fraud": 0}, {"legit": 3, "fraud": 1})
+    assert (snap.legit_rows[0].partition, snap.legit_rows[0].offset) == (1, 5)
+    agg.set_filter(None)  # every row again, newest first
+    assert sorted(r.id for r in agg.snapshot().legit_rows) == ["1", "3", "4"]
+
+
+def test_an_accounts_history_has_it_as_source_and_as_target_newest_first() -> None:
+    from tui.model import account_history, label_of
+
+    clock = FakeClock()
+    agg = Aggregator(clock)
+    agg.add_output("legit", [tx("1", "ALICE0000001", "B", 10.0, ts=1_000),
+                             tx("2", "C", "ALICE0000001", 20.0, ts=3_000),
+                             tx("3", "C", "D", 30.0, ts=4_000)])
+    agg.add_output("fraud", [tx("4", "ALICE0000001", "E", 950.0, ts=2_000)])
+    agg.add_labels([orjson.dumps({"id": "4", "fraud": True, "scenario": "large_amount"})])
+    recent, labels = agg.recent()
+    history = account_history("ALICE0000001", recent)
+    assert [r.id for r in history] == ["2", "4", "1"]
+    assert history[1].topic == "streaming.transactions.fraud"
+    assert label_of("4", labels) is not None and label_of("4", labels).scenario == "large_amount"
+    assert label_of("1", labels) is None

@@ -262,3 +262,102 @@ def test_the_console_shows_the_newest_quality_and_how_old_it_is() -> None:
     assert snapshot.quality.joined == 10
     assert snapshot.quality_age == 7
     assert snapshot.services == ()  # a quality message is not a heartbeat
+
+
+def scored_verdict(tx_id: str, ts: int, amount: float, score: float | None,
+                   *rules: str) -> bytes:
+    """A verdict of the full detector: amount, the model's score and the rules' hits."""
+    return orjson.dumps({
+        "id": tx_id, "ts": ts, "source": "A", "target": "B", "amount": amount,
+        "currency": "EUR", "detection": {
+            "fraud": bool(rules), "rules": [{"rule": r, "reason": "..."} for r in rules],
+            "score": score, "threshold": 900.0, "instance": "detector-1"}})
+
+
+def labelled_set(size: int) -> list[tuple[str, float, float | None, tuple[str, ...], bool]]:
+    """A fixed labelled set: amounts on and between the bins' edges, scores or none,
+    each verdict's rules as the detector would name them at threshold 900 and cutoff 0.2."""
+    import random
+
+    rng = random.Random(20)
+    rows = []
+    for n in range(size):
+        fraud = rng.random() < 0.3
+        amount = rng.choice([0.5, 1.0, 49.99, 50.0, 899.99, 900.0, 950.0, 60_000.0]) \
+            if n % 3 == 0 else round(rng.uniform(0, 3_000 if fraud else 1_200), 2)
+        score = None if n % 7 == 0 else round(rng.random() ** (0.5 if fraud else 3), 4)
+        rules = []
+        if amount >= 900:
+            rules.append("amount_threshold")
+        if rng.random() < (0.2 if fraud else 0.03):
+            rules.append("velocity")
+        if score is not None and score >= 0.2:
+            rules.append("model")
+        rows.append((f"t{n}", amount, score, tuple(rules), fraud))
+    return rows
+
+
+def test_the_tuning_curves_match_a_brute_force_count_on_a_labelled_set() -> None:
+    """At every edge of either axis, precision and recall from the published bins equal
+    those counted one transaction at a time: fraud when another rule fired, or when the
+    swept value is at or above the edge."""
+    rows = labelled_set(3_000)
+    evaluator = Evaluator(window_seconds=60)
+    for n, (tx_id, amount, score, rules, fraud) in enumerate(rows):
+        ts = T0 + n  # all within one window
+        evaluator.verdict(scored_verdict(tx_id, ts, amount, score, *rules))
+        evaluator.label(label(tx_id, ts, "large_amount" if fraud else None))
+    quality = report.parse(report.encode(
+        "evaluator", "e-1", T0, 60, evaluator.window.span_ms(), evaluator.window.tally(),
+        evaluator.counters()))
+    assert quality is not None and quality.joined == len(rows)
+    frauds = sum(fraud for *_, fraud in rows)
+
+    checked = 0
+    for name, own_rule in (("amount", "amount_threshold"), ("score", "model")):
+        curve = quality.curves[name]
+        assert curve.rule == own_rule
+        for index, edge in enumerate(curve.edges):
+            flagged = []
+            for _, amount, score, rules, fraud in rows:
+                value = amount if name == "amount" else score
+                if any(r != own_rule for r in rules) or (value is not None and value >= edge):
+                    flagged.append(fraud)
+            caught = sum(flagged)
+            assert curve.flagged_at(index) == (caught, len(flagged) - caught), (name, edge)
+            assert curve.precision_at(index) == (caught / len(flagged) if flagged else None)
+            assert curve.recall_at(index) == caught / frauds
+            checked += 1
+    assert checked == len(quality.curves["amount"].edges) + len(quality.curves["score"].edges)
+
+
+def test_the_curve_at_the_threshold_in_force_is_the_headline() -> None:
+    """With the threshold the only rule, the amount curve at the threshold in force gives
+    the precision and recall the evaluator publishes for the detector itself."""
+    rows = [(tx_id, amount, None, tuple(r for r in rules if r == "amount_threshold"), fraud)
+            for tx_id, amount, _, rules, fraud in labelled_set(1_000)]
+    evaluator = Evaluator(window_seconds=60)
+    for n, (tx_id, amount, score, rules, fraud) in enumerate(rows):
+        evaluator.verdict(scored_verdict(tx_id, T0 + n, amount, score, *rules))
+        evaluator.label(label(tx_id, T0 + n, "large_amount" if fraud else None))
+    tally = evaluator.window.tally()
+    quality = report.parse(report.encode("evaluator", "e-1", T0, 60, None, tally, {}))
+    assert quality is not None
+    curve = quality.curves["amount"]
+    at = curve.index_of(900.0)
+    assert curve.edges[at] == 900.0
+    assert (curve.precision_at(at), curve.recall_at(at)) == (tally.precision, tally.recall)
+
+
+@pytest.mark.parametrize("curves", [
+    {"amount": {"rule": "amount_threshold", "edges": [0, 10], "fraud": [1], "legit": [1, 2]}},
+    {"amount": {"rule": "amount_threshold", "edges": [10, 0], "fraud": [1, 1],
+                "legit": [1, 2]}},
+    {"amount": {"rule": "amount_threshold", "edges": [0, 10], "fraud": [1, -1],
+                "legit": [1, 2]}},
+], ids=["bins do not match edges", "edges fall", "a negative count"])
+def test_a_quality_message_with_a_broken_curve_is_refused(curves: dict) -> None:
+    body = orjson.loads(report.encode("evaluator", "e-1", T0, 60, None,
+                                      Evaluator().window.tally(), {}))
+    body["curves"] = curves
+    assert report.parse(orjson.dumps(body)) is None
