@@ -188,8 +188,10 @@ class Router:
         cutoff, veto, instance = self.cutoff, self.veto, self.instance
         legit, fraud_out = routed.legit.append, routed.fraud.append
         for (record, raw, tx, hits, features), score in zip(judged, scores, strict=True):
+            said = None if model is None else (
+                cutoff, veto, decider(bool(hits), score, cutoff, veto), True)
             fraud, hits = decide(hits, score, cutoff, veto)
-            detection = verdict(hits, features, score, threshold, instance, fraud)
+            detection = verdict(hits, features, score, threshold, instance, fraud, said)
             if tx.id is unset or tx.ts is unset:
                 fields = identity_fields(tx, record) + b',"detection":' + detection
             else:
@@ -246,15 +248,31 @@ def decide(hits: list[Hit], score: float | None, cutoff: float = CUTOFF,
     return bool(hits) and score >= veto, hits
 
 
+def decider(fired: bool, score: float | None, cutoff: float, veto: float,
+            decides: bool = True) -> str:
+    """Who made a verdict (``decide``): ``"model"`` when its score was at or above the
+    cutoff, ``"model_veto"`` when it let a rule's hit through, else ``"rules"``."""
+    if score is None or not decides:
+        return "rules"
+    if score >= cutoff:
+        return "model"
+    return "model_veto" if fired and score < veto else "rules"
+
+
 def verdict(hits: list[Hit], features: dict[str, float], score: float | None,
-            threshold: float, instance: str, fraud: bool | None = None) -> bytes:
+            threshold: float, instance: str, fraud: bool | None = None,
+            model: tuple[float, float, str, bool] | None = None) -> bytes:
     """The ``detection`` object: which rules fired and why, and whether it is fraud
-    (by default: when any rule fired; ``decide`` says otherwise with a model)."""
+    (by default: when any rule fired; ``decide`` says otherwise with a model). With a
+    model, ``(cutoff, veto, decided_by, model_trusted)`` in force for this verdict."""
     fraud = bool(hits) if fraud is None else fraud
-    return orjson.dumps({"fraud": fraud, "rules": [{"rule": rule, "reason": reason}
-                                                   for rule, reason in hits],
-                         "score": score, "features": features, "threshold": threshold,
-                         "instance": instance})
+    detection: dict[str, object] = {
+        "fraud": fraud, "rules": [{"rule": rule, "reason": reason} for rule, reason in hits],
+        "score": score, "features": features, "threshold": threshold, "instance": instance}
+    if model is not None:
+        detection.update(zip(("cutoff", "veto", "decided_by", "model_trusted"), model,
+                             strict=True))
+    return orjson.dumps(detection)
 
 
 def identity_fields(tx: Transaction, record: Record) -> bytes:

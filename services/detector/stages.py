@@ -52,6 +52,7 @@ from services.detector.routing import (
     Routed,
     dead_letter_headers,
     decide,
+    decider,
     identity_fields,
     score_batch,
     verdict,
@@ -325,8 +326,10 @@ class TargetStage:
         decides = self.model_decides
         legit, fraud_out = routed.legit.append, routed.fraud.append
         for (key, tx, features, hits), score in zip(judged, scores, strict=True):
+            said = None if model is None else (
+                cutoff, veto, decider(bool(hits), score, cutoff, veto, decides), decides)
             fraud, hits = decide(hits, score if decides else None, cutoff, veto)
-            detection = verdict(hits, features, score, threshold, instance, fraud)
+            detection = verdict(hits, features, score, threshold, instance, fraud, said)
             value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
             (fraud_out if fraud else legit)((key, value))
         if batch is not None:  # None scores (no model trained yet) become NaN

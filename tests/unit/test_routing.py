@@ -163,3 +163,13 @@ def test_a_confident_model_makes_fraud_alone_and_can_clear_a_rule_hit() -> None:
     assert decide(large, 0.01, cutoff=0.5, veto=0.05) == (False, large)
     assert decide([], 0.2, cutoff=0.5, veto=0.05) == (False, [])
 
+
+def test_a_verdict_says_who_decided_it() -> None:
+    from services.detector.routing import decider
+
+    assert decider(True, None, 0.5, 0.05) == "rules"  # no model trained yet
+    assert decider(False, 0.8, 0.5, 0.05) == "model"
+    assert decider(True, 0.01, 0.5, 0.05) == "model_veto"
+    assert decider(True, 0.2, 0.5, 0.05) == "rules"
+    assert decider(False, 0.8, 0.5, 0.05, decides=False) == "rules"  # shown, not trusted
+

@@ -174,7 +174,11 @@ def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
         routed = target.process(forwarded)
         return [orjson.loads(v)["detection"] for _, v in routed.legit + routed.fraud]
 
-    assert all(d["fraud"] for d in judged())  # the model flags each (see the test above)
+    first = judged()
+    assert all(d["fraud"] for d in first)  # the model flags each (see the test above)
+    # Each verdict says what was in force and who decided, for the console's detail.
+    assert all(d["decided_by"] == "model" and d["model_trusted"] and
+               (d["cutoff"], d["veto"]) == (target.cutoff, target.veto) for d in first)
     detector.apply("threshold", 0.01)  # every transfer now fires the threshold rule
     detector.apply("model_cutoff", 1.0)
     detector.apply("model_veto", 1.0)  # a rule's hit alone never makes it fraud
@@ -182,6 +186,7 @@ def test_the_models_cutoff_and_veto_change_the_verdict_live() -> None:
     for d in judged():
         assert d["fraud"] == (d["score"] >= 1.0)
         assert any(hit["rule"] == "amount_threshold" for hit in d["rules"])
+        assert d["decided_by"] == ("model" if d["fraud"] else "model_veto")
     detector.apply("model_veto", 0.0)  # a rule's hit is fraud whatever the score
     assert all(d["fraud"] for d in judged())
 
