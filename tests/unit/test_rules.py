@@ -362,15 +362,18 @@ def test_full_rules_give_the_model_every_figure_and_keep_state_per_key() -> None
     _, figures = rules.evaluate("ACC", "SHOP", 12.5, 0)
     assert set(figures) == {"velocity", "velocity_usual", "gap_s", "amount_z",
                             "amount_log_z", "amount_ratio", "history", "novelty",
-                            "new_payees", "new_streak", "fan_in", "payee_paid"}
+                            "new_payees", "new_streak", "fan_in", "payee_paid",
+                            "new_account", "tiny_payees", "fan_in_new", "new_payer_share"}
     # One changelog record per key, with every store's state of it.
     source = dict(rules.by_source.changes())
     # "": the velocity window's newest event time and the pace's traffic counts
     assert set(source) == {"/ACC", "/"}
-    assert set(source["/ACC"]) == {"velocity", "pace", "amount_anomaly", "novelty"}
+    assert set(source["/ACC"]) == {"velocity", "pace", "amount_anomaly", "novelty",
+                                   "card_testing"}
     assert source["/"]["velocity"] == 0
     target = dict(rules.by_target.changes())
-    assert set(target) == {"/SHOP", "/"} and set(target["/SHOP"]) == {"fan_in", "payee"}
+    assert set(target) == {"/SHOP", "/"} and set(target["/SHOP"]) == {
+        "fan_in", "fan_in_suspects", "fan_in_new", "payer_mix", "payee"}
 
 
 def restored(records: list[tuple[str, Any]], novelty: bool = True) -> SourceRules:
@@ -390,12 +393,15 @@ def test_a_changelog_record_holds_every_store_of_its_key() -> None:
         log += rules.changes()
     rules.anomaly.evaluate("ACC", 35.0)  # type: ignore[union-attr]  # one store changes
     [(key, last)] = rules.changes()
-    assert key == "/ACC" and set(last) == {"velocity", "pace", "amount_anomaly", "novelty"}
+    assert key == "/ACC" and set(last) == {"velocity", "pace", "amount_anomaly", "novelty",
+                                             "card_testing"}
     compacted = list(dict([*log, (key, last)]).items())  # the newest record of each key
     back = restored(compacted)
     assert dict(back.changes()) == {}  # restoring is not a change
     for name, store in back.stores.items():
-        assert store.state_of("ACC") == rules.stores[name].state_of("ACC") is not None
+        kept = rules.stores[name].state_of("ACC")
+        assert store.state_of("ACC") == kept
+        assert kept is not None or name == "card_testing"  # it keeps tiny payments only
     again: list[Any] = [[], {}]
     rules.evaluate("ACC", "SHOP1", 21.0, 180_000, *again)
     restored_figures: list[Any] = [[], {}]
@@ -419,7 +425,8 @@ def test_a_key_is_deleted_from_the_changelog_once_no_store_holds_it() -> None:
     assert deleted["/ACC"] is None  # a tombstone, and one for each older record
     deleted.pop("/")  # the window's newest event time and the traffic counts, which stay
     assert deleted == {"/ACC": None, "velocity/ACC": None, "pace/ACC": None,
-                       "amount_anomaly/ACC": None, "novelty/ACC": None}
+                       "amount_anomaly/ACC": None, "novelty/ACC": None,
+                       "card_testing/ACC": None}
 
 
 def test_a_changelog_of_a_record_per_store_is_still_read() -> None:
