@@ -103,6 +103,9 @@ SETTINGS: dict[str, SettingSpec] = {
                     "card testing: distinct payees paid tiny amounts by one source"),
         SettingSpec("card_test_window_s", "detector", float, 1, 86_400,
                     "card testing: window, seconds of event time"),
+        SettingSpec("card_test_distinct_share", "detector", float, 0, 1,
+                    "card testing: the least share of the tiny payments that went to "
+                    "distinct payees"),
         SettingSpec("fan_in_payer_ratio", "detector", float, 1, 1_000,
                     "fan-in: a payer paying this many times its mean amount counts, as "
                     "a new one does"),
@@ -110,7 +113,7 @@ SETTINGS: dict[str, SettingSpec] = {
                     "fan-in of new accounts: distinct new accounts paying one target"),
         SettingSpec("fan_in_new_window_s", "detector", float, 1, 7 * 86_400,
                     "fan-in of new accounts: window, seconds of event time"),
-        SettingSpec("fan_in_new_share", "detector", float, 0, 1,
+        SettingSpec("fan_in_mule_share", "detector", float, 0, 1,
                     "fan-in of new accounts: their least share of the target's payments "
                     "lately"),
         SettingSpec("anomaly_ratio", "detector", float, 1, 1_000,

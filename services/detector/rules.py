@@ -43,19 +43,25 @@ class RuleSettings:
     # partition at least this long before, is new (figure ``new_account``).
     new_account_s: float = 3600.0
     # Card testing: at least ``card_test_payees`` distinct payees paid at most
-    # ``card_test_amount`` each by one source within ``card_test_window_s``.
+    # ``card_test_amount`` each by one source within ``card_test_window_s`` ...
     card_test_amount: float = 10.0
     card_test_payees: int = 8
     card_test_window_s: float = 1800.0
-    # Fan-in within ``fan_in_window_s`` counts the payers that look like a mule's: new to
-    # the detector, or paying at least ``fan_in_payer_ratio`` times their mean amount.
+    # ... and those payees at least this share of its tiny payments in the window: a
+    # card is tested on a new payee each time, a customer's small payments go back to
+    # the same few.
+    card_test_distinct_share: float = 0.75
+    # Fan-in counts the payers that look like a mule's: new to the detector, or paying
+    # at least ``fan_in_payer_ratio`` times their mean amount; they must make at least
+    # ``fan_in_mule_share`` of the target's payers (a merchant paid by hundreds an hour
+    # is paid by a few new accounts too).
     fan_in_payer_ratio: float = 5.0
-    # Fan-in of new accounts: at least ``fan_in_new_payers`` distinct new accounts
-    # paying one target within ``fan_in_new_window_s``, making at least
-    # ``fan_in_new_share`` of what the target was paid lately.
+    fan_in_mule_share: float = 0.5
+    # Fan-in of new accounts, gathered slowly: at least ``fan_in_new_payers`` distinct
+    # new accounts paying one target within ``fan_in_new_window_s``, making at least
+    # ``fan_in_mule_share`` of what the target was paid lately.
     fan_in_new_payers: int = 5
     fan_in_new_window_s: float = 21_600.0
-    fan_in_new_share: float = 0.5
     anomaly_ratio: float = 5.0
     anomaly_z: float = 4.0
     anomaly_history: int = 5
@@ -418,9 +424,10 @@ def _first(event: list[Any]) -> Any:
 class CardTesting(ChangeTracking):
     """Tiny payments from one source to many distinct payees within a window of event
     time: at least ``card_test_payees`` payees paid at most ``card_test_amount`` each
-    within ``card_test_window_s``. A stolen card is checked this way; a customer's
-    coffee and bus fares are tiny too, but go to a few usual payees, and a payroll
-    pays many payees, but not tiny amounts.
+    within ``card_test_window_s``, nearly one payee a payment (``card_test_distinct_share``).
+    A stolen card is checked this way, on a new payee each time; a customer's coffee
+    and bus fares are tiny too, but go back to a few usual payees, and a payroll pays
+    many payees, but not tiny amounts.
 
     Only tiny payments are kept, a source's oldest first, each as ``[ts, payee]``, and
     only while they can still fall in a window: sources with none left are swept, and
@@ -466,9 +473,10 @@ class CardTesting(ChangeTracking):
             del held[:bisect_right(held, kept_from, key=_first)]
             self._changed.add(source)
         horizon = ts - window_ms
-        payees = {payee for at, payee in held if horizon < at <= ts}
-        n = len(payees)
-        if tiny and n >= settings.card_test_payees:
+        window = [payee for at, payee in held if horizon < at <= ts]
+        n = len(set(window))
+        if tiny and n >= settings.card_test_payees and \
+                n >= settings.card_test_distinct_share * len(window):
             return n, Hit(self.name, f"{n} distinct payees paid at most "
                                      f"{settings.card_test_amount:g} within "
                                      f"{window_ms / 60_000:g} min")
@@ -556,13 +564,13 @@ class FanIn:
         if new:
             newcomers = self.newcomers.add(target, ts, source)
             fresh = 0 if newcomers is None else len(set(newcomers))
-        if m >= settings.fan_in_sources:
+        if m >= settings.fan_in_sources and m >= settings.fan_in_mule_share * n:
             minutes = self.events.window.length_ms / 60_000
             reason = f"{n} distinct sources paid the target within {minutes:g} min" \
                 if m == n else f"{m} of the {n} distinct sources that paid the target " \
                 f"within {minutes:g} min are new or paid far above their habit"
             return n, fresh, share, Hit(self.name, reason)
-        if fresh >= settings.fan_in_new_payers and share >= settings.fan_in_new_share:
+        if fresh >= settings.fan_in_new_payers and share >= settings.fan_in_mule_share:
             hours = self.newcomers.window.length_ms / 3_600_000
             return n, fresh, share, Hit(self.name, f"{fresh} new accounts paid the target "
                                                    f"within {hours:g} h, {share:.0%} of "
@@ -718,6 +726,7 @@ class AmountAnomaly(ChangeTracking):
         score = 0.0
         count, mean = account.count, account.mean
         log = math.log(amount) if amount > 0.01 else LOG_FLOOR
+        habitual: float | None = None  # what joins the habit in money, when not clipped
         if count:
             ratio = amount / mean if mean > 0 else 1.0
             # How many spreads the amount's logarithm lies from the account's habit.
@@ -732,8 +741,11 @@ class AmountAnomaly(ChangeTracking):
                     log = log_mean + reach
                 elif log < log_mean - reach:
                     log = log_mean - reach
+                else:
+                    habitual = amount
         else:
             ratio, log_z = 1.0, 0.0
+            habitual = amount
         if count >= self.settings.anomaly_history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
@@ -743,7 +755,9 @@ class AmountAnomaly(ChangeTracking):
             if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * mean:
                 hit = Hit(self.name, f"amount {amount:g} is {amount / mean:.1f}x "
                                      f"the account's mean of {mean:.2f}")
-        account.add(amount, log)
+        # In money as in logs: a takeover's first large transfer must not make the next
+        # ones look usual, so an outlier joins the habit as the most the habit allows.
+        account.add(habitual if habitual is not None else math.exp(log), log)
         self._changed.add(source)
         return score, log_z, ratio, count, hit
 

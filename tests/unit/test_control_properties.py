@@ -136,7 +136,8 @@ def in_range(setting: str, value: Any) -> bool:
                  "model_veto": (0, 1), "velocity_hold_s": (0, 86_400),
                  "new_account_s": (1, 2_592_000), "card_test_amount": (0.01, 1e6),
                  "card_test_window_s": (1, 86_400), "fan_in_payer_ratio": (1, 1_000),
-                 "fan_in_new_window_s": (1, 604_800), "fan_in_new_share": (0, 1)}[setting]
+                 "fan_in_new_window_s": (1, 604_800), "fan_in_mule_share": (0, 1),
+                 "card_test_distinct_share": (0, 1)}[setting]
     return type(value) is float and math.isfinite(value) and low <= value <= high
 
 
