@@ -122,6 +122,10 @@ class _Pace:
 # Payments assumed at the stream's long-run rate when comparing its recent rate with
 # it: a stream of a few payments a minute cannot tell a change of rate from chance.
 PRIOR_PAYMENTS = 20.0
+# Past assumed without a payment when a new account's habit is judged: a rate over a
+# few minutes of past is half believed at this much, so a new account's first minutes
+# (a burst's own, most often) never make a pace it is then judged by.
+PRIOR_PAST_MS = 15 * 60_000
 
 
 class _Traffic:
@@ -228,10 +232,12 @@ class AccountPace(ChangeTracking):
         self.settle(source, ts, flagged=False, hold_ms=0)
         return expected, gap
 
-    def expect(self, source: str, ts: int, window_ms: int, recent: int
+    def expect(self, source: str, ts: int, window_ms: int, recent: int, new_ms: int = 0
                ) -> tuple[float, float]:
         """``observe`` but for counting the payment, which ``settle`` does once the
-        rule has judged it; the stream's counts take it at once."""
+        rule has judged it; the stream's counts take it at once. The habit of a new
+        account (``is_new`` by ``new_ms``) is drawn towards none while its past is
+        short: nothing known of it says it pays often."""
         pace = self._sources.get(source)
         traffic = self._traffic_at(ts)
         if pace is None:
@@ -257,6 +263,9 @@ class AccountPace(ChangeTracking):
             past = pace.count - max(recent - pace.held, 0.0)
             if past > 0.0:
                 expected = self._expected(traffic, pace, past, span, window_ms, recent)
+                if new_ms and self.is_new(source, new_ms):
+                    lasting = span - window_ms
+                    expected *= lasting / (lasting + PRIOR_PAST_MS)
         traffic.long += 1.0  # this payment joins the stream's counts
         traffic.short += 1.0
         traffic.add(window_ms)
@@ -280,6 +289,11 @@ class AccountPace(ChangeTracking):
             return
         pace.count += 1.0 + pace.held
         pace.held = 0.0
+
+    def in_burst(self, source: str) -> bool:
+        """Whether the source's latest payment was flagged as part of a burst."""
+        pace = self._sources.get(source)
+        return pace is not None and pace.burst_since is not None
 
     def latest(self, source: str) -> int | None:
         """The event time of the source's latest payment, None for one never seen."""
@@ -400,10 +414,14 @@ class Velocity:
         # or script, pays one after the other: a payment at the very instant of the
         # source's previous one is part of a bulk run, not of a burst.
         bulk = pace.latest(source) == ts
-        expected, gap = pace.expect(source, ts, window_ms, n - 1)
         settings = self.settings
-        fires = not bulk and n >= settings.velocity_count and \
-            n >= settings.velocity_ratio * expected
+        # A burst under way lasts while the source keeps half the pace that began it:
+        # a burst at about the count's own pace must not flicker in and out.
+        count = settings.velocity_count / 2 if pace.in_burst(source) else \
+            settings.velocity_count
+        expected, gap = pace.expect(source, ts, window_ms, n - 1,
+                                    round(settings.new_account_s * 1000))
+        fires = not bulk and n >= count and n >= settings.velocity_ratio * expected
         pace.settle(source, ts, fires, round(settings.velocity_hold_s * 1000))
         if fires:
             reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
