@@ -295,6 +295,11 @@ class AccountPace(ChangeTracking):
         pace = self._sources.get(source)
         return pace is not None and pace.burst_since is not None
 
+    def watched(self, source: str) -> int:
+        """How long the source has been seen paying, ms: 0 for one never seen."""
+        pace = self._sources.get(source)
+        return 0 if pace is None else pace.at - pace.first
+
     def latest(self, source: str) -> int | None:
         """The event time of the source's latest payment, None for one never seen."""
         pace = self._sources.get(source)
@@ -419,10 +424,15 @@ class Velocity:
         # a burst at about the count's own pace must not flicker in and out.
         count = settings.velocity_count / 2 if pace.in_burst(source) else \
             settings.velocity_count
-        expected, gap = pace.expect(source, ts, window_ms, n - 1,
-                                    round(settings.new_account_s * 1000))
+        new_ms = round(settings.new_account_s * 1000)
+        expected, gap = pace.expect(source, ts, window_ms, n - 1, new_ms)
         fires = not bulk and n >= count and n >= settings.velocity_ratio * expected
-        pace.settle(source, ts, fires, round(settings.velocity_hold_s * 1000))
+        # A burst is held back from the habit only where the habit before it is known:
+        # a new account has none, an account watched for long enough has its own. One
+        # the detector merely has not watched long (a young stream) learns from all it
+        # pays, or a busy account caught once at the start would stay caught.
+        known = pace.is_new(source, new_ms) or pace.watched(source) >= new_ms
+        pace.settle(source, ts, fires and known, round(settings.velocity_hold_s * 1000))
         if fires:
             reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
             if expected >= 0.1:
