@@ -4,10 +4,12 @@ A rule looks at one decoded transaction, with what it remembers of earlier ones,
 says why it is suspicious, or nothing. Each stateful rule also yields the figure it
 judged by (a count, a z-score), so a verdict can show it and a model can learn from it.
 
-State is keyed so that it can live with the records that feed it: velocity and the
-amount anomaly by source (the transactions topic's key, so one detector instance sees
-all of a source's records); fan-in by target, which needs the records re-keyed by
-target first when several instances share the work.
+State is keyed so that it can live with the records that feed it: velocity, card
+testing and the amount anomaly by source (the transactions topic's key, so one
+detector instance sees all of a source's records); fan-in by target, which needs the
+records re-keyed by target first when several instances share the work. Fan-in reads
+what the first stage found of the payer (new to the detector? paying far above its
+habit?) from the figures forwarded with the record.
 """
 
 from __future__ import annotations
@@ -383,7 +385,9 @@ class Velocity:
     """At least ``velocity_count`` transactions from one source within a window of event
     time, and at least ``velocity_ratio`` times what the source's own pace predicts for
     the window: card testing and bursts of spending look like this, a busy account's
-    ordinary minute does not."""
+    ordinary minute does not. A burst's payments do not join the pace it is judged by
+    (``AccountPace.settle``), and a payroll's bulk run, booked at one instant, is no
+    burst."""
 
     name = "velocity"
 
@@ -530,8 +534,10 @@ class CardTesting(ChangeTracking):
 
 
 class FanIn:
-    """At least ``fan_in_sources`` distinct accounts paying one target within a window of
-    event time: money mules collecting look like this."""
+    """Many distinct accounts paying one target within a window of event time, when they
+    look like a mule's payers: money mules collecting look like this, a merchant or a
+    new shop paid by its customers does not (``judge``). The figure ``fan_in`` counts
+    every distinct payer in the window, mule-like or not."""
 
     name = "fan_in"
 
