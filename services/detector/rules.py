@@ -638,13 +638,16 @@ class PayerMix(ChangeTracking):
                 del self._targets[oldest]
                 self._changed.add(oldest)
             state = self._targets[target] = [0.0, 0.0, ts]
+        weight = 1.0
         if ts > state[2]:
             decay = 0.5 ** ((ts - state[2]) / self.half_life_ms)
             state[0] *= decay
             state[1] *= decay
             state[2] = ts
-        state[0] += 1.0
-        state[1] += new
+        elif ts < state[2]:  # one out of order counts as old as it is: the share of a
+            weight = 0.5 ** ((state[2] - ts) / self.half_life_ms)  # set, in any order
+        state[0] += weight
+        state[1] += weight * new
         self._changed.add(target)
         return state[1] / state[0]
 
