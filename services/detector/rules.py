@@ -230,16 +230,21 @@ class AccountPace(ChangeTracking):
         for a source with no past yet. ``gap``: seconds since the source's previous
         payment, ``NO_GAP_S`` for a source with no past (or forgotten), 0 for one out
         of order."""
-        expected, gap = self.expect(source, ts, window_ms, recent)
+        expected, gap, _, _, _, _ = self.expect(source, ts, window_ms, recent)
         self.settle(source, ts, flagged=False, hold_ms=0)
         return expected, gap
 
     def expect(self, source: str, ts: int, window_ms: int, recent: int, new_ms: int = 0
-               ) -> tuple[float, float]:
-        """``observe`` but for counting the payment, which ``settle`` does once the
-        rule has judged it; the stream's counts take it at once. The habit of a new
-        account (``is_new`` by ``new_ms``) is drawn towards none while its past is
-        short: nothing known of it says it pays often."""
+               ) -> tuple[float, float, bool, bool, bool, int]:
+        """``observe``'s ``(expected, gap)`` but for counting the payment, which
+        ``settle`` does once the rule has judged it (the stream's counts take it at
+        once); and whether it came at the very instant of the source's previous one,
+        whether the source was in a burst, whether it is a new account (first seen
+        less than ``new_ms`` ago, by a stream watched at least ``new_ms`` before: until
+        then every account is one not seen yet, not a new one; False without
+        ``new_ms``), and how long it has been seen paying, ms. A new account's habit
+        is drawn towards none while its past is short: nothing known of it says it
+        pays often."""
         pace = self._sources.get(source)
         traffic = self._traffic_at(ts)
         if pace is None:
@@ -248,9 +253,10 @@ class AccountPace(ChangeTracking):
                 del self._sources[oldest]
                 self._changed.add(oldest)
             pace = self._sources[source] = _Pace(ts, traffic.long)
-            gap = NO_GAP_S
+            gap, instant, in_burst = NO_GAP_S, False, False
         else:
             gap = (ts - pace.at) / 1000 if ts > pace.at else 0.0
+            instant, in_burst = ts == pace.at, pace.burst_since is not None
         half = self.half_life_ms
         at = pace.at
         if ts > at:  # one out of order counts at the newest time seen
@@ -259,13 +265,15 @@ class AccountPace(ChangeTracking):
             pace.held *= decay
             pace.at = at = ts
         expected = 0.0
-        span = _span(half, at - pace.first)
+        watched = at - pace.first
+        new = new_ms > 0 and watched < new_ms <= pace.first - traffic.first
+        span = _span(half, watched)
         if span > window_ms:
             # The window's payments held back as a burst's are not in the count.
             past = pace.count - max(recent - pace.held, 0.0)
             if past > 0.0:
                 expected = self._expected(traffic, pace, past, span, window_ms, recent)
-                if new_ms and self.is_new(source, new_ms):
+                if new:
                     lasting = span - window_ms
                     expected *= lasting / (lasting + PRIOR_PAST_MS)
         traffic.long += 1.0  # this payment joins the stream's counts
@@ -273,7 +281,7 @@ class AccountPace(ChangeTracking):
         traffic.add(window_ms)
         self._changed.add(source)
         self._changed.add("")
-        return expected, gap
+        return expected, gap, instant, in_burst, new, watched
 
     def settle(self, source: str, ts: int, flagged: bool, hold_ms: int) -> None:
         """The payment ``expect`` judged joins the source's count, unless it was
@@ -296,24 +304,6 @@ class AccountPace(ChangeTracking):
         """Whether the source's latest payment was flagged as part of a burst."""
         pace = self._sources.get(source)
         return pace is not None and pace.burst_since is not None
-
-    def watched(self, source: str) -> int:
-        """How long the source has been seen paying, ms: 0 for one never seen."""
-        pace = self._sources.get(source)
-        return 0 if pace is None else pace.at - pace.first
-
-    def latest(self, source: str) -> int | None:
-        """The event time of the source's latest payment, None for one never seen."""
-        pace = self._sources.get(source)
-        return None if pace is None else pace.at
-
-    def is_new(self, source: str, new_ms: int) -> bool:
-        """Whether the source was first seen less than ``new_ms`` before its latest
-        payment, by a stream watched at least ``new_ms`` before: until then, every
-        account is one the detector has not seen yet, not a new one."""
-        pace, traffic = self._sources.get(source), self._traffic
-        return pace is not None and traffic is not None and \
-            pace.at - pace.first < new_ms <= pace.first - traffic.first
 
     def _expected(self, traffic: _Traffic, pace: _Pace, past: float, span: float,
                   window_ms: int, recent: int) -> float:
@@ -395,6 +385,8 @@ class Velocity:
         self.settings = settings or RuleSettings()
         self.events = KeyedTimes(self._window())
         self.pace = AccountPace()
+        self.new = False  # whether the source of the payment last judged is a new account
+        self.configure()
 
     def _window(self) -> SlidingWindow:
         return SlidingWindow(round(self.settings.velocity_window_s * 1000),
@@ -404,6 +396,8 @@ class Velocity:
         """Take up changed settings; events already past a shortened window are kept
         until they age out, and a widened one cannot bring back what was dropped."""
         self.events.window = self._window()
+        self._new_ms = round(self.settings.new_account_s * 1000)
+        self._hold_ms = round(self.settings.velocity_hold_s * 1000)
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""
@@ -418,35 +412,28 @@ class Velocity:
         if n is None:
             return 0, 0.0, NO_GAP_S, None
         window_ms = self.events.window.length_ms
-        pace = self.pace
-        # A bulk run (a payroll) books its payments at one instant; a spender, person
-        # or script, pays one after the other: a payment at the very instant of the
-        # source's previous one is part of a bulk run, not of a burst.
-        bulk = pace.latest(source) == ts
-        settings = self.settings
+        settings, new_ms = self.settings, self._new_ms
+        expected, gap, bulk, in_burst, new, watched = self.pace.expect(
+            source, ts, window_ms, n - 1, new_ms)
+        self.new = new
         # A burst under way lasts while the source keeps half the pace that began it:
-        # a burst at about the count's own pace must not flicker in and out.
-        count = settings.velocity_count / 2 if pace.in_burst(source) else \
-            settings.velocity_count
-        new_ms = round(settings.new_account_s * 1000)
-        expected, gap = pace.expect(source, ts, window_ms, n - 1, new_ms)
+        # a burst at about the count's own pace must not flicker in and out. A bulk run
+        # (a payroll) books its payments at one instant; a spender, person or script,
+        # pays one after the other: a payment at the very instant of the source's
+        # previous one is part of a bulk run, not of a burst.
+        count = settings.velocity_count / 2 if in_burst else settings.velocity_count
         fires = not bulk and n >= count and n >= settings.velocity_ratio * expected
         # A burst is held back from the habit only where the habit before it is known:
         # a new account has none, an account watched for long enough has its own. One
         # the detector merely has not watched long (a young stream) learns from all it
         # pays, or a busy account caught once at the start would stay caught.
-        known = pace.is_new(source, new_ms) or pace.watched(source) >= new_ms
-        pace.settle(source, ts, fires and known, round(settings.velocity_hold_s * 1000))
+        self.pace.settle(source, ts, fires and (new or watched >= new_ms), self._hold_ms)
         if fires:
             reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
             if expected >= 0.1:
                 reason += f", its pace predicts {expected:.1f}"
             return n, expected, gap, Hit(self.name, reason)
         return n, expected, gap, None
-
-    def is_new(self, source: str) -> bool:
-        """Whether the source of the payment just judged is a new account."""
-        return self.pace.is_new(source, round(self.settings.new_account_s * 1000))
 
 
 def _first(event: list[Any]) -> Any:
@@ -476,13 +463,17 @@ class CardTesting(ChangeTracking):
         self._newest = 0
         self._swept_at = 0
         self._changed: set[str] = set()
+        self.configure()
+
+    def configure(self) -> None:
+        """Take up a changed window; what a shortened one dropped does not come back."""
+        self._window_ms = round(self.settings.card_test_window_s * 1000)
 
     def judge(self, source: str, target: str, amount: float, ts: int
               ) -> tuple[int, Hit | None]:
         """``(distinct payees the source paid tiny amounts within the window, this one
         included when it is tiny, hit)``."""
-        settings = self.settings
-        window_ms = round(settings.card_test_window_s * 1000)
+        settings, window_ms = self.settings, self._window_ms
         tiny = amount <= settings.card_test_amount
         held = self._sources.get(source)
         if ts > self._newest:
@@ -504,9 +495,9 @@ class CardTesting(ChangeTracking):
         if held[0][0] <= kept_from:
             del held[:bisect_right(held, kept_from, key=_first)]
             self._changed.add(source)
-        horizon = ts - window_ms
-        window = [payee for at, payee in held if horizon < at <= ts]
-        n = len(set(window))
+        window = held[bisect_right(held, ts - window_ms, key=_first):
+                      bisect_right(held, ts, key=_first)]
+        n = len({payee for _, payee in window})
         if tiny and n >= settings.card_test_payees and \
                 n >= settings.card_test_distinct_share * len(window):
             return n, Hit(self.name, f"{n} distinct payees paid at most "
@@ -1050,6 +1041,8 @@ class SourceRules(_RuleSet):
     def configure(self) -> None:
         if self.velocity is not None:
             self.velocity.configure()
+        if self.card_testing is not None:
+            self.card_testing.configure()
 
     def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
@@ -1059,7 +1052,7 @@ class SourceRules(_RuleSet):
             features["velocity"] = n
             features["velocity_usual"] = round(usual, 2)
             features["gap_s"] = round(gap, 1)
-            features["new_account"] = float(self.velocity.is_new(source))
+            features["new_account"] = float(self.velocity.new)
             if hit:
                 hits.append(hit)
         if self.anomaly is not None:
