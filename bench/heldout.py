@@ -19,7 +19,7 @@ alarms by background kind and by rule.
 
     python -m bench.heldout [--quick] [--seed 11] [--json bench/results/heldout.json]
 
-About two minutes on two cores; ``--quick`` a few seconds.
+About half a minute on two cores; ``--quick`` a few seconds.
 """
 
 from __future__ import annotations
