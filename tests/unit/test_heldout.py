@@ -3,7 +3,7 @@ through the detector's stages, reported per family for each delivery and detecto
 
 from collections import defaultdict
 
-from bench.heldout import DELIVERIES, DETECTORS, bench
+from bench.heldout import DELIVERIES, DETECTORS, bench, render
 from bench.heldout_traffic import (
     ACCOUNT_TAKEOVER,
     CARD_TESTING,
@@ -34,6 +34,14 @@ def test_the_quick_run_reports_every_family_for_both_deliveries_and_detectors() 
             for family, figures in report["families"].items():
                 assert figures["transactions"] == result["fraud_counted"][family]
                 assert 0 <= figures["caught"] <= figures["transactions"]
+    # The goals are the rules alone's, delivered paced: overall, then family by family.
+    paced = result["runs"]["paced"]["rules"]
+    assert [g["measured"] for g in result["goals"]] == [
+        paced["recall"], paced["precision"],
+        *(paced["families"][family]["recall"] for family in FAMILIES)]
+    text = render(result)
+    assert all(family in text for family in FAMILIES)
+    assert text.count("goal: ") == len(result["goals"])
 
 
 def test_the_families_keep_to_their_own_ranges_and_the_background_to_its_own() -> None:
