@@ -91,6 +91,31 @@ SETTINGS: dict[str, SettingSpec] = {
                     "fan-in: distinct payers of one target that make a mule"),
         SettingSpec("fan_in_window_s", "detector", float, 1, 7 * 86_400,
                     "fan-in: window, seconds of event time"),
+        SettingSpec("velocity_hold_s", "detector", float, 0, 86_400,
+                    "velocity: how long a burst's payments are kept out of the source's "
+                    "habit, seconds of event time (a burst kept up longer is its habit)"),
+        SettingSpec("new_account_s", "detector", float, 1, 30 * 86_400,
+                    "new account: first seen less than this long ago, seconds of event "
+                    "time, by a detector that had watched its partition that long"),
+        SettingSpec("card_test_amount", "detector", float, 0.01, 1_000_000,
+                    "card testing: the largest amount that counts as tiny"),
+        SettingSpec("card_test_payees", "detector", int, 2, 100_000,
+                    "card testing: distinct payees paid tiny amounts by one source"),
+        SettingSpec("card_test_window_s", "detector", float, 1, 86_400,
+                    "card testing: window, seconds of event time"),
+        SettingSpec("card_test_distinct_share", "detector", float, 0, 1,
+                    "card testing: the least share of the tiny payments that went to "
+                    "distinct payees"),
+        SettingSpec("fan_in_payer_ratio", "detector", float, 1, 1_000,
+                    "fan-in: a payer paying this many times its mean amount counts, as "
+                    "a new one does"),
+        SettingSpec("fan_in_new_payers", "detector", int, 2, 100_000,
+                    "fan-in of new accounts: distinct new accounts paying one target"),
+        SettingSpec("fan_in_new_window_s", "detector", float, 1, 7 * 86_400,
+                    "fan-in of new accounts: window, seconds of event time"),
+        SettingSpec("fan_in_mule_share", "detector", float, 0, 1,
+                    "fan-in of new accounts: their least share of the target's payments "
+                    "lately"),
         SettingSpec("anomaly_ratio", "detector", float, 1, 1_000,
                     "amount anomaly: times the account's mean"),
         SettingSpec("anomaly_z", "detector", float, 0.5, 100,

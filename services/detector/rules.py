@@ -4,15 +4,18 @@ A rule looks at one decoded transaction, with what it remembers of earlier ones,
 says why it is suspicious, or nothing. Each stateful rule also yields the figure it
 judged by (a count, a z-score), so a verdict can show it and a model can learn from it.
 
-State is keyed so that it can live with the records that feed it: velocity and the
-amount anomaly by source (the transactions topic's key, so one detector instance sees
-all of a source's records); fan-in by target, which needs the records re-keyed by
-target first when several instances share the work.
+State is keyed so that it can live with the records that feed it: velocity, card
+testing and the amount anomaly by source (the transactions topic's key, so one
+detector instance sees all of a source's records); fan-in by target, which needs the
+records re-keyed by target first when several instances share the work. Fan-in reads
+what the first stage found of the payer (new to the detector? paying far above its
+habit?) from the figures forwarded with the record.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +37,33 @@ class RuleSettings:
     velocity_ratio: float = 4.0
     fan_in_sources: int = 20
     fan_in_window_s: float = 3600.0
+    # A burst's payments are held back from the source's habit (its pace) for up to
+    # this long: a burst never becomes its own baseline, a pace kept up for longer
+    # than any burst is the account's new habit.
+    velocity_hold_s: float = 2700.0
+    # An account first seen less than this long ago, by a detector that had watched its
+    # partition at least this long before, is new (figure ``new_account``).
+    new_account_s: float = 3600.0
+    # Card testing: at least ``card_test_payees`` distinct payees paid at most
+    # ``card_test_amount`` each by one source within ``card_test_window_s`` ...
+    card_test_amount: float = 10.0
+    card_test_payees: int = 8
+    card_test_window_s: float = 1800.0
+    # ... and those payees at least this share of its tiny payments in the window: a
+    # card is tested on a new payee each time, a customer's small payments go back to
+    # the same few.
+    card_test_distinct_share: float = 0.75
+    # Fan-in counts the payers that look like a mule's: new to the detector, or paying
+    # at least ``fan_in_payer_ratio`` times their mean amount; they must make at least
+    # ``fan_in_mule_share`` of the target's payers (a merchant paid by hundreds an hour
+    # is paid by a few new accounts too).
+    fan_in_payer_ratio: float = 5.0
+    fan_in_mule_share: float = 0.5
+    # Fan-in of new accounts, gathered slowly: at least ``fan_in_new_payers`` distinct
+    # new accounts paying one target within ``fan_in_new_window_s``, making at least
+    # ``fan_in_mule_share`` of what the target was paid lately.
+    fan_in_new_payers: int = 5
+    fan_in_new_window_s: float = 21_600.0
     anomaly_ratio: float = 5.0
     anomaly_z: float = 4.0
     anomaly_history: int = 5
@@ -79,17 +109,25 @@ class _Pace:
     and the stream's count, decayed alike, when it was (``base``): what the stream paid
     over the source's own past follows from it. None in the state of older detectors."""
 
-    __slots__ = ("at", "base", "count", "first")
+    __slots__ = ("at", "base", "burst_since", "count", "first", "held")
 
     def __init__(self, ts: int, base: float | None) -> None:
         self.first = self.at = ts
         self.count = 0.0
         self.base = base
+        # Since when the source's payments have been flagged as a burst (None: not in
+        # one), and those payments, decayed as ``count`` is, held back from it.
+        self.burst_since: int | None = None
+        self.held = 0.0
 
 
 # Payments assumed at the stream's long-run rate when comparing its recent rate with
 # it: a stream of a few payments a minute cannot tell a change of rate from chance.
 PRIOR_PAYMENTS = 20.0
+# Past assumed without a payment when a new account's habit is judged: a rate over a
+# few minutes of past is half believed at this much, so a new account's first minutes
+# (a burst's own, most often) never make a pace it is then judged by.
+PRIOR_PAST_MS = 15 * 60_000
 
 
 class _Traffic:
@@ -192,6 +230,21 @@ class AccountPace(ChangeTracking):
         for a source with no past yet. ``gap``: seconds since the source's previous
         payment, ``NO_GAP_S`` for a source with no past (or forgotten), 0 for one out
         of order."""
+        expected, gap, _, _, _, _ = self.expect(source, ts, window_ms, recent)
+        self.settle(source, ts, flagged=False, hold_ms=0)
+        return expected, gap
+
+    def expect(self, source: str, ts: int, window_ms: int, recent: int, new_ms: int = 0
+               ) -> tuple[float, float, bool, bool, bool, int]:
+        """``observe``'s ``(expected, gap)`` but for counting the payment, which
+        ``settle`` does once the rule has judged it (the stream's counts take it at
+        once); and whether it came at the very instant of the source's previous one,
+        whether the source was in a burst, whether it is a new account (first seen
+        less than ``new_ms`` ago, by a stream watched at least ``new_ms`` before: until
+        then every account is one not seen yet, not a new one; False without
+        ``new_ms``), and how long it has been seen paying, ms. A new account's habit
+        is drawn towards none while its past is short: nothing known of it says it
+        pays often."""
         pace = self._sources.get(source)
         traffic = self._traffic_at(ts)
         if pace is None:
@@ -200,27 +253,57 @@ class AccountPace(ChangeTracking):
                 del self._sources[oldest]
                 self._changed.add(oldest)
             pace = self._sources[source] = _Pace(ts, traffic.long)
-            gap = NO_GAP_S
+            gap, instant, in_burst = NO_GAP_S, False, False
         else:
             gap = (ts - pace.at) / 1000 if ts > pace.at else 0.0
+            instant, in_burst = ts == pace.at, pace.burst_since is not None
         half = self.half_life_ms
         at = pace.at
         if ts > at:  # one out of order counts at the newest time seen
-            pace.count *= 0.5 ** ((ts - at) / half)
+            decay = 0.5 ** ((ts - at) / half)
+            pace.count *= decay
+            pace.held *= decay
             pace.at = at = ts
         expected = 0.0
-        span = _span(half, at - pace.first)
+        watched = at - pace.first
+        new = new_ms > 0 and watched < new_ms <= pace.first - traffic.first
+        span = _span(half, watched)
         if span > window_ms:
-            past = pace.count - recent
+            # The window's payments held back as a burst's are not in the count.
+            past = pace.count - max(recent - pace.held, 0.0)
             if past > 0.0:
                 expected = self._expected(traffic, pace, past, span, window_ms, recent)
-        pace.count += 1.0
-        traffic.long += 1.0  # this payment joins the stream's counts too
+                if new:
+                    lasting = span - window_ms
+                    expected *= lasting / (lasting + PRIOR_PAST_MS)
+        traffic.long += 1.0  # this payment joins the stream's counts
         traffic.short += 1.0
         traffic.add(window_ms)
         self._changed.add(source)
         self._changed.add("")
-        return expected, gap
+        return expected, gap, instant, in_burst, new, watched
+
+    def settle(self, source: str, ts: int, flagged: bool, hold_ms: int) -> None:
+        """The payment ``expect`` judged joins the source's count, unless it was
+        ``flagged`` as part of a burst that began less than ``hold_ms`` ago: then it is
+        held back, so that a burst never raises its own bar. A burst kept up longer is
+        the source's habit: what was held back joins the count. A burst that ends
+        sooner never does."""
+        pace = self._sources[source]
+        if not flagged:
+            pace.burst_since, pace.held = None, 0.0
+        elif pace.burst_since is None:
+            pace.burst_since = ts
+        if flagged and ts - pace.burst_since < hold_ms:  # type: ignore[operator]
+            pace.held += 1.0
+            return
+        pace.count += 1.0 + pace.held
+        pace.held = 0.0
+
+    def in_burst(self, source: str) -> bool:
+        """Whether the source's latest payment was flagged as part of a burst."""
+        pace = self._sources.get(source)
+        return pace is not None and pace.burst_since is not None
 
     def _expected(self, traffic: _Traffic, pace: _Pace, past: float, span: float,
                   window_ms: int, recent: int) -> float:
@@ -244,14 +327,19 @@ class AccountPace(ChangeTracking):
             before / lasting * window_ms + PRIOR_PAYMENTS)
 
     def state_of(self, source: str) -> Any:
-        """``[first, at, count, base]`` of a source; ``[first, at, long, short,
-        seconds]`` of the stream's counts for ``""``."""
+        """``[first, at, count, base, burst since, held]`` of a source; ``[first, at,
+        long, short, seconds]`` of the stream's counts for ``""``."""
         if source == "":
             traffic = self._traffic
             return None if traffic is None else [traffic.first, traffic.at, traffic.long,
                                                  traffic.short, list(traffic.seconds)]
         pace = self._sources.get(source)
-        return None if pace is None else [pace.first, pace.at, pace.count, pace.base]
+        if pace is None:
+            return None
+        state = [pace.first, pace.at, pace.count, pace.base]
+        if pace.burst_since is not None:  # the older, shorter state otherwise
+            state += [pace.burst_since, pace.held]
+        return state
 
     def restore(self, source: str, state: Any) -> None:
         if source == "":
@@ -273,6 +361,8 @@ class AccountPace(ChangeTracking):
         # Without a base (older state), a source is judged by the whole stream's rate.
         pace = self._sources[source] = _Pace(state[0], state[3] if len(state) > 3 else None)
         pace.at, pace.count = state[1], state[2]
+        if len(state) > 5:  # older state has no burst under way
+            pace.burst_since, pace.held = state[4], state[5]
 
 
 def _span(half_life_ms: float, age_ms: float) -> float:
@@ -285,7 +375,9 @@ class Velocity:
     """At least ``velocity_count`` transactions from one source within a window of event
     time, and at least ``velocity_ratio`` times what the source's own pace predicts for
     the window: card testing and bursts of spending look like this, a busy account's
-    ordinary minute does not."""
+    ordinary minute does not. A burst's payments do not join the pace it is judged by
+    (``AccountPace.settle``), and a payroll's bulk run, booked at one instant, is no
+    burst."""
 
     name = "velocity"
 
@@ -293,6 +385,8 @@ class Velocity:
         self.settings = settings or RuleSettings()
         self.events = KeyedTimes(self._window())
         self.pace = AccountPace()
+        self.new = False  # whether the source of the payment last judged is a new account
+        self.configure()
 
     def _window(self) -> SlidingWindow:
         return SlidingWindow(round(self.settings.velocity_window_s * 1000),
@@ -302,6 +396,8 @@ class Velocity:
         """Take up changed settings; events already past a shortened window are kept
         until they age out, and a widened one cannot bring back what was dropped."""
         self.events.window = self._window()
+        self._new_ms = round(self.settings.new_account_s * 1000)
+        self._hold_ms = round(self.settings.velocity_hold_s * 1000)
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""
@@ -316,9 +412,23 @@ class Velocity:
         if n is None:
             return 0, 0.0, NO_GAP_S, None
         window_ms = self.events.window.length_ms
-        expected, gap = self.pace.observe(source, ts, window_ms, n - 1)
-        settings = self.settings
-        if n >= settings.velocity_count and n >= settings.velocity_ratio * expected:
+        settings, new_ms = self.settings, self._new_ms
+        expected, gap, bulk, in_burst, new, watched = self.pace.expect(
+            source, ts, window_ms, n - 1, new_ms)
+        self.new = new
+        # A burst under way lasts while the source keeps half the pace that began it:
+        # a burst at about the count's own pace must not flicker in and out. A bulk run
+        # (a payroll) books its payments at one instant; a spender, person or script,
+        # pays one after the other: a payment at the very instant of the source's
+        # previous one is part of a bulk run, not of a burst.
+        count = settings.velocity_count / 2 if in_burst else settings.velocity_count
+        fires = not bulk and n >= count and n >= settings.velocity_ratio * expected
+        # A burst is held back from the habit only where the habit before it is known:
+        # a new account has none, an account watched for long enough has its own. One
+        # the detector merely has not watched long (a young stream) learns from all it
+        # pays, or a busy account caught once at the start would stay caught.
+        self.pace.settle(source, ts, fires and (new or watched >= new_ms), self._hold_ms)
+        if fires:
             reason = f"{n} transactions from the source within {window_ms / 1000:g} s"
             if expected >= 0.1:
                 reason += f", its pace predicts {expected:.1f}"
@@ -326,35 +436,237 @@ class Velocity:
         return n, expected, gap, None
 
 
+def _first(event: list[Any]) -> Any:
+    return event[0]
+
+
+class CardTesting(ChangeTracking):
+    """Tiny payments from one source to many distinct payees within a window of event
+    time: at least ``card_test_payees`` payees paid at most ``card_test_amount`` each
+    within ``card_test_window_s``, nearly one payee a payment (``card_test_distinct_share``).
+    A stolen card is checked this way, on a new payee each time; a customer's coffee
+    and bus fares are tiny too, but go back to a few usual payees, and a payroll pays
+    many payees, but not tiny amounts.
+
+    Only tiny payments are kept, a source's oldest first, each as ``[ts, payee]``, and
+    only while they can still fall in a window: sources with none left are swept, and
+    sources beyond ``max_accounts`` are forgotten oldest first.
+    """
+
+    name = "card_testing"
+
+    def __init__(self, settings: RuleSettings | None = None,
+                 max_accounts: int = 200_000) -> None:
+        self.settings = settings or RuleSettings()
+        self.max_accounts = max_accounts
+        self._sources: dict[str, list[list[Any]]] = {}
+        self._newest = 0
+        self._swept_at = 0
+        self._changed: set[str] = set()
+        self.configure()
+
+    def configure(self) -> None:
+        """Take up a changed window; what a shortened one dropped does not come back."""
+        self._window_ms = round(self.settings.card_test_window_s * 1000)
+
+    def judge(self, source: str, target: str, amount: float, ts: int
+              ) -> tuple[int, Hit | None]:
+        """``(distinct payees the source paid tiny amounts within the window, this one
+        included when it is tiny, hit)``."""
+        settings, window_ms = self.settings, self._window_ms
+        tiny = amount <= settings.card_test_amount
+        held = self._sources.get(source)
+        if ts > self._newest:
+            self._newest = ts
+        if tiny:
+            if held is None:
+                if len(self._sources) >= self.max_accounts:
+                    oldest = next(iter(self._sources))
+                    del self._sources[oldest]
+                    self._changed.add(oldest)
+                held = self._sources[source] = []
+            insort(held, [ts, target])
+            self._changed.add(source)
+        if self._newest - self._swept_at > window_ms:
+            self._sweep(self._newest - window_ms)
+        if not held:
+            return 0, None
+        kept_from = held[-1][0] - window_ms  # no window of a newer payment sees older
+        if held[0][0] <= kept_from:
+            del held[:bisect_right(held, kept_from, key=_first)]
+            self._changed.add(source)
+        window = held[bisect_right(held, ts - window_ms, key=_first):
+                      bisect_right(held, ts, key=_first)]
+        n = len({payee for _, payee in window})
+        if tiny and n >= settings.card_test_payees and \
+                n >= settings.card_test_distinct_share * len(window):
+            return n, Hit(self.name, f"{n} distinct payees paid at most "
+                                     f"{settings.card_test_amount:g} within "
+                                     f"{window_ms / 60_000:g} min")
+        return n, None
+
+    def _sweep(self, horizon: int) -> None:
+        self._swept_at = self._newest
+        stale = [source for source, held in self._sources.items() if held[-1][0] <= horizon]
+        for source in stale:
+            del self._sources[source]
+        self._changed.update(stale)
+
+    def state_of(self, source: str) -> Any:
+        """``[[ts, payee], ...]``, oldest first."""
+        return self._sources.get(source)
+
+    def restore(self, source: str, state: Any) -> None:
+        if state is None:
+            self._sources.pop(source, None)
+        else:
+            self._sources[source] = [list(event) for event in state]
+            self._newest = max(self._newest, state[-1][0]) if state else self._newest
+
+
 class FanIn:
-    """At least ``fan_in_sources`` distinct accounts paying one target within a window of
-    event time: money mules collecting look like this."""
+    """Many distinct accounts paying one target within a window of event time, when they
+    look like a mule's payers: money mules collecting look like this, a merchant or a
+    new shop paid by its customers does not (``judge``). The figure ``fan_in`` counts
+    every distinct payer in the window, mule-like or not."""
 
     name = "fan_in"
 
     def __init__(self, settings: RuleSettings | None = None) -> None:
         self.settings = settings or RuleSettings()
         self.events = KeyedEvents(self._window())
+        # The payers that look like a mule's, and the new accounts among them, each in
+        # its own window: a few of all the payers, so a longer window costs little.
+        self.suspects = KeyedEvents(self._window())
+        self.newcomers = KeyedEvents(self._new_window())
+        self.mix = PayerMix(round(self.settings.fan_in_new_window_s * 1000))
 
     def _window(self) -> SlidingWindow:
         return SlidingWindow(round(self.settings.fan_in_window_s * 1000),
                              self.settings.grace_ms)
 
+    def _new_window(self) -> SlidingWindow:
+        return SlidingWindow(round(self.settings.fan_in_new_window_s * 1000),
+                             self.settings.grace_ms)
+
     def configure(self) -> None:
-        self.events.window = self._window()
+        self.events.window = self.suspects.window = self._window()
+        self.newcomers.window = self._new_window()
+        self.mix.half_life_ms = round(self.settings.fan_in_new_window_s * 1000)
 
     def evaluate(self, target: str, source: str, ts: int,
                  order: int | None = None) -> tuple[int, Hit | None]:
         """``(distinct sources paying target in the window, hit)``; 0 for a late record.
+        Every payer counts as a mule's here: nothing is known of them."""
+        n, _, _, hit = self.judge(target, source, ts, None, order)
+        return n, hit
+
+    def judge(self, target: str, source: str, ts: int, payer: dict[str, float] | None,
+              order: int | None = None) -> tuple[int, int, float, Hit | None]:
+        """``(distinct sources paying target in the window, distinct new accounts paying
+        it in the longer window, the share of its payments lately that came from new
+        accounts, hit)``, by what the first stage found of the payer (``payer``: its
+        figures; None when there are none, and every payer counts as a mule's).
+
+        A mule's payer is a new account, or one paying far above its habit: a shop's
+        customers, however many, pay it what they usually spend, and have paid others
+        before. The longer window catches a ring of new accounts gathered slowly, as
+        long as they make most of what the target is paid.
+
         With ``order`` (``event_time``), payments of the same order do not count each
-        other."""
+        other, in any of the windows or in the mix.
+        """
+        settings = self.settings
         seen = self.events.add(target, ts, source, order)
         n = 0 if seen is None else len(set(seen))
-        if n >= self.settings.fan_in_sources:
+        new = bool(payer and payer.get("new_account"))
+        if payer is None or "history" not in payer:
+            suspect = True
+        else:
+            suspect = new or payer["history"] == 0 or \
+                payer.get("amount_ratio", 1.0) >= settings.fan_in_payer_ratio
+        m = 0
+        if suspect:
+            suspects = self.suspects.add(target, ts, source, order)
+            m = 0 if suspects is None else len(set(suspects))
+        fresh, share = 0, self.mix.add(target, ts, new, order)
+        if new:
+            newcomers = self.newcomers.add(target, ts, source, order)
+            fresh = 0 if newcomers is None else len(set(newcomers))
+        if m >= settings.fan_in_sources and m >= settings.fan_in_mule_share * n:
             minutes = self.events.window.length_ms / 60_000
-            return n, Hit(self.name, f"{n} distinct sources paid the target within "
-                                     f"{minutes:g} min")
-        return n, None
+            reason = f"{n} distinct sources paid the target within {minutes:g} min" \
+                if m == n else f"{m} of the {n} distinct sources that paid the target " \
+                f"within {minutes:g} min are new or paid far above their habit"
+            return n, fresh, share, Hit(self.name, reason)
+        if fresh >= settings.fan_in_new_payers and share >= settings.fan_in_mule_share:
+            hours = self.newcomers.window.length_ms / 3_600_000
+            return n, fresh, share, Hit(self.name, f"{fresh} new accounts paid the target "
+                                                   f"within {hours:g} h, {share:.0%} of "
+                                                   f"its payments lately")
+        return n, fresh, share, None
+
+
+class PayerMix(ChangeTracking):
+    """How many payments each target received lately, and how many of them came from
+    new accounts, both halving every ``half_life_ms`` of event time: a mule is paid by
+    new accounts mostly, a shop by its customers, new accounts among them.
+
+    Memory is bounded: targets are forgotten oldest first beyond ``max_accounts``.
+    """
+
+    name = "payer_mix"
+
+    def __init__(self, half_life_ms: int, max_accounts: int = 500_000) -> None:
+        self.half_life_ms = half_life_ms
+        self.max_accounts = max_accounts
+        self._targets: dict[str, list[float]] = {}  # target -> [payments, from new, at]
+        self._changed: set[str] = set()
+
+    def add(self, target: str, ts: int, new: bool, order: int | None = None) -> float:
+        """This payment counted; the share of the target's payments lately from new
+        accounts, this one included.
+
+        With ``order`` (``event_time``), payments of the same order are held apart and
+        do not count each other, so they may come in any order; time is the order, and
+        a payment older than its order weighs as old as it is."""
+        at = ts if order is None else order
+        state = self._targets.get(target)
+        if state is None:
+            if len(self._targets) >= self.max_accounts:
+                oldest = next(iter(self._targets))
+                del self._targets[oldest]
+                self._changed.add(oldest)
+            # [payments, from new, at, payments at ``at``, from new at ``at``]
+            state = self._targets[target] = [0.0, 0.0, at, 0.0, 0.0]
+        if at > state[2]:
+            decay = 0.5 ** ((at - state[2]) / self.half_life_ms)
+            state[0] = (state[0] + state[3]) * decay
+            state[1] = (state[1] + state[4]) * decay
+            state[2], state[3], state[4] = at, 0.0, 0.0
+        newest = state[2]
+        weight = 0.5 ** ((newest - ts) / self.half_life_ms) if ts < newest else 1.0
+        self._changed.add(target)
+        if at < newest:  # behind the newest order (a partition back from idleness)
+            state[0] += weight
+            state[1] += weight * new
+            return (state[1] + state[4]) / (state[0] + state[3])
+        share = (state[1] + weight * new) / (state[0] + weight)
+        state[3] += weight
+        state[4] += weight * new
+        return share
+
+    def state_of(self, target: str) -> Any:
+        """``[payments, from new accounts, at, payments at it, from new at it]``."""
+        state = self._targets.get(target)
+        return None if state is None else list(state)
+
+    def restore(self, target: str, state: Any) -> None:
+        if state is None:
+            self._targets.pop(target, None)
+        else:
+            ties = [float(state[3]), float(state[4])] if len(state) > 4 else [0.0, 0.0]
+            self._targets[target] = [float(state[0]), float(state[1]), state[2], *ties]
 
 
 # The log-space habit (``AmountAnomaly.judge``): its spread before the account has shown
@@ -457,6 +769,7 @@ class AmountAnomaly(ChangeTracking):
         score = 0.0
         count, mean = account.count, account.mean
         log = math.log(amount) if amount > 0.01 else LOG_FLOOR
+        habitual: float | None = None  # what joins the habit in money, when not clipped
         if count:
             ratio = amount / mean if mean > 0 else 1.0
             # How many spreads the amount's logarithm lies from the account's habit.
@@ -471,8 +784,11 @@ class AmountAnomaly(ChangeTracking):
                     log = log_mean + reach
                 elif log < log_mean - reach:
                     log = log_mean - reach
+                else:
+                    habitual = amount
         else:
             ratio, log_z = 1.0, 0.0
+            habitual = amount
         if count >= self.settings.anomaly_history:
             # A floor under the spread: an account that always spends the same amount
             # would otherwise make any other amount infinitely unusual.
@@ -482,7 +798,9 @@ class AmountAnomaly(ChangeTracking):
             if score >= settings.anomaly_z and amount >= settings.anomaly_ratio * mean:
                 hit = Hit(self.name, f"amount {amount:g} is {amount / mean:.1f}x "
                                      f"the account's mean of {mean:.2f}")
-        account.add(amount, log)
+        # In money as in logs: a takeover's first large transfer must not make the next
+        # ones look usual, so an outlier joins the habit as the most the habit allows.
+        account.add(habitual if habitual is not None else math.exp(log), log)
         self._changed.add(source)
         return score, log_z, ratio, count, hit
 
@@ -658,8 +976,8 @@ class PayeeHistory(ChangeTracking):
                                      float(state[2]) if len(state) > 2 else 0.0]
 
 
-RULE_NAMES = ("velocity", "fan_in", "amount_anomaly")
-SOURCE_RULES = ("velocity", "amount_anomaly")  # state keyed by the paying account
+RULE_NAMES = ("velocity", "fan_in", "amount_anomaly", "card_testing")
+SOURCE_RULES = ("velocity", "amount_anomaly", "card_testing")  # keyed by the paying account
 TARGET_RULES = ("fan_in",)  # state keyed by the account paid
 
 
@@ -733,6 +1051,7 @@ class SourceRules(_RuleSet):
         settings = settings or RuleSettings()
         self.velocity = Velocity(settings) if "velocity" in names else None
         self.anomaly = AmountAnomaly(settings) if "amount_anomaly" in names else None
+        self.card_testing = CardTesting(settings) if "card_testing" in names else None
         self.novelty = CounterpartyNovelty() if novelty else None
         stores: dict[str, Any] = {}
         if self.velocity is not None:
@@ -740,6 +1059,8 @@ class SourceRules(_RuleSet):
             stores[self.velocity.pace.name] = self.velocity.pace
         if self.anomaly is not None:
             stores[self.anomaly.name] = self.anomaly
+        if self.card_testing is not None:
+            stores[self.card_testing.name] = self.card_testing
         if self.novelty is not None:
             stores[self.novelty.name] = self.novelty
         super().__init__(stores)
@@ -747,6 +1068,8 @@ class SourceRules(_RuleSet):
     def configure(self) -> None:
         if self.velocity is not None:
             self.velocity.configure()
+        if self.card_testing is not None:
+            self.card_testing.configure()
 
     def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
@@ -756,6 +1079,7 @@ class SourceRules(_RuleSet):
             features["velocity"] = n
             features["velocity_usual"] = round(usual, 2)
             features["gap_s"] = round(gap, 1)
+            features["new_account"] = float(self.velocity.new)
             if hit:
                 hits.append(hit)
         if self.anomaly is not None:
@@ -764,6 +1088,10 @@ class SourceRules(_RuleSet):
             features["amount_log_z"] = round(log_z, 2)
             features["amount_ratio"] = round(ratio, 3)
             features["history"] = history
+            if hit:
+                hits.append(hit)
+        if self.card_testing is not None:
+            features["tiny_payees"], hit = self.card_testing.judge(source, target, amount, ts)
             if hit:
                 hits.append(hit)
         if self.novelty is not None:
@@ -784,6 +1112,9 @@ class TargetRules(_RuleSet):
         stores: dict[str, Any] = {}
         if self.fan_in is not None:
             stores[self.fan_in.name] = self.fan_in.events
+            stores["fan_in_suspects"] = self.fan_in.suspects
+            stores["fan_in_new"] = self.fan_in.newcomers
+            stores[self.fan_in.mix.name] = self.fan_in.mix
         if self.payees is not None:
             stores[self.payees.name] = self.payees
         super().__init__(stores)
@@ -797,7 +1128,11 @@ class TargetRules(_RuleSet):
                  order: int | None = None) -> None:
         """Adds this transaction's hits and features; ``order`` as ``FanIn.evaluate``."""
         if self.fan_in is not None:
-            features["fan_in"], hit = self.fan_in.evaluate(target, source, ts, order)
+            # The payer's figures came from the first stage, with the record.
+            n, fresh, share, hit = self.fan_in.judge(target, source, ts, features, order)
+            features["fan_in"] = n
+            features["fan_in_new"] = fresh
+            features["new_payer_share"] = round(share, 3)
             if hit:
                 hits.append(hit)
         if self.payees is not None:

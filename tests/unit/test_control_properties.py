@@ -116,7 +116,8 @@ def outcome_of(parse: Callable[[], ControlCommand]) -> ControlCommand | None:
 
 
 WHOLE = {"velocity_count": (2, 100_000), "fan_in_sources": (2, 100_000),
-         "anomaly_history": (1, 1_000)}
+         "anomaly_history": (1, 1_000), "card_test_payees": (2, 100_000),
+         "fan_in_new_payers": (2, 100_000)}
 
 
 def in_range(setting: str, value: Any) -> bool:
@@ -132,7 +133,11 @@ def in_range(setting: str, value: Any) -> bool:
                  "fan_in_window_s": (1, 604_800),
                  "anomaly_ratio": (1, 1_000), "anomaly_z": (0.5, 100),
                  "window_grace_s": (0, 3_600), "model_cutoff": (0.01, 1),
-                 "model_veto": (0, 1)}[setting]
+                 "model_veto": (0, 1), "velocity_hold_s": (0, 86_400),
+                 "new_account_s": (1, 2_592_000), "card_test_amount": (0.01, 1e6),
+                 "card_test_window_s": (1, 86_400), "fan_in_payer_ratio": (1, 1_000),
+                 "fan_in_new_window_s": (1, 604_800), "fan_in_mule_share": (0, 1),
+                 "card_test_distinct_share": (0, 1)}[setting]
     return type(value) is float and math.isfinite(value) and low <= value <= high
 
 

@@ -126,7 +126,7 @@ def test_with_rules_a_burst_is_fraud_and_the_verdict_says_which_rule_and_why() -
 
     router = Router("d1", rules=StatefulRules())
     burst = [FakeRecord(orjson.dumps({"id": f"c{i}", "ts": 1_000 + i, "source": "CARD",
-                                      "target": f"SHOP{i}", "amount": 1.0,
+                                      "target": f"SHOP{i}", "amount": 25.0,
                                       "currency": "EUR"}), _offset=i) for i in range(8)]
     routed = router.route([*burst, FakeRecord(tx(950)), FakeRecord(b"nope")])
     assert [orjson.loads(v)["id"] for _, v in routed.legit] == [f"c{i}" for i in range(7)]
@@ -136,7 +136,9 @@ def test_with_rules_a_burst_is_fraud_and_the_verdict_says_which_rule_and_why() -
     assert last_of_burst["features"]["velocity"] == 8
     assert large["rules"][0] == {"rule": "amount_threshold", "reason": "amount >= 900"}
     assert set(large["features"]) == {"velocity", "velocity_usual", "gap_s", "fan_in",
-                                      "amount_z", "amount_log_z", "amount_ratio", "history"}
+                                      "amount_z", "amount_log_z", "amount_ratio", "history",
+                                      "new_account", "tiny_payees", "fan_in_new",
+                                      "new_payer_share"}
     assert len(routed.dlq) == 1
     assert router.counters.as_dict() == {"legit": 7, "fraud": 2, "dlq": 1}
 

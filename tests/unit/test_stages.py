@@ -92,7 +92,7 @@ def test_state_moves_with_its_partition_through_the_changelog() -> None:
 
 def test_a_velocity_burst_is_caught_in_the_first_stage_and_reported_in_the_verdict() -> None:
     source, target = SourceStage(SourceRules, "a"), TargetStage(TargetRules, "a")
-    burst = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 1.0) for i in range(8)]
+    burst = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 25.0) for i in range(8)]
     arriving = repartition(source.process(burst)[0]).values()
     routed = target.process(r for records in arriving for r in records)
     fraud = [orjson.loads(v) for _, v in routed.fraud]

@@ -1,0 +1,317 @@
+"""Detection on held-out fraud: families and background the rules were not tuned on.
+
+The traffic (``bench.heldout_traffic``) has its own families, ranges and seed, never
+the scenario generator's. Its records go through the detector's real stages in this
+process (``SourceStage`` → the repartition topic, played by lists → ``TargetStage``),
+spread over ``PARTITIONS`` partitions keyed by source as the transactions topic is,
+delivered two ways:
+
+- paced: small batches in timestamp order across partitions, as a live stream;
+- at once: each partition's records whole, the partitions one after the other, in big
+  batches (a catch-up or a replay); the second stage reads its partitions likewise.
+
+Two detectors each time: the rules alone (every rule, no model, no labels) and the
+full detector (rules and the online model), which learns from every transaction's
+label a batch after its verdict, the warm-up's families included. Only transactions
+after the warm-up are counted. For each: recall and precision overall and per family
+(a family's precision: its caught transactions against every false alarm), and false
+alarms by background kind and by rule.
+
+    python -m bench.heldout [--quick] [--seed 11] [--json bench/results/heldout.json]
+
+Its goals, for the rules alone delivered paced: recall and precision at least 0.90
+overall, recall at least 0.80 for every family.
+
+About half a minute on two cores; ``--quick`` a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from threadpoolctl import threadpool_limits
+
+from bench.harness import goal, goal_lines, report
+from bench.heldout_traffic import FAMILIES, Scale, Tx, generate
+from services.detector.labels import LabelJoin
+from services.detector.model import OnlineModel
+from services.detector.routing import Routed
+from services.detector.rules import RuleSettings, SourceRules, TargetRules
+from services.detector.stages import SourceStage, TargetStage
+
+RESULTS = Path(__file__).resolve().parent / "results" / "heldout.json"
+PARTITIONS = 4
+TOPIC = "queueing.transactions"
+REPARTITION = "heldout-by-target-repartition"
+PACED_BATCH = 50
+AT_ONCE_BATCH = 5000
+DELIVERIES = ("paced", "at_once")
+DETECTORS = ("rules", "full")
+
+
+class StageRecord:
+    """A consumed record, as much of one as the stages read."""
+
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_topic", "_ts", "_value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes, value: bytes,
+                 ts: int, headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._ts, self._headers = key, value, ts, headers
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+
+def partition_of(key: bytes) -> int:
+    return zlib.crc32(key) % PARTITIONS
+
+
+def records(txs: list[Tx]) -> list[StageRecord]:
+    """The transactions topic: each record in its source's partition, offsets per
+    partition, in event-time order."""
+    offsets = [0] * PARTITIONS
+    out = []
+    for i, tx in enumerate(txs):
+        key = tx.source.encode()
+        partition = partition_of(key)
+        out.append(StageRecord(TOPIC, partition, offsets[partition], key, orjson.dumps({
+            "id": f"h{i}", "ts": tx.ts, "source": tx.source, "target": tx.target,
+            "amount": tx.amount, "currency": "EUR"}), tx.ts))
+        offsets[partition] += 1
+    return out
+
+
+class Tally:
+    """Verdicts against the truth, for transactions after the warm-up."""
+
+    def __init__(self) -> None:
+        self.caught: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+        self.legit = self.false_alarms = 0
+        self.alarms_by_kind: Counter[str] = Counter()
+        self.alarms_by_rule: Counter[str] = Counter()
+
+    def add(self, tx: Tx, detection: dict[str, Any]) -> None:
+        fraud = detection["fraud"]
+        if tx.family is None:
+            self.legit += 1
+            if fraud:
+                self.false_alarms += 1
+                self.alarms_by_kind[tx.case] += 1
+                self.alarms_by_rule.update(hit["rule"] for hit in detection["rules"])
+        else:
+            self.total[tx.family] += 1
+            self.caught[tx.family] += fraud
+
+    def report(self) -> dict[str, Any]:
+        tp, fp = sum(self.caught.values()), self.false_alarms
+        fraud = sum(self.total.values())
+
+        def ratio(a: int, b: int) -> float:
+            return round(a / b, 4) if b else 0.0
+
+        return {
+            "recall": ratio(tp, fraud), "precision": ratio(tp, tp + fp),
+            "tp": tp, "fp": fp, "fn": fraud - tp, "legit": self.legit,
+            "families": {family: {
+                "transactions": self.total[family], "caught": self.caught[family],
+                "recall": ratio(self.caught[family], self.total[family]),
+                "precision": ratio(self.caught[family], self.caught[family] + fp)}
+                for family in FAMILIES},
+            "false_alarms_by_kind": dict(self.alarms_by_kind.most_common()),
+            "false_alarms_by_rule": dict(self.alarms_by_rule.most_common()),
+        }
+
+
+class Detector:
+    """Both stages, and for the full detector the model with its label join."""
+
+    def __init__(self, full: bool, ts_of: dict[str, int]) -> None:
+        settings = RuleSettings()
+        self.source = SourceStage(lambda: SourceRules(settings, novelty=full), "heldout")
+        self.event_time = [0.0]
+        self.model: OnlineModel | None = None
+        if full:
+            self.model = OnlineModel(background=False, clock=lambda: self.event_time[0])
+        self.target = TargetStage(lambda: TargetRules(settings, novelty=full), "heldout",
+                                  model=self.model)
+        self.join = LabelJoin()
+        self.ts_of = ts_of
+        self.waiting: list[list[bytes]] = []  # labels of judged batches, not yet given
+        self.offsets = [0] * PARTITIONS
+
+    def first(self, batch: list[StageRecord]) -> dict[int, list[StageRecord]]:
+        """The first stage, and what it writes to each partition of the repartition
+        topic."""
+        forwards, dead = self.source.process(batch)
+        assert not dead, dead
+        topic: dict[int, list[StageRecord]] = {}
+        for key, value, headers in forwards:
+            partition = partition_of(key)
+            topic.setdefault(partition, []).append(StageRecord(
+                REPARTITION, partition, self.offsets[partition], key, value, 0, headers))
+            self.offsets[partition] += 1
+        return topic
+
+    def second(self, batch: list[StageRecord], labels: dict[str, bytes]) -> Routed:
+        """The second stage's verdicts; the model learns from the batch's labels one
+        batch later, as production lets it."""
+        routed = self.target.process(batch)
+        model = self.model
+        if model is not None:
+            ids = [orjson.loads(v)["id"] for _, v in routed.legit + routed.fraud]
+            self.event_time[0] = max((self.ts_of[i] for i in ids), default=0) / 1000
+            if routed.features is not None:
+                joined = self.join.remember(routed.features)
+                model.learn(joined.matrix, joined.labels)
+            self.waiting.append([labels[i] for i in ids])
+            if len(self.waiting) > 1:
+                joined = self.join.labels(self.waiting.pop(0))
+                model.learn(joined.matrix, joined.labels)
+        return routed
+
+
+def run(txs: list[Tx], scale: Scale, delivery: str, full: bool) -> dict[str, Any]:
+    """One detector over the traffic, delivered one way: its report."""
+    topic = records(txs)
+    by_id = {f"h{i}": tx for i, tx in enumerate(txs)}
+    labels = {ident: orjson.dumps({"id": ident, "ts": tx.ts, "fraud": tx.family is not None})
+              for ident, tx in by_id.items()}
+    detector = Detector(full, {ident: tx.ts for ident, tx in by_id.items()})
+    tally = Tally()
+    warmup_end = scale.warmup_end
+    began = time.perf_counter()
+
+    def judge(routed: Routed) -> None:
+        for _, value in routed.legit + routed.fraud:
+            out = orjson.loads(value)
+            tx = by_id[out["id"]]
+            if tx.ts >= warmup_end:
+                tally.add(tx, out["detection"])
+
+    if delivery == "paced":
+        for start in range(0, len(topic), PACED_BATCH):
+            arriving = detector.first(topic[start:start + PACED_BATCH])
+            judge(detector.second([r for p in sorted(arriving) for r in arriving[p]], labels))
+    else:
+        repartitioned: dict[int, list[StageRecord]] = {}
+        for partition in range(PARTITIONS):
+            mine = [r for r in topic if r.partition() == partition]
+            for start in range(0, len(mine), AT_ONCE_BATCH):
+                for p, written in detector.first(mine[start:start + AT_ONCE_BATCH]).items():
+                    repartitioned.setdefault(p, []).extend(written)
+        for partition in range(PARTITIONS):
+            mine = repartitioned.get(partition, [])
+            for start in range(0, len(mine), AT_ONCE_BATCH):
+                judge(detector.second(mine[start:start + AT_ONCE_BATCH], labels))
+    result = tally.report()
+    result["seconds"] = round(time.perf_counter() - began, 1)
+    if detector.model is not None:
+        result["model_version"] = detector.model.status()["version"]
+    return result
+
+
+def bench(seed: int, scale: Scale) -> dict[str, Any]:
+    txs = generate(seed, scale)
+    counted = [tx for tx in txs if tx.ts >= scale.warmup_end]
+    runs: dict[str, dict[str, Any]] = {}
+    with threadpool_limits(1):
+        for delivery in DELIVERIES:
+            runs[delivery] = {name: run(txs, scale, delivery, name == "full")
+                              for name in DETECTORS}
+    paced = runs["paced"]["rules"]
+    goals = [goal("rules alone, paced: recall", paced["recall"], 0.90, True),
+             goal("rules alone, paced: precision", paced["precision"], 0.90, True)]
+    goals += [goal(f"rules alone, paced: {family} recall",
+                   paced["families"][family]["recall"], 0.80, True) for family in FAMILIES]
+    return {
+        "seed": seed, "transactions": len(txs), "counted": len(counted),
+        "warmup_h": scale.warmup_h, "measured_h": scale.measured_h,
+        "partitions": PARTITIONS,
+        "fraud_counted": dict(Counter(tx.family for tx in counted if tx.family)),
+        "legit_counted": dict(Counter(tx.case for tx in counted if tx.family is None)),
+        "runs": runs, "goals": goals,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"held-out traffic, seed {result['seed']}: {result['transactions']} transactions "
+        f"over {result['warmup_h'] + result['measured_h']:g} h of event time, the first "
+        f"{result['warmup_h']:g} h for warm-up; {result['counted']} counted over "
+        f"{result['partitions']} partitions",
+        "fraud counted: " + _listed(sorted(result["fraud_counted"].items())),
+        "legit counted: " + _listed(sorted(result["legit_counted"].items())),
+        f"{'delivery':8} {'detector':8} {'P':>6} {'R':>6}  " + "  ".join(
+            f"{family[:16]:>16}" for family in FAMILIES) + "   (family: recall / precision)"]
+    for delivery, detectors in result["runs"].items():
+        for name, figures in detectors.items():
+            families = figures["families"]
+            lines.append(
+                f"{delivery:8} {name:8} {figures['precision']:6.3f} {figures['recall']:6.3f}  "
+                + "  ".join(f"{families[f]['recall']:7.3f}/{families[f]['precision']:<8.3f}"
+                            for f in FAMILIES))
+    for delivery, detectors in result["runs"].items():
+        for name, figures in detectors.items():
+            kinds = _listed(figures["false_alarms_by_kind"].items())
+            rules = _listed(figures["false_alarms_by_rule"].items())
+            lines.append(f"false alarms, {delivery} {name}: {figures['fp']} of "
+                         f"{figures['legit']} (by kind: {kinds}; by rule: {rules})")
+    return "\n".join(lines + goal_lines(result["goals"]))
+
+
+def _listed(pairs: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in pairs) or "none"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run (a few seconds), for a test")
+    parser.add_argument("--json", type=Path, default=None,
+                        help=f"where to write the results (default {RESULTS}, or "
+                             "heldout-quick.json beside it with --quick)")
+    args = parser.parse_args(argv)
+    if args.json is None:
+        args.json = RESULTS.with_name("heldout-quick.json") if args.quick else RESULTS
+    return args
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    return bench(args.seed, Scale.quick() if args.quick else Scale())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return report("bench.heldout", parse_args(argv), benchmark, render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
