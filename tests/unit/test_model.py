@@ -174,6 +174,25 @@ def test_a_resumed_net_computes_what_it_started_from_before_it_learns_more() -> 
     assert np.allclose(resumed.proba(other), start.proba(other))
 
 
+def test_an_online_step_moves_the_net_exactly_as_scikit_learn_would() -> None:
+    matrix, labels = examples(1_000)
+    net = SmallNet()
+    net.fit(matrix[:400], labels[:400])
+    reference = copy.deepcopy(net)
+    # Steps of every size: a mini-batch and a bit, several, a single example.
+    for step in (250, 500, 1, 249):
+        more, truth = examples(step, seed=step)
+        net.partial_fit(more, truth)
+        reference.classifier.partial_fit(reference.scaler.transform(more), truth,
+                                         classes=np.array([0, 1]))
+    mine, theirs = net.classifier, reference.classifier
+    for weights, expected in zip(mine.coefs_ + mine.intercepts_,
+                                 theirs.coefs_ + theirs.intercepts_, strict=True):
+        assert np.array_equal(weights, expected)
+    assert mine._optimizer.t == theirs._optimizer.t  # as many Adam steps
+    assert np.array_equal(net.proba(matrix), reference.proba(matrix))
+
+
 def test_a_net_of_another_shape_is_not_resumed_but_trained_afresh() -> None:
     matrix, labels = examples(400)
     start = SmallNet(hidden=(8,))
