@@ -212,6 +212,18 @@ class SmallNet:
     def _passes(self, scaled: np.ndarray, labels: np.ndarray, passes: int,
                 warm: bool) -> None:
         """``passes`` over the examples, from the network's weights when ``warm``."""
+        network = self.classifier
+        if warm and _adam_ready(network):
+            # What scikit-learn's fit does from a warm start (a fresh Adam optimiser,
+            # then every pass), in numpy: the same weights, a third less time.
+            network.set_params(batch_size=min(self.batch, len(labels)))
+            network._optimizer = AdamOptimizer(
+                network.coefs_ + network.intercepts_, network.learning_rate_init,
+                network.beta_1, network.beta_2, network.epsilon)
+            _adam_pass(network, scaled, labels, passes)
+            network.n_iter_ = passes
+            network.set_params(batch_size="auto", warm_start=False)
+            return
         # One call for every pass: scikit-learn checks its input once, not once per
         # mini-batch (which cost more than the learning). Every pass runs: no early stop.
         self.classifier.set_params(max_iter=passes, batch_size=min(self.batch, len(labels)),
@@ -284,23 +296,36 @@ def _adam_ready(network: MLPClassifier) -> bool:
             and not network.early_stopping)
 
 
-def _adam_pass(network: MLPClassifier, scaled: np.ndarray, labels: np.ndarray) -> None:
+def _adam_pass(network: MLPClassifier, scaled: np.ndarray, labels: np.ndarray,
+               passes: int = 1) -> None:
     """What ``network.partial_fit(scaled, labels)`` does to the weights, without its
-    checks: one pass in shuffled mini-batches, each a forward pass, the gradients of
+    checks (or, with ``passes``, a fit from a warm start once its optimiser is made
+    afresh): a pass in shuffled mini-batches, each a forward pass, the gradients of
     the log loss with the L2 penalty, and a step of the network's own Adam optimiser
     (scikit-learn's ``_fit_stochastic`` and ``_backprop``, binary labels, no sample
     weights). The rows must be finite and standardised, the labels 0 or 1."""
-    coefs, intercepts = network.coefs_, network.intercepts_
-    params = coefs + intercepts
     count = len(labels)
     size = min(200, count) if network.batch_size == "auto" else \
         int(np.clip(network.batch_size, 1, count))
     # The same draws as scikit-learn's shuffle of the indices: a permutation from the
     # generator it makes anew from ``random_state`` at every call.
     network._random_state = check_random_state(network.random_state)
-    order = network._random_state.permutation(count) if network.shuffle else \
-        np.arange(count)
     truth = np.asarray(labels, dtype=float).reshape(-1, 1)
+    order = np.arange(count)
+    for _ in range(passes):
+        if network.shuffle:  # each pass shuffles the order of the one before
+            order = order[network._random_state.permutation(count)]
+        _adam_epoch(network, scaled, truth, order, size)
+    network.t_ += count * passes
+
+
+def _adam_epoch(network: MLPClassifier, scaled: np.ndarray, truth: np.ndarray,
+                order: np.ndarray, size: int) -> None:
+    """One pass of ``_adam_pass`` over the rows in ``order`` (``truth``: the labels as
+    a column of floats)."""
+    coefs, intercepts = network.coefs_, network.intercepts_
+    params = coefs + intercepts
+    count = len(truth)
     alpha, last = network.alpha, len(coefs) - 1
     for start in range(0, count, size):
         rows = order[start:start + size]
@@ -326,7 +351,6 @@ def _adam_pass(network: MLPClassifier, scaled: np.ndarray, labels: np.ndarray) -
                 delta = delta @ coefs[i].T
                 delta[layers[i] == 0] = 0
         network._optimizer.update_params(params, coef_grads + intercept_grads)
-    network.t_ += count
 
 
 def _init_classifier(classifier: Any, width: int) -> None:
