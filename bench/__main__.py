@@ -8,7 +8,8 @@ Each part runs as its own process on its own embedded broker, one after the othe
 bench/results/PART.json:
 
 - pipeline: the detector (threshold only; with exactly-once; every rule and the
-  model) against the pass-through baseline in the same run, and the generator's
+  model) against two baselines in the same run, a raw client's pass-through
+  (bench/raw.py) and the one that runs the detector's own loop, and the generator's
   achieved rate at 1k, 10k and 100k per second (bench/pipeline.py);
 - latency: end to end, from the generator's ``ts`` to a reader of the output topics,
   at 1k and 10k per second (bench/latency.py);

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -73,16 +73,21 @@ class Checkpoint:
     def begin(self) -> None:
         """Called before a batch's outputs are produced."""
 
-    def track(self, messages: Iterable[Any]) -> None:
-        """Mark ``messages`` processed (their outputs produced, not yet delivered)."""
+    def track(self, messages: Sequence[Any]) -> None:
+        """Mark ``messages`` processed (their outputs produced, not yet delivered).
+
+        A batch holds each partition's records in offset order, so its last record of
+        each is what counts: one pass that keeps it, then a check per partition.
+        """
+        if not messages:
+            return
+        newest = {(m.topic(), m.partition()): m.offset() for m in messages}
         offsets = self._offsets
-        for message in messages:
-            tp = (message.topic(), message.partition())
-            offset = message.offset() + 1
-            if offset < offsets.get(tp, -1):
-                raise ValueError(f"offset of {tp} goes backwards: {offset}")
-            offsets[tp] = offset
-            self._records += 1
+        for tp, offset in newest.items():
+            if offset + 1 < offsets.get(tp, -1):
+                raise ValueError(f"offset of {tp} goes backwards: {offset + 1}")
+            offsets[tp] = offset + 1
+        self._records += len(messages)
 
     def due(self) -> bool:
         return bool(self._offsets) and (

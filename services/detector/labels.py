@@ -7,13 +7,20 @@ other, by transaction id, in a bounded store: at most ``max_pending`` entries a 
 none older than ``max_age_ms`` of event time behind the newest time seen. What leaves
 unpaired is counted, never silently lost: ``unlabelled`` features (normal for traffic
 without ground truth), ``unmatched`` labels, and ``bad`` labels that could not be read.
+
+It works a batch at a time: a side's entries are rows of numpy arrays in arrival
+order, and a dict maps each id to its row. Looking ids up, taking and adding them
+runs in C (``map`` over the dict's own methods), and the rows move as whole arrays:
+no Python object per transaction, no Python step per transaction where a batch does.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections import deque
+from collections.abc import Iterable, Sequence
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -21,8 +28,9 @@ import numpy as np
 from services.detector.features import WIDTH, BatchFeatures
 
 
-class Label(msgspec.Struct):
-    """The members of a label the join reads."""
+class Label(msgspec.Struct, gc=False):
+    """The members of a label the join reads (no container: the collector need not
+    track a thousand of them a batch)."""
 
     id: str
     fraud: bool
@@ -45,13 +53,110 @@ class Examples(NamedTuple):
         return len(self.labels)
 
 
-def _examples(rows: list[tuple[float, ...]], labels: list[int]) -> Examples:
-    matrix = np.asarray(rows, dtype=float) if rows else np.zeros((0, WIDTH))
-    labelled = np.asarray(labels, dtype=np.int8)
-    if matrix.shape[1] == WIDTH:
-        return Examples(matrix, labelled)
-    # Rows that waited with their verdicts (``BatchFeatures.verdicts``) in two more columns.
-    return Examples(matrix[:, :WIDTH], labelled, matrix[:, WIDTH] > 0, matrix[:, WIDTH + 1])
+VERDICTS = WIDTH + 2  # a row with how it was judged: whether a rule fired, the score
+
+
+def _examples(rows: np.ndarray, labels: np.ndarray) -> Examples:
+    """Examples from joined rows of ``VERDICTS`` columns; the verdicts' columns are
+    NaN for rows scored without them, and left out when no row has them."""
+    hits, scores = rows[:, WIDTH], rows[:, WIDTH + 1]
+    if not len(rows) or np.isnan(hits).all():
+        return Examples(rows[:, :WIDTH], labels)
+    return Examples(rows[:, :WIDTH], labels, hits > 0, scores)
+
+
+class _Waiting:
+    """One side of the join: entries waiting by id, oldest first.
+
+    Rows ``[start, end)`` of the arrays hold the entries in arrival order, with the
+    holes that taken or dropped ones leave (``live`` false); ``_index`` maps each
+    waiting id to its row. When the arrays are full, the waiting rows move to the
+    front (and the arrays grow, while more than half of them wait).
+    """
+
+    def __init__(self, width: int, capacity: int = 4096) -> None:
+        self.width = width
+        self._index: dict[str, int] = {}
+        self._ids: list[str | None] = [None] * capacity
+        self.ts = np.zeros(capacity, dtype=np.int64)
+        self.values = np.zeros((capacity, width))
+        self.live = np.zeros(capacity, dtype=bool)
+        self.start = self.end = 0  # rows before ``start`` are all holes
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def take(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Take the entries of ``ids`` that wait: which ids had one (a mask over
+        ``ids``), and their rows, in the order of ``ids``."""
+        found = list(map(self._index.pop, ids, repeat(None)))
+        mask = np.fromiter(map(is_not, found, repeat(None)), dtype=bool, count=len(ids))
+        rows = np.fromiter(compress(found, mask), dtype=np.int64)  # type: ignore[arg-type]
+        self.live[rows] = False
+        return mask, self.values[rows]
+
+    def add(self, ids: Sequence[str], ts: np.ndarray, values: np.ndarray) -> None:
+        """Entries to wait, newest last; an id that waits already takes its new
+        values where it was (as a dict assignment keeps a key's place)."""
+        if len(set(ids)) < len(ids) or not self._index.keys().isdisjoint(ids):
+            self._add_each(ids, ts, values)
+            return
+        count = len(ids)
+        self._room(count)
+        end = self.end + count
+        self.ts[self.end:end], self.values[self.end:end] = ts, values
+        self.live[self.end:end] = True
+        self._ids[self.end:end] = ids
+        self._index.update(zip(ids, range(self.end, end), strict=True))
+        self.end = end
+
+    def _add_each(self, ids: Sequence[str], ts: np.ndarray, values: np.ndarray) -> None:
+        """``add`` for the rare batch with an id twice, or one that waits already."""
+        for i, ident in enumerate(ids):
+            row = self._index.get(ident)
+            if row is None:
+                self._room(1)
+                row = self.end
+                self._index[ident], self._ids[row], self.live[row] = row, ident, True
+                self.end += 1
+            self.ts[row], self.values[row] = ts[i], values[i]
+
+    def _room(self, count: int) -> None:
+        """Room for ``count`` more rows at the end."""
+        capacity = len(self.live)
+        if self.end + count <= capacity:
+            return
+        keep = np.flatnonzero(self.live[self.start:self.end]) + self.start
+        waiting = len(keep)
+        if 2 * (waiting + count) > capacity:
+            capacity = max(2 * capacity, 1 << (2 * (waiting + count) - 1).bit_length())
+        ts, values, live = np.zeros(capacity, dtype=np.int64), \
+            np.zeros((capacity, self.width)), np.zeros(capacity, dtype=bool)
+        ts[:waiting], values[:waiting], live[:waiting] = self.ts[keep], self.values[keep], True
+        ids = [self._ids[row] for row in keep.tolist()]
+        self._ids = ids + [None] * (capacity - waiting)
+        self._index = dict(zip(ids, range(waiting), strict=True))  # type: ignore[arg-type]
+        self.ts, self.values, self.live = ts, values, live
+        self.start, self.end = 0, waiting
+
+    def trim(self, most: int, oldest: int) -> int:
+        """Drop entries, first in first out, beyond ``most`` or older than ``oldest``;
+        how many. Entries arrive in about event-time order, so the oldest are at the
+        front; one out of order waits until those before it leave, which the count
+        bound caps."""
+        rows = np.flatnonzero(self.live[self.start:self.end]) + self.start
+        excess = max(0, len(rows) - most)
+        old = self.ts[rows[excess:]] < oldest
+        dropped = excess + (len(old) if old.all() else int(np.argmin(old)))
+        if dropped:
+            gone = rows[:dropped]
+            self.live[gone] = False
+            deque(map(self._index.pop, [self._ids[row] for row in gone.tolist()]), 0)
+        self.start = int(rows[dropped]) if dropped < len(rows) else self.end
+        return dropped
+
+
+_ids_of, _fraud_of, _ts_of = attrgetter("id"), attrgetter("fraud"), attrgetter("ts")
 
 
 class LabelJoin:
@@ -68,11 +173,9 @@ class LabelJoin:
         self.unlabelled = 0  # features dropped before their label came
         self.unmatched = 0  # labels dropped before their transaction's features came
         self.bad = 0  # labels that could not be read
-        # id -> (event time, row) and id -> (event time, fraud), oldest first.
-        # (An OrderedDict drops its oldest entry in constant time; a dict's front fills
-        # with holes that each later look past.)
-        self._features: OrderedDict[str, tuple[int, tuple[float, ...]]] = OrderedDict()
-        self._labels: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # Scored rows with their verdicts' two columns, and labels (1: fraud).
+        self._features = _Waiting(VERDICTS)
+        self._labels = _Waiting(1)
 
     @property
     def waiting(self) -> tuple[int, int]:
@@ -86,68 +189,63 @@ class LabelJoin:
     def remember(self, batch: BatchFeatures) -> Examples:
         """Keep a scored batch's rows until their labels come; the examples whose
         labels were already waiting."""
-        rows, labels = [], []
-        waiting, features = self._labels, self._features
-        # Rows as tuples of floats: Python's collector stops tracing those once it has
-        # seen them, where a list waiting here a batch or two would be promoted to its
-        # oldest generation and bring the next full collection nearer.
-        matrix = batch.matrix if batch.verdicts is None else \
-            np.hstack((batch.matrix, batch.verdicts))
-        rows_in = map(tuple, matrix.tolist())
-        for tx_id, ts, row in zip(batch.ids, batch.ts, rows_in, strict=True):
-            label = waiting.pop(tx_id, None)
-            if label is None:
-                features[tx_id] = (ts, row)
-            else:
-                rows.append(row)
-                labels.append(label[1])
-        if batch.ts:
-            self._advance(max(batch.ts))
+        count = len(batch.ids)
+        rows = np.full((count, VERDICTS), np.nan)
+        rows[:, :WIDTH] = batch.matrix
+        if batch.verdicts is not None:
+            rows[:, WIDTH:] = batch.verdicts
+        found, labels = self._labels.take(batch.ids)
+        ts = np.asarray(batch.ts, dtype=np.int64)
+        waits = ~found
+        self._features.add(list(compress(batch.ids, waits)), ts[waits], rows[waits])
+        if count:
+            self._advance(int(ts.max()))
         self.joined += len(labels)
-        return _examples(rows, labels)
+        return _examples(rows[found], labels[:, 0].astype(np.int8))
 
     def labels(self, values: Iterable[bytes | None]) -> Examples:
         """Read labels (the topic's record values); the examples whose features were
         already waiting. The others wait for their transaction."""
-        rows, labels = [], []
-        waiting, pending = self._features, self._labels
-        newest = self.newest
+        read = self._read(values)
+        ids = list(map(_ids_of, read))
+        found, rows = self._features.take(ids)
+        fraud = np.fromiter(map(_fraud_of, read), dtype=np.int8, count=len(read))
+        waits = ~found
+        if waits.any():
+            # A label without a time takes the newest seen so far, as a label that
+            # waits moves event time on: a running maximum over those that wait.
+            stamps = list(map(_ts_of, compress(read, waits)))
+            unset = np.fromiter(map(is_, stamps, repeat(msgspec.UNSET)), dtype=bool,
+                                count=len(stamps))
+            given = np.array([0 if ts is msgspec.UNSET else ts for ts in stamps]
+                             if unset.any() else stamps, dtype=np.int64)
+            before = np.maximum.accumulate(np.concatenate(([self.newest], given)))[:-1]
+            ts = np.where(unset, np.maximum(before, 0), given)
+            self._labels.add(list(compress(ids, waits)), ts, fraud[waits, None])
+            self._advance(max(self.newest, int(ts.max())))
+        else:
+            self._advance(self.newest)
+        self.joined += len(rows)
+        return _examples(rows, fraud[found])
+
+    def _read(self, values: Iterable[bytes | None]) -> list[Label]:
+        """The labels that can be read, counting the others as bad."""
+        values = list(values)
+        try:
+            return list(map(_decode_label, values))  # type: ignore[arg-type]
+        except (msgspec.DecodeError, ValueError, TypeError):  # TypeError: a null value
+            pass
+        read = []
         for value in values:
             try:
-                label = _decode_label(value)  # type: ignore[arg-type]
-            except (msgspec.DecodeError, ValueError, TypeError):  # TypeError: a null value
+                read.append(_decode_label(value))  # type: ignore[arg-type]
+            except (msgspec.DecodeError, ValueError, TypeError):
                 self.bad += 1
-                continue
-            fraud = 1 if label.fraud else 0
-            found = waiting.pop(label.id, None)
-            if found is None:
-                ts = label.ts if label.ts is not msgspec.UNSET else max(newest, 0)
-                pending[label.id] = (ts, fraud)
-                newest = max(newest, ts)
-            else:
-                rows.append(found[1])
-                labels.append(fraud)
-        self._advance(newest)
-        self.joined += len(labels)
-        return _examples(rows, labels)
+        return read
 
     def _advance(self, ts: int) -> None:
         """Move event time on to ``ts`` and drop what is too old or too many."""
         self.newest = max(self.newest, ts)
-        self.unlabelled += _trim(self._features, self.max_pending,
-                                 self.newest - self.max_age_ms)
-        self.unmatched += _trim(self._labels, self.max_pending, self.newest - self.max_age_ms)
-
-
-def _trim(store: OrderedDict[str, tuple[int, Any]], most: int, oldest: int) -> int:
-    """Drop entries, first in first out, beyond ``most`` or older than ``oldest``; how
-    many. Entries arrive in about event-time order, so the oldest are at the front; one
-    out of order waits until those before it leave, which the count bound caps."""
-    dropped = 0
-    while store:
-        ts = store[next(iter(store))][0]
-        if len(store) <= most and ts >= oldest:
-            break
-        store.popitem(last=False)
-        dropped += 1
-    return dropped
+        oldest = self.newest - self.max_age_ms
+        self.unlabelled += self._features.trim(self.max_pending, oldest)
+        self.unmatched += self._labels.trim(self.max_pending, oldest)

@@ -56,6 +56,41 @@ def test_the_pipeline_ratios_and_goals_are_against_the_same_runs_pass_through() 
     }
 
 
+def test_each_detector_is_reported_against_the_raw_client_too() -> None:
+    def side(rate: float, cpu: float) -> list[dict[str, float]]:
+        return [{"msgs_per_s": rate, "cpu_us_per_msg": cpu, "cores": 1.0, "span_ms": 100.0}]
+
+    runs = {"raw": side(500.0, 2.0), "passthrough": side(400.0, 2.5),
+            "detector": side(360.0, 3.0), "detector-rules": side(100.0, 10.0)}
+    report = pipeline.summarize(Preloaded("in", 100, 12_000, 4, 10), runs, [],
+                                precise_cpu=True)
+    assert report["detector"]["raw_throughput_ratio"] == 0.72
+    assert report["detector"]["throughput_ratio"] == 0.9  # against the loop's own copy
+    assert report["detector-rules"]["raw_cpu_ratio"] == 5.0
+    met = {g["what"]: g["met"] for g in report["goals"]}
+    assert met["detector, threshold only: throughput vs raw client"] is True
+    assert met["detector, every rule + model + exactly-once: throughput vs raw client"] \
+        is False  # 0.2x
+    assert met["detector, every rule + model + exactly-once: CPU per record vs raw "
+               "client"] is False  # 5x the raw client's
+    text = pipeline.render(report)
+    assert "vs raw" in text and "0.72x" in text
+
+
+def test_against_the_raw_client_each_run_is_paired_with_its_own_rounds() -> None:
+    def side(rates: list[float]) -> list[dict[str, float]]:
+        return [{"msgs_per_s": r, "cpu_us_per_msg": 2.0, "cores": 1.0, "span_ms": 100.0}
+                for r in rates]
+
+    # The machine got busier between rounds: every side slowed down alike.
+    runs = {"raw": side([500.0, 250.0, 400.0]), "passthrough": side([450.0, 240.0, 400.0]),
+            "detector": side([400.0, 200.0, 280.0])}
+    report = pipeline.summarize(Preloaded("in", 100, 12_000, 4, 10), runs, [],
+                                precise_cpu=True)
+    assert report["detector"]["raw_throughput_ratios"] == [0.8, 0.8, 0.7]
+    assert report["detector"]["raw_throughput_ratio"] == 0.8  # not 280 / 400
+
+
 def test_console_figures_are_medians_of_runs_with_goals_at_50k() -> None:
     def run(p99: float, cores: float) -> dict:
         return {"flowed_per_s": 50_000.0, "console_cores": cores,

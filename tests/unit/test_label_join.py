@@ -75,3 +75,22 @@ def test_unreadable_labels_are_counted_and_the_rest_still_pair() -> None:
                             label("a", True)])
     assert examples.labels.tolist() == [1]
     assert join.bad == 4
+
+
+def test_batch_after_batch_every_labelled_transaction_pairs_and_the_rest_stay_bounded() -> None:
+    join = LabelJoin(max_pending=2_000)
+    joined = 0
+    for n in range(30):  # one in ten never labelled; labels a batch behind
+        ids = [f"{n}-{i}" for i in range(1_000)]
+        join.remember(BatchFeatures(ids, [n * MINUTE // 10] * 1_000,
+                                    np.full((1_000, WIDTH), float(n))))
+        if n:
+            examples = join.labels(label(f"{n - 1}-{i}", i % 50 == 1, ts=n * MINUTE // 10)
+                                   for i in range(1_000) if i % 10)
+            assert np.all(examples.matrix == n - 1)  # each label met its own row
+            assert int(examples.labels.sum()) == 20
+            joined += len(examples)
+    assert joined == 29 * 900
+    # Each batch made room by dropping the unlabelled ones before the one it follows.
+    assert join.waiting == (1_100, 0)  # the last batch, and the one before's unlabelled
+    assert join.unlabelled == 28 * 100

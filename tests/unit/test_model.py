@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from services.detector.features import DATASET_FEATURES, WIDTH, FeatureRows, rows
 from services.detector.labels import Examples, LabelJoin
@@ -172,6 +173,50 @@ def test_a_resumed_net_computes_what_it_started_from_before_it_learns_more() -> 
     assert not np.allclose(resumed.scaler.mean_, start.scaler.mean_)
     assert np.allclose(resumed.proba(matrix), start.proba(matrix))
     assert np.allclose(resumed.proba(other), start.proba(other))
+
+
+def test_an_online_step_moves_the_net_exactly_as_scikit_learn_would() -> None:
+    matrix, labels = examples(1_000)
+    net = SmallNet()
+    net.fit(matrix[:400], labels[:400])
+    reference = copy.deepcopy(net)
+    # Steps of every size: a mini-batch and a bit, several, a single example.
+    for step in (250, 500, 1, 249):
+        more, truth = examples(step, seed=step)
+        net.partial_fit(more, truth)
+        reference.classifier.partial_fit(reference.scaler.transform(more), truth,
+                                         classes=np.array([0, 1]))
+    mine, theirs = net.classifier, reference.classifier
+    for weights, expected in zip(mine.coefs_ + mine.intercepts_,
+                                 theirs.coefs_ + theirs.intercepts_, strict=True):
+        assert np.array_equal(weights, expected)
+    assert mine._optimizer.t == theirs._optimizer.t  # as many Adam steps
+    assert np.array_equal(net.proba(matrix), reference.proba(matrix))
+
+
+def test_a_resumed_retrain_trains_the_net_exactly_as_scikit_learn_would() -> None:
+    matrix, labels = examples(1_200)
+    start = SmallNet()
+    start.fit(matrix[:300], labels[:300])
+    retrained = SmallNet()
+    retrained.fit(matrix, labels, copy.deepcopy(start))
+    # scikit-learn's own fit from the same warm start, every pass asked for.
+    reference = SmallNet()
+    reference._resume(copy.deepcopy(start), matrix)
+    reference.classifier.set_params(max_iter=reference.resumed_epochs, batch_size=500,
+                                    shuffle=True, tol=0.0, n_iter_no_change=10**9,
+                                    warm_start=True)
+    with pytest.warns(ConvergenceWarning):  # it warns that it stopped where asked
+        reference.classifier.fit(reference.scaler.transform(matrix), labels)
+    mine, theirs = retrained.classifier, reference.classifier
+    for weights, expected in zip(mine.coefs_ + mine.intercepts_,
+                                 theirs.coefs_ + theirs.intercepts_, strict=True):
+        assert np.array_equal(weights, expected)
+    more, truth = examples(300, seed=9)  # and online steps go on from the same place
+    retrained.partial_fit(more, truth)
+    reference.classifier.set_params(batch_size="auto", warm_start=False)
+    reference.partial_fit(more, truth)
+    assert np.array_equal(retrained.proba(matrix), reference.proba(matrix))
 
 
 def test_a_net_of_another_shape_is_not_resumed_but_trained_afresh() -> None:
