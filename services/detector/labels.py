@@ -91,7 +91,7 @@ class _Waiting:
         ``ids``), and their rows, in the order of ``ids``."""
         found = list(map(self._index.pop, ids, repeat(None)))
         mask = np.fromiter(map(is_not, found, repeat(None)), dtype=bool, count=len(ids))
-        rows = np.fromiter(compress(found, mask), dtype=np.int64)  # type: ignore[arg-type]
+        rows = np.fromiter(compress(found, mask), dtype=np.int64)
         self.live[rows] = False
         return mask, self.values[rows]
 
