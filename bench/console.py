@@ -65,7 +65,7 @@ class TimedFeed(KafkaFeed):
 async def drive(bootstrap: str, topics: Any, group: str, seconds: float,
                 offsets: Offsets) -> dict[str, Any]:
     feed = TimedFeed(bootstrap, topics, group)
-    app = FraudConsole(feed)
+    app = FraudConsole(feed, freeze_start_up=True)  # as the launcher runs it
     key_ms: list[float] = []
     async with app.run_test(size=(160, 48)):
         settings = app.query_one("#settings")
