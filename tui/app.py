@@ -15,7 +15,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from tui.curve import CurveScreen
 from tui.detail import DetailScreen
@@ -24,7 +24,7 @@ from tui.model import Snapshot
 from tui.quality_panel import QualityPanel
 from tui.record_filter import RecordFilter
 from tui.screens import FilterScreen, HelpScreen, RulesScreen, TpsScreen
-from tui.widgets import EventLine, FeedPane, ModelStatus, Settings, Throughput
+from tui.widgets import EventLine, FeedPane, KeyFooter, ModelStatus, Settings, Throughput
 
 # A 1-2-5 ladder from 1 to 100,000 per second: each key press is a step a person notices.
 TPS_STEPS = tuple(m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= 100_000)
@@ -138,7 +138,7 @@ class FraudConsole(App[str | None]):
                 yield FeedPane("legit")
                 yield FeedPane("fraud")
             yield QualityPanel("quality-side")  # narrow terminals
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         loop = asyncio.get_running_loop()

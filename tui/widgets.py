@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Sparkline, Static
+from textual.widgets import Footer, Sparkline, Static
 
 from tui.model import Row, ServiceHealth, Snapshot, shown
 
@@ -29,6 +29,29 @@ def money(amount: float) -> str:
     if abs(amount) >= 1e7:
         return f"{amount / 1e6:,.1f}M"
     return f"{amount:,.2f}"
+
+
+# Actions left out of the footer below 120 columns, to make room for the analyst's keys;
+# on the detail and the curve, which have keys of their own, the steps of TPS and
+# threshold too.
+WIDE_ONLY = frozenset({"type_tps", "rules", "reset"})
+WIDE_ONLY_ON_TOP = WIDE_ONLY | {"tps", "threshold"}
+
+
+class KeyFooter(Footer):
+    """The footer, leaving out ``wide_only`` actions on a narrow terminal (80 columns
+    cannot hold every key); they stay bound, and help (?) lists them all."""
+
+    def __init__(self, wide_only: frozenset[str] = WIDE_ONLY) -> None:
+        super().__init__(compact=True)
+        self.wide_only = wide_only
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            action = str(getattr(widget, "action", ""))  # a FooterKey's, as "tps(True)"
+            if action.partition("(")[0] in self.wide_only:
+                widget.add_class("-wide-only")
+            yield widget
 
 
 class RateLine(Horizontal):
