@@ -3,6 +3,7 @@ account did lately, each of those selectable in turn."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +74,7 @@ def _fields(body: dict[str, Any]) -> Lines:
     for name in TX_FIELDS:
         value = body.get(name, "–")
         if name == "ts" and isinstance(value, int):
-            value = f"{value}  ({clock_time(value)} UTC)" if value else value
+            value = f"{value}  ({_utc(value)} UTC)" if value else value
         elif name == "amount" and isinstance(value, int | float):
             value = money(float(value))
         lines.append((name, str(value)))
@@ -140,8 +141,17 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _utc(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000))
+
+
 def _figure(value: Any) -> str:
-    return f"{value:,.3g}" if isinstance(value, float) else str(value)
+    """A rule's figure in a few digits: 86,400 (not 8.64e+04), 2.5, 0.0312."""
+    if not isinstance(value, float):
+        return str(value)
+    if value.is_integer() or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def _known(value: int) -> str:

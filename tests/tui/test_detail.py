@@ -88,12 +88,15 @@ def row(raw: bytes) -> Row:
 
 def test_the_verdict_says_its_cutoff_veto_and_decider_when_the_detector_gives_them() -> None:
     told = row(verdict("7", "ALICE0000001", MULE, 950.0, 1_000, score=0.31, cutoff=0.9,
-                       veto=0.05, decided_by="rules", model_trusted=False))
+                       veto=0.05, decided_by="rules", model_trusted=False,
+                       features={"gap_s": 86_400.0, "amount_z": 2.5}))
     shown = text(transaction_table(told, None, TxLabel(True, "mule_fan_in")))
     assert "0.9 · 0.05  (for this verdict)" in shown
     assert figure(shown, "decided by") == "the rules"
     assert "(inferred)" not in shown
     assert "no: the rules decide until it beats them on the labels" in shown
+    assert figure(shown, "figures") == "gap_s 86,400  amount_z 2.5"
+    assert "1970-01-01 00:16:40 UTC" in shown  # the event time, in UTC whatever the zone
 
     vetoed = row(verdict("8", "ALICE0000001", MULE, 950.0, 1_000, score=0.01, cutoff=0.8,
                          veto=0.02, decided_by="model_veto", model_trusted=True))
