@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any
 
 import orjson
@@ -204,9 +204,11 @@ class Aggregator:
         self._dead = 0
         self._recent = {s: RecentRecords(RECENT) for s in ("legit", "fraud")}
         self.set_filter(getattr(self, "filter", None))
-        # (second, latency in ms) of sampled records: percentiles cover the last
-        # LATENCY_WINDOW seconds, so a start-up backlog does not haunt them for long.
-        self._latencies: deque[tuple[int, float]] = deque(maxlen=20_000)
+        # Latencies in ms of sampled records, and the second of each: percentiles
+        # cover the last LATENCY_WINDOW seconds, so a start-up backlog does not haunt
+        # them for long. Two flat columns: sorting floats runs in C.
+        self._latencies: deque[float] = deque(maxlen=20_000)
+        self._latency_seconds: deque[int] = deque(maxlen=20_000)
         self._percentiles: tuple[float | None, float | None] = (None, None)
         self._percentiles_at: float | None = None
 
@@ -286,7 +288,9 @@ class Aggregator:
 
     def add_latencies(self, samples_ms: Iterable[float]) -> None:
         second = int(self.clock())
-        self._latencies.extend((second, sample) for sample in samples_ms)
+        samples = list(samples_ms)
+        self._latencies.extend(samples)
+        self._latency_seconds.extend(repeat(second, len(samples)))
 
     def add_status(self, values: Iterable[bytes | None]) -> None:
         now = self.clock()
@@ -356,9 +360,11 @@ class Aggregator:
     def _latency_percentiles(self, now: float) -> tuple[float | None, float | None]:
         if self._percentiles_at is None or not 0 <= now - self._percentiles_at < LATENCY_EVERY:
             since = int(now) - LATENCY_WINDOW
-            while self._latencies and self._latencies[0][0] < since:
+            seconds = self._latency_seconds
+            while seconds and seconds[0] < since:
+                seconds.popleft()
                 self._latencies.popleft()
-            latencies = sorted(sample for _, sample in self._latencies)
+            latencies = sorted(self._latencies)
             self._percentiles = (_percentile(latencies, 0.50), _percentile(latencies, 0.99))
             self._percentiles_at = now
         return self._percentiles
