@@ -5,10 +5,14 @@
 
 An embedded broker, a generator at ``--tps`` and a detector run as processes; the
 console runs here, headless (Textual's test driver, 160x48), on its real Kafka feed.
-While traffic flows, the threshold key (]) is pressed every 250 ms. Measured:
+While traffic flows, the threshold key (]) is pressed every 250 ms; between two
+presses a row key (j, then k, in turn) moves the selection in the fraud feed.
+Measured:
 
 - key to screen: from the key press to the settings panel rendering the new
   requested threshold (each press asks for a new value, so it cannot be stale);
+- row key to screen: from j or k to the fraud feed drawing the selection on its new
+  row;
 - snapshot cost: the time of each snapshot the feed worker hands the UI;
 - CPU: this process's CPU time over the loaded window (feed thread and UI together)
   divided by wall time, in cores;
@@ -44,6 +48,7 @@ from bench.harness import (
 from tui.app import FraudConsole
 from tui.feed import KafkaFeed
 from tui.model import Snapshot, shown
+from tui.widgets import FeedPane
 
 RESULTS = Path(__file__).resolve().parent / "results" / "console.json"
 
@@ -65,8 +70,9 @@ class TimedFeed(KafkaFeed):
 async def drive(bootstrap: str, topics: Any, group: str, seconds: float,
                 offsets: Offsets) -> dict[str, Any]:
     feed = TimedFeed(bootstrap, topics, group)
-    app = FraudConsole(feed)
+    app = FraudConsole(feed, freeze_start_up=True)  # as the launcher runs it
     key_ms: list[float] = []
+    row_ms: list[float] = []
     async with app.run_test(size=(160, 48)):
         settings = app.query_one("#settings")
         deadline = time.monotonic() + 60
@@ -80,6 +86,7 @@ async def drive(bootstrap: str, topics: Any, group: str, seconds: float,
         flowed_before, cpu_before, wall_before = offsets.total(*outputs), \
             time.process_time(), time.monotonic()
         threshold = float(app.last.applied("threshold"))
+        fraud = app.query_one("#feed-fraud", FeedPane)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             threshold += 50
@@ -93,7 +100,20 @@ async def drive(bootstrap: str, topics: Any, group: str, seconds: float,
                     raise TimeoutError(f"threshold {wanted} never showed")
                 await asyncio.sleep(0.001)
             key_ms.append((time.perf_counter() - started) * 1000)
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.125)
+            # The first j selects the newest row; then j and k step down and up.
+            key, row = ("k", 0) if fraud.selected == 1 else ("j", 0 if fraud.selected is None
+                                                                  else 1)
+            if fraud.rows:
+                started = time.perf_counter()
+                app.simulate_key(key)
+                while not (fraud.selected == row and "reverse" in
+                           str(fraud.render().spans)):
+                    if time.perf_counter() - started > 5:
+                        raise TimeoutError(f"row {row} was never selected")
+                    await asyncio.sleep(0.001)
+                row_ms.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.125)
         wall = time.monotonic() - wall_before
         cpu = time.process_time() - cpu_before
         flowed = offsets.total(*outputs) - flowed_before
@@ -103,6 +123,10 @@ async def drive(bootstrap: str, topics: Any, group: str, seconds: float,
         "console_cores": cpu / wall,
         "key_to_screen_ms": {"median": median(key_ms), "p99": percentile(sorted(key_ms), 0.99),
                              "max": max(key_ms), "presses": len(key_ms)},
+        "row_key_to_screen_ms": {"median": median(row_ms),
+                                 "p99": percentile(sorted(row_ms), 0.99),
+                                 "max": max(row_ms, default=float("nan")),
+                                 "presses": len(row_ms)},
         "snapshot_ms": {"median": median(feed.snapshot_ms),
                         "p99": percentile(sorted(feed.snapshot_ms), 0.99),
                         "count": len(feed.snapshot_ms)},
@@ -148,6 +172,8 @@ def summarize(tps: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "console_cores": mid(("console_cores",)),
         "key_to_screen_ms": {key: mid(("key_to_screen_ms", key))
                              for key in ("median", "p99", "max", "presses")},
+        "row_key_to_screen_ms": {key: mid(("row_key_to_screen_ms", key))
+                                 for key in ("median", "p99", "max", "presses")},
         "snapshot_ms": {key: mid(("snapshot_ms", key)) for key in ("median", "p99", "count")},
         "latency_p50_p99_ms": [median([lat[i] for lat in latencies]) if latencies else None
                                for i in (0, 1)],
@@ -164,6 +190,8 @@ def goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rate = f"{row['target_tps']:,.0f}/s"
             found += [goal(f"console key to screen p99 at {rate}",
                            row["key_to_screen_ms"]["p99"], 100.0, False, " ms"),
+                      goal(f"console row key to screen p99 at {rate}",
+                           row["row_key_to_screen_ms"]["p99"], 100.0, False, " ms"),
                       goal(f"console CPU at {rate}", row["console_cores"], 1.0, False,
                            " core")]
     return found
@@ -171,13 +199,16 @@ def goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(results: list[dict[str, Any]]) -> str:
     runs = results[0]["runs"] if results else 0
-    return (f"fraud-console under load (headless, 160x48; threshold key every 250 ms; "
+    return (f"fraud-console under load (headless, 160x48; threshold key every 250 ms, "
+            f"a row key between; "
             f"median of {runs} runs)\n\n" + table(
                 ["target/s", "flowed/s", "console cores", "key→screen p50 / p99 / max ms",
-                 "snapshot p50 / p99 ms", "e2e latency p50 / p99 ms"],
+                 "row key→screen p50 / p99 ms", "snapshot p50 / p99 ms",
+                 "e2e latency p50 / p99 ms"],
                 [[f"{r['target_tps']:,.0f}", f"{r['flowed_per_s']:,.0f}",
                   f"{r['console_cores']:.2f}",
                   "{median:.1f} / {p99:.1f} / {max:.1f}".format(**r["key_to_screen_ms"]),
+                  "{median:.1f} / {p99:.1f}".format(**r["row_key_to_screen_ms"]),
                   "{median:.2f} / {p99:.2f}".format(**r["snapshot_ms"]),
                   " / ".join("–" if v is None else f"{v:.0f}"
                              for v in r["latency_p50_p99_ms"])]
@@ -191,7 +222,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for n in range(1, args.runs + 1):
             runs.append(measure(tps, args.seconds))
             print(f"  {tps:,.0f}/s run {n}/{args.runs}: key→screen p99 "
-                  f"{runs[-1]['key_to_screen_ms']['p99']:.1f} ms, "
+                  f"{runs[-1]['key_to_screen_ms']['p99']:.1f} ms, row key "
+                  f"{runs[-1]['row_key_to_screen_ms']['p99']:.1f} ms, "
                   f"{runs[-1]['console_cores']:.2f} cores", file=sys.stderr, flush=True)
         results.append(summarize(tps, runs))
     return {"rates": results, "goals": goals(results)}

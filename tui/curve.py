@@ -18,12 +18,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual_plot import AxisFormatter, HiResMode, LegendLocation, PlotWidget
 
 from services.evaluator.report import CurveFigures
 from tui.model import Snapshot, shown
 from tui.quality_panel import figure
+from tui.widgets import WIDE_ONLY_ON_TOP, KeyFooter
 
 # What each curve sweeps: the setting it sends and how a person names it.
 AXES = {"amount": ("threshold", "amount threshold"), "score": ("model_cutoff", "model cutoff")}
@@ -83,7 +84,7 @@ class CurveScreen(Screen[None]):
         with Vertical(id="curve"):
             yield plot
             yield Static(id="curve-figures")
-        yield Footer(compact=True)
+        yield KeyFooter(WIDE_ONLY_ON_TOP)
 
     def on_mount(self) -> None:
         self.query_one(PlotWidget).show_legend(LegendLocation.TOPRIGHT)

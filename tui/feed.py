@@ -109,12 +109,12 @@ class AggregatingFeed:
     # outside, so the feed worker is never held up by a person's look-up.
     def history(self, account: str) -> tuple[Row, ...]:
         with self._lock:
-            recent, _ = self.aggregator.recent()
+            recent = self.aggregator.recent()
         return account_history(account, recent)
 
     def label(self, tx_id: str) -> TxLabel | None:
         with self._lock:
-            _, labels = self.aggregator.recent()
+            labels = self.aggregator.labels()
         return label_of(tx_id, labels)
 
 
@@ -207,8 +207,11 @@ class KafkaFeed(AggregatingFeed):
             return
         legit: list[bytes | None] = []
         fraud: list[bytes | None] = []
-        legit_at: list[tuple[int, int]] = []
-        fraud_at: list[tuple[int, int]] = []
+        # Where each was read, in columns: no tuple per record (see tui.recent).
+        legit_partitions: list[int] = []
+        legit_offsets: list[int] = []
+        fraud_partitions: list[int] = []
+        fraud_offsets: list[int] = []
         status: list[bytes | None] = []
         labels: list[bytes | None] = []
         dead = 0
@@ -219,10 +222,12 @@ class KafkaFeed(AggregatingFeed):
             topic = message.topic()
             if topic == topics.legit:
                 legit.append(message.value())
-                legit_at.append((message.partition(), message.offset()))
+                legit_partitions.append(message.partition())
+                legit_offsets.append(message.offset())
             elif topic == topics.fraud:
                 fraud.append(message.value())
-                fraud_at.append((message.partition(), message.offset()))
+                fraud_partitions.append(message.partition())
+                fraud_offsets.append(message.offset())
             elif topic == topics.status:
                 status.append(message.value())
             elif topic == topics.labels:
@@ -235,9 +240,9 @@ class KafkaFeed(AggregatingFeed):
         with self._lock:
             aggregator = self.aggregator
             if legit:
-                aggregator.add_output("legit", legit, legit_at)
+                aggregator.add_output("legit", legit, legit_partitions, legit_offsets)
             if fraud:
-                aggregator.add_output("fraud", fraud, fraud_at)
+                aggregator.add_output("fraud", fraud, fraud_partitions, fraud_offsets)
             if labels:
                 aggregator.add_labels(labels)
             if dead:

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bootstrap is not None:
         app = FraudConsole(KafkaFeed(args.bootstrap, topics, args.group,
                                      secret=args.control_secret),
-                           subtitle=f"attached to {args.bootstrap}")
+                           subtitle=f"attached to {args.bootstrap}", freeze_start_up=True)
         app.run()
         return 0
 
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = FraudConsole(KafkaFeed(bootstrap, topics, args.group,
                                      secret=args.control_secret),
                            subtitle=f"embedded broker {bootstrap} · logs {children.log_dir}",
-                           watch=children.first_death)
+                           watch=children.first_death, freeze_start_up=True)
         reason = app.run()
     finally:
         children.stop_all()

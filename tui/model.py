@@ -21,6 +21,7 @@ from services.config import Topics
 from services.control import parse_status
 from services.evaluator import report
 from services.evaluator.report import Quality
+from tui.recent import RecentRecords, Seen
 from tui.record_filter import RecordFilter
 
 HISTORY_SECONDS = 300  # sparklines cover the last five minutes
@@ -29,8 +30,11 @@ ROWS = 40  # rows kept per feed pane
 # the drill-down (and the rows a new filter starts with); labels kept likewise.
 RECENT = 10_000
 LABELS_KEPT = 100_000
-DOWN_AFTER = 5.0
-LATENCY_WINDOW = 10  # a service silent this long is shown as down
+DOWN_AFTER = 5.0  # a service silent this long is shown as down
+LATENCY_WINDOW = 10  # seconds the latency percentiles cover
+# Sorting the window's samples (20,000 at 50,000/s) takes milliseconds: a snapshot taken
+# for a key press reuses percentiles this young.
+LATENCY_EVERY = 0.2
 STREAMS = ("in", "legit", "fraud")
 
 
@@ -64,10 +68,6 @@ class Row:
         except orjson.JSONDecodeError:
             return {}
         return body if isinstance(body, dict) else {}
-
-
-# (value, partition, offset, arrival in ms) of a record as the feed consumed it.
-Seen = tuple[bytes, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -202,12 +202,15 @@ class Aggregator:
         self._bucket_second = start
         self._totals = dict.fromkeys(STREAMS, 0)
         self._dead = 0
-        self._recent: dict[str, deque[Seen]] = {s: deque(maxlen=RECENT)
-                                                 for s in ("legit", "fraud")}
+        self._recent = {s: RecentRecords(RECENT) for s in ("legit", "fraud")}
         self.set_filter(getattr(self, "filter", None))
-        # (second, latency in ms) of sampled records: percentiles cover the last
-        # LATENCY_WINDOW seconds, so a start-up backlog does not haunt them for long.
-        self._latencies: deque[tuple[int, float]] = deque(maxlen=20_000)
+        # Latencies in ms of sampled records, and the second of each: percentiles
+        # cover the last LATENCY_WINDOW seconds, so a start-up backlog does not haunt
+        # them for long. Two flat columns: sorting floats runs in C.
+        self._latencies: deque[float] = deque(maxlen=20_000)
+        self._latency_seconds: deque[int] = deque(maxlen=20_000)
+        self._percentiles: tuple[float | None, float | None] = (None, None)
+        self._percentiles_at: float | None = None
 
     # -- input from the feed worker ---------------------------------------------
 
@@ -219,23 +222,26 @@ class Aggregator:
                 bucket.extend([0] * gap)
             self._bucket_second = second
 
-    def add_output(self, stream: str, values: list[bytes | None],
-                   positions: Sequence[tuple[int, int]] | None = None) -> None:
+    def add_output(self, stream: str, values: Sequence[bytes | None],
+                   partitions: Sequence[int] | None = None,
+                   offsets: Sequence[int] | None = None) -> None:
         """Records from the legit or fraud topic, counted without decoding (unless a
-        filter must judge them); ``positions`` are their ``(partition, offset)``."""
+        filter must judge them); ``partitions`` and ``offsets`` say where each was read."""
         self._advance()
         self._buckets[stream][-1] += len(values)
         self._totals[stream] += len(values)
         arrived = int(self.clock() * 1000)
-        kept = [(value, *position, arrived) for value, position in
-                zip(values, positions or repeat((-1, -1)), strict=False) if value is not None]
-        self._recent[stream].extend(kept)
-        if self.filter is not None:
+        if partitions is None or offsets is None:
+            partitions = offsets = [-1] * len(values)
+        self._recent[stream].add(values, partitions, offsets, arrived)
+        shown = self._shown[stream]
+        if self.filter is not None and shown is not None:
             self._arrived[stream] += len(values)
             matches = self.filter.matches
-            found = [seen for seen in kept if matches(seen[0])]
+            found = [i for i, value in enumerate(values) if matches(value)]
             self._matched[stream] += len(found)
-            self._shown[stream].extend(found[-ROWS:])
+            shown.extend(Seen(value, partitions[i], offsets[i], arrived)
+                         for i in found[-ROWS:] if (value := values[i]) is not None)
 
     def set_filter(self, record_filter: RecordFilter | None) -> None:
         """Show and count only what ``record_filter`` matches (None: everything). It
@@ -244,24 +250,29 @@ class Aggregator:
         self.filter = record_filter
         self._matched = {"legit": 0, "fraud": 0}
         self._arrived = {"legit": 0, "fraud": 0}
-        self._shown: dict[str, deque[Seen]] = {}
+        # Oldest first, as they arrived, per feed; None: the feed shows its newest.
+        self._shown: dict[str, deque[Seen] | None] = {}
         for stream, recent in self._recent.items():
             if record_filter is None:
-                self._shown[stream] = recent
+                self._shown[stream] = None
                 continue
             matches = record_filter.matches
-            found = [seen for seen in recent if matches(seen[0])]
+            found = [seen for seen in recent.newest() if matches(seen.value)]
             self._matched[stream], self._arrived[stream] = len(found), len(recent)
-            self._shown[stream] = deque(found[-ROWS:], maxlen=ROWS)
+            self._shown[stream] = deque(reversed(found[:ROWS]), maxlen=ROWS)
 
     def add_labels(self, values: Iterable[bytes | None]) -> None:
         """Records of the labels topic, kept undecoded for the drill-down."""
         self._labels.extend(v for v in values if v is not None)
 
-    def recent(self) -> tuple[dict[str, tuple[Seen, ...]], tuple[bytes, ...]]:
-        """Copies of the records kept, to be searched away from the feed's lock."""
-        return ({self.topic_names[s]: tuple(r) for s, r in self._recent.items()},
-                tuple(self._labels))
+    def recent(self) -> dict[str, RecentRecords]:
+        """Copies of the records kept, by topic, to be searched away from the feed's
+        lock (flat copies: a fraction of a millisecond)."""
+        return {self.topic_names[s]: r.copy() for s, r in self._recent.items()}
+
+    def labels(self) -> tuple[bytes, ...]:
+        """A copy of the labels kept, likewise."""
+        return tuple(self._labels)
 
     def add_dead_letters(self, count: int) -> None:
         self._dead += count
@@ -277,7 +288,9 @@ class Aggregator:
 
     def add_latencies(self, samples_ms: Iterable[float]) -> None:
         second = int(self.clock())
-        self._latencies.extend((second, sample) for sample in samples_ms)
+        samples = list(samples_ms)
+        self._latencies.extend(samples)
+        self._latency_seconds.extend(repeat(second, len(samples)))
 
     def add_status(self, values: Iterable[bytes | None]) -> None:
         now = self.clock()
@@ -344,32 +357,46 @@ class Aggregator:
 
     # -- output to the UI ---------------------------------------------------------
 
+    def _latency_percentiles(self, now: float) -> tuple[float | None, float | None]:
+        if self._percentiles_at is None or not 0 <= now - self._percentiles_at < LATENCY_EVERY:
+            since = int(now) - LATENCY_WINDOW
+            seconds = self._latency_seconds
+            while seconds and seconds[0] < since:
+                seconds.popleft()
+                self._latencies.popleft()
+            latencies = sorted(self._latencies)
+            self._percentiles = (_percentile(latencies, 0.50), _percentile(latencies, 0.99))
+            self._percentiles_at = now
+        return self._percentiles
+
+    def _rows(self, stream: str) -> tuple[Row, ...]:
+        shown = self._shown[stream]
+        newest = (self._recent[stream].newest(ROWS) if shown is None
+                  else islice(reversed(shown), ROWS))
+        return _decoded(self.topic_names[stream], newest)
+
     def snapshot(self) -> Snapshot:
         self._advance()
         now = self.clock()
         # The current second is still filling: rates come from the last full seconds.
-        history = {s: tuple(float(n) for n in list(b)[:-1]) for s, b in self._buckets.items()}
+        history = {s: tuple(map(float, islice(b, HISTORY_SECONDS - 1)))
+                   for s, b in self._buckets.items()}
         rates = {s: sum(h[-3:]) / 3 for s, h in history.items()}
-        since = int(now) - LATENCY_WINDOW
-        while self._latencies and self._latencies[0][0] < since:
-            self._latencies.popleft()
-        latencies = sorted(sample for _, sample in self._latencies)
+        latency_p50, latency_p99 = self._latency_percentiles(now)
         return Snapshot(
             now=now,
             connected=self.connected,
             outage_since=self.outage_since,
             bootstrap=self.bootstrap,
-            legit_rows=_rows(self.topic_names["legit"],
-                             islice(reversed(self._shown["legit"]), ROWS)),
-            fraud_rows=_rows(self.topic_names["fraud"],
-                             islice(reversed(self._shown["fraud"]), ROWS)),
+            legit_rows=self._rows("legit"),
+            fraud_rows=self._rows("fraud"),
             history=history,
             rates=rates,
             totals=dict(self._totals),
             dead_letters=self._dead,
             lag=self.lag,
-            latency_p50=_percentile(latencies, 0.50),
-            latency_p99=_percentile(latencies, 0.99),
+            latency_p50=latency_p50,
+            latency_p99=latency_p99,
             services=tuple(
                 ServiceHealth(s["service"], instance, max(0.0, now - s["seen"]),
                               s.get("settings") or {}, s.get("counters") or {})
@@ -386,24 +413,25 @@ class Aggregator:
         )
 
 
-def _rows(topic: str, newest_first: Iterable[Seen]) -> tuple[Row, ...]:
+def _decoded(topic: str, newest_first: Iterable[Seen]) -> tuple[Row, ...]:
     """Newest first (by event time: partitions arrive interleaved); only these few
     records are ever decoded."""
-    rows = [row for raw, partition, offset, arrived in newest_first
-            if (row := row_of(raw, topic, partition, offset, arrived)) is not None]
+    rows = [row for seen in newest_first
+            if (row := row_of(seen.value, topic, seen.partition, seen.offset,
+                              seen.arrived_ms)) is not None]
     return tuple(sorted(rows, key=lambda row: row.ts, reverse=True))
 
 
-def account_history(account: str, recent: Mapping[str, Sequence[Seen]],
+def account_history(account: str, recent: Mapping[str, RecentRecords],
                     limit: int = 50) -> tuple[Row, ...]:
     """``account``'s transactions among the records kept (by topic), as source or as
     target, newest first. Records are decoded only when their bytes name the account."""
     needle = account.encode()
     rows = []
     for topic, kept in recent.items():
-        for raw, partition, offset, arrived in kept:
-            if needle in raw:
-                row = row_of(raw, topic, partition, offset, arrived)
+        for seen in kept.newest():
+            if needle in seen.value:
+                row = row_of(seen.value, topic, seen.partition, seen.offset, seen.arrived_ms)
                 if row is not None and account in (row.source, row.target):
                     rows.append(row)
     rows.sort(key=lambda row: (row.ts, row.offset), reverse=True)

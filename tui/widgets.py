@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Sparkline, Static
+from textual.widgets import Footer, Sparkline, Static
 
 from tui.model import Row, ServiceHealth, Snapshot, shown
 
@@ -31,32 +31,71 @@ def money(amount: float) -> str:
     return f"{amount:,.2f}"
 
 
+# Actions left out of the footer below 120 columns, to make room for the analyst's keys;
+# on the detail and the curve, which have keys of their own, the steps of TPS and
+# threshold too.
+WIDE_ONLY = frozenset({"type_tps", "rules", "reset"})
+WIDE_ONLY_ON_TOP = WIDE_ONLY | {"tps", "threshold"}
+
+
+class KeyFooter(Footer):
+    """The footer, leaving out ``wide_only`` actions on a narrow terminal (80 columns
+    cannot hold every key); they stay bound, and help (?) lists them all."""
+
+    def __init__(self, wide_only: frozenset[str] = WIDE_ONLY) -> None:
+        super().__init__(compact=True)
+        self.wide_only = wide_only
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            action = str(getattr(widget, "action", ""))  # a FooterKey's, as "tps(True)"
+            if action.partition("(")[0] in self.wide_only:
+                widget.add_class("-wide-only")
+            yield widget
+
+
+class Figure(Static):
+    """A Static that redraws only when its text changes: most figures change once a
+    second while snapshots come four times a second, and every redraw costs the UI
+    thread time a key press would wait behind."""
+
+    _drawn: Text | str | None = None
+
+    def set_text(self, text: Text | str) -> None:
+        if text != self._drawn:
+            self._drawn = text
+            self.update(text)
+
+
 class RateLine(Horizontal):
     """A stream's label, its sparkline over the last minutes, its rate and its total."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(id=f"rate-{stream}", classes="rate-line")
         self.stream = stream
+        self._history: tuple[float, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(LABELS[self.stream], classes="rate-label")
         yield Sparkline([0.0], summary_function=max, classes=f"spark spark-{self.stream}")
-        yield Static("", classes="rate-value")
-        yield Static("", classes="rate-total")
+        yield Figure("", classes="rate-value")
+        yield Figure("", classes="rate-total")
 
     def show(self, snapshot: Snapshot) -> None:
         history = snapshot.history.get(self.stream) or (0.0,)
-        self.query_one(Sparkline).data = list(history)
+        if history != self._history:  # it moves once a second
+            self._history = history
+            self.query_one(Sparkline).data = list(history)
         rate = snapshot.rates.get(self.stream, 0.0)
-        self.query_one(".rate-value", Static).update(f"{count(rate)}/s")
-        self.query_one(".rate-total", Static).update(count(snapshot.totals.get(self.stream, 0)))
+        self.query_one(".rate-value", Figure).set_text(f"{count(rate)}/s")
+        self.query_one(".rate-total", Figure).set_text(count(snapshot.totals.get(self.stream, 0)))
 
 
 class Throughput(Vertical):
     def compose(self) -> ComposeResult:
         for stream in LABELS:
             yield RateLine(stream)
-        yield Static("", id="totals")
+        yield Figure("", id="totals")
 
     def on_mount(self) -> None:
         self.border_title = "Throughput · 5 min"
@@ -78,7 +117,7 @@ class Throughput(Vertical):
         text.append(_ms(snapshot.latency_p50))
         text.append(" p99 ", "dim")
         text.append(_ms(snapshot.latency_p99))
-        self.query_one("#totals", Static).update(text)
+        self.query_one("#totals", Figure).set_text(text)
 
 
 def _ms(value: float | None) -> str:
@@ -101,8 +140,8 @@ class Settings(Vertical):
     this console's requests on their way, and the services' heartbeats."""
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="settings")
-        yield Static("", id="services")
+        yield Figure("", id="settings")
+        yield Figure("", id="services")
 
     def on_mount(self) -> None:
         self.border_title = "Settings"
@@ -126,8 +165,8 @@ class Settings(Vertical):
                 text.append(" ✓", "green")
             text.append("\n")
         text.rstrip()
-        self.query_one("#settings", Static).update(text)
-        self.query_one("#services", Static).update(services_text(snapshot.services))
+        self.query_one("#settings", Figure).set_text(text)
+        self.query_one("#services", Figure).set_text(services_text(snapshot.services))
 
 
 def services_text(services: tuple[ServiceHealth, ...]) -> Text:
@@ -170,22 +209,22 @@ def model_text(services: tuple[ServiceHealth, ...]) -> str:
         (" · rules decide" if newest.get("deciding") is False else "")
 
 
-class ModelStatus(Static):
+class ModelStatus(Figure):
     """The detectors' model, version and age, at the end of the event line."""
 
     def show(self, snapshot: Snapshot) -> None:
         model = model_text(snapshot.services)
-        self.update(Text.assemble(("model ", "dim"), (model, "cyan")) if model else "")
+        self.set_text(Text.assemble(("model ", "dim"), (model, "cyan")) if model else "")
 
 
-class EventLine(Static):
+class EventLine(Figure):
     """The newest thing that happened to a setting: applied, refused and why."""
 
     def show(self, snapshot: Snapshot) -> None:
         if snapshot.events:
-            self.update(Text(snapshot.events[-1], no_wrap=True, overflow="ellipsis"))
+            self.set_text(Text(snapshot.events[-1], no_wrap=True, overflow="ellipsis"))
         else:
-            self.update(Text("settings changed with the keys below are confirmed here",
+            self.set_text(Text("settings changed with the keys below are confirmed here",
                              "dim", no_wrap=True, overflow="ellipsis"))
 
 

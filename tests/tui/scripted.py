@@ -61,12 +61,13 @@ class ScriptedFeed(AggregatingFeed):
 
     def output(self, kind: str, values: list[bytes | None]) -> None:
         """Records of one output topic, each at the next offset of a partition."""
-        positions = []
+        partitions, offsets = [], []
         for n in range(len(values)):
             partition = n % 4
-            positions.append((partition, self.offsets[kind][partition]))
+            partitions.append(partition)
+            offsets.append(self.offsets[kind][partition])
             self.offsets[kind][partition] += 1
-        self.aggregator.add_output(kind, values, positions)
+        self.aggregator.add_output(kind, values, partitions, offsets)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         stop.wait()  # nothing live: the screen shows what the test scripted

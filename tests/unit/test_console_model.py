@@ -205,11 +205,11 @@ def test_a_filter_applies_to_the_rows_and_counts_of_both_feeds() -> None:
 
     clock = FakeClock()
     agg = Aggregator(clock)
-    agg.add_output("legit", [tx("1", "ALICE0000001", "B", 10.0)], [(2, 41)])
-    agg.add_output("fraud", [tx("2", "CAROL0000003", "D", 950.0)], [(0, 7)])
+    agg.add_output("legit", [tx("1", "ALICE0000001", "B", 10.0)], [2], [41])
+    agg.add_output("fraud", [tx("2", "CAROL0000003", "D", 950.0)], [0], [7])
     agg.set_filter(RecordFilter.parse("alice"))
     agg.add_output("legit", [tx("3", "E", "ALICE0000001", 30.0, ts=2_000),
-                             tx("4", "F", "G", 40.0)], [(1, 5), (3, 9)])
+                             tx("4", "F", "G", 40.0)], [1, 3], [5, 9])
     snap = agg.snapshot()
     assert [r.id for r in snap.legit_rows] == ["3", "1"] and snap.fraud_rows == ()
     assert (snap.matched, snap.arrived) == ({"legit": 2, "fraud": 0}, {"legit": 3, "fraud": 1})
@@ -228,9 +228,25 @@ def test_an_accounts_history_has_it_as_source_and_as_target_newest_first() -> No
                              tx("3", "C", "D", 30.0, ts=4_000)])
     agg.add_output("fraud", [tx("4", "ALICE0000001", "E", 950.0, ts=2_000)])
     agg.add_labels([orjson.dumps({"id": "4", "fraud": True, "scenario": "large_amount"})])
-    recent, labels = agg.recent()
+    recent, labels = agg.recent(), agg.labels()
     history = account_history("ALICE0000001", recent)
     assert [r.id for r in history] == ["2", "4", "1"]
     assert history[1].topic == "streaming.transactions.fraud"
     assert label_of("4", labels) is not None and label_of("4", labels).scenario == "large_amount"
     assert label_of("1", labels) is None
+
+
+def test_the_recent_records_keep_the_newest_with_where_each_was_read() -> None:
+    from tui.recent import RecentRecords
+
+    kept = RecentRecords(4)
+    kept.add([b"a", b"b", b"c"], [0, 1, 2], [10, 11, 12], 1_000)
+    kept.add([b"d", None, b"f"], [3, 0, 1], [13, 14, 15], 2_000)  # wraps round the ring
+    assert len(kept) == 4
+    assert [(s.value, s.partition, s.offset, s.arrived_ms) for s in kept.newest()] == [
+        (b"f", 1, 15, 2_000), (b"d", 3, 13, 2_000), (b"c", 2, 12, 1_000)]  # None not shown
+    copy = kept.copy()
+    kept.add([b"g", b"h", b"i", b"j", b"k"], [0] * 5, list(range(20, 25)), 3_000)
+    assert [s.value for s in kept.newest(2)] == [b"k", b"j"]  # a batch larger than the ring
+    assert [s.value for s in kept.newest()] == [b"k", b"j", b"i", b"h"]
+    assert [s.value for s in copy.newest()] == [b"f", b"d", b"c"]  # the copy stands apart
