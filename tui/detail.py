@@ -56,7 +56,8 @@ def transaction_table(row: Row, snapshot: Snapshot | None, label: TxLabel | None
     was read from: each part named once in the first column, so that on a narrow
     terminal the verdict and the transaction fit without scrolling."""
     body = row.detail()
-    detection = body.get("detection") if isinstance(body.get("detection"), dict) else {}
+    found = body.get("detection")
+    detection: dict[str, Any] = found if isinstance(found, dict) else {}
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(style="dim", no_wrap=True)

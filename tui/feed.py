@@ -222,12 +222,12 @@ class KafkaFeed(AggregatingFeed):
             topic = message.topic()
             if topic == topics.legit:
                 legit.append(message.value())
-                legit_partitions.append(message.partition())
-                legit_offsets.append(message.offset())
+                legit_partitions.append(message.partition() or 0)
+                legit_offsets.append(message.offset() or 0)
             elif topic == topics.fraud:
                 fraud.append(message.value())
-                fraud_partitions.append(message.partition())
-                fraud_offsets.append(message.offset())
+                fraud_partitions.append(message.partition() or 0)
+                fraud_offsets.append(message.offset() or 0)
             elif topic == topics.status:
                 status.append(message.value())
             elif topic == topics.labels:
