@@ -90,10 +90,16 @@ class Checkpoint:
         self._records += len(messages)
 
     def due(self) -> bool:
-        return bool(self._offsets) and (
+        return (bool(self._offsets) or self._pending()) and (
             self._records >= self.max_records
             or time.monotonic() - self._opened >= self.interval
         )
+
+    def _pending(self) -> bool:
+        """Outputs produced that no commit has made visible yet, with no offset to
+        go with them (the stateful detector's progress markers and state changes
+        while its input is quiet): they too are committed once the interval is up."""
+        return False
 
     def commit(self) -> bool:
         """Commit what is tracked; False if it could not be (see the subclasses)."""
@@ -218,6 +224,9 @@ class ExactlyOnceCheckpoint(Checkpoint):
             self.producer.begin_transaction()
             self._open = True
             self._began = time.monotonic()
+
+    def _pending(self) -> bool:
+        return self._open
 
     def commit(self) -> bool:
         self._opened = time.monotonic()

@@ -650,8 +650,8 @@ class PayerMix(ChangeTracking):
         if at < newest:  # behind the newest order (a partition back from idleness)
             state[0] += weight
             state[1] += weight * new
-            return (state[1] + state[4]) / (state[0] + state[3])
-        share = (state[1] + weight * new) / (state[0] + weight)
+            return _share(state[1] + state[4], state[0] + state[3], new)
+        share = _share(state[1] + weight * new, state[0] + weight, new)
         state[3] += weight
         state[4] += weight * new
         return share
@@ -667,6 +667,12 @@ class PayerMix(ChangeTracking):
         else:
             ties = [float(state[3]), float(state[4])] if len(state) > 4 else [0.0, 0.0]
             self._targets[target] = [float(state[0]), float(state[1]), state[2], *ties]
+
+
+def _share(part: float, whole: float, new: bool) -> float:
+    """``part / whole``; for a payment so old that it weighs nothing against a target
+    with nothing else counted, what the payment itself was."""
+    return part / whole if whole > 0.0 else float(new)
 
 
 # The log-space habit (``AmountAnomaly.judge``): its spread before the account has shown

@@ -5,6 +5,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.detector.rules import (
     NO_GAP_S,
@@ -13,6 +15,7 @@ from services.detector.rules import (
     CounterpartyNovelty,
     FanIn,
     PayeeHistory,
+    PayerMix,
     RuleSettings,
     SourceRules,
     StatefulRules,
@@ -551,3 +554,25 @@ def test_the_card_testing_settings_change_live() -> None:
     settings.card_test_payees = 10
     hits, _ = rules.evaluate("CARD", "WEBSHOP10", 2.0, 10 * 30_000)
     assert any(h.rule == "card_testing" for h in hits)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5),
+                          st.floats(0.01, 1e6, allow_nan=False),
+                          st.integers(0, 4_102_444_800_000)),  # 1970 to 2100
+                max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_no_stream_of_valid_payments_makes_a_rule_raise(
+        payments: list[tuple[int, int, float, int]]) -> None:
+    """Months out of order, a payment to a fresh account from long ago, the far
+    future: every rule judges it, and every figure is a number."""
+    rules = StatefulRules(novelty=True)
+    for payer, payee, amount, ts in payments:
+        _, features = rules.evaluate(f"P{payer}", f"T{payee}", amount, ts)
+        assert all(math.isfinite(value) for value in features.values()), features
+
+
+def test_a_payment_long_before_the_targets_newest_weighs_nothing_and_says_what_it_was() -> None:
+    mix = PayerMix(half_life_ms=3_600_000)
+    assert mix.add("MULE", 1_000_000_000_000, new=True, order=1_800_000_000_000) == 1.0
+    assert mix.add("SHOP", 1_800_000_000_000, new=False) == 0.0
+    assert mix.add("SHOP", 1_000_000_000_000, new=True) == 0.0  # too old to move it
