@@ -168,8 +168,8 @@ class KeyedEvents(_KeyedWindow):
         start = bisect_right(times, ts - self.window.length_ms, 0, end)
         if self.newest - self._swept_at > self.window.length_ms + self.window.grace_ms:
             self._sweep(horizon)
-        if order is None:
-            return tags[start:end]
+        if order is None or end - 1 <= start or max(orders[start:end - 1]) < order:
+            return tags[start:end]  # no event of this order or later: all of them
         # Strictly lower orders only: the event itself is the last of the slice (bisect
         # put it after any of equal time).
         seen = [tag for tag, then in zip(tags[start:end - 1], orders[start:end - 1],
