@@ -338,18 +338,6 @@ class AccountPace(ChangeTracking):
         return past / lasting * window_ms * (others + PRIOR_PAYMENTS) / (
             before / lasting * window_ms + PRIOR_PAYMENTS)
 
-    def _share_seen(self, traffic: _Traffic, pace: _Pace, window_ms: int) -> float:
-        """The payments within the window that the source's share of the stream since
-        it was first seen predicts (this payment aside), its window's payments
-        included; 0 before the stream has counted a whole window."""
-        if traffic.at - traffic.counted_from < window_ms:
-            return 0.0
-        seen = traffic.long - pace.base * 0.5 ** (  # type: ignore[operator]
-            (traffic.at - pace.first) / self.half_life_ms)
-        if seen <= 0.0:
-            return 0.0
-        return (pace.count + pace.held) / seen * traffic.window
-
     def state_of(self, source: str) -> Any:
         """``[first, at, count, base, burst since, held]`` of a source; ``[first, at,
         long, short, seconds]`` of the stream's counts for ``""``."""
@@ -398,10 +386,10 @@ def _span(half_life_ms: float, age_ms: float) -> float:
 class Velocity:
     """At least ``velocity_count`` transactions from one source within a window of event
     time, and at least ``velocity_ratio`` times what the source's own pace predicts for
-    the window: card testing and bursts of spending look like this, a busy account's
-    ordinary minute does not. A burst's payments do not join the pace it is judged by
-    (``AccountPace.settle``), and a payroll's bulk run, booked at one instant, is no
-    burst."""
+    the window, a count beyond chance at that pace (``surprising``): card testing and
+    bursts of spending look like this, a busy account's ordinary minute does not. A
+    burst's payments do not join the pace it is judged by (``AccountPace.settle``),
+    and a payroll's bulk run, booked at one instant, is no burst."""
 
     name = "velocity"
 
@@ -459,7 +447,6 @@ class Velocity:
                 reason += f", its pace predicts {expected:.1f}"
             return n, expected, gap, Hit(self.name, reason)
         return n, expected, gap, None
-
 
     def surprising(self, n: int, past: float, share: float) -> bool:
         """Whether ``n`` payments in the window, after ``past`` before it, are too many
