@@ -94,6 +94,9 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("velocity_hold_s", "detector", float, 0, 86_400,
                     "velocity: how long a burst's payments are kept out of the source's "
                     "habit, seconds of event time (a burst kept up longer is its habit)"),
+        SettingSpec("velocity_alpha", "detector", float, 1e-12, 1,
+                    "velocity: how unlikely by chance, at the source's own pace, a "
+                    "window's count must be to make a burst"),
         SettingSpec("new_account_s", "detector", float, 1, 30 * 86_400,
                     "new account: first seen less than this long ago, seconds of event "
                     "time, by a detector that had watched its partition that long"),

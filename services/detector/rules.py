@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
+from scipy.special import betainc
 
 from services.detector.store import ChangeTracking
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
@@ -41,6 +42,9 @@ class RuleSettings:
     # this long: a burst never becomes its own baseline, a pace kept up for longer
     # than any burst is the account's new habit.
     velocity_hold_s: float = 2700.0
+    # A source's count in the window must also be beyond chance at its own pace, as
+    # its past and the stream's traffic tell it: below this probability.
+    velocity_alpha: float = 0.001
     # An account first seen less than this long ago, by a detector that had watched its
     # partition at least this long before, is new (figure ``new_account``).
     new_account_s: float = 3600.0
@@ -230,21 +234,23 @@ class AccountPace(ChangeTracking):
         for a source with no past yet. ``gap``: seconds since the source's previous
         payment, ``NO_GAP_S`` for a source with no past (or forgotten), 0 for one out
         of order."""
-        expected, gap, _, _, _, _ = self.expect(source, ts, window_ms, recent)
+        expected, gap, *_ = self.expect(source, ts, window_ms, recent)
         self.settle(source, ts, flagged=False, hold_ms=0)
         return expected, gap
 
     def expect(self, source: str, ts: int, window_ms: int, recent: int, new_ms: int = 0
-               ) -> tuple[float, float, bool, bool, bool, int]:
+               ) -> tuple[float, float, bool, bool, bool, int, float, float]:
         """``observe``'s ``(expected, gap)`` but for counting the payment, which
         ``settle`` does once the rule has judged it (the stream's counts take it at
         once); and whether it came at the very instant of the source's previous one,
         whether the source was in a burst, whether it is a new account (first seen
         less than ``new_ms`` ago, by a stream watched at least ``new_ms`` before: until
         then every account is one not seen yet, not a new one; False without
-        ``new_ms``), and how long it has been seen paying, ms. A new account's habit
-        is drawn towards none while its past is short: nothing known of it says it
-        pays often."""
+        ``new_ms``), how long it has been seen paying, ms, its payments before the
+        window (decayed), and the window's share of the stream's payments since it
+        was first seen (-1 where the counts cannot say). A new account's habit is
+        drawn towards none while its past is short: nothing known of it says it pays
+        often."""
         pace = self._sources.get(source)
         traffic = self._traffic_at(ts)
         if pace is None:
@@ -268,20 +274,26 @@ class AccountPace(ChangeTracking):
         watched = at - pace.first
         new = new_ms > 0 and watched < new_ms <= pace.first - traffic.first
         span = _span(half, watched)
-        if span > window_ms:
-            # The window's payments held back as a burst's are not in the count.
-            past = pace.count - max(recent - pace.held, 0.0)
-            if past > 0.0:
-                expected = self._expected(traffic, pace, past, span, window_ms, recent)
-                if new:
-                    lasting = span - window_ms
-                    expected *= lasting / (lasting + PRIOR_PAST_MS)
+        # The window's payments held back as a burst's are not in the count.
+        past = pace.count - max(recent - pace.held, 0.0)
+        if span > window_ms and past > 0.0:
+            expected = self._expected(traffic, pace, past, span, window_ms, recent)
+            if new:
+                lasting = span - window_ms
+                expected *= lasting / (lasting + PRIOR_PAST_MS)
+        # The window's share of the stream's payments since the source was first
+        # seen: what share of its own payments the window should hold, if it keeps
+        # its pace (``Velocity.surprising``); -1 where the stream's counts cannot say.
+        share = -1.0
+        if pace.base is not None and traffic.at - traffic.counted_from >= window_ms:
+            seen = traffic.long - pace.base * 0.5 ** ((traffic.at - pace.first) / half)
+            share = min(traffic.window / seen, 1.0) if seen > 0.0 else 1.0
         traffic.long += 1.0  # this payment joins the stream's counts
         traffic.short += 1.0
         traffic.add(window_ms)
         self._changed.add(source)
         self._changed.add("")
-        return expected, gap, instant, in_burst, new, watched
+        return expected, gap, instant, in_burst, new, watched, max(past, 0.0), share
 
     def settle(self, source: str, ts: int, flagged: bool, hold_ms: int) -> None:
         """The payment ``expect`` judged joins the source's count, unless it was
@@ -374,10 +386,10 @@ def _span(half_life_ms: float, age_ms: float) -> float:
 class Velocity:
     """At least ``velocity_count`` transactions from one source within a window of event
     time, and at least ``velocity_ratio`` times what the source's own pace predicts for
-    the window: card testing and bursts of spending look like this, a busy account's
-    ordinary minute does not. A burst's payments do not join the pace it is judged by
-    (``AccountPace.settle``), and a payroll's bulk run, booked at one instant, is no
-    burst."""
+    the window, a count beyond chance at that pace (``surprising``): card testing and
+    bursts of spending look like this, a busy account's ordinary minute does not. A
+    burst's payments do not join the pace it is judged by (``AccountPace.settle``),
+    and a payroll's bulk run, booked at one instant, is no burst."""
 
     name = "velocity"
 
@@ -413,7 +425,7 @@ class Velocity:
             return 0, 0.0, NO_GAP_S, None
         window_ms = self.events.window.length_ms
         settings, new_ms = self.settings, self._new_ms
-        expected, gap, bulk, in_burst, new, watched = self.pace.expect(
+        expected, gap, bulk, in_burst, new, watched, past, share = self.pace.expect(
             source, ts, window_ms, n - 1, new_ms)
         self.new = new
         # A burst under way lasts while the source keeps half the pace that began it:
@@ -422,7 +434,8 @@ class Velocity:
         # pays one after the other: a payment at the very instant of the source's
         # previous one is part of a bulk run, not of a burst.
         count = settings.velocity_count / 2 if in_burst else settings.velocity_count
-        fires = not bulk and n >= count and n >= settings.velocity_ratio * expected
+        fires = not bulk and n >= count and n >= settings.velocity_ratio * expected \
+            and (new or self.surprising(n, past, share))
         # A burst is held back from the habit only where the habit before it is known:
         # a new account has none, an account watched for long enough has its own. One
         # the detector merely has not watched long (a young stream) learns from all it
@@ -434,6 +447,25 @@ class Velocity:
                 reason += f", its pace predicts {expected:.1f}"
             return n, expected, gap, Hit(self.name, reason)
         return n, expected, gap, None
+
+    def surprising(self, n: int, past: float, share: float) -> bool:
+        """Whether ``n`` payments in the window, after ``past`` before it, are too many
+        for chance (below ``velocity_alpha``) at the source's own pace, whatever that
+        pace is: of its ``past + n`` payments since it was first seen, each fell in the
+        window as often as the stream's did (``share``), if its pace held. This is
+        the ratio's check on itself where the source's past is thin: a pace from a
+        few payments (or none, for a source the detector has watched for less than a
+        window) is a guess, and when the whole stream pays ten times as often so
+        does every source, which no few payments of the past can foretell; at 1,000/s,
+        thousands of sources a minute pay twice a minute, and by chance alone a few
+        of them pay eight times. A new account is not asked (its burst must never
+        become its own baseline), nor a source the stream's counts cannot place
+        (``share`` < 0)."""
+        if share < 0.0:
+            return True
+        # P(at least n of the past + n payments in the window) for a binomial: the
+        # regularised incomplete beta, which takes the decayed (fractional) past.
+        return float(betainc(n, past + 1.0, share)) < self.settings.velocity_alpha
 
 
 def _first(event: list[Any]) -> Any:

@@ -24,6 +24,7 @@ target's figures do not depend on which source partition was fetched first.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
@@ -259,6 +260,8 @@ class TargetStage:
         # Whether the model's score decides with the rules (routing.decide) or is only
         # shown while the rules decide: the detector's ModelTrust says which.
         self.model_decides = True
+        # Whether, deciding, it may raise an alarm no rule raised (ModelTrust.alone).
+        self.model_alone = True
         self.set_threshold(threshold)
 
     def set_threshold(self, threshold: float) -> None:
@@ -324,11 +327,14 @@ class TargetStage:
         scores, batch = score_batch(model, rows, len(judged))
         cutoff, veto, instance = self.cutoff, self.veto, self.instance
         decides = self.model_decides
+        # Without its lone alarms, no score reaches the cutoff the model decides by.
+        deciding_cutoff = cutoff if self.model_alone else math.inf
         legit, fraud_out = routed.legit.append, routed.fraud.append
         for (key, tx, features, hits), score in zip(judged, scores, strict=True):
             said = None if model is None else (
-                cutoff, veto, decider(bool(hits), score, cutoff, veto, decides), decides)
-            fraud, hits = decide(hits, score if decides else None, cutoff, veto)
+                cutoff, veto, decider(bool(hits), score, deciding_cutoff, veto, decides),
+                decides)
+            fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
             detection = verdict(hits, features, score, threshold, instance, fraud, said)
             value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
             (fraud_out if fraud else legit)((key, value))

@@ -165,6 +165,7 @@ class StatefulDetector:
             self.trust.grade(examples.labels, examples.hits, examples.scores,
                              target.cutoff, target.veto)
             target.model_decides = self.trust.trusted
+            target.model_alone = self.trust.alone
         model.learn(examples.matrix, examples.labels)
 
     def save_model(self, producer: Producer, force: bool = False) -> None:

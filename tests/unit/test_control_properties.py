@@ -134,6 +134,7 @@ def in_range(setting: str, value: Any) -> bool:
                  "anomaly_ratio": (1, 1_000), "anomaly_z": (0.5, 100),
                  "window_grace_s": (0, 3_600), "model_cutoff": (0.01, 1),
                  "model_veto": (0, 1), "velocity_hold_s": (0, 86_400),
+                 "velocity_alpha": (1e-12, 1),
                  "new_account_s": (1, 2_592_000), "card_test_amount": (0.01, 1e6),
                  "card_test_window_s": (1, 86_400), "fan_in_payer_ratio": (1, 1_000),
                  "fan_in_new_window_s": (1, 604_800), "fan_in_mule_share": (0, 1),

@@ -215,6 +215,20 @@ def test_a_young_stream_that_gets_busier_judges_each_source_by_its_share() -> No
     assert n == 10 and 0 < usual < 2.5 and hit is not None
 
 
+def test_sources_first_seen_as_the_stream_gets_busier_are_no_burst_at_its_pace() -> None:
+    # A detector a minute old, then the whole stream tenfold: accounts it first sees
+    # then pay at the new rate from their first payment on, twelve a minute for a
+    # busy one; nothing before tells their pace, and chance at it explains them.
+    rule = Velocity(RuleSettings(velocity_count=8))
+    for ts in range(0, MINUTE, 30_000):
+        steady_stream(rule.pace, ts, ts + 30_000)
+    for ts in range(MINUTE, 4 * MINUTE, 5_000):
+        steady_stream(rule.pace, ts, ts + 5_000, every=50)
+        n, hit = rule.evaluate("busy", ts)
+        assert hit is None, (ts - MINUTE, n)
+    assert n == 12
+
+
 def busy_account_through_a_tenfold_stream(rule: Velocity, before_ms: int,
                                           quiet: bool = False) -> int:
     """A steady stream for ``before_ms`` in which a busy account pays twice a minute

@@ -26,8 +26,8 @@ def test_the_model_decides_once_it_beats_the_rules_with_enough_frauds_seen() -> 
     assert not trust.trusted, "nine frauds are too few to judge by"
     grade(trust, [(1, False, 0.9)])
     assert trust.trusted and trust.f1() == (0.0, 1.0)
-    assert trust.status() == {"deciding": True, "graded": 60, "f1_model": 1.0,
-                              "f1_rules": 0.0}
+    assert trust.status() == {"deciding": True, "alone": True, "graded": 60,
+                              "f1_model": 1.0, "f1_rules": 0.0}
 
 
 def test_a_young_model_that_vetoes_the_rules_hits_does_not_decide() -> None:
@@ -59,3 +59,20 @@ def test_only_the_window_counts_and_transactions_scored_without_a_model_never() 
     assert not trust.trusted
     grade(trust, [(1, False, 0.9)] * 50)  # a window later, only these count
     assert trust.trusted and trust.f1() == (0.0, 1.0)
+
+
+def test_it_keeps_its_veto_but_stops_raising_alarms_alone_while_those_are_mostly_wrong(
+) -> None:
+    trust = ModelTrust(window=1_000, min_frauds=10, min_alone=20)
+    # The rate jumped: the rules catch 50 frauds and raise 20 false alarms, which the
+    # model clears; alone it catches 30 more, but raises 60 false alarms with them.
+    grade(trust, [(1, True, 0.9)] * 50 + [(0, True, 0.01)] * 20 + [(1, False, 0.9)] * 30
+          + [(0, False, 0.9)] * 60 + [(1, False, 0.01)] * 20 + [(0, False, 0.0)] * 800)
+    assert not trust.alone, "a third of its lone alarms are right"
+    rules, model = trust.f1()
+    # Its verdict without them: the rules' catches, their false alarms cleared.
+    assert model == pytest.approx(100 / 150) and rules == pytest.approx(100 / 170)
+    assert trust.trusted and trust.status()["alone"] is False
+    # Once its lone alarms are right more often than not, it raises them again.
+    grade(trust, [(1, False, 0.9)] * 80 + [(0, False, 0.0)] * 20)
+    assert trust.alone and trust.trusted
