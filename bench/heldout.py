@@ -46,6 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.harness import goal, goal_lines, report
 from bench.heldout_traffic import FAMILIES, Scale, Tx, generate
+from bench.topology import LocalRecord
 from services.detector.model import OnlineModel
 from services.detector.routing import Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
@@ -62,43 +63,11 @@ DELIVERIES = ("paced", "at_once")
 DETECTORS = ("rules", "full")
 
 
-class StageRecord:
-    """A consumed record, as much of one as the stages read."""
-
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_topic", "_ts", "_value")
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-                 ts: int, headers: list[tuple[str, bytes]] | None = None) -> None:
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._value, self._ts, self._headers = key, value, ts, headers
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-
 def partition_of(key: bytes) -> int:
     return zlib.crc32(key) % PARTITIONS
 
 
-def records(txs: list[Tx]) -> list[StageRecord]:
+def records(txs: list[Tx]) -> list[LocalRecord]:
     """The transactions topic: each record in its source's partition, offsets per
     partition, in event-time order."""
     offsets = [0] * PARTITIONS
@@ -106,9 +75,9 @@ def records(txs: list[Tx]) -> list[StageRecord]:
     for i, tx in enumerate(txs):
         key = tx.source.encode()
         partition = partition_of(key)
-        out.append(StageRecord(TOPIC, partition, offsets[partition], key, orjson.dumps({
+        out.append(LocalRecord(TOPIC, partition, offsets[partition], key, orjson.dumps({
             "id": f"h{i}", "ts": tx.ts, "source": tx.source, "target": tx.target,
-            "amount": tx.amount, "currency": "EUR"}), tx.ts))
+            "amount": tx.amount, "currency": "EUR"}), None, tx.ts))
         offsets[partition] += 1
     return out
 
@@ -179,38 +148,38 @@ class Detector:
         self.waiting: list[list[bytes]] = []  # labels of judged batches, not yet given
         self.offsets = [0] * PARTITIONS
 
-    def first(self, batch: list[StageRecord]) -> dict[int, list[StageRecord]]:
+    def first(self, batch: list[LocalRecord]) -> dict[int, list[LocalRecord]]:
         """The first stage, and what it writes to each partition of the repartition
         topic."""
         forwards, dead = self.source.process(batch)
         assert not dead, dead
-        topic: dict[int, list[StageRecord]] = {}
+        topic: dict[int, list[LocalRecord]] = {}
         for key, value, headers in forwards:
             partition = partition_of(key)
-            topic.setdefault(partition, []).append(StageRecord(
-                REPARTITION, partition, self.offsets[partition], key, value, 0, headers))
+            topic.setdefault(partition, []).append(LocalRecord(
+                REPARTITION, partition, self.offsets[partition], key, value, headers))
             self.offsets[partition] += 1
         self._tell(topic, 0.0)
         return topic
 
-    def finish(self) -> dict[int, list[StageRecord]]:
+    def finish(self) -> dict[int, list[LocalRecord]]:
         """The stream is over: every partition goes idle, and the markers that say so
         let the last records through."""
-        topic: dict[int, list[StageRecord]] = {}
+        topic: dict[int, list[LocalRecord]] = {}
         self._tell(topic, float("inf"))
         return topic
 
-    def _tell(self, topic: dict[int, list[StageRecord]], now: float) -> None:
+    def _tell(self, topic: dict[int, list[LocalRecord]], now: float) -> None:
         """The first stage's progress marker, to every repartition partition."""
         marker = self.source.progress(now)
         if marker is None:
             return
         for partition in range(PARTITIONS):
-            topic.setdefault(partition, []).append(StageRecord(
-                REPARTITION, partition, self.offsets[partition], None, marker, 0, None))
+            topic.setdefault(partition, []).append(LocalRecord(
+                REPARTITION, partition, self.offsets[partition], None, marker))
             self.offsets[partition] += 1
 
-    def second(self, batch: list[StageRecord], labels: dict[str, bytes]) -> Routed:
+    def second(self, batch: list[LocalRecord], labels: dict[str, bytes]) -> Routed:
         """The second stage's verdicts; the model learns from the batch's labels one
         batch later, as production lets it."""
         routed = self.target.process(batch)
@@ -255,7 +224,7 @@ def run(txs: list[Tx], scale: Scale, delivery: str, full: bool) -> dict[str, Any
         judge(detector.second([r for p in sorted(arriving) for r in arriving[p]], labels))
     if delivery != "paced":
         behind = [r for r in topic if r.timestamp()[1] >= warmup_end]
-        repartitioned: dict[int, list[StageRecord]] = {}
+        repartitioned: dict[int, list[LocalRecord]] = {}
         for partition in range(PARTITIONS):
             mine = [r for r in behind if r.partition() == partition]
             for start in range(0, len(mine), AT_ONCE_BATCH):
