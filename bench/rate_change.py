@@ -26,22 +26,8 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from bench.quality import START_MS, BenchRecord
-from services.detector.model import OnlineModel
-from services.detector.rules import RuleSettings, SourceRules, TargetRules
-from services.detector.stages import SourceStage, TargetStage
-from services.detector.stateful import InternalTopics, StatefulDetector
+from bench.topology import stages_in_process
 from services.generator.profiles import ScenarioProfile
-
-
-def detector(model: bool, clock: list[float]) -> StatefulDetector:
-    """Both stages as the service builds them, with or without the model."""
-    settings = RuleSettings()
-    online = OnlineModel(background=False, clock=lambda: clock[0]) if model else None
-    source = SourceStage(lambda: SourceRules(settings, novelty=model), "bench")
-    target = TargetStage(lambda: TargetRules(settings, novelty=model), "bench",
-                         model=online)
-    return StatefulDetector("unused:9092", "transactions", InternalTopics.of("bench"),
-                            source, target, settings)
 
 
 class Outcomes:
@@ -73,7 +59,8 @@ def run(before: int, after: int, warmup: int, minutes: int, seed: int, window: i
         step: int) -> dict[str, Any]:
     profile = ScenarioProfile(seed=seed)
     clock = [0.0]
-    detectors = {"full": detector(True, clock), "rules": detector(False, clock)}
+    detectors = {"full": stages_in_process(True, clock),
+                 "rules": stages_in_process(False, clock)}
     outcomes = {name: Outcomes(window) for name in detectors}
     rows: list[dict[str, Any]] = []
     waiting: list[bytes] = []  # labels, one second behind their verdicts

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from services.detector.model import OnlineModel
-from services.detector.rules import SourceRules, TargetRules
+from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
+from services.detector.stateful import InternalTopics, StatefulDetector
 
 TRANSACTIONS = "queueing.transactions"
 REPARTITION = "by-target-repartition"
@@ -59,6 +60,19 @@ class LocalRecord:
 
     def timestamp(self) -> tuple[int, int]:
         return 1, self._ts
+
+
+def stages_in_process(model: bool, clock: list[float]) -> StatefulDetector:
+    """Both stages as the service builds them, every rule, with or without the model
+    (it retrains in line, on ``clock``: seconds of event time); no client is made. For
+    a process that feeds the stages itself, in order, one partition."""
+    settings = RuleSettings()
+    online = OnlineModel(background=False, clock=lambda: clock[0]) if model else None
+    source = SourceStage(lambda: SourceRules(settings, novelty=model), "bench")
+    target = TargetStage(lambda: TargetRules(settings, novelty=model), "bench",
+                         model=online)
+    return StatefulDetector("unused:9092", "transactions", InternalTopics.of("bench"),
+                            source, target, settings)
 
 
 def partition_of(key: bytes | None, partitions: int) -> int:

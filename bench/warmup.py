@@ -29,10 +29,8 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from bench.quality import BenchRecord, Tally, Traffic, traffic
-from services.detector.model import OnlineModel
-from services.detector.rules import RuleSettings, SourceRules, TargetRules
-from services.detector.stages import SourceStage, TargetStage
-from services.detector.stateful import InternalTopics, StatefulDetector
+from bench.topology import stages_in_process
+from services.detector.stateful import StatefulDetector
 from services.detector.trust import ModelTrust
 
 
@@ -43,15 +41,11 @@ class _AlwaysTrusted(ModelTrust):
         self.trusted = True
 
 
-def detector(tps: int, trust: ModelTrust) -> tuple[StatefulDetector, list[float]]:
-    """Both stages with every rule and a model on event time; and that clock."""
+def detector(trust: ModelTrust) -> tuple[StatefulDetector, list[float]]:
+    """Both stages with every rule and a model on event time, trusted by ``trust``;
+    and that clock."""
     clock = [0.0]
-    settings = RuleSettings()
-    model = OnlineModel(background=False, clock=lambda: clock[0])
-    source = SourceStage(lambda: SourceRules(settings, novelty=True), "bench")
-    target = TargetStage(lambda: TargetRules(settings, novelty=True), "bench", model=model)
-    stateful = StatefulDetector("unused:9092", "transactions", InternalTopics.of("bench"),
-                                source, target, settings)
+    stateful = stages_in_process(True, clock)
     stateful.trust = trust
     return stateful, clock
 
@@ -61,7 +55,7 @@ def run(data: Traffic, tps: int, block: int, batch: int = 1_000) -> dict[str, An
     policies = {"always": _AlwaysTrusted(), "trusted": ModelTrust()}
     out: dict[str, Any] = {"tps": tps, "transactions": len(data.records), "block": block}
     for name, trust in policies.items():
-        stateful, clock = detector(tps, trust)
+        stateful, clock = detector(trust)
         tallies: list[Tally] = []
         waiting: list[list[bytes]] = []
         decided_at: int | None = None

@@ -191,12 +191,17 @@ class SourceStage:
         forwards: list[tuple[bytes, bytes, Headers]] = []
         dead: list[tuple[bytes | None, bytes | None, Headers]] = []
         now = time.monotonic()
-        rules_of, clock_of = self.state.get, self.state.clock
+        # A partition's rules and clock, looked up once a batch: the loop runs per record.
+        owners: dict[int, tuple[SourceRules, SourceClock]] = {}
         for record in records:
             raw = record.value()
             partition = record.partition() or 0
-            clock = clock_of(partition)
-            clock.heard_at = now
+            owner = owners.get(partition)
+            if owner is None:
+                owner = owners[partition] = (self.state.get(partition),
+                                             self.state.clock(partition))
+                owner[1].heard_at = now
+            rules, clock = owner
             try:
                 tx = decode_schema(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError):
@@ -208,7 +213,7 @@ class SourceStage:
             order = clock.advance(ts)
             hits: list[Hit] = []
             features: dict[str, float] = {}
-            rules_of(partition).evaluate(tx.source, tx.target, tx.amount, ts, hits, features)
+            rules.evaluate(tx.source, tx.target, tx.amount, ts, hits, features)
             body = extend(raw, tx, identity_fields(tx, record))
             ident = tx.id if tx.id is not UNSET else \
                 f"{record.topic()}-{record.partition()}-{record.offset()}"

@@ -205,7 +205,7 @@ class StatefulDetector:
             waiting += len(merge)
             behind += merge.behind
             forced += merge.forced
-        return {"watermark": lowest if lowest is None or lowest > NEVER else None,
+        return {"watermark": None if lowest == NEVER else lowest,
                 "held_by": None if holder is None else f"{self.transactions}[{holder}]",
                 "idle": [f"{self.transactions}[{p}]" for p in sorted(idle)],
                 "waiting": waiting, "behind": behind, "forced": forced}
