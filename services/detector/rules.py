@@ -149,6 +149,13 @@ class _Traffic:
         self.seconds: deque[list[int]] = deque()
         self.window = 0
 
+    def whole(self, window_ms: int) -> bool:
+        """Whether ``window`` holds every payment of the last ``window_ms``: counted for
+        that long, or since the stream's first payment (a stream younger than a window
+        has all of its payments in it). Counting starts over only where restored state
+        is older than the seconds."""
+        return self.counted_from == self.first or self.at - self.counted_from >= window_ms
+
     def add(self, window_ms: int) -> None:
         """A payment, in the newest second seen (a late one too), the seconds beyond
         the window dropped."""
@@ -285,7 +292,7 @@ class AccountPace(ChangeTracking):
         # seen: what share of its own payments the window should hold, if it keeps
         # its pace (``Velocity.surprising``); -1 where the stream's counts cannot say.
         share = -1.0
-        if pace.base is not None and traffic.at - traffic.counted_from >= window_ms:
+        if pace.base is not None and traffic.whole(window_ms):
             seen = traffic.long - pace.base * 0.5 ** ((traffic.at - pace.first) / half)
             share = min(traffic.window / seen, 1.0) if seen > 0.0 else 1.0
         traffic.long += 1.0  # this payment joins the stream's counts
@@ -322,7 +329,7 @@ class AccountPace(ChangeTracking):
         """The payments ``past`` (the source's, before the window, over ``span`` of
         decayed past) predicts within the window, by its share of the stream's."""
         before = -1.0
-        if pace.base is not None and traffic.at - traffic.counted_from >= window_ms:
+        if pace.base is not None and traffic.whole(window_ms):
             # The stream's payments since the source was first seen, but for the
             # window's, decayed as the source's own count is.
             before = traffic.long - traffic.window - pace.base * 0.5 ** (

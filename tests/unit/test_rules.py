@@ -26,11 +26,26 @@ MINUTE = 60_000
 
 
 def test_velocity_fires_on_a_burst_from_one_source() -> None:
-    rule = Velocity(RuleSettings(velocity_count=5))
-    verdicts = [rule.evaluate("card", ts) for ts in range(0, 5000, 1000)]
+    # A card first seen a minute after the detector started watching is a new account
+    # (here, where new means younger than a minute): its burst is judged by the count.
+    rule = Velocity(RuleSettings(velocity_count=5, new_account_s=60))
+    rule.evaluate("someone", 0)
+    verdicts = [rule.evaluate("card", ts) for ts in range(MINUTE, MINUTE + 5000, 1000)]
     assert [n for n, _ in verdicts] == [1, 2, 3, 4, 5]
     assert [hit is not None for _, hit in verdicts] == [False] * 4 + [True]
     assert verdicts[-1][1].reason == "5 transactions from the source within 60 s"
+
+
+def test_a_detector_younger_than_a_window_judges_no_source_by_its_count_alone() -> None:
+    # Every source it has seen, it has seen for less than a window: all their payments
+    # lie in it, so none of them is beyond chance at a pace of their own, and none is
+    # new (the detector had not watched before they came). At ten times the rate
+    # every busy account pays eight times a minute: not a burst.
+    rule = Velocity(RuleSettings(velocity_count=5))
+    verdicts = [rule.evaluate(source, ts) for ts in range(0, 50_000, 1000)
+                for source in ("busy", "busier")]
+    assert max(n for n, _ in verdicts) == 50
+    assert all(hit is None for _, hit in verdicts)
 
 
 def test_velocity_forgets_what_left_the_window() -> None:
@@ -93,14 +108,15 @@ def test_amount_anomaly_forgets_the_oldest_accounts_beyond_its_bound() -> None:
 
 
 def test_settings_changed_live_apply_to_rules_already_running() -> None:
-    settings = RuleSettings(velocity_count=10)
+    settings = RuleSettings(velocity_count=10, new_account_s=60)
     rule = Velocity(settings)
-    assert all(rule.evaluate("card", ts)[1] is None for ts in range(0, 3000, 1000))
+    rule.evaluate("someone", 0)  # the card is a new account when it comes a minute on
+    assert all(rule.evaluate("card", MINUTE + ts)[1] is None for ts in range(0, 3000, 1000))
     settings.velocity_count = 4
-    assert rule.evaluate("card", 3000)[1] is not None
+    assert rule.evaluate("card", MINUTE + 3000)[1] is not None
     settings.velocity_window_s = 1.5
     rule.configure()
-    assert rule.evaluate("card", 4000)[0] == 2  # only 3000 and 4000 are within 1.5 s
+    assert rule.evaluate("card", MINUTE + 4000)[0] == 2  # 3000 and 4000 are within 1.5 s
 
 
 def test_the_grace_period_and_the_anomalys_history_change_live_too() -> None:

@@ -91,9 +91,17 @@ def test_state_moves_with_its_partition_through_the_changelog() -> None:
 
 
 def test_a_velocity_burst_is_caught_in_the_first_stage_and_reported_in_the_verdict() -> None:
-    source, target = SourceStage(SourceRules, "a"), TargetStage(TargetRules, "a")
+    # The detector has watched the card's partition for ten minutes (one payment of
+    # another account there) when the card first pays: a new account, whose burst is
+    # judged by the count, having no pace of its own.
+    settings = RuleSettings(new_account_s=600)
+    source = SourceStage(lambda: SourceRules(settings), "a")
+    target = TargetStage(lambda: TargetRules(settings), "a")
+    earlier = FakeRecord(orjson.dumps({"id": "e", "ts": 0, "source": "SHOPPER00000",
+                                       "target": "SHOP", "amount": 20.0, "currency": "EUR"}),
+                         b"SHOPPER00000", 0, _partition=partition_of(b"CARD00000001"))
     burst = [transfer(i, "CARD00000001", f"SHOP{i:08d}", 25.0) for i in range(8)]
-    arriving = repartition(source.process(burst)[0]).values()
+    arriving = repartition(source.process([earlier, *burst])[0]).values()
     routed = target.process(r for records in arriving for r in records)
     fraud = [orjson.loads(v) for _, v in routed.fraud]
     assert [tx["id"] for tx in fraud] == ["t7"]
