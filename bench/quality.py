@@ -103,6 +103,7 @@ def traffic(transactions: int, tps: int, seed: int, fraud_rate: float | None) ->
     labels: list[bytes] = []
     truth: dict[str, str | None] = {}
     ts = START_MS
+    profile.pace(tps, ts)  # as the generator tells it its rate
     while len(records) < transactions:
         batch = profile.batch(tps, ts)
         for (key, value), (_, label) in zip(batch.transactions, batch.labels, strict=True):

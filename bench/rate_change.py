@@ -68,6 +68,8 @@ def run(before: int, after: int, warmup: int, minutes: int, seed: int, window: i
     for second in range(warmup + minutes * 60):
         clock[0] = float(second)
         rate = before if second < warmup else after
+        if second in (0, warmup):  # as the generator tells its profile
+            profile.pace(rate, START_MS + second * 1000)
         batch = profile.batch(rate, START_MS + second * 1000)
         records = []
         for key, value in batch.transactions:

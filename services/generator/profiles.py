@@ -22,7 +22,7 @@ import orjson
 
 from services.generator.labels import EVERYDAY_LABEL, label
 from services.generator.population import Population
-from services.generator.scenarios import SCENARIOS, ScenarioDeck, Step
+from services.generator.scenarios import FAN_IN_WINDOW_MS, SCENARIOS, ScenarioDeck, Step
 from services.generator.synthetic import TutorialProfile
 
 PROFILES = ("tutorial", "scenarios")
@@ -42,6 +42,9 @@ class Source(Protocol):
 
     def batch(self, count: int, ts_ms: int) -> Batch: ...
 
+    def pace(self, rate: float, ts_ms: int) -> None:
+        """The stream runs at ``rate`` per second from ``ts_ms`` on."""
+
 
 class Tutorial:
     """The tutorial profile behind the common interface: no labels, never finished."""
@@ -55,6 +58,9 @@ class Tutorial:
     def batch(self, count: int, ts_ms: int) -> Batch:
         return Batch(self.profile.batch(count, ts_ms), [])
 
+    def pace(self, rate: float, ts_ms: int) -> None:
+        """Uniform traffic is the same at any rate."""
+
 
 class ScenarioProfile:
     """Everyday traffic of a population with fraud scenarios mixed in.
@@ -67,6 +73,10 @@ class ScenarioProfile:
     rate) stays the pacer's. The share holds once the scenarios under way have had
     time to unfold (the longest lasts ``FAN_IN_WINDOW_MS``); a short run has a smaller
     share, since the later steps of its scenarios were not due yet.
+
+    A stream told its rate (``pace``) holds the share from the first second and
+    through every change of rate: it has the scenarios under way that a stream always
+    run at that rate would have.
     """
 
     labelled = True
@@ -89,19 +99,52 @@ class ScenarioProfile:
         self._pending: list[tuple[int, int, Step, str, str]] = []
         self._order = 0
         self._next_start = self._gap()
+        self._rate = 0.0  # per second, as ``pace`` last told it
+
+    def pace(self, rate: float, ts_ms: int) -> None:
+        """The stream runs at ``rate`` per second from ``ts_ms`` on.
+
+        Scenarios start per transaction but unfold over minutes of event time, so on
+        their own, ten times the rate would bring ten times the everyday payments at
+        once and the fraud of ten times the starts only as they unfold: for minutes,
+        a third of the share (and any detector's precision with it). So the scenarios
+        under way become those of a stream that had always run at ``rate``. Faster:
+        the starts the difference would have made over the longest scenario's span
+        are made now, back-dated at random over that span, and only their steps still
+        due are sent. Slower: each scenario under way is kept with the chance the new
+        rate has of the old. Paused (0) changes nothing: the scenarios wait with the
+        stream.
+        """
+        if rate <= 0.0 or rate == self._rate:
+            return
+        before, self._rate = self._rate, rate
+        if rate < before:
+            keep = rate / before
+            kept = {case for case in sorted({entry[4] for entry in self._pending})
+                    if self.rng.random() < keep}
+            self._pending = [entry for entry in self._pending if entry[4] in kept]
+            heapq.heapify(self._pending)
+            return
+        missing = (rate - before) * FAN_IN_WINDOW_MS / 1000 * self._start_rate
+        for _ in range(int(missing + self.rng.random())):
+            self._start(ts_ms, since_ms=self.rng.randrange(FAN_IN_WINDOW_MS))
 
     def _gap(self) -> float:
         """Transactions until the next scenario starts."""
         return self.rng.expovariate(self._start_rate) if self._start_rate > 0 else float("inf")
 
-    def _start(self, ts_ms: int) -> None:
+    def _start(self, ts_ms: int, since_ms: int = 0) -> None:
+        """A scenario that started ``since_ms`` before ``ts_ms``: its steps due by then
+        are left out (``pace``)."""
         scenario = self.deck.deal()
         case = f"{self.run}-c{self.cases}"
         self.cases += 1
         plan, _ = SCENARIOS[scenario]
         for step in plan(self.population, self.rng):
-            heapq.heappush(self._pending,
-                           (ts_ms + step.offset_ms, self._order, step, scenario, case))
+            if step.offset_ms < since_ms:
+                continue
+            heapq.heappush(self._pending, (ts_ms - since_ms + step.offset_ms, self._order,
+                                           step, scenario, case))
             self._order += 1
 
     def batch(self, count: int, ts_ms: int) -> Batch:

@@ -232,6 +232,9 @@ class CsvReplay:
             self._rows_this_pass += 1
         return Batch(transactions, labels)
 
+    def pace(self, rate: float, ts_ms: int) -> None:
+        """A dataset's rows are what they are, at any rate."""
+
     def close(self) -> None:
         self._file.close()
 

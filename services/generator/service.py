@@ -115,6 +115,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
         now = time.monotonic()
         if cmd.setting == "tps":
             pacer.retarget(float(cmd.value), now)
+            source.pace(pacer.rate, time.time_ns() // 1_000_000)
             meter.reset()
         elif cmd.setting == "paused":
             pacer.pause(bool(cmd.value), now)
@@ -126,6 +127,7 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     follower.catch_up()
     # The schedule starts now: the time reading the control topic took is not owed.
     pacer.retarget(pacer.rate, time.monotonic())
+    source.pace(pacer.rate, time.time_ns() // 1_000_000)
     limit = args.count
     produced = 0
     dropped_seen = 0

@@ -209,3 +209,33 @@ def test_a_label_reads_the_same_whichever_way_it_was_written() -> None:
                                   "3f2a9c0d1e2b-c4")
     assert orjson.loads(fraud) == {"id": "3f2a9c0d1e2b-18", "ts": START, "fraud": True,
                                    "scenario": "card_testing", "case": "3f2a9c0d1e2b-c4"}
+
+
+def shares(profile: ScenarioProfile, plan: list[tuple[int, int]], told: bool) -> list[float]:
+    """The fraud share of each ``(per second, seconds)`` leg of a stream, with the
+    profile told each leg's rate (as the generator tells it) or not."""
+    out, ts = [], START
+    for rate, seconds in plan:
+        if told:
+            profile.pace(rate, ts)
+        fraud = total = 0
+        for _ in range(seconds):
+            labels = profile.batch(rate, ts).labels
+            fraud += sum(orjson.loads(label)["fraud"] for _, label in labels)
+            total += len(labels)
+            ts += 1000
+        out.append(fraud / total)
+    return out
+
+
+def test_told_its_rate_the_fraud_share_holds_from_the_start_and_through_changes() -> None:
+    # 200/s for two minutes, ten times that for one, then back: each leg has the
+    # share asked for, as a stream that always ran at its rate would.
+    plan = [(200, 120), (2_000, 60), (200, 120)]
+    for seed in (1, 2):
+        told = shares(ScenarioProfile(seed=seed, fraud_rate=0.05, accounts=5_000), plan, True)
+        assert told == pytest.approx([0.05] * 3, rel=0.25)
+    # Not told, the scenarios unfold at the old rate's pace: a share far below, for
+    # minutes after the start and after a rise.
+    untold = shares(ScenarioProfile(seed=1, fraud_rate=0.05, accounts=5_000), plan, False)
+    assert untold[0] < 0.6 * 0.05 and untold[1] < 0.6 * 0.05
