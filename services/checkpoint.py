@@ -81,6 +81,10 @@ class Checkpoint:
         """
         if not messages:
             return
+        if not self._records:
+            # The interval runs from the oldest record not yet committed: a burst after
+            # a quiet spell would otherwise commit (and flush) after its first batch.
+            self._opened = time.monotonic()
         newest = {(m.topic(), m.partition()): m.offset() for m in messages}
         offsets = self._offsets
         for tp, offset in newest.items():
