@@ -51,12 +51,12 @@ from services.detector.routing import (
     Headers,
     Record,
     Routed,
+    VerdictWriter,
     dead_letter_headers,
     decide,
     decider,
     identity_fields,
     score_batch,
-    verdict,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
 from services.transaction import decode_schema, extend, why_refused
@@ -422,18 +422,28 @@ class TargetStage:
                 fired.append(bool(hits))  # for grading, once labels come
             judged.append((key, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
-        cutoff, veto, instance = self.cutoff, self.veto, self.instance
+        cutoff, veto = self.cutoff, self.veto
         decides = self.model_decides
         # Without its lone alarms, no score reaches the cutoff the model decides by.
         deciding_cutoff = cutoff if self.model_alone else math.inf
-        legit, fraud_out = routed.legit.append, routed.fraud.append
+        writer = VerdictWriter(threshold, self.instance,
+                               None if model is None else (cutoff, veto))
+        # The verdict's pieces joined here, in one join a record (VerdictWriter).
+        heads, written_hits, score_of, dumps = writer.heads, writer.rules, writer.score, \
+            orjson.dumps
+        no_score, tail_of, unsaid = writer.no_score, writer.tail, writer.tail(None)
+        legit, fraud_out, join = routed.legit.append, routed.fraud.append, b"".join
         for (key, tx, features, hits), score in zip(judged, scores, strict=True):
-            said = None if model is None else (
-                cutoff, veto, decider(bool(hits), score, deciding_cutoff, veto, decides),
-                decides)
-            fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
-            detection = verdict(hits, features, score, threshold, instance, fraud, said)
-            value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
+            if model is None:
+                fraud, tail = bool(hits), unsaid  # decide() without a score
+            else:
+                tail = tail_of((decider(bool(hits), score, deciding_cutoff, veto, decides),
+                                decides))
+                fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
+            value = join((tx[:-1], b',"detection":', heads[fraud],
+                          written_hits(hits) if hits else b"[]",
+                          no_score if score is None else score_of(score), dumps(features),
+                          tail, b"}"))
             (fraud_out if fraud else legit)((key, value))
         if batch is not None:  # None scores (no model trained yet) become NaN
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
