@@ -5,7 +5,8 @@ Records go over ``PARTITIONS`` partitions keyed by source, as the transactions t
 has them, through ``SourceStage``; its forwards and progress markers onto the
 repartition partitions by target, played by lists; then through ``TargetStage``,
 merged in event time as the service runs it. CPU time per record for each stage, in
-batches of ``--batch``, as the detector consumes them.
+batches of ``--batch``, as the detector consumes them; and the mean size of what each
+stage writes (a forward, a verdict), which the client then copies and sends.
 
     python -m bench.stages [--tps 1000] [--seconds 300] [--batch 1000] [--seed 7]
 """
@@ -45,13 +46,14 @@ def run(tps: int, seconds: int, batch: int, seed: int) -> dict[str, float]:
     target = TargetStage(lambda: TargetRules(settings), "bench", upstream=PARTITIONS)
     written = [0] * PARTITIONS
     first = second_stage = 0.0
-    judged = 0
+    judged = forward_bytes = verdict_bytes = 0
     gc.collect()
     for start in range(0, len(records), batch):
         began = time.process_time()
         forwards, _ = source.process(records[start:start + batch])
         onward = []
         for key, value, headers in forwards:
+            forward_bytes += len(value)
             partition = partition_of(key)
             onward.append(LocalRecord("repartition", partition, written[partition], key,
                                       value, headers))
@@ -64,12 +66,15 @@ def run(tps: int, seconds: int, batch: int, seed: int) -> dict[str, float]:
                 written[partition] += 1
         middle = time.process_time()
         routed = target.process(onward)
-        judged += len(routed.legit) + len(routed.fraud)
-        first += middle - began
         second_stage += time.process_time() - middle
+        first += middle - began
+        judged += len(routed.legit) + len(routed.fraud)
+        verdict_bytes += sum(len(value) for _, value in routed.legit + routed.fraud)
     return {"records": len(records), "judged": judged,
             "first_stage_us": round(first / len(records) * 1e6, 2),
-            "second_stage_us": round(second_stage / len(records) * 1e6, 2)}
+            "second_stage_us": round(second_stage / len(records) * 1e6, 2),
+            "forward_bytes": round(forward_bytes / len(records)),
+            "verdict_bytes": round(verdict_bytes / max(judged, 1))}
 
 
 def main() -> None:
@@ -82,7 +87,8 @@ def main() -> None:
     result = run(args.tps, args.seconds, args.batch, args.seed)
     print(f"{result['records']:,} records ({result['judged']:,} judged before the last "
           f"wait for the watermark): first stage {result['first_stage_us']} µs, second "
-          f"stage {result['second_stage_us']} µs of CPU a record")
+          f"stage {result['second_stage_us']} µs of CPU a record; a forward "
+          f"{result['forward_bytes']} B, a verdict {result['verdict_bytes']} B")
 
 
 if __name__ == "__main__":

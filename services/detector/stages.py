@@ -13,7 +13,7 @@ stage, reading that topic's partitions, sees all of a target's transactions:
 Each stage keeps its state per partition (``PartitionedState``): an instance that is
 given a partition restores that partition's state from its changelog, and one that
 loses it drops it. The final record keeps the transaction's own key (the source),
-carried across in a header.
+carried across inside the forwarded value (``Forwarded``).
 
 Time is event time across partitions (``event_time``): each forwarded record carries
 its source partition and that partition's stream time, the first stage sends progress
@@ -51,12 +51,12 @@ from services.detector.routing import (
     Headers,
     Record,
     Routed,
+    VerdictWriter,
     dead_letter_headers,
     decide,
     decider,
     identity_fields,
     score_batch,
-    verdict,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
 from services.transaction import decode_schema, extend, why_refused
@@ -64,7 +64,7 @@ from services.transaction import decode_schema, extend, why_refused
 if TYPE_CHECKING:  # the model imports scikit-learn, which a detector without one never needs
     from services.detector.model import OnlineModel
 
-KEY_HEADER = "key"  # the transaction's own key, across the repartition topic
+KEY_HEADER = "key"  # where detectors before ``Forwarded`` carried the transaction's own key
 
 Rules = TypeVar("Rules", SourceRules, TargetRules)
 
@@ -141,10 +141,44 @@ class PartitionedState(Generic[Rules, Clock]):
                 yield partition, CLOCK_KEY.encode(), orjson.dumps(clock.state())
 
 
-class Forwarded(msgspec.Struct, gc=False):
-    """A transaction on its way from the first stage to the second."""
+# The first stage's figures, in the order ``SourceRules.evaluate`` writes them. A
+# forward carries their values in this order and a mask of which are there (a rule
+# may be off), not their names; names may only be added at the end, so that a mask
+# keeps its meaning across versions.
+FIGURES = ("velocity", "velocity_usual", "gap_s", "new_account", "amount_z",
+           "amount_log_z", "amount_ratio", "history", "tiny_payees", "novelty",
+           "new_payees", "new_streak")
+_NAMELESS = -1  # the layout of figures that travel as a dict: names FIGURES lacks
 
-    tx: msgspec.Raw  # the transaction's bytes, id and ts filled in, any old detection gone
+
+class Forwarded(msgspec.Struct, array_like=True, gc=False):
+    """A transaction on its way from the first stage to the second, in MessagePack as
+    an array: no member's name on the wire, the figures' names implied by
+    ``layout``, and the transaction's own key inside rather than in a header, which
+    would cost per record in the client."""
+
+    tx: bytes  # the transaction's bytes, id and ts filled in, any old detection gone
+    id: str
+    source: str
+    target: str
+    amount: float
+    ts: int
+    hits: list[Hit]
+    # Values in the order of FIGURES, those ``layout`` (a bit per name) has; a dict
+    # when some name is not in FIGURES (``_NAMELESS``).
+    figures: list[float] | dict[str, float]
+    layout: int
+    # The source partition and its stream time after this record (``event_time``).
+    partition: int
+    order: int
+    key: bytes | None  # the transaction's own key
+
+
+class _JsonForwarded(msgspec.Struct, gc=False):
+    """A forward as detectors before ``Forwarded`` wrote it, JSON with its key in the
+    ``KEY_HEADER`` header: read still, for the records an upgrade finds on the topic."""
+
+    tx: msgspec.Raw
     id: str
     source: str
     target: str
@@ -152,14 +186,62 @@ class Forwarded(msgspec.Struct, gc=False):
     ts: int
     hits: list[Hit]  # arrays in JSON, named tuples again when decoded
     features: dict[str, float]
-    # The source partition and its stream time after this record (``event_time``);
-    # absent from records of older detectors, which are taken as they come.
+    # Absent from records of still older detectors, which are taken as they come.
     partition: int = -1
     order: int | None = None
 
 
-_decode_forwarded = msgspec.json.Decoder(Forwarded).decode
-_encode_forwarded = msgspec.json.Encoder().encode
+_decode_forwarded = msgspec.msgpack.Decoder(Forwarded).decode
+_encode_forwarded = msgspec.msgpack.Encoder().encode
+_decode_json_forwarded = msgspec.json.Decoder(_JsonForwarded).decode
+
+
+class _Layouts(dict[tuple[str, ...], int]):
+    """A figures dict's names (in its order) to their ``layout``, worked out once for
+    each set of names: a stage's rules write the same names for every record."""
+
+    def __missing__(self, names: tuple[str, ...]) -> int:
+        layout = 0
+        at = 0  # the names must come in the order of FIGURES
+        for name in names:
+            try:
+                at = FIGURES.index(name, at)
+            except ValueError:
+                layout = _NAMELESS
+                break
+            layout |= 1 << at
+        if len(self) < 64:  # a handful of rule sets; bounded all the same
+            self[names] = layout
+        return layout
+
+
+class _Names(dict[int, tuple[str, ...]]):
+    """A ``layout`` to the names of its figures, in order."""
+
+    def __missing__(self, layout: int) -> tuple[str, ...]:
+        if not 0 <= layout < 1 << len(FIGURES):
+            raise ValueError(f"figures of an unknown layout {layout}")
+        names = self[layout] = tuple(
+            name for at, name in enumerate(FIGURES) if layout >> at & 1)
+        return names
+
+
+_layouts, _names = _Layouts(), _Names()
+
+
+def _features_of(forwarded: Forwarded) -> dict[str, float]:
+    """A forward's figures as the rules and the verdict take them: a dict, by name."""
+    figures = forwarded.figures
+    if isinstance(figures, dict):
+        return figures
+    # Not dict(zip()): that allocates a tuple a figure and a dict the collector counts,
+    # and with every rule's windows in memory each collection is dear.
+    return {name: value for name, value in zip(_names[forwarded.layout], figures,
+                                                strict=True)}
+
+
+_MSGPACK_ARRAY = frozenset((*range(0x90, 0xA0), 0xDC))  # fixarray, array 16
+_JSON_OBJECT = 0x7B  # "{"
 
 
 class SourceStage:
@@ -186,13 +268,16 @@ class SourceStage:
             rules.configure()
 
     def process(self, records: Iterable[Record]) -> tuple[
-            list[tuple[bytes, bytes, Headers]], list[tuple[bytes | None, bytes | None, Headers]]]:
-        """``(forwards, dead letters)``: forwards as ``(target, value, headers)``."""
-        forwards: list[tuple[bytes, bytes, Headers]] = []
+            list[tuple[bytes, bytes, Headers | None]],
+            list[tuple[bytes | None, bytes | None, Headers]]]:
+        """``(forwards, dead letters)``: forwards as ``(target, value, headers)``, the
+        headers None (the key travels in the value)."""
+        forwards: list[tuple[bytes, bytes, Headers | None]] = []
         dead: list[tuple[bytes | None, bytes | None, Headers]] = []
         now = time.monotonic()
         # A partition's rules and clock, looked up once a batch: the loop runs per record.
         owners: dict[int, tuple[SourceRules, SourceClock]] = {}
+        layouts, encode = _layouts, _encode_forwarded  # locals: the loop runs per record
         for record in records:
             raw = record.value()
             partition = record.partition() or 0
@@ -217,12 +302,12 @@ class SourceStage:
             body = extend(raw, tx, identity_fields(tx, record))
             ident = tx.id if tx.id is not UNSET else \
                 f"{record.topic()}-{record.partition()}-{record.offset()}"
-            value = _encode_forwarded(Forwarded(
-                msgspec.Raw(body), ident, tx.source, tx.target, tx.amount, ts, hits,
-                features, partition, order))
-            key = record.key()
-            forwards.append((tx.target.encode(), value,
-                             [] if key is None else [(KEY_HEADER, key)]))
+            layout = layouts[tuple(features)]
+            value = encode(Forwarded(
+                body, ident, tx.source, tx.target, tx.amount, ts, hits,
+                features if layout == _NAMELESS else [*features.values()], layout,
+                partition, order, record.key()))
+            forwards.append((tx.target.encode(), value, None))
         self.dead_letters += len(dead)
         return forwards, dead
 
@@ -283,6 +368,7 @@ class TargetStage:
         routed = Routed([], [], [])
         touched: dict[int, Merge[_Waiting]] = {}
         merge_of = self.state.clock
+        decode, msgpack_array = _decode_forwarded, _MSGPACK_ARRAY  # locals: per record
         for record in records:
             raw = record.value()
             partition = record.partition() or 0
@@ -293,15 +379,21 @@ class TargetStage:
                 if record.key() is None:  # a progress marker of the first stage
                     merge.hear(decode_progress(raw))  # type: ignore[arg-type]
                     continue
-                forwarded = _decode_forwarded(raw)  # type: ignore[arg-type]
+                first = raw[0] if raw else None
+                if first in msgpack_array:
+                    forwarded = decode(raw)  # type: ignore[arg-type]
+                    waiting = _Waiting(forwarded, _features_of(forwarded), forwarded.key)
+                    order = forwarded.order
+                elif first == _JSON_OBJECT:
+                    waiting, order = _read_json_forward(raw, record)  # type: ignore[arg-type]
+                else:
+                    raise ValueError("neither MessagePack nor JSON")
             except (DecodeError, ValueError, TypeError) as exc:
                 # Only the first stage writes here; anything else is a foreign record.
                 routed.dlq.append((record.key(), raw, dead_letter_headers(
                     record, f"not a forwarded transaction: {exc}", self.instance)))
                 continue
-            order = forwarded.ts if forwarded.order is None else forwarded.order
-            merge.push(forwarded.partition, order, record.offset() or 0,
-                       _Waiting(forwarded, _original_key(record)))
+            merge.push(waiting.forwarded.partition, order, record.offset() or 0, waiting)
         released = [(partition, order, waiting) for partition, merge in touched.items()
                     for order, waiting in merge.release()]
         routed = self._judge(released, routed)
@@ -317,8 +409,8 @@ class TargetStage:
         judged: list[tuple[bytes | None, bytes, dict[str, float], list[Hit]]] = []
         fired: list[bool] = []  # with a model: whether a rule fired on each scored one
         rules_of = self.state.get  # locals: this loop runs per record
-        for partition, order, (forwarded, key) in released:
-            hits, features = forwarded.hits, forwarded.features
+        for partition, order, (forwarded, features, key) in released:
+            hits = forwarded.hits
             rules_of(partition).evaluate(
                 forwarded.target, forwarded.source, forwarded.ts, hits, features, order)
             if forwarded.amount >= threshold:
@@ -330,18 +422,28 @@ class TargetStage:
                 fired.append(bool(hits))  # for grading, once labels come
             judged.append((key, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
-        cutoff, veto, instance = self.cutoff, self.veto, self.instance
+        cutoff, veto = self.cutoff, self.veto
         decides = self.model_decides
         # Without its lone alarms, no score reaches the cutoff the model decides by.
         deciding_cutoff = cutoff if self.model_alone else math.inf
-        legit, fraud_out = routed.legit.append, routed.fraud.append
+        writer = VerdictWriter(threshold, self.instance,
+                               None if model is None else (cutoff, veto))
+        # The verdict's pieces joined here, in one join a record (VerdictWriter).
+        heads, written_hits, score_of, dumps = writer.heads, writer.rules, writer.score, \
+            orjson.dumps
+        no_score, tail_of, unsaid = writer.no_score, writer.tail, writer.tail(None)
+        legit, fraud_out, join = routed.legit.append, routed.fraud.append, b"".join
         for (key, tx, features, hits), score in zip(judged, scores, strict=True):
-            said = None if model is None else (
-                cutoff, veto, decider(bool(hits), score, deciding_cutoff, veto, decides),
-                decides)
-            fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
-            detection = verdict(hits, features, score, threshold, instance, fraud, said)
-            value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
+            if model is None:
+                fraud, tail = bool(hits), unsaid  # decide() without a score
+            else:
+                tail = tail_of((decider(bool(hits), score, deciding_cutoff, veto, decides),
+                                decides))
+                fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
+            value = join((tx[:-1], b',"detection":', heads[fraud],
+                          written_hits(hits) if hits else b"[]",
+                          no_score if score is None else score_of(score), dumps(features),
+                          tail, b"}"))
             (fraud_out if fraud else legit)((key, value))
         if batch is not None:  # None scores (no model trained yet) become NaN
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
@@ -356,10 +458,19 @@ class TargetStage:
 
 
 class _Waiting(NamedTuple):
-    """A forwarded transaction waiting in the merge, with its own key."""
+    """A forwarded transaction waiting in the merge, with its figures by name and its
+    own key."""
 
-    forwarded: Forwarded
+    forwarded: Forwarded | _JsonForwarded
+    features: dict[str, float]
     key: bytes | None
+
+
+def _read_json_forward(raw: bytes, record: Record) -> tuple[_Waiting, int]:
+    """A forward of a detector before ``Forwarded``, and its order."""
+    forwarded = _decode_json_forwarded(raw)
+    order = forwarded.ts if forwarded.order is None else forwarded.order
+    return _Waiting(forwarded, forwarded.features, _original_key(record)), order
 
 
 def _original_key(record: Record) -> bytes | None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import zlib
 
+import msgspec
 import orjson
 
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
-from services.detector.stages import KEY_HEADER, SourceStage, TargetStage
+from services.detector.stages import Forwarded, SourceStage, TargetStage
 from services.detector.stateful import InternalTopics, StatefulDetector
 from tests.unit.test_routing import FakeRecord
 
@@ -57,7 +58,8 @@ def test_mule_fan_in_is_seen_whole_although_its_payers_are_spread_over_instances
                 + second.process(r for r in records if r.partition() >= 2)[0])
     [(_, arriving)] = repartition(forwards).items()
     owner = TargetStage(TargetRules, "b")
-    out = verdicts(owner.process(sorted(arriving, key=lambda r: orjson.loads(r.value())["ts"])))
+    out = verdicts(owner.process(sorted(
+        arriving, key=lambda r: msgspec.msgpack.decode(r.value(), type=Forwarded).ts)))
     assert len(out) == 25
     fired = sorted(int(i[1:]) for i, v in out.items()
                    if {"rule": "fan_in", "reason": f"{v['detection']['features']['fan_in']:g} "
@@ -116,8 +118,9 @@ def test_dead_letters_and_bare_records_in_the_first_stage() -> None:
     forwards, dead = source.process([FakeRecord(b"\xffjunk", b"k1"), FakeRecord(bare, b"k2")])
     assert [(k, v) for k, v, _ in dead] == [(b"k1", b"\xffjunk")]
     assert dict(dead[0][2])["dlq.reason"].startswith(b"not JSON")
-    [(key, _, headers)] = forwards
-    assert (key, headers) == (b"B", [(KEY_HEADER, b"k2")])
+    [(key, value, headers)] = forwards
+    assert (key, headers) == (b"B", None)  # the record's own key travels in the value
+    assert msgspec.msgpack.decode(value, type=Forwarded).key == b"k2"
     routed = target.process(repartition(forwards)[partition_of(b"B")])
     [(out_key, out_value)] = routed.legit
     out = orjson.loads(out_value)
