@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import orjson
 from scipy.special import betainc
 
-from services.detector.store import ChangeTracking
+from services.detector.store import ChangeTracking, forget_oldest
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
@@ -262,9 +262,7 @@ class AccountPace(ChangeTracking):
         traffic = self._traffic_at(ts)
         if pace is None:
             if len(self._sources) >= self.max_accounts:
-                oldest = next(iter(self._sources))
-                del self._sources[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._sources, self.max_accounts, self._changed)
             pace = self._sources[source] = _Pace(ts, traffic.long)
             gap, instant, in_burst = NO_GAP_S, False, False
         else:
@@ -520,9 +518,7 @@ class CardTesting(ChangeTracking):
         if tiny:
             if held is None:
                 if len(self._sources) >= self.max_accounts:
-                    oldest = next(iter(self._sources))
-                    del self._sources[oldest]
-                    self._changed.add(oldest)
+                    forget_oldest(self._sources, self.max_accounts, self._changed)
                 held = self._sources[source] = []
             insort(held, [ts, target])
             self._changed.add(source)
@@ -673,9 +669,7 @@ class PayerMix(ChangeTracking):
         state = self._targets.get(target)
         if state is None:
             if len(self._targets) >= self.max_accounts:
-                oldest = next(iter(self._targets))
-                del self._targets[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._targets, self.max_accounts, self._changed)
             # [payments, from new, at, payments at ``at``, from new at ``at``]
             state = self._targets[target] = [0.0, 0.0, at, 0.0, 0.0]
         if at > state[2]:
@@ -806,9 +800,7 @@ class AmountAnomaly(ChangeTracking):
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
-                oldest = next(iter(self._accounts))
-                del self._accounts[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._accounts, self.max_accounts, self._changed)
             account = self._accounts[source] = _History()
         hit = None
         score = 0.0
@@ -921,9 +913,7 @@ class CounterpartyNovelty(ChangeTracking):
         payees = self._sources.get(source)
         if payees is None:
             if len(self._sources) >= self.max_accounts:
-                oldest = next(iter(self._sources))
-                del self._sources[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._sources, self.max_accounts, self._changed)
             payees = self._sources[source] = _Payees()
             payees.at = ts
         recent = payees.recent
@@ -991,9 +981,7 @@ class PayeeHistory(ChangeTracking):
         state = self._targets.get(target)
         if state is None:
             if len(self._targets) >= self.max_accounts:
-                oldest = next(iter(self._targets))
-                del self._targets[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._targets, self.max_accounts, self._changed)
             state = self._targets[target] = [0.0, at, 0.0]
         if at > state[1]:
             state[0] = (state[0] + state[2]) * 0.5 ** ((at - state[1]) / self.half_life_ms)

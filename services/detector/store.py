@@ -9,6 +9,7 @@ an instance takes a partition over.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 
@@ -37,3 +38,17 @@ class ChangeTracking:
         the store forgot."""
         for key in self.take_changed():
             yield key, self.state_of(key)
+
+
+def forget_oldest(held: dict[str, Any], cap: int, changed: set[str]) -> None:
+    """Make room in ``held`` (oldest key first) for one more key below ``cap``: the
+    oldest thousandth of it goes at once, each written as forgotten (``changed``).
+
+    One key at a time, every new key past the cap would pay for it: a dict leaves a
+    hole where its first key was, and finding the next first key walks every hole
+    left before it, so at a million keys each new one would cost a scan."""
+    count = max(len(held) - cap + 1, cap // 1000, 1)
+    oldest = list(islice(held, count))
+    for key in oldest:
+        del held[key]
+    changed.update(oldest)
