@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import orjson
 from scipy.special import betainc
 
-from services.detector.store import ChangeTracking, forget_oldest
+from services.detector.store import ChangeTracking, decode_state, encode_state, forget_oldest
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
@@ -1014,19 +1013,31 @@ SOURCE_RULES = ("velocity", "amount_anomaly", "card_testing")  # keyed by the pa
 TARGET_RULES = ("fan_in",)  # state keyed by the account paid
 
 
+# Each store's number in a changelog record: a record names every store of its key,
+# so a number of one byte where a name took up to 17. Never reuse a number.
+STORE_CODES = {"velocity": 1, "pace": 2, "amount_anomaly": 3, "card_testing": 4,
+               "novelty": 5, "fan_in": 6, "fan_in_suspects": 7, "fan_in_new": 8,
+               "payer_mix": 9, "payee": 10}
+STORE_NAMES = {code: name for name, code in STORE_CODES.items()}
+
+
 class _RuleSet:
     """Rules that share a key, with their state as one changelog: a record per key
-    (``"/" + key``) that holds every store's state of it, ``{store: state}``.
+    (``"/" + key``) that holds every store's state of it, ``{store: state}``, each
+    store by its number (``STORE_CODES``), in MessagePack (``store.encode_state``).
 
     A key changed in one store is written with the others' states too: compaction keeps
     only the newest record of a key, so each record must be the whole of it. That makes
     one record of what were up to four (one a store), and a tombstone (None) only once
-    no store holds the key. Changelogs written a record per store (``"store/key"``) are
-    read as well.
+    no store holds the key. Changelogs written a record per store (``"store/key"``), or
+    in JSON with the stores by name, are read as well.
     """
 
     def __init__(self, stores: dict[str, ChangeTracking]) -> None:
         self.stores = stores
+        # A record's stores by number (ours) or by name (older detectors').
+        self._by_either: dict[int | str, ChangeTracking] = {
+            **stores, **{STORE_CODES[name]: store for name, store in stores.items()}}
 
     def late(self) -> int:
         """Records that came too late for a window of these rules (once per window)."""
@@ -1034,40 +1045,48 @@ class _RuleSet:
 
     def changes(self) -> Iterator[tuple[str, Any]]:
         """``(key, state)`` of every key changed since the last call: ``{store: state}``,
-        or None for a key no store holds any longer."""
+        the stores by name, or None for a key no store holds any longer."""
         for key, value in self.encoded_changes():
-            yield key.decode(), None if value is None else orjson.loads(value)
+            state = None if value is None else decode_state(value)
+            yield key.decode(), None if state is None else {
+                STORE_NAMES[code]: held for code, held in state.items()}
 
     def encoded_changes(self) -> list[tuple[bytes, bytes | None]]:
         """``changes`` as changelog records. Two of these a transaction at 10,000 a
         second: hence the bound methods and no generator per key."""
-        getters = [(name, store.state_of) for name, store in self.stores.items()]
+        getters = [(STORE_CODES[name], store.state_of) for name, store in self.stores.items()]
         changed: set[str] = set()
         for store in self.stores.values():
             changed |= store.take_changed()
         out: list[tuple[bytes, bytes | None]] = []
-        add, dumps = out.append, orjson.dumps
+        add, encode = out.append, encode_state
         for key in changed:
-            states = {name: state_of(key) for name, state_of in getters}
+            states = {code: state_of(key) for code, state_of in getters}
             for state in states.values():
                 if state is not None:
-                    add((f"/{key}".encode(), dumps(states)))
+                    add((f"/{key}".encode(), encode(states)))
                     break
             else:
                 add((f"/{key}".encode(), None))
                 # Once compaction has dropped that tombstone, a record an older detector
                 # wrote for the key would be all that is left of it: delete those too.
-                out.extend((f"{name}/{key}".encode(), None) for name in states)
+                out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
         return out
 
     def restore(self, key: str, state: Any) -> None:
+        """Take back a record (``state`` decoded: ``{store: state}``, by number or by
+        name, or None)."""
         if key.startswith("/"):
             inner = key[1:]
-            for name, store in self.stores.items():
-                if state is None:  # no store holds the key
+            if state is None:  # no store holds the key
+                for store in self.stores.values():
                     store.restore(inner, None)
-                elif name in state:  # a store the writer did not run keeps its own
-                    store.restore(inner, state[name])
+                return
+            stores = self._by_either
+            for name, held in state.items():
+                store = stores.get(name)  # type: ignore[assignment]  # None is checked next
+                if store is not None:  # one this detector does not run: left out
+                    store.restore(inner, held)
             return
         name, _, inner = key.partition("/")  # a changelog of a record per store
         store = self.stores.get(name)  # type: ignore[assignment]  # None is checked next

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import numpy as np
-import orjson
 from msgspec import UNSET, DecodeError
 
 from services.detector.event_time import (
@@ -59,6 +58,7 @@ from services.detector.routing import (
     verdict,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
+from services.detector.store import decode_state, encode_state
 from services.transaction import decode_schema, extend, why_refused
 
 if TYPE_CHECKING:  # the model imports scikit-learn, which a detector without one never needs
@@ -100,7 +100,7 @@ class PartitionedState(Generic[Rules, Clock]):
         applied = 0
         for key, value in changelog:
             name = key.decode()
-            state = None if value is None else orjson.loads(value)
+            state = None if value is None else decode_state(value)
             if name == CLOCK_KEY:
                 if state is not None:
                     clock.restore(state)
@@ -138,7 +138,7 @@ class PartitionedState(Generic[Rules, Clock]):
             clock = self.clocks.get(partition)
             if clock is not None and clock.changed:
                 clock.changed = False
-                yield partition, CLOCK_KEY.encode(), orjson.dumps(clock.state())
+                yield partition, CLOCK_KEY.encode(), encode_state(clock.state())
 
 
 class Forwarded(msgspec.Struct, gc=False):
