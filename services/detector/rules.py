@@ -19,6 +19,7 @@ from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from sys import intern
 from typing import Any, NamedTuple
 
 from scipy.special import betainc
@@ -943,7 +944,7 @@ class CounterpartyNovelty(ChangeTracking):
             self._sources.pop(source, None)
             return
         payees = self._sources[source] = _Payees()
-        payees.recent = dict.fromkeys(state[0])
+        payees.recent = dict.fromkeys(map(intern, state[0]))
         payees.new_rate, payees.at = state[1], state[2]
         payees.streak = state[3] if len(state) > 3 else 0  # older changelogs lack it
 
@@ -1077,7 +1078,7 @@ class _RuleSet:
         """Take back a record (``state`` decoded: ``{store: state}``, by number or by
         name, or None)."""
         if key.startswith("/"):
-            inner = key[1:]
+            inner = intern(key[1:])  # one copy of a name in every store
             if state is None:  # no store holds the key
                 for store in self.stores.values():
                     store.restore(inner, None)
@@ -1126,6 +1127,8 @@ class SourceRules(_RuleSet):
     def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
+        # Each record brings its names anew: stores and windows keep one copy of each.
+        source, target = intern(source), intern(target)
         if self.velocity is not None:
             n, usual, gap, hit = self.velocity.judge(source, ts)
             features["velocity"] = n
@@ -1179,6 +1182,7 @@ class TargetRules(_RuleSet):
                  hits: list[Hit], features: dict[str, float],
                  order: int | None = None) -> None:
         """Adds this transaction's hits and features; ``order`` as ``FanIn.evaluate``."""
+        target, source = intern(target), intern(source)  # as SourceRules.evaluate
         if self.fan_in is not None:
             # The payer's figures came from the first stage, with the record.
             n, fresh, share, hit = self.fan_in.judge(target, source, ts, features, order)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from services.detector.store import ChangeTracking
@@ -190,7 +191,8 @@ class KeyedEvents(_KeyedWindow):
     @staticmethod
     def _load(state: Any) -> _Events:
         times = list(state[0])  # written without orders: each event's order is its time
-        return _Events(times, list(state[1]), list(state[2]) if len(state) > 2 else times[:])
+        tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
+        return _Events(times, tags, list(state[2]) if len(state) > 2 else times[:])
 
 
 class KeyedTimes(_KeyedWindow):
