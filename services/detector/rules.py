@@ -1037,8 +1037,9 @@ class _RuleSet:
     def __init__(self, stores: dict[str, ChangeTracking]) -> None:
         self.stores = stores
         # A record's stores by number (ours) or by name (older detectors').
-        self._by_either: dict[int | str, ChangeTracking] = {
-            **stores, **{STORE_CODES[name]: store for name, store in stores.items()}}
+        self._by_either: dict[int | str, ChangeTracking] = {}
+        for name, store in stores.items():
+            self._by_either[name] = self._by_either[STORE_CODES[name]] = store
 
     def late(self) -> int:
         """Records that came too late for a window of these rules (once per window)."""
