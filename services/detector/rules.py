@@ -19,12 +19,12 @@ from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from sys import intern
 from typing import Any, NamedTuple
 
-import orjson
 from scipy.special import betainc
 
-from services.detector.store import ChangeTracking
+from services.detector.store import ChangeTracking, decode_state, encode_state, forget_oldest
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 
@@ -262,9 +262,7 @@ class AccountPace(ChangeTracking):
         traffic = self._traffic_at(ts)
         if pace is None:
             if len(self._sources) >= self.max_accounts:
-                oldest = next(iter(self._sources))
-                del self._sources[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._sources, self.max_accounts, self._changed)
             pace = self._sources[source] = _Pace(ts, traffic.long)
             gap, instant, in_burst = NO_GAP_S, False, False
         else:
@@ -520,9 +518,7 @@ class CardTesting(ChangeTracking):
         if tiny:
             if held is None:
                 if len(self._sources) >= self.max_accounts:
-                    oldest = next(iter(self._sources))
-                    del self._sources[oldest]
-                    self._changed.add(oldest)
+                    forget_oldest(self._sources, self.max_accounts, self._changed)
                 held = self._sources[source] = []
             insort(held, [ts, target])
             self._changed.add(source)
@@ -673,9 +669,7 @@ class PayerMix(ChangeTracking):
         state = self._targets.get(target)
         if state is None:
             if len(self._targets) >= self.max_accounts:
-                oldest = next(iter(self._targets))
-                del self._targets[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._targets, self.max_accounts, self._changed)
             # [payments, from new, at, payments at ``at``, from new at ``at``]
             state = self._targets[target] = [0.0, 0.0, at, 0.0, 0.0]
         if at > state[2]:
@@ -806,9 +800,7 @@ class AmountAnomaly(ChangeTracking):
         account = self._accounts.get(source)
         if account is None:
             if len(self._accounts) >= self.max_accounts:
-                oldest = next(iter(self._accounts))
-                del self._accounts[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._accounts, self.max_accounts, self._changed)
             account = self._accounts[source] = _History()
         hit = None
         score = 0.0
@@ -921,9 +913,7 @@ class CounterpartyNovelty(ChangeTracking):
         payees = self._sources.get(source)
         if payees is None:
             if len(self._sources) >= self.max_accounts:
-                oldest = next(iter(self._sources))
-                del self._sources[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._sources, self.max_accounts, self._changed)
             payees = self._sources[source] = _Payees()
             payees.at = ts
         recent = payees.recent
@@ -954,7 +944,7 @@ class CounterpartyNovelty(ChangeTracking):
             self._sources.pop(source, None)
             return
         payees = self._sources[source] = _Payees()
-        payees.recent = dict.fromkeys(state[0])
+        payees.recent = dict.fromkeys(map(intern, state[0]))
         payees.new_rate, payees.at = state[1], state[2]
         payees.streak = state[3] if len(state) > 3 else 0  # older changelogs lack it
 
@@ -991,9 +981,7 @@ class PayeeHistory(ChangeTracking):
         state = self._targets.get(target)
         if state is None:
             if len(self._targets) >= self.max_accounts:
-                oldest = next(iter(self._targets))
-                del self._targets[oldest]
-                self._changed.add(oldest)
+                forget_oldest(self._targets, self.max_accounts, self._changed)
             state = self._targets[target] = [0.0, at, 0.0]
         if at > state[1]:
             state[0] = (state[0] + state[2]) * 0.5 ** ((at - state[1]) / self.half_life_ms)
@@ -1026,19 +1014,32 @@ SOURCE_RULES = ("velocity", "amount_anomaly", "card_testing")  # keyed by the pa
 TARGET_RULES = ("fan_in",)  # state keyed by the account paid
 
 
+# Each store's number in a changelog record: a record names every store of its key,
+# so a number of one byte where a name took up to 17. Never reuse a number.
+STORE_CODES = {"velocity": 1, "pace": 2, "amount_anomaly": 3, "card_testing": 4,
+               "novelty": 5, "fan_in": 6, "fan_in_suspects": 7, "fan_in_new": 8,
+               "payer_mix": 9, "payee": 10}
+STORE_NAMES = {code: name for name, code in STORE_CODES.items()}
+
+
 class _RuleSet:
     """Rules that share a key, with their state as one changelog: a record per key
-    (``"/" + key``) that holds every store's state of it, ``{store: state}``.
+    (``"/" + key``) that holds every store's state of it, ``{store: state}``, each
+    store by its number (``STORE_CODES``), in MessagePack (``store.encode_state``).
 
     A key changed in one store is written with the others' states too: compaction keeps
     only the newest record of a key, so each record must be the whole of it. That makes
     one record of what were up to four (one a store), and a tombstone (None) only once
-    no store holds the key. Changelogs written a record per store (``"store/key"``) are
-    read as well.
+    no store holds the key. Changelogs written a record per store (``"store/key"``), or
+    in JSON with the stores by name, are read as well.
     """
 
     def __init__(self, stores: dict[str, ChangeTracking]) -> None:
         self.stores = stores
+        # A record's stores by number (ours) or by name (older detectors').
+        self._by_either: dict[int | str, ChangeTracking] = {}
+        for name, store in stores.items():
+            self._by_either[name] = self._by_either[STORE_CODES[name]] = store
 
     def late(self) -> int:
         """Records that came too late for a window of these rules (once per window)."""
@@ -1046,40 +1047,48 @@ class _RuleSet:
 
     def changes(self) -> Iterator[tuple[str, Any]]:
         """``(key, state)`` of every key changed since the last call: ``{store: state}``,
-        or None for a key no store holds any longer."""
+        the stores by name, or None for a key no store holds any longer."""
         for key, value in self.encoded_changes():
-            yield key.decode(), None if value is None else orjson.loads(value)
+            state = None if value is None else decode_state(value)
+            yield key.decode(), None if state is None else {
+                STORE_NAMES[code]: held for code, held in state.items()}
 
     def encoded_changes(self) -> list[tuple[bytes, bytes | None]]:
         """``changes`` as changelog records. Two of these a transaction at 10,000 a
         second: hence the bound methods and no generator per key."""
-        getters = [(name, store.state_of) for name, store in self.stores.items()]
+        getters = [(STORE_CODES[name], store.state_of) for name, store in self.stores.items()]
         changed: set[str] = set()
         for store in self.stores.values():
             changed |= store.take_changed()
         out: list[tuple[bytes, bytes | None]] = []
-        add, dumps = out.append, orjson.dumps
+        add, encode = out.append, encode_state
         for key in changed:
-            states = {name: state_of(key) for name, state_of in getters}
+            states = {code: state_of(key) for code, state_of in getters}
             for state in states.values():
                 if state is not None:
-                    add((f"/{key}".encode(), dumps(states)))
+                    add((f"/{key}".encode(), encode(states)))
                     break
             else:
                 add((f"/{key}".encode(), None))
                 # Once compaction has dropped that tombstone, a record an older detector
                 # wrote for the key would be all that is left of it: delete those too.
-                out.extend((f"{name}/{key}".encode(), None) for name in states)
+                out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
         return out
 
     def restore(self, key: str, state: Any) -> None:
+        """Take back a record (``state`` decoded: ``{store: state}``, by number or by
+        name, or None)."""
         if key.startswith("/"):
-            inner = key[1:]
-            for name, store in self.stores.items():
-                if state is None:  # no store holds the key
+            inner = intern(key[1:])  # one copy of a name in every store
+            if state is None:  # no store holds the key
+                for store in self.stores.values():
                     store.restore(inner, None)
-                elif name in state:  # a store the writer did not run keeps its own
-                    store.restore(inner, state[name])
+                return
+            stores = self._by_either
+            for name, held in state.items():
+                store = stores.get(name)  # type: ignore[assignment]  # None is checked next
+                if store is not None:  # one this detector does not run: left out
+                    store.restore(inner, held)
             return
         name, _, inner = key.partition("/")  # a changelog of a record per store
         store = self.stores.get(name)  # type: ignore[assignment]  # None is checked next
@@ -1119,6 +1128,8 @@ class SourceRules(_RuleSet):
     def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
+        # Each record brings its names anew: stores and windows keep one copy of each.
+        source, target = intern(source), intern(target)
         if self.velocity is not None:
             n, usual, gap, hit = self.velocity.judge(source, ts)
             features["velocity"] = n
@@ -1172,6 +1183,7 @@ class TargetRules(_RuleSet):
                  hits: list[Hit], features: dict[str, float],
                  order: int | None = None) -> None:
         """Adds this transaction's hits and features; ``order`` as ``FanIn.evaluate``."""
+        target, source = intern(target), intern(source)  # as SourceRules.evaluate
         if self.fan_in is not None:
             # The payer's figures came from the first stage, with the record.
             n, fresh, share, hit = self.fan_in.judge(target, source, ts, features, order)

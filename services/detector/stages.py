@@ -24,6 +24,7 @@ target's figures do not depend on which source partition was fetched first.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import numpy as np
-import orjson
 from msgspec import UNSET, DecodeError
 
 from services.detector.event_time import (
@@ -59,6 +59,7 @@ from services.detector.routing import (
     score_batch,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
+from services.detector.store import decode_state, encode_state
 from services.transaction import decode_schema, extend, why_refused
 
 if TYPE_CHECKING:  # the model imports scikit-learn, which a detector without one never needs
@@ -98,15 +99,23 @@ class PartitionedState(Generic[Rules, Clock]):
         rules = self.partitions[partition] = self.factory()
         clock = self.clocks[partition] = self.clock_factory()
         applied = 0
-        for key, value in changelog:
-            name = key.decode()
-            state = None if value is None else orjson.loads(value)
-            if name == CLOCK_KEY:
-                if state is not None:
-                    clock.restore(state)
-            else:
-                rules.restore(name, state)
-            applied += 1
+        # A restore makes millions of objects that all live on: the cyclic collector
+        # would trace them again and again as they pile up, and find nothing to free.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for key, value in changelog:
+                name = key.decode()
+                state = None if value is None else decode_state(value)
+                if name == CLOCK_KEY:
+                    if state is not None:
+                        clock.restore(state)
+                else:
+                    rules.restore(name, state)
+                applied += 1
+        finally:
+            if collecting:
+                gc.enable()
         return applied
 
     def revoke(self, partition: int) -> None:
@@ -138,7 +147,7 @@ class PartitionedState(Generic[Rules, Clock]):
             clock = self.clocks.get(partition)
             if clock is not None and clock.changed:
                 clock.changed = False
-                yield partition, CLOCK_KEY.encode(), orjson.dumps(clock.state())
+                yield partition, CLOCK_KEY.encode(), encode_state(clock.state())
 
 
 # The first stage's figures, in the order ``SourceRules.evaluate`` writes them. A

@@ -24,8 +24,10 @@ instance that takes over a partition carries on where the last one stopped.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from services.detector.store import ChangeTracking
@@ -43,14 +45,19 @@ class SlidingWindow:
             raise ValueError(f"invalid window: {self.length_ms} ms, grace {self.grace_ms} ms")
 
 
-@dataclass
 class _Events:
     """One key's events, oldest first: times, what each event was about, and the order
-    each was taken at (its time, where the caller gives none)."""
+    each was taken at (its time, where the caller gives none). Times and orders are
+    arrays of machine integers: no object an event for either, where a list held two
+    integer objects of 32 bytes each besides its pointers."""
 
-    times: list[int] = field(default_factory=list)
-    tags: list[Any] = field(default_factory=list)
-    orders: list[int] = field(default_factory=list)
+    __slots__ = ("orders", "tags", "times")
+
+    def __init__(self, times: array[int] | None = None, tags: list[Any] | None = None,
+                 orders: array[int] | None = None) -> None:
+        self.times = array("q") if times is None else times
+        self.tags: list[Any] = [] if tags is None else tags
+        self.orders = array("q") if orders is None else orders
 
 
 class _KeyedWindow(ChangeTracking):
@@ -109,7 +116,7 @@ class _KeyedWindow(ChangeTracking):
             self._keys[key] = self._load(state)
 
     @staticmethod
-    def _times(held: Any) -> list[int]:
+    def _times(held: Any) -> array[int]:
         raise NotImplementedError
 
     @staticmethod
@@ -178,19 +185,20 @@ class KeyedEvents(_KeyedWindow):
         return seen
 
     @staticmethod
-    def _times(held: _Events) -> list[int]:
+    def _times(held: _Events) -> array[int]:
         return held.times
 
     @staticmethod
     def _state(held: _Events) -> list[Any]:
         if held.orders == held.times:
-            return [held.times, held.tags]
-        return [held.times, held.tags, held.orders]
+            return [held.times.tolist(), list(held.tags)]
+        return [held.times.tolist(), list(held.tags), held.orders.tolist()]
 
     @staticmethod
     def _load(state: Any) -> _Events:
-        times = list(state[0])  # written without orders: each event's order is its time
-        return _Events(times, list(state[1]), list(state[2]) if len(state) > 2 else times[:])
+        times = array("q", state[0])  # written without orders: each event's order is its time
+        tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
+        return _Events(times, tags, array("q", state[2]) if len(state) > 2 else times[:])
 
 
 class KeyedTimes(_KeyedWindow):
@@ -205,7 +213,7 @@ class KeyedTimes(_KeyedWindow):
     format (tags all null), so either can read the other's.
     """
 
-    _keys: dict[str, list[int]]
+    _keys: dict[str, array[int]]
 
     def count(self, key: str, ts: int) -> int | None:
         """Record an event; how many events of the key lie in its window, this one
@@ -220,7 +228,7 @@ class KeyedTimes(_KeyedWindow):
         self._changed.add(key)
         times = self._keys.get(key)
         if times is None:
-            times = self._keys[key] = [ts]
+            times = self._keys[key] = array("q", (ts,))
             end = 1
         else:
             horizon = newest - window.grace_ms - window.length_ms
@@ -238,13 +246,13 @@ class KeyedTimes(_KeyedWindow):
         return end - bisect_right(times, ts - window.length_ms, 0, end)
 
     @staticmethod
-    def _times(held: list[int]) -> list[int]:
+    def _times(held: array[int]) -> array[int]:
         return held
 
     @staticmethod
-    def _state(held: list[int]) -> list[Any]:
-        return [held, [None] * len(held)]  # KeyedEvents' format, the tags all null
+    def _state(held: array[int]) -> list[Any]:
+        return [held.tolist(), [None] * len(held)]  # KeyedEvents' format, the tags all null
 
     @staticmethod
-    def _load(state: Any) -> list[int]:
-        return list(state[0])  # KeyedEvents' tags, if any, go
+    def _load(state: Any) -> array[int]:
+        return array("q", state[0])  # KeyedEvents' tags, if any, go
