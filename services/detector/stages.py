@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import numpy as np
+import orjson
 from msgspec import UNSET, DecodeError
 
 from services.detector.event_time import (
