@@ -1,5 +1,5 @@
-"""What the first stage forwards to the second: MessagePack without names, the record's
-own key inside; and the JSON forwards of the detector before it, still judged the same."""
+"""What the first stage forwards to the second: MessagePack without members' names, the
+record's own key inside; and the JSON forwards of the detector before it, still judged the same."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from services.detector.rules import Hit, RuleSettings, SourceRules, TargetRules
 from services.detector.stages import (
-    FIGURES,
     KEY_HEADER,
     Forwarded,
     SourceStage,
@@ -49,12 +48,9 @@ def decoded(value: bytes) -> Forwarded:
 def as_json(value: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A forward as the detector before wrote it: JSON, its key in a header."""
     new = decoded(value)
-    names = [name for at, name in enumerate(FIGURES) if new.layout >> at & 1]
-    features = new.figures if isinstance(new.figures, dict) else dict(
-        zip(names, new.figures, strict=True))
     old = msgspec.json.encode(_JsonForwarded(
         msgspec.Raw(new.tx), new.id, new.source, new.target, new.amount, new.ts, new.hits,
-        features, new.partition, new.order))
+        new.figures, new.partition, new.order))
     return old, [] if new.key is None else [(KEY_HEADER, new.key)]
 
 
@@ -96,27 +92,21 @@ def every_target_rule() -> TargetRules:
     return TargetRules(RuleSettings(), novelty=True)
 
 
-def test_figures_follow_the_order_the_first_stages_rules_write_them() -> None:
-    # Any other order still travels, named (below): this keeps the common case compact.
-    features: dict[str, float] = {}
-    every_rule().evaluate("A", "B", 10.0, 1_000, [], features)
-    assert tuple(features) == FIGURES
-
-
 def test_a_forward_round_trips_with_its_key_and_no_header() -> None:
     source = SourceStage(every_rule, "a")
     tx = orjson.dumps({"id": "t1", "ts": 5_000, "source": "A", "target": "B",
                        "amount": 950.0, "currency": "EUR"})
     [(key, value, headers)] = source.process([FakeRecord(tx, b"A", 3, _partition=1)])[0]
     assert (key, headers) == (b"B", None)
-    assert value[0] == 0x9C  # an array of 12: no member's name on the wire
+    assert value[0] == 0x9B  # an array of 11: no member's name on the wire
     forward = decoded(value)
     assert (forward.tx, forward.id, forward.source, forward.target, forward.amount,
             forward.ts, forward.partition, forward.order, forward.key) == (
         tx, "t1", "A", "B", 950.0, 5_000, 1, 5_000, b"A")
-    assert forward.layout == (1 << len(FIGURES)) - 1
-    assert len(forward.figures) == len(FIGURES)
-    assert len(value) < len(as_json(value)[0]) * 0.7
+    features: dict[str, float] = {}
+    every_rule().evaluate("A", "B", 950.0, 5_000, [], features)
+    assert forward.figures == features
+    assert len(value) < len(as_json(value)[0]) * 0.8
 
 
 def test_old_json_forwards_are_judged_exactly_as_new_ones() -> None:
@@ -141,7 +131,7 @@ def test_with_some_rules_off_the_figures_that_are_there_travel(names: tuple[str,
 
 
 class NewFigure(SourceRules):
-    """A rule set with a figure ``FIGURES`` does not know yet."""
+    """A rule set with a figure no rule writes yet."""
 
     def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
@@ -149,12 +139,12 @@ class NewFigure(SourceRules):
         super().evaluate(source, target, amount, ts, hits, features)
 
 
-def test_figures_of_names_it_does_not_know_travel_named() -> None:
+def test_a_figure_of_a_newer_rule_travels_with_the_rest() -> None:
     source = SourceStage(NewFigure, "a")
     tx = orjson.dumps({"id": "t1", "ts": 5_000, "source": "A", "target": "B",
                        "amount": 5.0, "currency": "EUR"})
     [(_, value, _)] = source.process([FakeRecord(tx, b"A", 3)])[0]
-    assert isinstance(decoded(value).figures, dict)
+    assert decoded(value).figures["brand_new"] == 2.0
     routed = TargetStage(TargetRules, "a").process([FakeRecord(value, b"B", 0)])
     [(key, verdict)] = routed.legit
     assert key == b"A"
@@ -164,10 +154,9 @@ def test_figures_of_names_it_does_not_know_travel_named() -> None:
 
 @pytest.mark.parametrize("value", [
     msgspec.msgpack.encode([1, 2, 3]),  # an array, not a forward
-    msgspec.msgpack.encode(Forwarded(b"{}", "t", "A", "B", 1.0, 1, [], [1.0], 1 << 20, 0, 0,
-                                     None)),  # a layout of names no version has
-    msgspec.msgpack.encode(Forwarded(b"{}", "t", "A", "B", 1.0, 1, [], [1.0, 2.0], 1, 0, 0,
-                                     None)),  # more figures than its layout names
+    # figures by position, not named
+    msgspec.msgpack.encode([b"{}", "t", "A", "B", 1.0, 1, [], [1.0], 0, 0, None]),
+    msgspec.msgpack.encode([b"{}", "t", "A", "B", 1.0, 1, [], {}, 0, 0]),  # a member short
     msgspec.msgpack.encode({"tx": "x"}),  # a map
     b"",
 ])
