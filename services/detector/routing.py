@@ -283,11 +283,10 @@ def verdict(hits: list[Hit], features: dict[str, float], score: float | None,
 class VerdictWriter:
     """Writes what ``verdict`` does, byte for byte, without a dict a record: the members
     that hold for a batch (threshold, instance, and with a model the cutoff and veto)
-    are made once. ``detection`` writes one; a loop over a batch joins the pieces
-    itself (``heads``, ``rules``, ``score``, ``features``, ``tail``), saving the calls."""
+    are made once. ``detection`` writes one, from ``heads``, ``rules``, ``score``,
+    ``features`` and ``tail``."""
 
     heads = (b'{"fraud":false,"rules":', b'{"fraud":true,"rules":')  # by ``fraud``
-    no_score = b',"score":null,"features":'  # ``score(None)``, for a loop to inline
 
     def __init__(self, threshold: float, instance: str,
                  model: tuple[float, float] | None = None) -> None:

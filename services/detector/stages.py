@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import numpy as np
-import orjson
 from msgspec import UNSET, DecodeError
 
 from services.detector.event_time import (
@@ -184,7 +183,7 @@ class _JsonForwarded(msgspec.Struct, gc=False):
     amount: float
     ts: int
     hits: list[Hit]  # arrays in JSON, named tuples again when decoded
-    features: dict[str, float]
+    figures: dict[str, float] = msgspec.field(name="features")  # as ``Forwarded`` names it
     # Absent from records of still older detectors, which are taken as they come.
     partition: int = -1
     order: int | None = None
@@ -334,7 +333,7 @@ class TargetStage:
                 first = raw[0] if raw else None
                 if first in msgpack_array:
                     forwarded = decode(raw)  # type: ignore[arg-type]
-                    waiting = _Waiting(forwarded, forwarded.figures, forwarded.key)
+                    waiting = _Waiting(forwarded, forwarded.key)
                     order = forwarded.order
                 elif first == _JSON_OBJECT:
                     waiting, order = _read_json_forward(raw, record)  # type: ignore[arg-type]
@@ -361,8 +360,8 @@ class TargetStage:
         judged: list[tuple[bytes | None, bytes, dict[str, float], list[Hit]]] = []
         fired: list[bool] = []  # with a model: whether a rule fired on each scored one
         rules_of = self.state.get  # locals: this loop runs per record
-        for partition, order, (forwarded, features, key) in released:
-            hits = forwarded.hits
+        for partition, order, (forwarded, key) in released:
+            hits, features = forwarded.hits, forwarded.figures
             rules_of(partition).evaluate(
                 forwarded.target, forwarded.source, forwarded.ts, hits, features, order)
             if forwarded.amount >= threshold:
@@ -380,22 +379,13 @@ class TargetStage:
         deciding_cutoff = cutoff if self.model_alone else math.inf
         writer = VerdictWriter(threshold, self.instance,
                                None if model is None else (cutoff, veto))
-        # The verdict's pieces joined here, in one join a record (VerdictWriter).
-        heads, written_hits, score_of, dumps = writer.heads, writer.rules, writer.score, \
-            orjson.dumps
-        no_score, tail_of, unsaid = writer.no_score, writer.tail, writer.tail(None)
-        legit, fraud_out, join = routed.legit.append, routed.fraud.append, b"".join
+        legit, fraud_out = routed.legit.append, routed.fraud.append
         for (key, tx, features, hits), score in zip(judged, scores, strict=True):
-            if model is None:
-                fraud, tail = bool(hits), unsaid  # decide() without a score
-            else:
-                tail = tail_of((decider(bool(hits), score, deciding_cutoff, veto, decides),
-                                decides))
-                fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
-            value = join((tx[:-1], b',"detection":', heads[fraud],
-                          written_hits(hits) if hits else b"[]",
-                          no_score if score is None else score_of(score), dumps(features),
-                          tail, b"}"))
+            said = None if model is None else (
+                decider(bool(hits), score, deciding_cutoff, veto, decides), decides)
+            fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
+            detection = writer.detection(hits, features, score, fraud, said)
+            value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
             (fraud_out if fraud else legit)((key, value))
         if batch is not None:  # None scores (no model trained yet) become NaN
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
@@ -410,11 +400,9 @@ class TargetStage:
 
 
 class _Waiting(NamedTuple):
-    """A forwarded transaction waiting in the merge, with its figures by name and its
-    own key."""
+    """A forwarded transaction waiting in the merge, with its own key."""
 
     forwarded: Forwarded | _JsonForwarded
-    features: dict[str, float]
     key: bytes | None
 
 
@@ -422,7 +410,7 @@ def _read_json_forward(raw: bytes, record: Record) -> tuple[_Waiting, int]:
     """A forward of a detector before ``Forwarded``, and its order."""
     forwarded = _decode_json_forwarded(raw)
     order = forwarded.ts if forwarded.order is None else forwarded.order
-    return _Waiting(forwarded, forwarded.features, _original_key(record)), order
+    return _Waiting(forwarded, _original_key(record)), order
 
 
 def _original_key(record: Record) -> bytes | None:
