@@ -48,6 +48,7 @@ from services.detector.event_time import SourceClock
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import PartitionedState
 
+BATCH = 1000  # records a batch, as the first stage takes them
 START_MS = 1_700_000_000_000
 PAYMENTS = 3  # each account's payments, on average
 PAYEES = 3  # each account's own payees
@@ -104,17 +105,18 @@ def build(accounts: int, tps: int, uncapped: bool, seed: int
     source_rules, target_rules = rules_for(accounts, uncapped)
     gc.collect()
     before = rss_mib()
-    for i in range(len(sources)):
-        ts = START_MS + i * 1000 // tps
-        payer = int(sources[i])
-        paid = int(payees[payer, picks[i]])
+    for start in range(0, len(sources), BATCH):
+        batch = range(start, min(start + BATCH, len(sources)))
+        times = [START_MS + i * 1000 // tps for i in batch]
         # Fresh strings, as the stages decode each record's.
-        source = who[payer].decode()
-        target = (shop_names[paid] if paid < shops else who[paid - shops]).decode()
-        features: dict[str, float] = {}
-        hits: list[Any] = []
-        source_rules.evaluate(source, target, float(amounts[i]), ts, hits, features)
-        target_rules.evaluate(target, source, ts, hits, features, ts)
+        payers = [who[int(sources[i])].decode() for i in batch]
+        paid = [int(payees[int(sources[i]), picks[i]]) for i in batch]
+        targets = [(shop_names[j] if j < shops else who[j - shops]).decode() for j in paid]
+        judged = source_rules.evaluate_batch(payers, targets, amounts[start:batch.stop].tolist(),
+                                             times)
+        for (hits, features), source, target, ts in zip(judged, payers, targets, times,
+                                                        strict=True):
+            target_rules.evaluate(target, source, ts, hits, features, ts)
     gc.collect()
     return source_rules, target_rules, rss_mib() - before, len(sources)
 
@@ -185,8 +187,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     source, target, mib, payments = build(args.accounts, args.tps, args.uncapped, args.seed)
     print(f"{args.accounts:,} accounts, {payments:,} payments: state {mib:,.0f} MiB",
           flush=True)
-    stores = {stage: {name: len(getattr(store, "_keys", getattr(
-        store, "_sources", getattr(store, "_accounts", getattr(store, "_targets", ())))))
+    stores = {stage: {name: len(store) if hasattr(store, "__len__") else len(getattr(
+        store, "_sources", getattr(store, "_accounts", getattr(store, "_targets", ()))))
         for name, store in rules.stores.items()}
         for stage, rules in (("source", source), ("target", target))}
     logs: dict[str, Changelog] = {}

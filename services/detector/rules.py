@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Any, NamedTuple
 
+import numpy as np
 from scipy.special import betainc
 
+from services.detector.columns import BatchVelocity, HabitColumns, Slots
 from services.detector.store import ChangeTracking, decode_state, encode_state, forget_oldest
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
@@ -1099,13 +1101,20 @@ class _RuleSet:
 
 class SourceRules(_RuleSet):
     """Velocity (with the source's pace), the amount anomaly and, for a model,
-    counterparty novelty: what one source did, where its records are."""
+    counterparty novelty: what one source did, where its records are.
+
+    A batch is judged at once (``evaluate_batch``): the sources get dense slots, and the
+    pace and the habits, held in columns by slot, go through compiled kernels
+    (``columns``); card testing and novelty, a record at a time. ``Velocity`` and
+    ``AmountAnomaly`` are the reference the columns are held to, a record at a time."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
         settings = settings or RuleSettings()
-        self.velocity = Velocity(settings) if "velocity" in names else None
-        self.anomaly = AmountAnomaly(settings) if "amount_anomaly" in names else None
+        self.slots = Slots()
+        self.velocity = BatchVelocity(settings, self.slots) if "velocity" in names else None
+        self.anomaly = HabitColumns(self.slots, settings) \
+            if "amount_anomaly" in names else None
         self.card_testing = CardTesting(settings) if "card_testing" in names else None
         self.novelty = CounterpartyNovelty() if novelty else None
         stores: dict[str, Any] = {}
@@ -1129,33 +1138,69 @@ class SourceRules(_RuleSet):
     def evaluate(self, source: str, target: str, amount: float, ts: int,
                  hits: list[Hit], features: dict[str, float]) -> None:
         """Adds this transaction's hits and features to ``hits`` and ``features``."""
+        [(found, figures)] = self.evaluate_batch([source], [target], [amount], [ts])
+        hits.extend(found)
+        features.update(figures)
+
+    def evaluate_batch(self, sources: list[str], targets: list[str], amounts: list[float],
+                       times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
+        """Each transaction's hits and features, in order, as if judged one by one."""
         # Each record brings its names anew: stores and windows keep one copy of each.
-        source, target = intern(source), intern(target)
-        if self.velocity is not None:
-            n, usual, gap, hit = self.velocity.judge(source, ts)
-            features["velocity"] = n
-            features["velocity_usual"] = round(usual, 2)
-            features["gap_s"] = round(gap, 1)
-            features["new_account"] = float(self.velocity.new)
-            if hit:
-                hits.append(hit)
-        if self.anomaly is not None:
-            z, log_z, ratio, history, hit = self.anomaly.judge(source, amount)
-            features["amount_z"] = round(z, 2)
-            features["amount_log_z"] = round(log_z, 2)
-            features["amount_ratio"] = round(ratio, 3)
-            features["history"] = history
-            if hit:
-                hits.append(hit)
-        if self.card_testing is not None:
-            features["tiny_payees"], hit = self.card_testing.judge(source, target, amount, ts)
-            if hit:
-                hits.append(hit)
-        if self.novelty is not None:
-            novel, lately, streak = self.novelty.judge(source, target, ts)
-            features["novelty"] = novel
-            features["new_payees"] = round(lately, 2)
-            features["new_streak"] = streak
+        sources = [intern(source) for source in sources]
+        targets = [intern(target) for target in targets]
+        n = len(sources)
+        out: list[tuple[list[Hit], dict[str, float]]] = [([], {}) for _ in range(n)]
+        velocity, anomaly = self.velocity, self.anomaly
+        if velocity is not None or anomaly is not None:
+            slots = self.slots.of(sources)
+        if velocity is not None:
+            ts = np.array(times, np.int64)
+            counts, expected, gaps, new, fires = velocity.judge_batch(sources, slots, ts)
+            window_s = f"{velocity.events.window.length_ms / 1000:g}"
+            for (hits, features), count, usual, gap, fresh, fired in zip(
+                    out, counts, expected.tolist(), gaps.tolist(), new.tolist(),
+                    fires.tolist(), strict=True):
+                features["velocity"] = count
+                features["velocity_usual"] = round(usual, 2)
+                features["gap_s"] = round(gap, 1)
+                features["new_account"] = float(fresh)
+                if fired:
+                    reason = f"{count} transactions from the source within {window_s} s"
+                    if usual >= 0.1:
+                        reason += f", its pace predicts {usual:.1f}"
+                    hits.append(Hit("velocity", reason))
+        if anomaly is not None:
+            z, log_z, ratio, history, fired_at, means = anomaly.judge_batch(
+                slots, np.array(amounts, np.float64))
+            for (hits, features), score, log_score, times_mean, before, fired, amount, \
+                    mean in zip(out, z.tolist(), log_z.tolist(), ratio.tolist(),
+                                history.tolist(), fired_at.tolist(), amounts,
+                                means.tolist(), strict=True):
+                features["amount_z"] = round(score, 2)
+                features["amount_log_z"] = round(log_score, 2)
+                features["amount_ratio"] = round(times_mean, 3)
+                features["history"] = before
+                if fired:
+                    hits.append(Hit(anomaly.name, f"amount {amount:g} is "
+                                                  f"{amount / mean:.1f}x the account's "
+                                                  f"mean of {mean:.2f}"))
+        if velocity is not None or anomaly is not None:
+            self.slots.settle()
+        card_testing, novelty = self.card_testing, self.novelty
+        if card_testing is not None or novelty is not None:
+            for (hits, features), source, target, amount, ts_ in zip(
+                    out, sources, targets, amounts, times, strict=True):
+                if card_testing is not None:
+                    features["tiny_payees"], hit = card_testing.judge(
+                        source, target, amount, ts_)
+                    if hit:
+                        hits.append(hit)
+                if novelty is not None:
+                    novel, lately, streak = novelty.judge(source, target, ts_)
+                    features["novelty"] = novel
+                    features["new_payees"] = round(lately, 2)
+                    features["new_streak"] = streak
+        return out
 
 
 class TargetRules(_RuleSet):

@@ -229,18 +229,17 @@ class SourceStage:
         forwards: list[tuple[bytes, bytes, Headers | None]] = []
         dead: list[tuple[bytes | None, bytes | None, Headers]] = []
         now = time.monotonic()
-        # A partition's rules and clock, looked up once a batch: the loop runs per record.
-        owners: dict[int, tuple[SourceRules, SourceClock]] = {}
-        encode = _encode_forwarded  # a local: the loop runs per record
+        # Each partition's records, decoded, go to its rules as one batch; the forwards
+        # then go out in the order the records came.
+        taken: list[tuple[Record, bytes, Any, int, int]] = []
+        batches: dict[int, tuple[SourceRules, list[int]]] = {}
         for record in records:
             raw = record.value()
             partition = record.partition() or 0
-            owner = owners.get(partition)
-            if owner is None:
-                owner = owners[partition] = (self.state.get(partition),
-                                             self.state.clock(partition))
-                owner[1].heard_at = now
-            rules, clock = owner
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = (self.state.get(partition), [])
+                self.state.clock(partition).heard_at = now
             try:
                 tx = decode_schema(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError):
@@ -249,10 +248,23 @@ class SourceStage:
                 continue
             assert raw is not None
             ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
-            order = clock.advance(ts)
-            hits: list[Hit] = []
-            features: dict[str, float] = {}
-            rules.evaluate(tx.source, tx.target, tx.amount, ts, hits, features)
+            batch[1].append(len(taken))
+            taken.append((record, raw, tx, ts, partition))
+        orders = [0] * len(taken)
+        judged: list[tuple[list[Hit], dict[str, float]]] = [([], {})] * len(taken)
+        for partition, (rules, indices) in batches.items():
+            advance = self.state.clock(partition).advance
+            mine = [taken[i] for i in indices]
+            for i, (_, _, _, ts, _) in zip(indices, mine, strict=True):
+                orders[i] = advance(ts)
+            for i, verdict in zip(indices, rules.evaluate_batch(
+                    [tx.source for _, _, tx, _, _ in mine], [tx.target for _, _, tx, _, _ in mine],
+                    [tx.amount for _, _, tx, _, _ in mine], [ts for _, _, _, ts, _ in mine]),
+                    strict=True):
+                judged[i] = verdict
+        encode = _encode_forwarded  # a local: the loop runs per record
+        for (record, raw, tx, ts, partition), order, (hits, features) in zip(
+                taken, orders, judged, strict=True):
             body = extend(raw, tx, identity_fields(tx, record))
             ident = tx.id if tx.id is not UNSET else \
                 f"{record.topic()}-{record.partition()}-{record.offset()}"

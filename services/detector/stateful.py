@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from services import kafka
+from services.detector import kernels
 from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
 from services.detector.routing import Headers, Routed
@@ -101,6 +102,7 @@ class StatefulDetector:
         cluster says it has; a partition silent for ``idle_after`` seconds holds no
         one back until it speaks again."""
         settings = RuleSettings()
+        kernels.warm()  # compiled (or loaded from the cache) now, not in the first batch
         internal = InternalTopics.of(group)
         online: OnlineModel | None = None
         snapshots: ModelSnapshots | None = None

@@ -133,10 +133,10 @@ def test_with_some_rules_off_the_figures_that_are_there_travel(names: tuple[str,
 class NewFigure(SourceRules):
     """A rule set with a figure no rule writes yet."""
 
-    def evaluate(self, source: str, target: str, amount: float, ts: int,
-                 hits: list[Hit], features: dict[str, float]) -> None:
-        features["brand_new"] = 2
-        super().evaluate(source, target, amount, ts, hits, features)
+    def evaluate_batch(self, sources: list[str], targets: list[str], amounts: list[float],
+                       times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
+        return [(hits, {"brand_new": 2, **features}) for hits, features in
+                super().evaluate_batch(sources, targets, amounts, times)]
 
 
 def test_a_figure_of_a_newer_rule_travels_with_the_rest() -> None:

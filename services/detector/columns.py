@@ -1,0 +1,406 @@
+"""The first stage's per-account state as columns: accounts mapped to dense slots once,
+each store's state an array by slot, and a whole batch judged by compiled kernels
+(``kernels``). Pure.
+
+``Slots`` gives every source a slot; ``PaceColumns`` (an account's pace and the
+stream's counts, for velocity) and ``HabitColumns`` (its habit in money, for the
+amount anomaly) keep their state in arrays of those slots. Both are stores like every
+other (``store.ChangeTracking``): their changelog states, insertion order (hence what
+their cap forgets first) and figures are those of ``rules.AccountPace`` and
+``rules.AmountAnomaly``, the reference one record at a time, which the tests hold them
+to. A slot goes back to the free list once no store holds its account.
+"""
+
+from __future__ import annotations
+
+from sys import intern
+from typing import Any
+
+import numpy as np
+from scipy.special import betainc
+
+from services.detector import kernels
+from services.detector.kernels import DONE, NO_BURST, STOP_EVICT
+from services.detector.store import ChangeTracking
+from services.detector.windows import KeyedTimes, SlidingWindow
+
+INT, FLOAT, FLAG = np.int64, np.float64, np.uint8
+
+
+class Slots:
+    """Accounts to dense slots, for the stores that share them (``holders``): a slot is
+    freed once none of them holds its account."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str | None] = []
+        self.free: list[int] = []
+        self.capacity = capacity
+        self.holders: list[_Columns] = []
+        self._released: list[int] = []
+
+    def of(self, names: list[str]) -> np.ndarray:
+        """The slots of ``names``, new ones given a slot (the stores grow to hold it)."""
+        index = self.index
+        out = np.empty(len(names), INT)
+        for i, name in enumerate(names):
+            slot = index.get(name)
+            if slot is None:
+                slot = self.add(name)
+            out[i] = slot
+        return out
+
+    def add(self, name: str) -> int:
+        if self.free:
+            slot = self.free.pop()
+            self.names[slot] = name
+        else:
+            slot = len(self.names)
+            self.names.append(name)
+            if slot >= self.capacity:
+                self.capacity *= 2
+                for holder in self.holders:
+                    holder.grow(self.capacity)
+        self.index[name] = slot
+        return slot
+
+    def release(self, slots: Any) -> None:
+        """Free those of ``slots`` that no store holds any longer, once the batch is
+        done (``settle``): its later records may still name them."""
+        self._released.extend(int(slot) for slot in slots)
+
+    def settle(self) -> None:
+        released, self._released = self._released, []
+        for slot in released:
+            name = self.names[slot]
+            if name is None or any(h.held_by[slot] for h in self.holders):
+                continue
+            del self.index[name]
+            self.names[slot] = None
+            self.free.append(slot)
+
+
+class _Columns(ChangeTracking):
+    """What both column stores share: which slots they hold, in what order they took
+    them (``seq``: the cap forgets the oldest first, as a dict's order would), and the
+    slots changed since the changelog last asked."""
+
+    _ints: tuple[str, ...] = ()
+    _floats: tuple[str, ...] = ()
+
+    def __init__(self, slots: Slots, max_accounts: int) -> None:
+        self.slots = slots
+        self.max_accounts = max_accounts
+        capacity = slots.capacity
+        self.held_by = np.zeros(capacity, FLAG)
+        self.seq = np.zeros(capacity, INT)
+        self.flags = np.zeros(capacity, FLAG)  # changed since the changelog last asked
+        self.changed_slots = np.zeros(capacity, INT)
+        # changed slots listed, accounts held, the next insertion number, and (pace)
+        # whether the stream's counts changed
+        self.counts = np.zeros(4, INT)
+        for name in self._ints:
+            setattr(self, name, np.zeros(capacity, INT))
+        for name in self._floats:
+            setattr(self, name, np.zeros(capacity, FLOAT))
+        self._changed: set[str] = set()  # names forgotten since the changelog last asked
+        slots.holders.append(self)
+
+    def grow(self, capacity: int) -> None:
+        for name in ("held_by", "seq", "flags", "changed_slots", *self._ints, *self._floats):
+            old = getattr(self, name)
+            new = np.zeros(capacity, old.dtype)
+            new[:len(old)] = old
+            setattr(self, name, new)
+
+    def __len__(self) -> int:
+        return int(self.counts[1])
+
+    def _slot(self, key: str) -> int | None:
+        slot = self.slots.index.get(key)
+        return None if slot is None or not self.held_by[slot] else slot
+
+    def take_changed(self) -> set[str]:
+        n = int(self.counts[0])
+        listed = self.changed_slots[:n]
+        names = self.slots.names
+        changed = self._changed
+        changed.update(names[slot] for slot in listed.tolist())
+        self.flags[listed] = 0
+        self.counts[0] = 0
+        self._changed = set()
+        return changed
+
+    def _hold(self, key: str) -> int:
+        """The slot of ``key``, held by this store (at the end of its order if new)."""
+        slot = self.slots.index.get(key)
+        if slot is None:
+            slot = self.slots.add(key)
+        if not self.held_by[slot]:
+            self.held_by[slot] = 1
+            self.seq[slot] = self.counts[2]
+            self.counts[2] += 1
+            self.counts[1] += 1
+        return slot
+
+    def _drop(self, key: str) -> None:
+        slot = self._slot(key)
+        if slot is not None:
+            self.held_by[slot] = 0
+            self.counts[1] -= 1
+            self.slots.release((slot,))
+            self.slots.settle()
+
+    def forget_oldest(self) -> None:
+        """``store.forget_oldest``: room for one more account below the cap, the
+        oldest thousandth going at once, each written as forgotten."""
+        cap = self.max_accounts
+        count = max(int(self.counts[1]) - cap + 1, cap // 1000, 1)
+        held = np.flatnonzero(self.held_by)
+        oldest = held[np.argsort(self.seq[held], kind="stable")[:count]]
+        self.held_by[oldest] = 0
+        self.counts[1] -= len(oldest)
+        names = self.slots.names
+        self._changed.update(names[slot] for slot in oldest.tolist())
+        self.slots.release(oldest)
+
+
+class PaceColumns(_Columns):
+    """``rules.AccountPace`` in columns: each source's decayed count since it was first
+    seen, the stream's count when it was (``base``; NaN for older state without one),
+    and the burst it may be in; and the stream's counts (``ti``, ``tf``, ``seconds``,
+    a ring of ``[second, payments]``), under the key ``""``."""
+
+    name = "pace"
+    _ints = ("first", "at", "burst")
+    _floats = ("count", "base", "held")
+
+    first: np.ndarray
+    at: np.ndarray
+    burst: np.ndarray
+    count: np.ndarray
+    base: np.ndarray
+    held: np.ndarray
+
+    def __init__(self, slots: Slots, half_life_ms: int = 3_600_000,
+                 max_accounts: int = 200_000, recent_half_life_ms: int = 30_000) -> None:
+        if half_life_ms <= 0 or max_accounts < 1 or \
+                not 0 < recent_half_life_ms <= half_life_ms:
+            raise ValueError(f"invalid pace: half-life {half_life_ms} ms (recent "
+                             f"{recent_half_life_ms} ms), {max_accounts} sources")
+        super().__init__(slots, max_accounts)
+        self.half_life_ms = half_life_ms
+        self.recent_half_life_ms = recent_half_life_ms
+        self.ti = np.zeros(7, INT)
+        self.tf = np.zeros(2, FLOAT)
+        self.seconds = np.zeros((64, 2), INT)
+
+    def fit_seconds(self, window_ms: int) -> None:
+        """A ring long enough for a window's seconds (the window may have grown)."""
+        need = max(window_ms // 1000 + 2, int(self.ti[kernels.T_LEN]))
+        if len(self.seconds) < need:
+            self._relay(self._seconds(), need)
+
+    def _seconds(self) -> list[list[int]]:
+        head, length, ring = int(self.ti[kernels.T_HEAD]), int(self.ti[kernels.T_LEN]), \
+            self.seconds
+        return [ring[(head + k) % len(ring)].tolist() for k in range(length)]
+
+    def _relay(self, seconds: list[list[int]], capacity: int) -> None:
+        ring = self.seconds = np.zeros((max(capacity, len(seconds), 4), 2), INT)
+        if seconds:
+            ring[:len(seconds)] = seconds
+        self.ti[kernels.T_HEAD], self.ti[kernels.T_LEN] = 0, len(seconds)
+
+    def in_burst(self, source: str) -> bool:
+        slot = self._slot(source)
+        return slot is not None and int(self.burst[slot]) != NO_BURST
+
+    def take_changed(self) -> set[str]:
+        changed = super().take_changed()
+        if self.counts[3]:
+            self.counts[3] = 0
+            changed.add("")
+        return changed
+
+    def state_of(self, source: str) -> Any:
+        """``[first, at, count, base, burst since, held]`` of a source; ``[first, at,
+        long, short, seconds]`` of the stream's counts for ``""``."""
+        if source == "":
+            ti, tf = self.ti, self.tf
+            if not ti[kernels.T_SET]:
+                return None
+            return [int(ti[kernels.T_FIRST]), int(ti[kernels.T_AT]), float(tf[kernels.T_LONG]),
+                    float(tf[kernels.T_SHORT]), self._seconds()]
+        slot = self._slot(source)
+        if slot is None:
+            return None
+        base = float(self.base[slot])
+        state = [int(self.first[slot]), int(self.at[slot]), float(self.count[slot]),
+                 None if base != base else base]
+        burst = int(self.burst[slot])
+        if burst != NO_BURST:
+            state += [burst, float(self.held[slot])]
+        return state
+
+    def restore(self, source: str, state: Any) -> None:
+        if source == "":
+            if isinstance(state, list) and len(state) in (4, 5):
+                ti, tf = self.ti, self.tf
+                ti[kernels.T_SET] = 1
+                ti[kernels.T_FIRST] = ti[kernels.T_FROM] = state[0]
+                ti[kernels.T_AT] = state[1]
+                tf[kernels.T_LONG], tf[kernels.T_SHORT] = state[2], state[3]
+                if len(state) == 5:
+                    self._relay([[second, n] for second, n in state[4]], len(self.seconds))
+                    ti[kernels.T_WINDOW] = sum(n for _, n in state[4])
+                else:  # written before there were seconds: counted again from now
+                    self._relay([], len(self.seconds))
+                    ti[kernels.T_WINDOW] = 0
+                    ti[kernels.T_FROM] = state[1]
+            return
+        if state is None:
+            self._drop(source)
+            return
+        slot = self._hold(intern(source))
+        self.first[slot], self.at[slot], self.count[slot] = state[0], state[1], state[2]
+        base = state[3] if len(state) > 3 else None
+        self.base[slot] = np.nan if base is None else base
+        if len(state) > 5:
+            self.burst[slot], self.held[slot] = state[4], state[5]
+        else:
+            self.burst[slot], self.held[slot] = NO_BURST, 0.0
+
+
+class HabitColumns(_Columns):
+    """``rules.AmountAnomaly``'s habits in columns: ``[count, mean, m2, log mean, log
+    m2]`` of each source's amounts."""
+
+    name = "amount_anomaly"
+    _ints = ("hcount",)
+    _floats = ("mean", "m2", "log_mean", "log_m2")
+
+    hcount: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    log_mean: np.ndarray
+    log_m2: np.ndarray
+
+    def __init__(self, slots: Slots, settings: Any, max_accounts: int = 200_000) -> None:
+        super().__init__(slots, max_accounts)
+        self.settings = settings
+
+    def judge_batch(self, slots: np.ndarray, amounts: np.ndarray
+                    ) -> tuple[np.ndarray, ...]:
+        """``AmountAnomaly.judge`` of every record: ``(z, log z, ratio, history, hit,
+        the mean it was judged against)``."""
+        n = len(slots)
+        z, log_z, ratio, mean = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        history, hit = np.zeros(n, INT), np.zeros(n, np.bool_)
+        settings = self.settings
+        fparams = np.array([settings.anomaly_z, settings.anomaly_ratio], FLOAT)
+        start = 0
+        while True:
+            code, start = kernels.habit_run(
+                start, slots, amounts, self.held_by, self.seq, self.hcount, self.mean,
+                self.m2, self.log_mean, self.log_m2, self.flags, self.changed_slots,
+                self.counts, self.max_accounts, int(settings.anomaly_history), fparams,
+                z, log_z, ratio, history, hit, mean)
+            if code == DONE:
+                return z, log_z, ratio, history, hit, mean
+            self.forget_oldest()  # STOP_EVICT
+
+    def state_of(self, source: str) -> Any:
+        """``[count, mean, m2, log mean, log m2]``."""
+        slot = self._slot(source)
+        if slot is None:
+            return None
+        return [int(self.hcount[slot]), float(self.mean[slot]), float(self.m2[slot]),
+                float(self.log_mean[slot]), float(self.log_m2[slot])]
+
+    def restore(self, source: str, state: Any) -> None:
+        if state is None:
+            self._drop(source)
+            return
+        if len(state) < 5:  # an older changelog: the log habit from the one in money
+            from services.detector.rules import _History  # rules builds on this module
+            state = _History.of_amounts(*state[:3]).state()
+        slot = self._hold(intern(source))
+        self.hcount[slot] = state[0]
+        self.mean[slot], self.m2[slot] = state[1], state[2]
+        self.log_mean[slot], self.log_m2[slot] = state[3], state[4]
+
+
+class BatchVelocity:
+    """``rules.Velocity`` for a batch at once: the window's counts (``KeyedTimes``, a
+    record at a time), then the pace's kernel over the batch."""
+
+    name = "velocity"
+
+    def __init__(self, settings: Any, slots: Slots) -> None:
+        self.settings = settings
+        self.events = KeyedTimes(self._window())
+        self.pace = PaceColumns(slots)
+        self.new = False  # whether the source of the payment last judged is a new account
+        self.configure()
+
+    def _window(self) -> SlidingWindow:
+        return SlidingWindow(round(self.settings.velocity_window_s * 1000),
+                             self.settings.grace_ms)
+
+    def configure(self) -> None:
+        self.events.window = self._window()
+        self._new_ms = round(self.settings.new_account_s * 1000)
+        self._hold_ms = round(self.settings.velocity_hold_s * 1000)
+
+    def judge_batch(self, sources: list[str], slots: np.ndarray, ts: np.ndarray
+                    ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(counts, expected, gaps, new, fires)`` of every record, as ``Velocity.judge``
+        gives them one at a time (a late record: count 0, expected 0, gap ``NO_GAP_S``,
+        ``new`` as the record before it)."""
+        count = self.events.count
+        counts = [count(source, t) for source, t in zip(sources, ts.tolist(), strict=True)]
+        n = len(sources)
+        recent = np.fromiter((-1 if c is None else c - 1 for c in counts), INT, n)
+        pace, settings = self.pace, self.settings
+        window_ms = self.events.window.length_ms
+        pace.fit_seconds(window_ms)
+        params = np.array([window_ms, self._new_ms, self._hold_ms, pace.half_life_ms,
+                           pace.recent_half_life_ms, pace.max_accounts], INT)
+        fparams = np.array([settings.velocity_count, settings.velocity_ratio, 0.5], FLOAT)
+        expected, gap = np.zeros(n), np.full(n, kernels.NO_GAP_S)
+        new, fires = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        watched, past, share = np.zeros(n, INT), np.zeros(n), np.zeros(n)
+        bulk, in_burst = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        start = 0
+        while True:
+            code, at = kernels.pace_run(
+                start, slots, ts, recent, pace.held_by, pace.seq, pace.first, pace.at,
+                pace.burst, pace.count, pace.base, pace.held, pace.flags,
+                pace.changed_slots, pace.counts, pace.ti, pace.tf, pace.seconds, params,
+                fparams, expected, gap, new, fires, watched, past, share, bulk, in_burst)
+            if code == DONE:
+                break
+            if code == STOP_EVICT:
+                pace.forget_oldest()
+                start = at
+                continue
+            # A candidate burst of an account with a past: beyond chance at its pace?
+            fired = bool(betainc(int(recent[at]) + 1, float(past[at]) + 1.0,
+                                 float(share[at])) < settings.velocity_alpha)
+            fires[at] = fired
+            kernels.settle(int(slots[at]), int(ts[at]),
+                           fired and (bool(new[at]) or int(watched[at]) >= self._new_ms),
+                           self._hold_ms, pace.burst, pace.count, pace.held)
+            start = at + 1
+        late = recent < 0
+        if late.any():  # a late record says what the one before it said of ``new``
+            last = self.new
+            for i in range(n):
+                if late[i]:
+                    new[i] = last
+                else:
+                    last = bool(new[i])
+        if n and not late.all():
+            self.new = bool(new[np.flatnonzero(~late)[-1]])
+        return [0 if c is None else c for c in counts], expected, gap, new, fires

@@ -1,0 +1,340 @@
+"""Compiled kernels of the first stage's rules: an account's pace (``AccountPace``) and
+its habit in money (``AmountAnomaly``), for a whole batch in one call. Pure.
+
+State lives in arrays indexed by an account's dense slot (``columns``). A kernel walks
+the batch in record order and does, per record, exactly the arithmetic of the rules'
+reference classes in ``rules`` (same operations, same order, the same libm functions),
+so a batch gives the figures those give one record at a time, bit for bit.
+
+Why compiled and not numpy: both are recurrences per account in event order whose
+every step branches on the last (a burst held back from the pace, an outlier clipped
+from the habit), and the pace reads the whole stream's running counts, which every
+record moves. numpy can vectorise only across accounts, a round per payment an
+account makes in the batch: a payroll's hundreds of payments at one instant make
+hundreds of rounds. numba compiles the loop as written.
+
+A kernel stops where Python must step in and says why (``STOP_*``): a new account
+past the store's cap (Python forgets the oldest, as ``store.forget_oldest`` does, then
+calls again from the same record), or a velocity candidate whose verdict needs the
+regularised incomplete beta (``Velocity.surprising``, scipy's), which Python computes
+before it settles the record and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+DONE = -1
+STOP_EVICT = 1  # a new account past the cap: forget the oldest, then call again
+STOP_SURPRISE = 2  # a candidate burst: compute ``surprising``, settle, go on
+
+NO_BURST = -(2**63)  # ``burst_since`` of a source not in a burst
+LN2 = math.log(2)
+NO_GAP_S = 86_400.0
+PRIOR_PAYMENTS = 20.0
+PRIOR_PAST_MS = 15 * 60_000
+
+# Indices into the traffic's scalars (``_Traffic``): integers, then floats.
+T_SET, T_FIRST, T_AT, T_FROM, T_WINDOW, T_HEAD, T_LEN = range(7)
+T_LONG, T_SHORT = range(2)
+
+# Indices into a kernel's integer parameters and float parameters.
+P_WINDOW, P_NEW, P_HOLD, P_HALF, P_RECENT_HALF, P_CAP = range(6)
+F_COUNT, F_RATIO, F_HALF = range(3)
+# ``0.5 ** x`` with 0.5 a constant compiles to ``exp2(-x)``, which differs from CPython's
+# ``pow`` in the last bit about once in a thousand: the base comes in as a parameter
+# (``F_HALF``), so the kernels call ``pow`` as the reference does.
+
+
+@njit(cache=True, nogil=True)
+def _span(half_life_ms: float, age_ms: float, one_half: float) -> float:
+    return half_life_ms / LN2 * (1.0 - one_half ** (age_ms / half_life_ms))
+
+
+@njit(cache=True, nogil=True)
+def _mark(slot, flags, changed, counts):  # type: ignore[no-untyped-def]
+    if not flags[slot]:
+        flags[slot] = 1
+        changed[counts[0]] = slot
+        counts[0] += 1
+
+
+@njit(cache=True, nogil=True)
+def pace_run(start, slots, ts, recent,  # type: ignore[no-untyped-def]
+             held_by, seq, first, at, burst, count, base, held,
+             flags, changed, counts,
+             ti, tf, seconds, params, fparams,
+             expected_out, gap_out, new_out, fires_out, watched_out, past_out, share_out,
+             bulk_out, in_burst_out):
+    """``Velocity.judge`` from ``AccountPace.expect`` on, for records ``start`` on:
+    ``recent`` is the velocity count less one (-1: late, the record is skipped).
+    Returns ``(DONE, n)`` or ``(STOP_*, record)``. ``counts``: changed slots so far,
+    accounts held, next insertion number, whether the traffic changed."""
+    window_ms = params[P_WINDOW]
+    new_ms = params[P_NEW]
+    half = params[P_HALF]
+    recent_half = params[P_RECENT_HALF]
+    cap = params[P_CAP]
+    velocity_count = fparams[F_COUNT]
+    ratio = fparams[F_RATIO]
+    one_half = fparams[F_HALF]
+    capacity = seconds.shape[0]
+    n = slots.shape[0]
+    for i in range(start, n):
+        if recent[i] < 0:
+            continue
+        t = ts[i]
+        s = slots[i]
+        # AccountPace._traffic_at
+        if ti[T_SET] == 0:
+            ti[T_SET] = 1
+            ti[T_FIRST] = t
+            ti[T_AT] = t
+            ti[T_FROM] = t
+            ti[T_WINDOW] = 0
+            ti[T_HEAD] = 0
+            ti[T_LEN] = 0
+            tf[T_LONG] = 0.0
+            tf[T_SHORT] = 0.0
+        elif t > ti[T_AT]:
+            tf[T_LONG] *= one_half ** ((t - ti[T_AT]) / half)
+            tf[T_SHORT] *= one_half ** ((t - ti[T_AT]) / recent_half)
+            ti[T_AT] = t
+        if not held_by[s]:
+            if counts[1] >= cap:
+                return STOP_EVICT, i
+            held_by[s] = 1
+            seq[s] = counts[2]
+            counts[2] += 1
+            counts[1] += 1
+            first[s] = t
+            at[s] = t
+            count[s] = 0.0
+            base[s] = tf[T_LONG]
+            burst[s] = NO_BURST
+            held[s] = 0.0
+            gap = NO_GAP_S
+            instant = False
+            in_burst = False
+        else:
+            gap = (t - at[s]) / 1000 if t > at[s] else 0.0
+            instant = t == at[s]
+            in_burst = burst[s] != NO_BURST
+        if t > at[s]:
+            decay = one_half ** ((t - at[s]) / half)
+            count[s] *= decay
+            held[s] *= decay
+            at[s] = t
+        expected = 0.0
+        watched = at[s] - first[s]
+        new = new_ms > 0 and watched < new_ms and new_ms <= first[s] - ti[T_FIRST]
+        span = _span(half, watched, one_half)
+        lag = recent[i] - held[s]
+        past = count[s] - (0.0 if lag < 0.0 else lag)
+        whole = ti[T_FROM] == ti[T_FIRST] or ti[T_AT] - ti[T_FROM] >= window_ms
+        has_base = not math.isnan(base[s])
+        if span > window_ms and past > 0.0:
+            # AccountPace._expected
+            before = -1.0
+            if has_base and whole:
+                before = tf[T_LONG] - ti[T_WINDOW] - base[s] * one_half ** (
+                    (ti[T_AT] - first[s]) / half)
+            if before <= 0.0:
+                age = ti[T_AT] - ti[T_FIRST]
+                busier = 1.0
+                if age > 0:
+                    steady = tf[T_LONG] / _span(half, age, one_half) * _span(
+                        recent_half, age, one_half)
+                    busier = (tf[T_SHORT] + PRIOR_PAYMENTS) / (steady + PRIOR_PAYMENTS)
+                expected = past / span * window_ms * busier
+            else:
+                lasting = span - window_ms
+                others = ti[T_WINDOW] - recent[i]
+                expected = past / lasting * window_ms * (others + PRIOR_PAYMENTS) / (
+                    before / lasting * window_ms + PRIOR_PAYMENTS)
+            if new:
+                lasting = span - window_ms
+                expected *= lasting / (lasting + PRIOR_PAST_MS)
+        share = -1.0
+        if has_base and whole:
+            seen = tf[T_LONG] - base[s] * one_half ** ((ti[T_AT] - first[s]) / half)
+            if seen > 0.0:
+                share = ti[T_WINDOW] / seen
+                if share > 1.0:
+                    share = 1.0
+            else:
+                share = 1.0
+        # This payment joins the stream's counts (``_Traffic.add``).
+        tf[T_LONG] += 1.0
+        tf[T_SHORT] += 1.0
+        second = ti[T_AT] // 1000
+        last = (ti[T_HEAD] + ti[T_LEN] - 1) % capacity
+        if ti[T_LEN] > 0 and seconds[last, 0] == second:
+            seconds[last, 1] += 1
+        else:
+            last = (ti[T_HEAD] + ti[T_LEN]) % capacity
+            seconds[last, 0] = second
+            seconds[last, 1] = 1
+            ti[T_LEN] += 1
+        ti[T_WINDOW] += 1
+        oldest = (ti[T_AT] - window_ms) // 1000
+        while ti[T_LEN] > 0 and seconds[ti[T_HEAD], 0] <= oldest:
+            ti[T_WINDOW] -= seconds[ti[T_HEAD], 1]
+            ti[T_HEAD] = (ti[T_HEAD] + 1) % capacity
+            ti[T_LEN] -= 1
+        _mark(s, flags, changed, counts)
+        counts[3] = 1
+        past = 0.0 if past < 0.0 else past
+        expected_out[i] = expected
+        gap_out[i] = gap
+        new_out[i] = new
+        watched_out[i] = watched
+        past_out[i] = past
+        share_out[i] = share
+        bulk_out[i] = instant
+        in_burst_out[i] = in_burst
+        # Velocity.judge: a burst under way lasts while the source keeps half its pace.
+        n_in = recent[i] + 1
+        bar = velocity_count / 2 if in_burst else velocity_count
+        candidate = not instant and n_in >= bar and n_in >= ratio * expected
+        if candidate and not new and share >= 0.0:
+            return STOP_SURPRISE, i  # Python asks ``surprising``, then settles it
+        fires = candidate
+        fires_out[i] = fires
+        settle(s, t, fires and (new or watched >= new_ms), params[P_HOLD], burst, count,
+               held)
+    return DONE, n
+
+
+@njit(cache=True, nogil=True)
+def settle(s, t, flagged, hold_ms, burst, count, held):  # type: ignore[no-untyped-def]
+    """``AccountPace.settle``."""
+    if not flagged:
+        burst[s] = NO_BURST
+        held[s] = 0.0
+    elif burst[s] == NO_BURST:
+        burst[s] = t
+    if flagged and t - burst[s] < hold_ms:
+        held[s] += 1.0
+        return
+    count[s] += 1.0 + held[s]
+    held[s] = 0.0
+
+
+# AmountAnomaly's constants (``rules``).
+PRIOR_LOG_SPREAD = 0.5
+PRIOR_WEIGHT = 2.0
+HABIT_CLIP = 3.0
+HABIT_FIRM = 1
+PRIOR_M2 = PRIOR_WEIGHT * PRIOR_LOG_SPREAD ** 2
+LOG_FLOOR = math.log(0.01)
+A_HISTORY = 0  # integer parameter: ``anomaly_history``
+A_Z, A_RATIO = range(2)  # float parameters
+
+
+@njit(cache=True, nogil=True)
+def habit_run(start, slots, amounts,  # type: ignore[no-untyped-def]
+              held_by, seq, hcount, mean, m2, log_mean, log_m2,
+              flags, changed, counts, cap, history, fparams,
+              z_out, log_z_out, ratio_out, history_out, hit_out, mean_out):
+    """``AmountAnomaly.judge`` for records ``start`` on. Returns ``(DONE, n)`` or
+    ``(STOP_EVICT, record)``. ``counts``: changed slots so far, accounts held, next
+    insertion number."""
+    n = slots.shape[0]
+    for i in range(start, n):
+        s = slots[i]
+        amount = amounts[i]
+        if not held_by[s]:
+            if counts[1] >= cap:
+                return STOP_EVICT, i
+            held_by[s] = 1
+            seq[s] = counts[2]
+            counts[2] += 1
+            counts[1] += 1
+            hcount[s] = 0
+            mean[s] = 0.0
+            m2[s] = 0.0
+            log_mean[s] = 0.0
+            log_m2[s] = 0.0
+        c = hcount[s]
+        mu = mean[s]
+        mu_before = mu
+        log = math.log(amount) if amount > 0.01 else LOG_FLOOR
+        clipped = True
+        habitual = 0.0
+        if c:
+            ratio = amount / mu if mu > 0 else 1.0
+            lm, lm2 = log_mean[s], log_m2[s]
+            log_z = (log - lm) / math.sqrt((lm2 + PRIOR_M2) / (c - 1 + PRIOR_WEIGHT))
+            if c >= HABIT_FIRM:
+                reach = HABIT_CLIP * math.sqrt((lm2 + PRIOR_M2) / (c + PRIOR_WEIGHT))
+                if log > lm + reach:
+                    log = lm + reach
+                elif log < lm - reach:
+                    log = lm - reach
+                else:
+                    habitual = amount
+                    clipped = False
+        else:
+            ratio = 1.0
+            log_z = 0.0
+            habitual = amount
+            clipped = False
+        score = 0.0
+        hit = False
+        if c >= history:
+            std = math.sqrt(m2[s] / (c - 1)) if c > 1 else 0.0
+            spread = std
+            if 0.05 * mu > spread:
+                spread = 0.05 * mu
+            if spread < 0.01:
+                spread = 0.01
+            score = (amount - mu) / spread
+            hit = score >= fparams[A_Z] and amount >= fparams[A_RATIO] * mu
+        joins = math.exp(log) if clipped else habitual
+        # _History.add
+        c += 1
+        hcount[s] = c
+        delta = joins - mu
+        mu = mu + delta / c
+        mean[s] = mu
+        m2[s] += delta * (joins - mu)
+        lm = log_mean[s]
+        delta = log - lm
+        lm = lm + delta / c
+        log_mean[s] = lm
+        log_m2[s] += delta * (log - lm)
+        _mark(s, flags, changed, counts)
+        z_out[i] = score
+        log_z_out[i] = log_z
+        ratio_out[i] = ratio
+        history_out[i] = c - 1
+        hit_out[i] = hit
+        mean_out[i] = mu_before
+    return DONE, n
+
+
+def warm() -> None:
+    """Compile (or load from the cache) every kernel, so a detector's first batch does
+    not pay for it."""
+    one = np.zeros(1, np.int64)
+    flag = np.zeros(1, np.uint8)
+    real = np.zeros(1)
+    seconds = np.zeros((4, 2), np.int64)
+    ti, tf = np.zeros(7, np.int64), np.zeros(2)
+    params = np.array([60_000, 0, 0, 3_600_000, 30_000, 10], np.int64)
+    fparams = np.array([8.0, 4.0, 0.5])
+    boolean = np.zeros(1, np.bool_)
+    pace_run(0, one, one, one - 1, flag.copy(), one.copy(), one.copy(), one.copy(),
+             one.copy(), real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
+             np.zeros(4, np.int64), ti, tf, seconds, params, fparams, real.copy(),
+             real.copy(), boolean.copy(), boolean.copy(), one.copy(), real.copy(),
+             real.copy(), boolean.copy(), boolean.copy())
+    settle(0, 0, False, 0, one.copy(), real.copy(), real.copy())
+    habit_run(0, one, real + 1.0, flag.copy(), one.copy(), one.copy(), real.copy(),
+              real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
+              np.zeros(4, np.int64), 10, 5, np.array([4.0, 5.0]), real.copy(), real.copy(),
+              real.copy(), one.copy(), boolean.copy(), real.copy())
