@@ -20,9 +20,18 @@ import numpy as np
 from scipy.special import betainc
 
 from services.detector import kernels
-from services.detector.kernels import DONE, NO_BURST, STOP_EVICT
+from services.detector.kernels import (
+    DONE,
+    NEVER,
+    NO_BURST,
+    STOP_EVICT,
+    W_LATE,
+    W_NEWEST,
+    W_SWEPT,
+    W_UNUSED,
+)
 from services.detector.store import ChangeTracking
-from services.detector.windows import KeyedTimes, SlidingWindow
+from services.detector.windows import SlidingWindow
 
 INT, FLOAT, FLAG = np.int64, np.float64, np.uint8
 
@@ -69,12 +78,24 @@ class Slots:
         done (``settle``): its later records may still name them."""
         self._released.extend(int(slot) for slot in slots)
 
+    def release_unheld(self) -> None:
+        """Free every slot no store holds (after a sweep, which drops keys wholesale)."""
+        held = np.zeros(self.capacity, np.bool_)
+        for holder in self.holders:
+            held |= holder.held_by.astype(np.bool_)
+        named = np.fromiter((name is not None for name in self.names), np.bool_,
+                            len(self.names))
+        self.release(np.flatnonzero(named & ~held[:len(named)]))
+
     def settle(self) -> None:
         released, self._released = self._released, []
         for slot in released:
             name = self.names[slot]
             if name is None or any(h.held_by[slot] for h in self.holders):
                 continue
+            for holder in self.holders:  # its change is still to be written
+                if holder.flags[slot]:
+                    holder._changed.add(name)
             del self.index[name]
             self.names[slot] = None
             self.free.append(slot)
@@ -125,7 +146,7 @@ class _Columns(ChangeTracking):
         listed = self.changed_slots[:n]
         names = self.slots.names
         changed = self._changed
-        changed.update(names[slot] for slot in listed.tolist())
+        changed.update(name for name in map(names.__getitem__, listed.tolist()) if name)
         self.flags[listed] = 0
         self.counts[0] = 0
         self._changed = set()
@@ -331,6 +352,127 @@ class HabitColumns(_Columns):
         self.log_mean[slot], self.log_m2[slot] = state[3], state[4]
 
 
+class WindowColumns(_Columns):
+    """``windows.KeyedTimes`` in columns: each key's event times, oldest first, a linked
+    list of nodes in one pool of arrays; the same window, lateness, sweep and
+    changelog format (``[times, tags]``, the tags all null; the newest event time under
+    ``""``)."""
+
+    _ints = ("head", "tail", "size")
+
+    head: np.ndarray
+    tail: np.ndarray
+    size: np.ndarray
+
+    def __init__(self, slots: Slots, window: SlidingWindow) -> None:
+        super().__init__(slots, max_accounts=0)
+        self.window = window
+        self.times = np.zeros(1024, INT)
+        self.nxt = np.zeros(1024, INT)
+        # the newest event time, when last swept, late records, pool nodes used, free list
+        self.scalars = np.array([NEVER, NEVER, 0, 0, -1], INT)
+
+    @property
+    def late(self) -> int:  # type: ignore[override]  # counted by the kernel
+        return int(self.scalars[W_LATE])
+
+    @property
+    def newest(self) -> int:
+        return int(self.scalars[W_NEWEST])
+
+    def count_batch(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """``KeyedTimes.count`` of every record, less one: the key's events in the
+        record's window before it, -1 for a late record."""
+        recent = np.zeros(len(slots), INT)
+        window = self.window
+        start = 0
+        while True:
+            code, start = kernels.window_run(
+                start, slots, ts, window.length_ms, window.grace_ms, self.head, self.tail,
+                self.size, self.held_by, self.times, self.nxt, self.scalars, self.flags,
+                self.changed_slots, self.counts, recent)
+            if code == DONE:
+                break
+            self._grow_pool()  # STOP_GROW
+        if self.counts[2]:  # the sweep dropped keys: their slots may be free now
+            self.counts[2] = 0
+            self.slots.release_unheld()
+        return recent
+
+    def _grow_pool(self) -> None:
+        for name in ("times", "nxt"):
+            old = getattr(self, name)
+            new = np.zeros(2 * len(old), INT)
+            new[:len(old)] = old
+            setattr(self, name, new)
+
+    def take_changed(self) -> set[str]:
+        changed = super().take_changed()
+        if changed:
+            changed.add("")  # the newest event time goes with them
+        return changed
+
+    def _times(self, slot: int) -> list[int]:
+        out, at, times, nxt = [], int(self.head[slot]), self.times, self.nxt
+        for _ in range(int(self.size[slot])):
+            out.append(int(times[at]))
+            at = int(nxt[at])
+        return out
+
+    def state_of(self, key: str) -> Any:
+        if key == "":
+            return self.newest
+        slot = self._slot(key)
+        if slot is None:
+            return None
+        times = self._times(slot)
+        return [times, [None] * len(times)]
+
+    def restore(self, key: str, state: Any) -> None:
+        scalars = self.scalars
+        if key == "":
+            scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
+            return
+        slot = self._slot(key)
+        if slot is not None:  # its events go back to the pool
+            for node in self._nodes(slot):
+                self.nxt[node] = scalars[kernels.W_FREE]
+                scalars[kernels.W_FREE] = node
+            self.size[slot] = 0
+            self._drop(key)
+        if state is None or not state[0]:
+            return
+        slot = self.slots.index.get(key)
+        if slot is None:
+            slot = self.slots.add(intern(key))
+        self.held_by[slot] = 1
+        self.counts[1] += 1
+        previous = -1
+        for time in state[0]:
+            if scalars[kernels.W_FREE] < 0 and scalars[W_UNUSED] >= len(self.times):
+                self._grow_pool()
+            if scalars[kernels.W_FREE] >= 0:
+                node = int(scalars[kernels.W_FREE])
+                scalars[kernels.W_FREE] = self.nxt[node]
+            else:
+                node = int(scalars[W_UNUSED])
+                scalars[W_UNUSED] += 1
+            self.times[node], self.nxt[node] = time, -1
+            if previous < 0:
+                self.head[slot] = node
+            else:
+                self.nxt[previous] = node
+            previous = node
+        self.tail[slot], self.size[slot] = previous, len(state[0])
+
+    def _nodes(self, slot: int) -> list[int]:
+        out, at = [], int(self.head[slot])
+        for _ in range(int(self.size[slot])):
+            out.append(at)
+            at = int(self.nxt[at])
+        return out
+
+
 class BatchVelocity:
     """``rules.Velocity`` for a batch at once: the window's counts (``KeyedTimes``, a
     record at a time), then the pace's kernel over the batch."""
@@ -339,7 +481,7 @@ class BatchVelocity:
 
     def __init__(self, settings: Any, slots: Slots) -> None:
         self.settings = settings
-        self.events = KeyedTimes(self._window())
+        self.events = WindowColumns(slots, self._window())
         self.pace = PaceColumns(slots)
         self.new = False  # whether the source of the payment last judged is a new account
         self.configure()
@@ -353,15 +495,13 @@ class BatchVelocity:
         self._new_ms = round(self.settings.new_account_s * 1000)
         self._hold_ms = round(self.settings.velocity_hold_s * 1000)
 
-    def judge_batch(self, sources: list[str], slots: np.ndarray, ts: np.ndarray
-                    ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def judge_batch(self, slots: np.ndarray, ts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(counts, expected, gaps, new, fires)`` of every record, as ``Velocity.judge``
         gives them one at a time (a late record: count 0, expected 0, gap ``NO_GAP_S``,
         ``new`` as the record before it)."""
-        count = self.events.count
-        counts = [count(source, t) for source, t in zip(sources, ts.tolist(), strict=True)]
-        n = len(sources)
-        recent = np.fromiter((-1 if c is None else c - 1 for c in counts), INT, n)
+        recent = self.events.count_batch(slots, ts)
+        n = len(slots)
         pace, settings = self.pace, self.settings
         window_ms = self.events.window.length_ms
         pace.fit_seconds(window_ms)
@@ -403,4 +543,4 @@ class BatchVelocity:
                     last = bool(new[i])
         if n and not late.all():
             self.new = bool(new[np.flatnonzero(~late)[-1]])
-        return [0 if c is None else c for c in counts], expected, gap, new, fires
+        return np.where(late, 0, recent + 1), expected, gap, new, fires

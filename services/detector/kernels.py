@@ -317,6 +317,111 @@ def habit_run(start, slots, amounts,  # type: ignore[no-untyped-def]
     return DONE, n
 
 
+# A window's scalars (``window_run``): its newest event time, when it was last swept,
+# late records, the next never-used node of the pool, and the head of its free list.
+W_NEWEST, W_SWEPT, W_LATE, W_UNUSED, W_FREE = range(5)
+STOP_GROW = 3  # the pool of event nodes is full: grow it, then call again
+NEVER = -(2**63)  # a window's newest event time before its first
+
+
+@njit(cache=True, nogil=True)
+def _free(node, nxt, scalars):  # type: ignore[no-untyped-def]
+    nxt[node] = scalars[W_FREE]
+    scalars[W_FREE] = node
+
+
+@njit(cache=True, nogil=True)
+def window_run(start, slots, ts, length, grace,  # type: ignore[no-untyped-def]
+               head, tail, size, held_by, times, nxt, scalars,
+               flags, changed, counts, recent):
+    """``KeyedTimes.count`` for records ``start`` on: each key's event times, oldest
+    first, are a linked list of nodes in a pool (``times``, ``nxt``). ``recent``: the
+    key's events in the record's window before it (-1: late). Returns ``(DONE, n)`` or
+    ``(STOP_GROW, record)``. ``counts``: changed slots so far, keys held, whether the
+    sweep dropped any."""
+    n = slots.shape[0]
+    capacity = times.shape[0]
+    for i in range(start, n):
+        if scalars[W_FREE] < 0 and scalars[W_UNUSED] >= capacity:
+            return STOP_GROW, i
+        t = ts[i]
+        s = slots[i]
+        newest = scalars[W_NEWEST]
+        if t > newest:
+            newest = t
+            scalars[W_NEWEST] = t
+        elif t < newest - grace:
+            scalars[W_LATE] += 1
+            recent[i] = -1
+            continue
+        _mark(s, flags, changed, counts)
+        if scalars[W_FREE] >= 0:
+            node = scalars[W_FREE]
+            scalars[W_FREE] = nxt[node]
+        else:
+            node = scalars[W_UNUSED]
+            scalars[W_UNUSED] += 1
+        times[node] = t
+        nxt[node] = -1
+        if size[s] == 0:
+            head[s] = tail[s] = node
+            size[s] = 1
+            held_by[s] = 1
+            counts[1] += 1
+            found = 1
+        else:
+            horizon = newest - grace - length
+            while size[s] > 0 and times[head[s]] <= horizon:  # nothing can still see
+                first = head[s]
+                head[s] = nxt[first]
+                size[s] -= 1
+                _free(first, nxt, scalars)
+            if size[s] == 0:
+                head[s] = tail[s] = node
+            elif t >= times[tail[s]]:  # in order: the usual case
+                nxt[tail[s]] = node
+                tail[s] = node
+            elif t < times[head[s]]:
+                nxt[node] = head[s]
+                head[s] = node
+            else:  # after every event at or before its time
+                at = head[s]
+                while nxt[at] >= 0 and times[nxt[at]] <= t:
+                    at = nxt[at]
+                nxt[node] = nxt[at]
+                nxt[at] = node
+            size[s] += 1
+            # Its window: the events up to it (itself included) later than t - length.
+            found = 0
+            at = head[s]
+            edge = t - length
+            while True:
+                if times[at] > edge:
+                    found += 1
+                if at == node:
+                    break
+                at = nxt[at]
+        if scalars[W_SWEPT] == NEVER or newest - scalars[W_SWEPT] > length + grace:
+            # Drop the keys whose events have all left every possible window.
+            scalars[W_SWEPT] = newest
+            horizon = newest - grace - length
+            for key in range(size.shape[0]):
+                if size[key] > 0 and times[tail[key]] <= horizon:
+                    at = head[key]
+                    while at >= 0:
+                        following = nxt[at]
+                        _free(at, nxt, scalars)
+                        at = following
+                    size[key] = 0
+                    head[key] = tail[key] = -1
+                    held_by[key] = 0
+                    counts[1] -= 1
+                    _mark(key, flags, changed, counts)
+                    counts[2] = 1  # Python frees the slots no store holds
+        recent[i] = found - 1
+    return DONE, n
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel, so a detector's first batch does
     not pay for it."""
@@ -338,3 +443,7 @@ def warm() -> None:
               real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
               np.zeros(4, np.int64), 10, 5, np.array([4.0, 5.0]), real.copy(), real.copy(),
               real.copy(), one.copy(), boolean.copy(), real.copy())
+    window_run(0, one, one, 60_000, 0, one.copy(), one.copy(), one.copy(), flag.copy(),
+               np.zeros(4, np.int64), np.zeros(4, np.int64),
+               np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), one.copy(),
+               np.zeros(4, np.int64), one.copy())

@@ -1146,61 +1146,101 @@ class SourceRules(_RuleSet):
                        times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
         """Each transaction's hits and features, in order, as if judged one by one."""
         # Each record brings its names anew: stores and windows keep one copy of each.
-        sources = [intern(source) for source in sources]
-        targets = [intern(target) for target in targets]
+        sources = list(map(intern, sources))
+        targets = list(map(intern, targets))
         n = len(sources)
-        out: list[tuple[list[Hit], dict[str, float]]] = [([], {}) for _ in range(n)]
         velocity, anomaly = self.velocity, self.anomaly
+        columns: list[Any] = []  # per rule, its figures of every record, in order
         if velocity is not None or anomaly is not None:
             slots = self.slots.of(sources)
         if velocity is not None:
-            ts = np.array(times, np.int64)
-            counts, expected, gaps, new, fires = velocity.judge_batch(sources, slots, ts)
-            window_s = f"{velocity.events.window.length_ms / 1000:g}"
-            for (hits, features), count, usual, gap, fresh, fired in zip(
-                    out, counts, expected.tolist(), gaps.tolist(), new.tolist(),
-                    fires.tolist(), strict=True):
-                features["velocity"] = count
-                features["velocity_usual"] = round(usual, 2)
-                features["gap_s"] = round(gap, 1)
-                features["new_account"] = float(fresh)
-                if fired:
-                    reason = f"{count} transactions from the source within {window_s} s"
-                    if usual >= 0.1:
-                        reason += f", its pace predicts {usual:.1f}"
-                    hits.append(Hit("velocity", reason))
+            counts, expected, gaps, new, fires = velocity.judge_batch(
+                slots, np.array(times, np.int64))
+            columns.append(self._velocity_figures(
+                velocity, counts.tolist(), expected.tolist(), gaps.tolist(), new.tolist(),
+                fires.tolist()))
         if anomaly is not None:
-            z, log_z, ratio, history, fired_at, means = anomaly.judge_batch(
+            z, log_z, ratio, history, fired, means = anomaly.judge_batch(
                 slots, np.array(amounts, np.float64))
-            for (hits, features), score, log_score, times_mean, before, fired, amount, \
-                    mean in zip(out, z.tolist(), log_z.tolist(), ratio.tolist(),
-                                history.tolist(), fired_at.tolist(), amounts,
-                                means.tolist(), strict=True):
-                features["amount_z"] = round(score, 2)
-                features["amount_log_z"] = round(log_score, 2)
-                features["amount_ratio"] = round(times_mean, 3)
-                features["history"] = before
-                if fired:
-                    hits.append(Hit(anomaly.name, f"amount {amount:g} is "
-                                                  f"{amount / mean:.1f}x the account's "
-                                                  f"mean of {mean:.2f}"))
+            columns.append(self._anomaly_figures(
+                z.tolist(), log_z.tolist(), ratio.tolist(), history.tolist(), fired.tolist(),
+                amounts, means.tolist()))
         if velocity is not None or anomaly is not None:
             self.slots.settle()
-        card_testing, novelty = self.card_testing, self.novelty
-        if card_testing is not None or novelty is not None:
-            for (hits, features), source, target, amount, ts_ in zip(
-                    out, sources, targets, amounts, times, strict=True):
-                if card_testing is not None:
-                    features["tiny_payees"], hit = card_testing.judge(
-                        source, target, amount, ts_)
-                    if hit:
-                        hits.append(hit)
-                if novelty is not None:
-                    novel, lately, streak = novelty.judge(source, target, ts_)
-                    features["novelty"] = novel
-                    features["new_payees"] = round(lately, 2)
-                    features["new_streak"] = streak
+        if self.card_testing is not None:
+            columns.append(map(self.card_testing.judge, sources, targets, amounts, times))
+        if self.novelty is not None:
+            columns.append(((novel, round(lately, 2), streak) for novel, lately, streak in
+                            map(self.novelty.judge, sources, targets, times)))
+        names = ([] if velocity is None else ["velocity"]) + \
+            ([] if anomaly is None else ["amount_anomaly"]) + \
+            ([] if self.card_testing is None else ["card_testing"]) + \
+            ([] if self.novelty is None else ["novelty"])
+        if names == ["velocity", "amount_anomaly", "card_testing", "novelty"]:
+            return [_source_verdict(v, a, c, nv) for v, a, c, nv in zip(*columns, strict=True)]
+        out: list[tuple[list[Hit], dict[str, float]]] = []
+        for row in zip(*columns, strict=True) if columns else ((),) * n:
+            hits: list[Hit] = []
+            features: dict[str, float] = {}
+            for name, figures in zip(names, row, strict=True):
+                if name == "novelty":
+                    features["novelty"], features["new_payees"], features["new_streak"] = \
+                        figures
+                    continue
+                if name == "card_testing":
+                    features["tiny_payees"], hit = figures
+                else:
+                    hit, more = figures
+                    features.update(more)
+                if hit:
+                    hits.append(hit)
+            out.append((hits, features))
         return out
+
+    @staticmethod
+    def _velocity_figures(velocity: Any, counts: list[int], expected: list[float],
+                          gaps: list[float], new: list[bool], fires: list[bool]
+                          ) -> list[tuple[Hit | None, dict[str, float]]]:
+        window_s = f"{velocity.events.window.length_ms / 1000:g}"
+        out: list[tuple[Hit | None, dict[str, float]]] = []
+        for count, usual, gap, fresh, fired in zip(counts, expected, gaps, new, fires,
+                                                   strict=True):
+            hit = None
+            if fired:
+                reason = f"{count} transactions from the source within {window_s} s"
+                if usual >= 0.1:
+                    reason += f", its pace predicts {usual:.1f}"
+                hit = Hit("velocity", reason)
+            out.append((hit, {"velocity": count, "velocity_usual": round(usual, 2),
+                              "gap_s": round(gap, 1), "new_account": float(fresh)}))
+        return out
+
+    @staticmethod
+    def _anomaly_figures(z: list[float], log_z: list[float], ratio: list[float],
+                         history: list[int], fired: list[bool], amounts: list[float],
+                         means: list[float]) -> list[tuple[Hit | None, dict[str, float]]]:
+        out: list[tuple[Hit | None, dict[str, float]]] = []
+        for score, log_score, times_mean, before, hit_here, amount, mean in zip(
+                z, log_z, ratio, history, fired, amounts, means, strict=True):
+            hit = Hit("amount_anomaly", f"amount {amount:g} is {amount / mean:.1f}x the "
+                                        f"account's mean of {mean:.2f}") if hit_here else None
+            out.append((hit, {"amount_z": round(score, 2), "amount_log_z": round(log_score, 2),
+                              "amount_ratio": round(times_mean, 3), "history": before}))
+        return out
+
+
+def _source_verdict(velocity: tuple[Hit | None, dict[str, float]],
+                    anomaly: tuple[Hit | None, dict[str, float]],
+                    card_testing: tuple[int, Hit | None],
+                    novelty: tuple[float, float, int]) -> tuple[list[Hit], dict[str, float]]:
+    """One record's hits and figures with every source rule on (the detector's default),
+    in the order ``SourceRules.evaluate_batch`` gives them otherwise."""
+    hits = [hit for hit in (velocity[0], anomaly[0], card_testing[1]) if hit]
+    features = velocity[1]
+    features.update(anomaly[1])
+    features["tiny_payees"] = card_testing[0]
+    features["novelty"], features["new_payees"], features["new_streak"] = novelty
+    return hits, features
 
 
 class TargetRules(_RuleSet):

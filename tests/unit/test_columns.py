@@ -79,13 +79,13 @@ def test_a_batch_judges_as_the_reference_does_record_by_record(
         records.append((f"S{source}", amount, ts))
     expected = [reference.judge(*record) for record in records]
     got: list[tuple[list[Hit], dict[str, Any]]] = []
-    start, cut = 0, 0
+    start, cut, restarted = 0, 0, False
     while start < len(records):
         if start <= restart_at < start + cuts[cut % len(cuts)] and cap > len(stream):
             # An instance takes the partition over from the changelog. (Below the cap
             # only: a restore takes the accounts in the changelog's order, which is not
             # the order they came in, so what the cap forgets first after it differs.)
-            log = list(batched.changes())
+            log, restarted = list(batched.changes()), True
             batched = columnar(rules, cap)
             for key, state in log:
                 batched.restore(key, state)
@@ -95,11 +95,17 @@ def test_a_batch_judges_as_the_reference_does_record_by_record(
         start += len(batch)
         cut += 1
     assert got == expected
-    for name, mine, theirs in (("pace", batched.velocity.pace, reference.velocity.pace),  # type: ignore[union-attr]
+    assert batched.velocity is not None and batched.anomaly is not None
+    for name, mine, theirs in (("pace", batched.velocity.pace, reference.velocity.pace),
+                               ("velocity", batched.velocity.events,
+                                reference.velocity.events),
                                ("amount_anomaly", batched.anomaly, reference.anomaly)):
         for key in {f"S{i}" for i in range(10)} | {""}:
             assert mine.state_of(key) == theirs.state_of(key), (name, key)
-        assert len(mine) == len(theirs._sources if name == "pace" else theirs._accounts)
+        held = {"pace": "_sources", "velocity": "_keys", "amount_anomaly": "_accounts"}[name]
+        assert len(mine) == len(getattr(theirs, held)), name
+    if not restarted:  # the late count is not in the changelog
+        assert batched.velocity.events.late == reference.velocity.events.late
 
 
 def test_what_the_cap_forgets_is_written_as_forgotten() -> None:
@@ -109,6 +115,9 @@ def test_what_the_cap_forgets_is_written_as_forgotten() -> None:
     # The oldest, forgotten by the capped stores (its payment is still in the window).
     assert changes["/A"] == {"velocity": [[0], [None]], "pace": None, "amount_anomaly": None}
     assert set(changes["/D"]) == {"velocity", "pace", "amount_anomaly"}
-    assert len(rules.slots.index) == 3 and rules.slots.free == [0]  # A's slot, for reuse
-    rules.evaluate_batch(["E"], ["T"], [10.0], [4])
-    assert rules.slots.index["E"] == 0
+    assert rules.slots.index["A"] == 0  # its payment is still in the velocity window
+    rules.evaluate_batch(["E"], ["T"], [10.0], [10 * MINUTE])  # it has left the window
+    # A's and B's slots (the cap forgot B for E), free for others.
+    assert "A" not in rules.slots.index and sorted(rules.slots.free) == [0, 1]
+    rules.evaluate_batch(["F"], ["T"], [10.0], [10 * MINUTE])
+    assert rules.slots.index["F"] in (0, 1)
