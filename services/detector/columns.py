@@ -108,6 +108,7 @@ class _Columns(ChangeTracking):
 
     _ints: tuple[str, ...] = ()
     _floats: tuple[str, ...] = ()
+    columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
 
     def __init__(self, slots: Slots, max_accounts: int) -> None:
         self.slots = slots
@@ -140,6 +141,14 @@ class _Columns(ChangeTracking):
     def _slot(self, key: str) -> int | None:
         slot = self.slots.index.get(key)
         return None if slot is None or not self.held_by[slot] else slot
+
+    def _held_slots(self, keys: list[str]) -> np.ndarray:
+        """The slot of each key this store holds, -1 for the others."""
+        index = self.slots.index.get
+        slots = np.fromiter((index(key, -1) for key in keys), INT, len(keys))
+        known = slots >= 0
+        slots[known] = np.where(self.held_by[slots[known]] != 0, slots[known], -1)
+        return slots
 
     def take_changed(self) -> set[str]:
         n = int(self.counts[0])
@@ -264,6 +273,23 @@ class PaceColumns(_Columns):
             state += [burst, float(self.held[slot])]
         return state
 
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        at = np.maximum(slots, 0)
+        base = self.base[at]
+        rows = zip(slots.tolist(), self.first[at].tolist(), self.at[at].tolist(),
+                   self.count[at].tolist(), [None if b != b else b for b in base.tolist()],
+                   self.burst[at].tolist(), self.held[at].tolist(), strict=True)
+        out: list[Any] = []
+        for key, (slot, first, last, count, since, burst, held) in zip(keys, rows, strict=True):
+            if slot < 0 or key == "":
+                out.append(self.state_of(key))
+            elif burst == NO_BURST:
+                out.append([first, last, count, since])
+            else:
+                out.append([first, last, count, since, burst, held])
+        return out
+
     def restore(self, source: str, state: Any) -> None:
         if source == "":
             if isinstance(state, list) and len(state) in (4, 5):
@@ -338,6 +364,16 @@ class HabitColumns(_Columns):
             return None
         return [int(self.hcount[slot]), float(self.mean[slot]), float(self.m2[slot]),
                 float(self.log_mean[slot]), float(self.log_m2[slot])]
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        at = np.maximum(slots, 0)
+        rows = zip(slots.tolist(), self.hcount[at].tolist(), self.mean[at].tolist(),
+                   self.m2[at].tolist(), self.log_mean[at].tolist(), self.log_m2[at].tolist(),
+                   strict=True)
+        return [None if slot < 0 or key == "" else [count, mean, m2, log_mean, log_m2]
+                for key, (slot, count, mean, m2, log_mean, log_m2) in zip(keys, rows,
+                                                                           strict=True)]
 
     def restore(self, source: str, state: Any) -> None:
         if state is None:
@@ -427,6 +463,22 @@ class WindowColumns(_Columns):
             return None
         times = self._times(slot)
         return [times, [None] * len(times)]
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        held = slots >= 0
+        out = np.empty(int(self.size[slots[held]].sum()), INT)
+        ends = np.empty(len(slots), INT)
+        kernels.gather_times(slots, self.head, self.size, self.times, self.nxt, out, ends)
+        times, start = out.tolist(), 0
+        states: list[Any] = []
+        for key, end, slot in zip(keys, ends.tolist(), slots.tolist(), strict=True):
+            if slot < 0 or key == "":
+                states.append(self.state_of(key))
+            else:
+                states.append([times[start:end], [None] * (end - start)])
+            start = end
+        return states
 
     def restore(self, key: str, state: Any) -> None:
         scalars = self.scalars

@@ -422,6 +422,22 @@ def window_run(start, slots, ts, length, grace,  # type: ignore[no-untyped-def]
     return DONE, n
 
 
+@njit(cache=True, nogil=True)
+def gather_times(slots, head, size, times, nxt, out, ends):  # type: ignore[no-untyped-def]
+    """Every event time of ``slots`` (-1: none), oldest first, one after the other in
+    ``out``; where each slot's end in ``ends``."""
+    k = 0
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        if s >= 0:
+            at = head[s]
+            for _ in range(size[s]):
+                out[k] = times[at]
+                k += 1
+                at = nxt[at]
+        ends[j] = k
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel, so a detector's first batch does
     not pay for it."""
@@ -443,6 +459,7 @@ def warm() -> None:
               real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
               np.zeros(4, np.int64), 10, 5, np.array([4.0, 5.0]), real.copy(), real.copy(),
               real.copy(), one.copy(), boolean.copy(), real.copy())
+    gather_times(one - 1, one, one, one, one, one.copy(), one.copy())
     window_run(0, one, one, 60_000, 0, one.copy(), one.copy(), one.copy(), flag.copy(),
                np.zeros(4, np.int64), np.zeros(4, np.int64),
                np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), one.copy(),

@@ -1023,6 +1023,7 @@ STORE_CODES = {"velocity": 1, "pace": 2, "amount_anomaly": 3, "card_testing": 4,
                "novelty": 5, "fan_in": 6, "fan_in_suspects": 7, "fan_in_new": 8,
                "payer_mix": 9, "payee": 10}
 STORE_NAMES = {code: name for name, code in STORE_CODES.items()}
+STATES_AT_ONCE = 512  # keys whose states are read together for the changelog
 
 
 class _RuleSet:
@@ -1059,23 +1060,34 @@ class _RuleSet:
     def encoded_changes(self) -> list[tuple[bytes, bytes | None]]:
         """``changes`` as changelog records. Two of these a transaction at 10,000 a
         second: hence the bound methods and no generator per key."""
-        getters = [(STORE_CODES[name], store.state_of) for name, store in self.stores.items()]
         changed: set[str] = set()
         for store in self.stores.values():
             changed |= store.take_changed()
+        changed_keys = list(changed)
+        stores = [(STORE_CODES[name], store, store.state_of, getattr(store, "columnar", False))
+                  for name, store in self.stores.items()]
         out: list[tuple[bytes, bytes | None]] = []
         add, encode = out.append, encode_state
-        for key in changed:
-            states = {code: state_of(key) for code, state_of in getters}
-            for state in states.values():
-                if state is not None:
-                    add((f"/{key}".encode(), encode(states)))
-                    break
-            else:
-                add((f"/{key}".encode(), None))
-                # Once compaction has dropped that tombstone, a record an older detector
-                # wrote for the key would be all that is left of it: delete those too.
-                out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
+        for start in range(0, len(changed_keys), STATES_AT_ONCE):
+            keys = changed_keys[start:start + STATES_AT_ONCE]
+            # The column stores read the states of these keys a column at a time; the
+            # others, a key at a time, which keeps what they make short-lived.
+            columns = [(code, store.states_of(keys) if columnar else None, state_of)
+                       for code, store, state_of, columnar in stores]
+            for j, key in enumerate(keys):
+                states = {code: state_of(key) if column is None else column[j]
+                          for code, column, state_of in columns}
+                row = states.values()
+                for state in row:
+                    if state is not None:
+                        add((f"/{key}".encode(), encode(states)))
+                        break
+                else:
+                    add((f"/{key}".encode(), None))
+                    # Once compaction has dropped that tombstone, a record an older
+                    # detector wrote for the key would be all that is left of it: delete
+                    # those too.
+                    out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
         return out
 
     def restore(self, key: str, state: Any) -> None:

@@ -50,6 +50,10 @@ class ChangeTracking:
         of ``key``."""
         raise NotImplementedError
 
+    def states_of(self, keys: list[str]) -> list[Any]:
+        """``state_of`` of each of ``keys``."""
+        return list(map(self.state_of, keys))
+
     def take_changed(self) -> set[str]:
         """The keys changed since the last call (forgotten ones included)."""
         changed, self._changed = self._changed, set()

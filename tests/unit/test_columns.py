@@ -100,8 +100,10 @@ def test_a_batch_judges_as_the_reference_does_record_by_record(
                                ("velocity", batched.velocity.events,
                                 reference.velocity.events),
                                ("amount_anomaly", batched.anomaly, reference.anomaly)):
-        for key in {f"S{i}" for i in range(10)} | {""}:
+        keys = [f"S{i}" for i in range(10)] + [""]
+        for key in keys:
             assert mine.state_of(key) == theirs.state_of(key), (name, key)
+        assert mine.states_of(keys) == [theirs.state_of(key) for key in keys], name
         held = {"pace": "_sources", "velocity": "_keys", "amount_anomaly": "_accounts"}[name]
         assert len(mine) == len(getattr(theirs, held)), name
     if not restarted:  # the late count is not in the changelog
