@@ -191,6 +191,10 @@ class KeyedEvents(_KeyedWindow):
     in ``(ts - length, ts]``, this one included? An event is kept until no record that
     is not late can have it in its window; keys with nothing left are dropped, so the
     state is bounded by the traffic of one window plus the grace period.
+
+    ``distinct`` answers fan-in's question, how many distinct tags that window holds,
+    without a slice of it a record: for a target paid hundreds of times an hour, a few
+    events' work where the slice took the window's.
     """
 
     _keys: dict[str, _Events | _One]
