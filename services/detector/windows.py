@@ -49,7 +49,9 @@ class _Events:
     """One key's events, oldest first: times, what each event was about, and the order
     each was taken at (its time, where the caller gives none). Times and orders are
     arrays of machine integers: no object an event for either, where a list held two
-    integer objects of 32 bytes each besides its pointers.
+    integer objects of 32 bytes each besides its pointers. Orders are None while each
+    is its event's time, as most are: one array fewer to keep and for the collector
+    to trace.
 
     For ``KeyedEvents.distinct``, once the key's window is big: ``counts`` holds how
     many events of each tag there are from index ``lo`` on (None: not kept), and
@@ -58,7 +60,7 @@ class _Events:
 
     __slots__ = ("counts", "lo", "orders", "tags", "times", "top")
 
-    def __init__(self, times: array[int], tags: list[Any], orders: array[int],
+    def __init__(self, times: array[int], tags: list[Any], orders: array[int] | None,
                  top: int) -> None:
         self.times = times
         self.tags = tags
@@ -71,7 +73,13 @@ class _Events:
     def of(cls, one: _One) -> _Events:
         """The events of a key that held one (``_One``), to take more."""
         ts, tag, order = one
-        return cls(array("q", (ts,)), [tag], array("q", (order,)), order)
+        return cls(array("q", (ts,)), [tag], None if order == ts else array("q", (order,)),
+                   order)
+
+    @property
+    def order_of(self) -> array[int]:
+        """Each event's order."""
+        return self.times if self.orders is None else self.orders
 
     def forget(self, drop: int) -> None:
         """Drop the ``drop`` oldest events, and them from the counts."""
@@ -84,13 +92,19 @@ class _Events:
                 self.lo = 0
             else:
                 self.lo = lo - drop
-        del self.times[:drop], self.tags[:drop], self.orders[:drop]
+        del self.times[:drop], self.tags[:drop]
+        if self.orders is not None:
+            del self.orders[:drop]
 
     def insert(self, at: int, ts: int, tag: Any, order: int) -> None:
         """Put an event at index ``at``, counted if it is at ``lo`` or after."""
+        orders = self.orders
+        if orders is None and order != ts:
+            orders = self.orders = self.times[:]
         self.times.insert(at, ts)
         self.tags.insert(at, tag)
-        self.orders.insert(at, order)
+        if orders is not None:
+            orders.insert(at, order)
         if order > self.top:
             self.top = order
         counts = self.counts
@@ -218,12 +232,12 @@ class KeyedEvents(_KeyedWindow):
         self._changed.add(key)
         held = self._keys.get(key)
         if held is None:
-            events = self._keys[key] = _Events(array("q"), [], array("q"), stream)
+            events = self._keys[key] = _Events(array("q"), [], None, stream)
         elif isinstance(held, tuple):
             events = self._keys[key] = _Events.of(held)
         else:
             events = held
-        times, tags, orders = events.times, events.tags, events.orders
+        times, tags = events.times, events.tags
         horizon = self.watermark - self.window.length_ms
         if times and times[0] <= horizon:  # nothing a timely record can still see
             events.forget(bisect_right(times, horizon))
@@ -237,7 +251,7 @@ class KeyedEvents(_KeyedWindow):
         start = bisect_right(times, ts - self.window.length_ms, 0, end)
         if self.newest - self._swept_at > self.window.length_ms + self.window.grace_ms:
             self._sweep(horizon)
-        return _seen(tags, orders, start, end, order)
+        return _seen(tags, events.order_of, start, end, order)
 
     def distinct(self, key: str, ts: int, tag: Any = None,
                  order: int | None = None) -> int | None:
@@ -279,9 +293,14 @@ class KeyedEvents(_KeyedWindow):
         fast = order is None or events.top < order  # no event of this order or later
         if stream > events.top:
             events.top = stream
+        orders = events.orders
+        if orders is not None:
+            orders.append(stream)
+        elif stream != ts:  # the first order other than its event's time
+            orders = events.orders = times[:]
+            orders.append(stream)
         times.append(ts)
         tags.append(tag)
-        events.orders.append(stream)
         counts = events.counts
         if counts is not None:
             counts[tag] = counts.get(tag, 0) + 1
@@ -313,7 +332,7 @@ class KeyedEvents(_KeyedWindow):
         start = bisect_right(events.times, ts - window.length_ms, 0, end)
         if self.newest - self._swept_at > window.length_ms + window.grace_ms:
             self._sweep(self.watermark - window.length_ms)
-        return len(set(_seen(events.tags, events.orders, start, end, order)))
+        return len(set(_seen(events.tags, events.order_of, start, end, order)))
 
     @staticmethod
     def _last(held: _Events | _One) -> int:
@@ -324,7 +343,7 @@ class KeyedEvents(_KeyedWindow):
         if isinstance(held, tuple):
             ts, tag, order = held
             return [[ts], [tag]] if order == ts else [[ts], [tag], [order]]
-        if held.orders == held.times:
+        if held.orders is None or held.orders == held.times:
             return [held.times.tolist(), list(held.tags)]
         return [held.times.tolist(), list(held.tags), held.orders.tolist()]
 
@@ -332,10 +351,13 @@ class KeyedEvents(_KeyedWindow):
     def _load(state: Any) -> _Events | _One:
         times = array("q", state[0])  # written without orders: each event's order is its time
         tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
-        orders = array("q", state[2]) if len(state) > 2 else times[:]
+        orders = array("q", state[2]) if len(state) > 2 else None
+        if orders == times:
+            orders = None
         if len(times) == 1:
-            return times[0], tags[0], orders[0]
-        return _Events(times, tags, orders, max(orders, default=-(2**63)))
+            return times[0], tags[0], times[0] if orders is None else orders[0]
+        return _Events(times, tags, orders,
+                       max(times if orders is None else orders, default=-(2**63)))
 
 
 def _seen(tags: list[Any], orders: array[int], start: int, end: int,
