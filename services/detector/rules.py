@@ -614,8 +614,9 @@ class FanIn:
         other, in any of the windows or in the mix.
         """
         settings = self.settings
-        seen = self.events.add(target, ts, source, order)
-        n = 0 if seen is None else len(set(seen))
+        # Distinct payers: counted per window, where a slice of it a record was O(window)
+        # for a target paid often. None (late) counts none.
+        n = self.events.distinct(target, ts, source, order) or 0
         new = bool(payer and payer.get("new_account"))
         if payer is None or "history" not in payer:
             suspect = True
@@ -624,12 +625,10 @@ class FanIn:
                 payer.get("amount_ratio", 1.0) >= settings.fan_in_payer_ratio
         m = 0
         if suspect:
-            suspects = self.suspects.add(target, ts, source, order)
-            m = 0 if suspects is None else len(set(suspects))
+            m = self.suspects.distinct(target, ts, source, order) or 0
         fresh, share = 0, self.mix.add(target, ts, new, order)
         if new:
-            newcomers = self.newcomers.add(target, ts, source, order)
-            fresh = 0 if newcomers is None else len(set(newcomers))
+            fresh = self.newcomers.distinct(target, ts, source, order) or 0
         if m >= settings.fan_in_sources and m >= settings.fan_in_mule_share * n:
             minutes = self.events.window.length_ms / 60_000
             reason = f"{n} distinct sources paid the target within {minutes:g} min" \

@@ -49,15 +49,84 @@ class _Events:
     """One key's events, oldest first: times, what each event was about, and the order
     each was taken at (its time, where the caller gives none). Times and orders are
     arrays of machine integers: no object an event for either, where a list held two
-    integer objects of 32 bytes each besides its pointers."""
+    integer objects of 32 bytes each besides its pointers. Orders are None while each
+    is its event's time, as most are: one array fewer to keep and for the collector
+    to trace.
 
-    __slots__ = ("orders", "tags", "times")
+    For ``KeyedEvents.distinct``, once the key's window is big: ``counts`` holds how
+    many events of each tag there are from index ``lo`` on (None: not kept), and
+    ``top`` is at least the highest order held, so that a record of a higher order
+    knows that no event of its window is to be left out."""
 
-    def __init__(self, times: array[int] | None = None, tags: list[Any] | None = None,
-                 orders: array[int] | None = None) -> None:
-        self.times = array("q") if times is None else times
-        self.tags: list[Any] = [] if tags is None else tags
-        self.orders = array("q") if orders is None else orders
+    __slots__ = ("counts", "lo", "orders", "tags", "times", "top")
+
+    def __init__(self, times: array[int], tags: list[Any], orders: array[int] | None,
+                 top: int) -> None:
+        self.times = times
+        self.tags = tags
+        self.orders = orders
+        self.top = top
+        self.counts: dict[Any, int] | None = None
+        self.lo = 0
+
+    @classmethod
+    def of(cls, one: _One) -> _Events:
+        """The events of a key that held one (``_One``), to take more."""
+        ts, tag, order = one
+        return cls(array("q", (ts,)), [tag], None if order == ts else array("q", (order,)),
+                   order)
+
+    @property
+    def order_of(self) -> array[int]:
+        """Each event's order."""
+        return self.times if self.orders is None else self.orders
+
+    def forget(self, drop: int) -> None:
+        """Drop the ``drop`` oldest events, and them from the counts."""
+        counts = self.counts
+        if counts is not None:
+            lo = self.lo
+            if drop > lo:
+                for tag in self.tags[lo:drop]:
+                    _uncount(counts, tag)
+                self.lo = 0
+            else:
+                self.lo = lo - drop
+        del self.times[:drop], self.tags[:drop]
+        if self.orders is not None:
+            del self.orders[:drop]
+
+    def insert(self, at: int, ts: int, tag: Any, order: int) -> None:
+        """Put an event at index ``at``, counted if it is at ``lo`` or after."""
+        orders = self.orders
+        if orders is None and order != ts:
+            orders = self.orders = self.times[:]
+        self.times.insert(at, ts)
+        self.tags.insert(at, tag)
+        if orders is not None:
+            orders.insert(at, order)
+        if order > self.top:
+            self.top = order
+        counts = self.counts
+        if counts is not None:
+            if at >= self.lo:
+                counts[tag] = counts.get(tag, 0) + 1
+            else:
+                self.lo += 1
+
+
+# A key of one event, as most keys are: its time, tag and order as a tuple, where
+# ``_Events`` took four objects (0.5 µs to make, against 30 ns) that the collector
+# then traced for as long as the key lived.
+_One = tuple[int, Any, int]
+
+
+def _uncount(counts: dict[Any, int], tag: Any) -> None:
+    left = counts[tag] - 1
+    if left:
+        counts[tag] = left
+    else:
+        del counts[tag]
 
 
 class _KeyedWindow(ChangeTracking):
@@ -85,7 +154,7 @@ class _KeyedWindow(ChangeTracking):
     def _sweep(self, horizon: int) -> None:
         """Drop the keys whose events have all left every possible window."""
         self._swept_at = self.newest
-        stale = [key for key, held in self._keys.items() if self._times(held)[-1] <= horizon]
+        stale = [key for key, held in self._keys.items() if self._last(held) <= horizon]
         for key in stale:
             del self._keys[key]
         self._changed.update(stale)
@@ -116,7 +185,8 @@ class _KeyedWindow(ChangeTracking):
             self._keys[key] = self._load(state)
 
     @staticmethod
-    def _times(held: Any) -> array[int]:
+    def _last(held: Any) -> int:
+        """The time of the newest event held."""
         raise NotImplementedError
 
     @staticmethod
@@ -135,9 +205,16 @@ class KeyedEvents(_KeyedWindow):
     in ``(ts - length, ts]``, this one included? An event is kept until no record that
     is not late can have it in its window; keys with nothing left are dropped, so the
     state is bounded by the traffic of one window plus the grace period.
+
+    ``distinct`` answers fan-in's question, how many distinct tags that window holds,
+    without a slice of it a record: for a target paid hundreds of times an hour, a few
+    events' work where the slice took the window's.
     """
 
-    _keys: dict[str, _Events]
+    _keys: dict[str, _Events | _One]
+    # A key's window this big or more keeps its tags counted (``distinct``); below it, a
+    # set of the slice costs less than the counts' upkeep and their dict.
+    counted_from = 8
 
     def add(self, key: str, ts: int, tag: Any = None,
             order: int | None = None) -> list[Any] | None:
@@ -153,52 +230,148 @@ class KeyedEvents(_KeyedWindow):
             self.late += 1
             return None
         self._changed.add(key)
-        events = self._keys.get(key)
-        if events is None:
-            events = self._keys[key] = _Events()
-        times, tags, orders = events.times, events.tags, events.orders
+        held = self._keys.get(key)
+        if held is None:
+            events = self._keys[key] = _Events(array("q"), [], None, stream)
+        elif isinstance(held, tuple):
+            events = self._keys[key] = _Events.of(held)
+        else:
+            events = held
+        times, tags = events.times, events.tags
         horizon = self.watermark - self.window.length_ms
         if times and times[0] <= horizon:  # nothing a timely record can still see
-            drop = bisect_right(times, horizon)
-            del times[:drop], tags[:drop], orders[:drop]
+            events.forget(bisect_right(times, horizon))
         if not times or ts >= times[-1]:  # in order: the usual case
-            times.append(ts)
-            tags.append(tag)
-            orders.append(stream)
+            events.insert(len(times), ts, tag, stream)
             end = len(times)
         else:
             end = bisect_right(times, ts)
-            times.insert(end, ts)
-            tags.insert(end, tag)
-            orders.insert(end, stream)
+            events.insert(end, ts, tag, stream)
             end += 1
         start = bisect_right(times, ts - self.window.length_ms, 0, end)
         if self.newest - self._swept_at > self.window.length_ms + self.window.grace_ms:
             self._sweep(horizon)
-        if order is None or end - 1 <= start or max(orders[start:end - 1]) < order:
-            return tags[start:end]  # no event of this order or later: all of them
-        # Strictly lower orders only: the event itself is the last of the slice (bisect
-        # put it after any of equal time).
-        seen = [tag for tag, then in zip(tags[start:end - 1], orders[start:end - 1],
-                                         strict=True) if then < order]
-        seen.append(tag)
-        return seen
+        return _seen(tags, events.order_of, start, end, order)
+
+    def distinct(self, key: str, ts: int, tag: Any = None,
+                 order: int | None = None) -> int | None:
+        """``add``, but only how many distinct tags its answer holds: None for a late
+        event, as there.
+
+        Where ``add`` slices every event of the window for each record, a key whose
+        window is big keeps its tags counted from the start of the newest record's
+        window on, and a record newer than any of its key, of a higher order than any
+        (the usual case), moves that start along: a few events a record, not the
+        window. Any other record is answered from the slice, as ``add`` does."""
+        stream = ts if order is None else order
+        window = self.window
+        newest = self.newest
+        if stream > newest:
+            newest = self.newest = stream
+        if ts < newest - window.grace_ms:
+            self.late += 1
+            return None
+        self._changed.add(key)
+        length = window.length_ms
+        horizon = newest - window.grace_ms - length
+        held = self._keys.get(key)
+        if held is None or (isinstance(held, tuple) and held[0] <= horizon):
+            # Most keys: one event, this one (any other is gone from every window).
+            self._keys[key] = (ts, tag, stream)
+            if newest - self._swept_at > length + window.grace_ms:
+                self._sweep(horizon)
+            return 1
+        events = self._keys[key] = _Events.of(held) if isinstance(held, tuple) else held
+        times, tags = events.times, events.tags
+        if times and times[0] <= horizon:  # nothing a timely record can still see
+            events.forget(bisect_right(times, horizon))
+        if times and ts < times[-1]:  # out of order: placed, then sliced
+            end = bisect_right(times, ts)
+            events.insert(end, ts, tag, stream)
+            return self._distinct_sliced(events, ts, end + 1, order)
+        # In order: ``insert`` at the end, inline.
+        fast = order is None or events.top < order  # no event of this order or later
+        if stream > events.top:
+            events.top = stream
+        orders = events.orders
+        if orders is not None:
+            orders.append(stream)
+        elif stream != ts:  # the first order other than its event's time
+            orders = events.orders = times[:]
+            orders.append(stream)
+        times.append(ts)
+        tags.append(tag)
+        counts = events.counts
+        if counts is not None:
+            counts[tag] = counts.get(tag, 0) + 1
+        if not fast:
+            return self._distinct_sliced(events, ts, len(times), order)
+        end = len(times)
+        start = bisect_right(times, ts - length, 0, end)
+        if newest - self._swept_at > length + window.grace_ms:
+            self._sweep(horizon)
+        if counts is None:
+            if end - start < self.counted_from:
+                return len(set(tags[start:end]))
+            counts = events.counts = {}
+            events.lo = end  # nothing counted yet: the loop below counts the window
+        lo = events.lo
+        if lo < start:
+            for old in tags[lo:start]:
+                _uncount(counts, old)
+        elif start < lo:
+            for new in tags[start:lo]:
+                counts[new] = counts.get(new, 0) + 1
+        events.lo = start
+        return len(counts)
+
+    def _distinct_sliced(self, events: _Events, ts: int, end: int,
+                         order: int | None) -> int:
+        """``distinct`` of a record placed at ``end - 1``, from the slice of its window."""
+        window = self.window
+        start = bisect_right(events.times, ts - window.length_ms, 0, end)
+        if self.newest - self._swept_at > window.length_ms + window.grace_ms:
+            self._sweep(self.watermark - window.length_ms)
+        return len(set(_seen(events.tags, events.order_of, start, end, order)))
 
     @staticmethod
-    def _times(held: _Events) -> array[int]:
-        return held.times
+    def _last(held: _Events | _One) -> int:
+        return held[0] if isinstance(held, tuple) else held.times[-1]
 
     @staticmethod
-    def _state(held: _Events) -> list[Any]:
-        if held.orders == held.times:
+    def _state(held: _Events | _One) -> list[Any]:
+        if isinstance(held, tuple):
+            ts, tag, order = held
+            return [[ts], [tag]] if order == ts else [[ts], [tag], [order]]
+        if held.orders is None or held.orders == held.times:
             return [held.times.tolist(), list(held.tags)]
         return [held.times.tolist(), list(held.tags), held.orders.tolist()]
 
     @staticmethod
-    def _load(state: Any) -> _Events:
+    def _load(state: Any) -> _Events | _One:
         times = array("q", state[0])  # written without orders: each event's order is its time
         tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
-        return _Events(times, tags, array("q", state[2]) if len(state) > 2 else times[:])
+        orders = array("q", state[2]) if len(state) > 2 else None
+        if orders == times:
+            orders = None
+        if len(times) == 1:
+            return times[0], tags[0], times[0] if orders is None else orders[0]
+        return _Events(times, tags, orders,
+                       max(times if orders is None else orders, default=-(2**63)))
+
+
+def _seen(tags: list[Any], orders: array[int], start: int, end: int,
+          order: int | None) -> list[Any]:
+    """The tags of a record's window ``[start, end)``, the record last: with ``order``,
+    only the events of a lower order, and the record."""
+    if order is None or end - 1 <= start or max(orders[start:end - 1]) < order:
+        return tags[start:end]  # no event of this order or later: all of them
+    # Strictly lower orders only: the event itself is the last of the slice (bisect put
+    # it after any of equal time).
+    seen = [tag for tag, then in zip(tags[start:end - 1], orders[start:end - 1],
+                                     strict=True) if then < order]
+    seen.append(tags[end - 1])
+    return seen
 
 
 class KeyedTimes(_KeyedWindow):
@@ -246,8 +419,8 @@ class KeyedTimes(_KeyedWindow):
         return end - bisect_right(times, ts - window.length_ms, 0, end)
 
     @staticmethod
-    def _times(held: array[int]) -> array[int]:
-        return held
+    def _last(held: array[int]) -> int:
+        return held[-1]
 
     @staticmethod
     def _state(held: array[int]) -> list[Any]:
