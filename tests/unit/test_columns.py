@@ -57,6 +57,16 @@ class Reference:
         return hits, figures
 
 
+def alive(store: str, key: str, state: Any, horizon: int | None) -> Any:
+    """A state as it matters: after a restore (``horizon`` given), the velocity window
+    sweeps keys on its own schedule (when they were swept is not in the changelog), so
+    a key with no event after the horizon, which no record can still see, is as good
+    as gone."""
+    if store != "velocity" or key == "" or state is None or horizon is None:
+        return state
+    return state if max(state[0]) > horizon else None
+
+
 def columnar(rules: RuleSettings, cap: int) -> SourceRules:
     out = SourceRules(rules, ("velocity", "amount_anomaly"))
     assert out.velocity is not None and out.anomaly is not None
@@ -96,14 +106,17 @@ def test_a_batch_judges_as_the_reference_does_record_by_record(
         cut += 1
     assert got == expected
     assert batched.velocity is not None and batched.anomaly is not None
+    horizon = reference.velocity.events.watermark - round(
+        rules.velocity_window_s * 1000) if restarted else None
     for name, mine, theirs in (("pace", batched.velocity.pace, reference.velocity.pace),
                                ("velocity", batched.velocity.events,
                                 reference.velocity.events),
                                ("amount_anomaly", batched.anomaly, reference.anomaly)):
         keys = [f"S{i}" for i in range(10)] + [""]
-        for key in keys:
-            assert mine.state_of(key) == theirs.state_of(key), (name, key)
-        assert mine.states_of(keys) == [theirs.state_of(key) for key in keys], name
+        seen = [alive(name, key, theirs.state_of(key), horizon) for key in keys]
+        assert [alive(name, key, mine.state_of(key), horizon) for key in keys] == seen, name
+        assert [alive(name, key, state, horizon)
+                for key, state in zip(keys, mine.states_of(keys), strict=True)] == seen
         held = {"pace": "_sources", "velocity": "_keys", "amount_anomaly": "_accounts"}[name]
         assert len(mine) == len(getattr(theirs, held)), name
     if not restarted:  # the late count is not in the changelog
