@@ -13,7 +13,6 @@ to. A slot goes back to the free list once no store holds its account.
 
 from __future__ import annotations
 
-from sys import intern
 from typing import Any
 
 import numpy as np
@@ -50,13 +49,17 @@ class Slots:
 
     def of(self, names: list[str]) -> np.ndarray:
         """The slots of ``names``, new ones given a slot (the stores grow to hold it)."""
+        for holder in self.holders:
+            holder.flush()
+        return self.of_names(names)
+
+    def of_names(self, names: list[str]) -> np.ndarray:
+        """``of``, without first flushing what the stores restored (``flush`` uses it)."""
         index = self.index
         out = np.empty(len(names), INT)
         for i, name in enumerate(names):
             slot = index.get(name)
-            if slot is None:
-                slot = self.add(name)
-            out[i] = slot
+            out[i] = self.add(name) if slot is None else slot
         return out
 
     def add(self, name: str) -> int:
@@ -126,6 +129,9 @@ class _Columns(ChangeTracking):
         for name in self._floats:
             setattr(self, name, np.zeros(capacity, FLOAT))
         self._changed: set[str] = set()  # names forgotten since the changelog last asked
+        # States restored but not yet in the columns: a restore reads a changelog of a
+        # record a key, and the columns take them all at once (``flush``).
+        self._pending: list[tuple[str, Any]] = []
         slots.holders.append(self)
 
     def grow(self, capacity: int) -> None:
@@ -136,14 +142,52 @@ class _Columns(ChangeTracking):
             setattr(self, name, new)
 
     def __len__(self) -> int:
+        self.flush()
         return int(self.counts[1])
 
+    def flush(self) -> None:
+        """Put the states restored since the last call in the columns, as a dict would
+        take them one by one: the newest state of a key wins, and a key keeps its place
+        in the order unless it was deleted in between."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        final: dict[str, Any] = {}
+        for key, state in pending:
+            if state is None:
+                final.pop(key, None)
+                self._forget(key)
+            else:
+                final[key] = state
+        if not final:
+            return
+        keys = list(final)
+        slots = self.slots.of_names(keys)
+        new = slots[self.held_by[slots] == 0]
+        self.held_by[new] = 1
+        self.seq[new] = self.counts[2] + np.arange(len(new))
+        self.counts[2] += len(new)
+        self.counts[1] += len(new)
+        self._apply(slots, list(final.values()))
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        """Restored states into the columns, at ``slots`` (held already)."""
+        raise NotImplementedError
+
+    def _forget(self, key: str) -> None:
+        self._drop(key)
+
+    def restore(self, key: str, state: Any) -> None:
+        self._pending.append((key, state))
+
     def _slot(self, key: str) -> int | None:
+        self.flush()
         slot = self.slots.index.get(key)
         return None if slot is None or not self.held_by[slot] else slot
 
     def _held_slots(self, keys: list[str]) -> np.ndarray:
         """The slot of each key this store holds, -1 for the others."""
+        self.flush()
         index = self.slots.index.get
         slots = np.fromiter((index(key, -1) for key in keys), INT, len(keys))
         known = slots >= 0
@@ -151,6 +195,7 @@ class _Columns(ChangeTracking):
         return slots
 
     def take_changed(self) -> set[str]:
+        self.flush()
         n = int(self.counts[0])
         listed = self.changed_slots[:n]
         names = self.slots.names
@@ -161,20 +206,9 @@ class _Columns(ChangeTracking):
         self._changed = set()
         return changed
 
-    def _hold(self, key: str) -> int:
-        """The slot of ``key``, held by this store (at the end of its order if new)."""
-        slot = self.slots.index.get(key)
-        if slot is None:
-            slot = self.slots.add(key)
-        if not self.held_by[slot]:
-            self.held_by[slot] = 1
-            self.seq[slot] = self.counts[2]
-            self.counts[2] += 1
-            self.counts[1] += 1
-        return slot
-
     def _drop(self, key: str) -> None:
-        slot = self._slot(key)
+        slot = self.slots.index.get(key)
+        slot = None if slot is None or not self.held_by[slot] else slot
         if slot is not None:
             self.held_by[slot] = 0
             self.counts[1] -= 1
@@ -184,6 +218,7 @@ class _Columns(ChangeTracking):
     def forget_oldest(self) -> None:
         """``store.forget_oldest``: room for one more account below the cap, the
         oldest thousandth going at once, each written as forgotten."""
+        self.flush()
         cap = self.max_accounts
         count = max(int(self.counts[1]) - cap + 1, cap // 1000, 1)
         held = np.flatnonzero(self.held_by)
@@ -306,17 +341,18 @@ class PaceColumns(_Columns):
                     ti[kernels.T_WINDOW] = 0
                     ti[kernels.T_FROM] = state[1]
             return
-        if state is None:
-            self._drop(source)
-            return
-        slot = self._hold(intern(source))
-        self.first[slot], self.at[slot], self.count[slot] = state[0], state[1], state[2]
-        base = state[3] if len(state) > 3 else None
-        self.base[slot] = np.nan if base is None else base
-        if len(state) > 5:
-            self.burst[slot], self.held[slot] = state[4], state[5]
-        else:
-            self.burst[slot], self.held[slot] = NO_BURST, 0.0
+        self._pending.append((source, state))
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        self.first[slots] = [state[0] for state in states]
+        self.at[slots] = [state[1] for state in states]
+        self.count[slots] = [state[2] for state in states]
+        # Without a base (older state), a source is judged by the whole stream's rate.
+        self.base[slots] = [np.nan if len(state) < 4 or state[3] is None else state[3]
+                            for state in states]
+        # Older state has no burst under way.
+        self.burst[slots] = [state[4] if len(state) > 5 else NO_BURST for state in states]
+        self.held[slots] = [state[5] if len(state) > 5 else 0.0 for state in states]
 
 
 class HabitColumns(_Columns):
@@ -375,17 +411,17 @@ class HabitColumns(_Columns):
                 for key, (slot, count, mean, m2, log_mean, log_m2) in zip(keys, rows,
                                                                            strict=True)]
 
-    def restore(self, source: str, state: Any) -> None:
-        if state is None:
-            self._drop(source)
-            return
-        if len(state) < 5:  # an older changelog: the log habit from the one in money
-            from services.detector.rules import _History  # rules builds on this module
-            state = _History.of_amounts(*state[:3]).state()
-        slot = self._hold(intern(source))
-        self.hcount[slot] = state[0]
-        self.mean[slot], self.m2[slot] = state[1], state[2]
-        self.log_mean[slot], self.log_m2[slot] = state[3], state[4]
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        from services.detector.rules import _History  # rules builds on this module
+
+        # An older changelog's habit in money only: the log habit from it.
+        states = [state if len(state) >= 5 else _History.of_amounts(*state[:3]).state()
+                  for state in states]
+        self.hcount[slots] = [state[0] for state in states]
+        self.mean[slots] = [state[1] for state in states]
+        self.m2[slots] = [state[2] for state in states]
+        self.log_mean[slots] = [state[3] for state in states]
+        self.log_m2[slots] = [state[4] for state in states]
 
 
 class WindowColumns(_Columns):
@@ -481,41 +517,42 @@ class WindowColumns(_Columns):
         return states
 
     def restore(self, key: str, state: Any) -> None:
-        scalars = self.scalars
         if key == "":
+            scalars = self.scalars
             scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
-            return
-        slot = self._slot(key)
-        if slot is not None:  # its events go back to the pool
+        else:  # a key without events is none
+            self._pending.append((key, None if state is None or not state[0] else state))
+
+    def _forget(self, key: str) -> None:
+        slot = self.slots.index.get(key)
+        if slot is not None and self.held_by[slot]:  # its events go back to the pool
+            scalars = self.scalars
             for node in self._nodes(slot):
                 self.nxt[node] = scalars[kernels.W_FREE]
                 scalars[kernels.W_FREE] = node
             self.size[slot] = 0
-            self._drop(key)
-        if state is None or not state[0]:
-            return
-        slot = self.slots.index.get(key)
-        if slot is None:
-            slot = self.slots.add(intern(key))
-        self.held_by[slot] = 1
-        self.counts[1] += 1
-        previous = -1
-        for time in state[0]:
-            if scalars[kernels.W_FREE] < 0 and scalars[W_UNUSED] >= len(self.times):
-                self._grow_pool()
-            if scalars[kernels.W_FREE] >= 0:
-                node = int(scalars[kernels.W_FREE])
-                scalars[kernels.W_FREE] = self.nxt[node]
-            else:
-                node = int(scalars[W_UNUSED])
-                scalars[W_UNUSED] += 1
-            self.times[node], self.nxt[node] = time, -1
-            if previous < 0:
-                self.head[slot] = node
-            else:
-                self.nxt[previous] = node
-            previous = node
-        self.tail[slot], self.size[slot] = previous, len(state[0])
+        self._drop(key)
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        scalars = self.scalars
+        for slot in slots[self.size[slots] > 0].tolist():  # events held before: freed
+            for node in self._nodes(slot):
+                self.nxt[node] = scalars[kernels.W_FREE]
+                scalars[kernels.W_FREE] = node
+        sizes = np.fromiter((len(state[0]) for state in states), INT, len(states))
+        total = int(sizes.sum())
+        while int(self.scalars[W_UNUSED]) + total > len(self.times):
+            self._grow_pool()
+        first = int(self.scalars[W_UNUSED])
+        self.scalars[W_UNUSED] += total
+        nodes = np.arange(first, first + total)
+        ends = np.cumsum(sizes) + first  # one past each key's last node
+        self.times[nodes] = [time for state in states for time in state[0]]
+        self.nxt[nodes] = nodes + 1
+        self.nxt[ends - 1] = -1
+        self.head[slots] = ends - sizes
+        self.tail[slots] = ends - 1
+        self.size[slots] = sizes
 
     def _nodes(self, slot: int) -> list[int]:
         out, at = [], int(self.head[slot])

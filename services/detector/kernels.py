@@ -23,9 +23,19 @@ before it settles the record and goes on.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
-from numba import njit
+
+# Compiled kernels are cached on disk beside this module, so a detector compiles them
+# once per install. Where that is read-only (an image run as an unprivileged user),
+# numba would refuse to cache at all: a directory of the machine's temporary files.
+if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / "fraud-console-numba")
+
+from numba import njit  # reads NUMBA_CACHE_DIR as it loads
 
 DONE = -1
 STOP_EVICT = 1  # a new account past the cap: forget the oldest, then call again
