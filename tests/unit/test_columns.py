@@ -136,3 +136,34 @@ def test_what_the_cap_forgets_is_written_as_forgotten() -> None:
     assert "A" not in rules.slots.index and sorted(rules.slots.free) == [0, 1]
     rules.evaluate_batch(["F"], ["T"], [10.0], [10 * MINUTE])
     assert rules.slots.index["F"] in (0, 1)
+
+
+window_states = st.lists(st.integers(0, 10**6), min_size=1, max_size=5).map(
+    lambda times: [sorted(times), [None] * len(times)])
+pace_states = st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.floats(0, 50),
+                        st.one_of(st.none(), st.floats(0, 100)),
+                        st.one_of(st.just(()), st.tuples(st.integers(0, 10**6),
+                                                         st.floats(0, 9)))).map(
+    lambda s: [*s[:4], *s[4]])
+habit_states = st.tuples(st.integers(0, 99), st.floats(1, 99), st.floats(0, 99),
+                         st.floats(0, 5), st.floats(0, 9)).map(list)
+changelog = st.lists(st.tuples(st.sampled_from(["A", "B", "C"]), st.one_of(
+    st.none(), st.fixed_dictionaries({"velocity": window_states, "pace": pace_states,
+                                      "amount_anomaly": habit_states}))), max_size=25)
+
+
+@settings(max_examples=100, deadline=None)
+@given(changelog, changelog)
+def test_a_restore_takes_the_newest_record_of_each_key_over_what_was_held(
+        first: list[tuple[str, Any]], then: list[tuple[str, Any]]) -> None:
+    rules, reference = columnar(RuleSettings(), 200_000), Reference(RuleSettings(), 200_000)
+    stores = {"velocity": reference.velocity.events, "pace": reference.velocity.pace,
+              "amount_anomaly": reference.anomaly}
+    for records in (first, then):
+        for key, record in records:
+            rules.restore(f"/{key}", record)
+            for name, store in stores.items():
+                store.restore(key, None if record is None else record[name])
+        for name, store in stores.items():
+            for key in "ABC":
+                assert rules.stores[name].state_of(key) == store.state_of(key), (name, key)
