@@ -77,7 +77,8 @@ class Checkpoint:
         """Mark ``messages`` processed (their outputs produced, not yet delivered).
 
         A batch holds each partition's records in offset order, so its last record of
-        each is what counts: one pass that keeps it, then a check per partition.
+        each is what counts: one pass that keeps it (its offset asked for once a
+        partition, not once a record), then a check per partition.
         """
         if not messages:
             return
@@ -85,9 +86,10 @@ class Checkpoint:
             # The interval runs from the oldest record not yet committed: a burst after
             # a quiet spell would otherwise commit (and flush) after its first batch.
             self._opened = time.monotonic()
-        newest = {(m.topic(), m.partition()): m.offset() for m in messages}
+        newest = {(m.topic(), m.partition()): m for m in messages}
         offsets = self._offsets
-        for tp, offset in newest.items():
+        for tp, message in newest.items():
+            offset = message.offset()
             if offset + 1 < offsets.get(tp, -1):
                 raise ValueError(f"offset of {tp} goes backwards: {offset + 1}")
             offsets[tp] = offset + 1

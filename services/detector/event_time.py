@@ -37,6 +37,7 @@ twice.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
@@ -111,10 +112,18 @@ class Merge(Generic[Item]):
         self.forced = 0  # taken before the watermark reached them (``limit``)
         self.behind = 0  # came with an order the stage had passed (after idleness)
         self.changed = False  # the clock changed since the changelog last had it
-        self._waiting: list[tuple[int, int, int, Item]] = []
+        # The records waiting, as ``(order, offset, partition, item)``. An upstream
+        # partition's records come in their own order, so each partition's list is a
+        # sorted run: a push appends, and a release merges the runs' heads (a k-way
+        # merge; a heap of every record cost a push and a pop of log n comparisons a
+        # record). Those that come out of order in their partition (after a rewind
+        # upstream, or from a detector that did not say) wait in a heap of their own.
+        self._runs: dict[int, list[tuple[int, int, int, Item]]] = {}
+        self._unordered: list[tuple[int, int, int, Item]] = []
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return self._count
 
     def hear(self, marker: Progress) -> None:
         """A progress marker: stream times heard, and which partitions went idle."""
@@ -139,7 +148,15 @@ class Merge(Generic[Item]):
             self.idle.discard(partition)
         if order < self.time:
             self.behind += 1
-        heapq.heappush(self._waiting, (order, offset, partition, item))
+        entry = (order, offset, partition, item)
+        run = self._runs.get(partition)
+        if run is None:
+            self._runs[partition] = [entry]
+        elif not run or order > run[-1][0] or (order == run[-1][0] and offset > run[-1][1]):
+            run.append(entry)
+        else:
+            heapq.heappush(self._unordered, entry)
+        self._count += 1
         return True
 
     def watermark(self) -> int | None:
@@ -170,30 +187,76 @@ class Merge(Generic[Item]):
     def release(self) -> list[tuple[int, Item]]:
         """The records the watermark has reached, as ``(order, item)``, oldest order
         first (and, for one order, in the order they were read)."""
-        waiting = self._waiting
-        if not waiting:
+        return [(entry[0], entry[3]) for entry in self.take()]
+
+    def take(self) -> list[tuple[int, int, int, Item]]:
+        """``release``, as ``(order, offset, partition, item)``."""
+        if not self._count:
             return []
         mark = self.watermark()
-        out: list[tuple[int, Item]] = []
-        pop, done = heapq.heappop, self.done
-        while waiting and (mark is None or waiting[0][0] <= mark
-                           or len(waiting) > self.limit):
-            order, offset, partition, item = pop(waiting)
-            if mark is not None and order > mark:
-                self.forced += 1
-            if partition >= 0:
-                done[partition] = offset
-            if order > self.time:
-                self.time = order
-            out.append((order, item))
-        if out:
-            self.changed = True
+        chunks: list[list[tuple[int, int, int, Item]]] = []
+        for partition, run in self._runs.items():
+            if not run:
+                continue
+            if mark is None or run[-1][0] <= mark:
+                chunks.append(run)
+                self._runs[partition] = []
+            elif run[0][0] <= mark:
+                end = bisect_right(run, mark, key=_order)
+                chunks.append(run[:end])
+                del run[:end]
+        unordered = self._unordered
+        unordered_taken = bool(unordered) and (mark is None or unordered[0][0] <= mark)
+        if unordered_taken:
+            chunk = []
+            while unordered and (mark is None or unordered[0][0] <= mark):
+                chunk.append(heapq.heappop(unordered))
+            chunks.append(chunk)
+        # Only sorted runs, one a partition: each partition's last record released is
+        # its run's last taken.
+        runs_only = len(chunks) - (1 if unordered_taken else 0)
+        taken = sum(len(chunk) for chunk in chunks)
+        beyond = self._count - taken - self.limit
+        if beyond > 0:  # beyond the limit: the oldest go, though the watermark is behind
+            chunks.append(self._force(beyond))
+            self.forced += beyond
+        if not chunks:
+            return []
+        if len(chunks) == 1:
+            out = chunks[0]
+        else:
+            out = [entry for chunk in chunks for entry in chunk]
+            out.sort()  # runs, merged: Timsort finds each and merges them
+        done = self.done
+        if runs_only == len(chunks):
+            for chunk in chunks:
+                if chunk[-1][2] >= 0:
+                    done[chunk[-1][2]] = chunk[-1][1]
+        else:
+            for _, offset, partition, _ in out:
+                if partition >= 0:
+                    done[partition] = offset
+        if out[-1][0] > self.time:
+            self.time = out[-1][0]
+        self._count -= len(out)
+        self.changed = True
         return out
+
+    def _force(self, count: int) -> list[tuple[int, int, int, Item]]:
+        """The ``count`` oldest records waiting, taken out; the rest stay, as runs."""
+        rest = [entry for run in self._runs.values() for entry in run] + self._unordered
+        rest.sort()
+        self._runs = {partition: [] for partition in self._runs}
+        self._unordered = []
+        for entry in rest[count:]:  # in order overall, so in order in each partition
+            self._runs.setdefault(entry[2], []).append(entry)
+        return rest[:count]
 
     def oldest_offset(self) -> int | None:
         """The lowest offset of a record still waiting: the partition's committed
         offset may go no further, or a restart would skip it."""
-        return min((entry[1] for entry in self._waiting), default=None)
+        return min((entry[1] for run in (*self._runs.values(), self._unordered)
+                    for entry in run), default=None)
 
     def state(self) -> dict[str, Any]:
         return {"time": self.time, "heard": _pairs(self.heard), "done": _pairs(self.done)}
@@ -205,6 +268,10 @@ class Merge(Generic[Item]):
         for partition, offset in state.get("done", ()):
             self.done[partition] = max(offset, self.done.get(partition, -1))
             self._restored[partition] = self.done[partition]
+
+
+def _order(entry: tuple[int, int, int, Any]) -> int:
+    return entry[0]
 
 
 def _pairs(mapping: dict[int, int]) -> list[list[int]]:

@@ -297,6 +297,7 @@ class VerdictWriter:
             + b',"veto":' + orjson.dumps(model[1]))
         # What follows the features, by (decided_by, model_trusted); None: no model.
         self._tails: dict[tuple[str, bool] | None, bytes] = {None: common + b"}"}
+        self._openings = tuple(b',"detection":' + head for head in self.heads)
 
     @staticmethod
     def rules(hits: list[Hit]) -> bytes:
@@ -333,6 +334,18 @@ class VerdictWriter:
         """The ``detection`` object, as ``verdict`` writes it."""
         return b"".join((self.heads[fraud], self.rules(hits), self.score(score),
                          orjson.dumps(features), self.tail(said)))
+
+    def record(self, tx: bytes, hits: list[Hit], features: dict[str, float],
+               score: float | None, fraud: bool,
+               said: tuple[str, bool] | None = None) -> bytes:
+        """``tx``, a JSON object, with ``detection`` as its last member: what joining
+        ``tx[:-1]``, ``,"detection":``, ``detection(...)`` and ``}`` makes, in one join,
+        the common members written without a call."""
+        tail = self._tails.get(said)
+        return b"".join((
+            tx[:-1], self._openings[fraud], self.rules(hits) if hits else b"[]",
+            b',"score":null,"features":' if score is None else self.score(score),
+            orjson.dumps(features), self.tail(said) if tail is None else tail, b"}"))
 
 
 def identity_fields(tx: Transaction, record: Record) -> bytes:

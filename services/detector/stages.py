@@ -28,7 +28,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -303,7 +303,7 @@ class TargetStage:
                  cutoff: float = CUTOFF, veto: float = VETO,
                  upstream: int | None = None) -> None:
         self.upstream = upstream
-        self.state: PartitionedState[TargetRules, Merge[_Waiting]] = PartitionedState(
+        self.state: PartitionedState[TargetRules, Merge[Forwarded]] = PartitionedState(
             rules, lambda: Merge(self.upstream))
         self.instance = instance
         self.counters = Counters()
@@ -329,7 +329,7 @@ class TargetStage:
         """Verdicts for the records the watermark lets through: those read now, and
         those read before that waited for it (``event_time.Merge``)."""
         routed = Routed([], [], [])
-        touched: dict[int, Merge[_Waiting]] = {}
+        touched: dict[int, Merge[Forwarded]] = {}
         merge_of = self.state.clock
         decode, msgpack_array = _decode_forwarded, _MSGPACK_ARRAY  # locals: per record
         for record in records:
@@ -345,10 +345,8 @@ class TargetStage:
                 first = raw[0] if raw else None
                 if first in msgpack_array:
                     forwarded = decode(raw)  # type: ignore[arg-type]
-                    waiting = _Waiting(forwarded, forwarded.key)
-                    order = forwarded.order
                 elif first == _JSON_OBJECT:
-                    waiting, order = _read_json_forward(raw, record)  # type: ignore[arg-type]
+                    forwarded = _read_json_forward(raw, record)  # type: ignore[arg-type]
                 else:
                     raise ValueError("neither MessagePack nor JSON")
             except (DecodeError, ValueError, TypeError) as exc:
@@ -356,34 +354,38 @@ class TargetStage:
                 routed.dlq.append((record.key(), raw, dead_letter_headers(
                     record, f"not a forwarded transaction: {exc}", self.instance)))
                 continue
-            merge.push(waiting.forwarded.partition, order, record.offset() or 0, waiting)
-        released = [(partition, order, waiting) for partition, merge in touched.items()
-                    for order, waiting in merge.release()]
-        routed = self._judge(released, routed)
+            merge.push(forwarded.partition, forwarded.order, record.offset() or 0, forwarded)
+        routed = self._judge([(partition, merge.take()) for partition, merge in touched.items()],
+                             routed)
         self.counters.dlq += len(routed.dlq)
         return routed
 
-    def _judge(self, released: list[tuple[int, int, _Waiting]], routed: Routed) -> Routed:
+    def _judge(self, released: list[tuple[int, list[tuple[int, int, int, Forwarded]]]],
+               routed: Routed) -> Routed:
         """The rules about targets, the threshold and the model, for records in the
-        order the watermark released them."""
+        order the watermark released them: ``(order, offset, upstream partition,
+        forward)`` by repartition partition."""
         threshold, model = self.rule.threshold, self.model
         threshold_hit = Hit(self.rule.name, self.rule.reason)
         rows = FeatureRows()
         judged: list[tuple[bytes | None, bytes, dict[str, float], list[Hit]]] = []
         fired: list[bool] = []  # with a model: whether a rule fired on each scored one
-        rules_of = self.state.get  # locals: this loop runs per record
-        for partition, order, (forwarded, key) in released:
-            hits, features = forwarded.hits, forwarded.figures
-            rules_of(partition).evaluate(
-                forwarded.target, forwarded.source, forwarded.ts, hits, features, order)
-            if forwarded.amount >= threshold:
-                hits.insert(0, threshold_hit)
-            tx = bytes(forwarded.tx)
-            if model is not None:
-                rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
-                         dataset_features(tx))
-                fired.append(bool(hits))  # for grading, once labels come
-            judged.append((key, tx, features, hits))
+        for partition, entries in released:
+            if not entries:
+                continue
+            evaluate = self.state.get(partition).evaluate  # a local: the loop is per record
+            for order, _, _, forwarded in entries:
+                hits, features = forwarded.hits, forwarded.figures
+                evaluate(forwarded.target, forwarded.source, forwarded.ts, hits, features, order)
+                if forwarded.amount >= threshold:
+                    hits.insert(0, threshold_hit)
+                tx = forwarded.tx
+                if model is not None:
+                    # The search dataset_features starts with, first: most records fail it.
+                    rows.add(forwarded.id, forwarded.ts, forwarded.amount, features,
+                             dataset_features(tx) if b'"V1"' in tx else None)
+                    fired.append(bool(hits))  # for grading, once labels come
+                judged.append((forwarded.key, tx, features, hits))
         scores, batch = score_batch(model, rows, len(judged))
         cutoff, veto = self.cutoff, self.veto
         decides = self.model_decides
@@ -391,14 +393,19 @@ class TargetStage:
         deciding_cutoff = cutoff if self.model_alone else math.inf
         writer = VerdictWriter(threshold, self.instance,
                                None if model is None else (cutoff, veto))
+        write = writer.record
+        # Who decides when no score counts (none yet, or the model not trusted):
+        # the rules, which is what decider and decide say then, without the calls.
+        by_rules = None if model is None else ("rules", decides)
         legit, fraud_out = routed.legit.append, routed.fraud.append
         for (key, tx, features, hits), score in zip(judged, scores, strict=True):
-            said = None if model is None else (
-                decider(bool(hits), score, deciding_cutoff, veto, decides), decides)
-            fraud, hits = decide(hits, score if decides else None, deciding_cutoff, veto)
-            detection = writer.detection(hits, features, score, fraud, said)
-            value = b"".join((tx[:-1], b',"detection":', detection, b"}"))
-            (fraud_out if fraud else legit)((key, value))
+            if score is None or not decides:
+                said, fraud = by_rules, bool(hits)
+            else:
+                said = (decider(bool(hits), score, deciding_cutoff, veto, decides), decides)
+                fraud, hits = decide(hits, score, deciding_cutoff, veto)
+            (fraud_out if fraud else legit)((key, write(tx, hits, features, score, fraud,
+                                                        said)))
         if batch is not None:  # None scores (no model trained yet) become NaN
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
                 (np.array(fired, dtype=float), np.array(scores, dtype=float)))))
@@ -411,18 +418,13 @@ class TargetStage:
         return sum(len(merge) for merge in self.state.clocks.values())
 
 
-class _Waiting(NamedTuple):
-    """A forwarded transaction waiting in the merge, with its own key."""
-
-    forwarded: Forwarded | _JsonForwarded
-    key: bytes | None
-
-
-def _read_json_forward(raw: bytes, record: Record) -> tuple[_Waiting, int]:
-    """A forward of a detector before ``Forwarded``, and its order."""
-    forwarded = _decode_json_forwarded(raw)
-    order = forwarded.ts if forwarded.order is None else forwarded.order
-    return _Waiting(forwarded, _original_key(record)), order
+def _read_json_forward(raw: bytes, record: Record) -> Forwarded:
+    """A forward of a detector before ``Forwarded``, as the forward it stands for: its
+    key from the header, and its ``ts`` as its order when it has none."""
+    old = _decode_json_forwarded(raw)
+    return Forwarded(bytes(old.tx), old.id, old.source, old.target, old.amount, old.ts,
+                     old.hits, old.figures, old.partition,
+                     old.ts if old.order is None else old.order, _original_key(record))
 
 
 def _original_key(record: Record) -> bytes | None:
