@@ -633,3 +633,122 @@ class BatchVelocity:
         if n and not late.all():
             self.new = bool(new[np.flatnonzero(~late)[-1]])
         return np.where(late, 0, recent + 1), expected, gap, new, fires
+
+
+class MixColumns(_Columns):
+    """``rules.PayerMix`` in columns: each target's payments lately and those from new
+    accounts, decayed to the newest order (``at``), and those at that order."""
+
+    name = "payer_mix"
+    _ints = ("at",)
+    _floats = ("paid", "from_new", "paid_at", "new_at")
+
+    at: np.ndarray
+    paid: np.ndarray
+    from_new: np.ndarray
+    paid_at: np.ndarray
+    new_at: np.ndarray
+
+    def __init__(self, slots: Slots, half_life_ms: int, max_accounts: int = 500_000) -> None:
+        super().__init__(slots, max_accounts)
+        self.half_life_ms = half_life_ms
+
+    def add_batch(self, slots: np.ndarray, ts: np.ndarray, orders: np.ndarray,
+                  new: np.ndarray) -> np.ndarray:
+        """``PayerMix.add`` of every record: the share of its target's payments lately
+        that came from new accounts."""
+        self.flush()
+        share = np.zeros(len(slots))
+        fparams = np.array([self.half_life_ms, 0.5], FLOAT)
+        start = 0
+        while True:
+            code, start = kernels.mix_run(
+                start, slots, ts, orders, new, self.max_accounts, self.held_by, self.seq,
+                self.paid, self.from_new, self.at, self.paid_at, self.new_at, self.flags,
+                self.changed_slots, self.counts, fparams, share)
+            if code == DONE:
+                return share
+            self.forget_oldest()  # STOP_EVICT
+
+    def state_of(self, target: str) -> Any:
+        """``[payments, from new accounts, at, payments at it, from new at it]``."""
+        slot = self._slot(target)
+        if slot is None:
+            return None
+        return [float(self.paid[slot]), float(self.from_new[slot]), int(self.at[slot]),
+                float(self.paid_at[slot]), float(self.new_at[slot])]
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        at = np.maximum(slots, 0)
+        rows = zip(slots.tolist(), self.paid[at].tolist(), self.from_new[at].tolist(),
+                   self.at[at].tolist(), self.paid_at[at].tolist(), self.new_at[at].tolist(),
+                   strict=True)
+        return [None if slot < 0 else [paid, fresh, when, paid_at, new_at]
+                for slot, paid, fresh, when, paid_at, new_at in rows]
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        self.paid[slots] = [state[0] for state in states]
+        self.from_new[slots] = [state[1] for state in states]
+        self.at[slots] = [state[2] for state in states]
+        # Older state has nothing held apart at its newest order.
+        self.paid_at[slots] = [state[3] if len(state) > 4 else 0.0 for state in states]
+        self.new_at[slots] = [state[4] if len(state) > 4 else 0.0 for state in states]
+
+
+class PayeeColumns(_Columns):
+    """``rules.PayeeHistory`` in columns: what each target received before its newest
+    order, decayed, that order, and what it received at it."""
+
+    name = "payee"
+    _ints = ("at",)
+    _floats = ("before", "at_count")
+
+    at: np.ndarray
+    before: np.ndarray
+    at_count: np.ndarray
+
+    def __init__(self, slots: Slots, half_life_ms: int = 6 * 3_600_000,
+                 max_accounts: int = 500_000) -> None:
+        if half_life_ms <= 0 or max_accounts < 1:
+            raise ValueError(f"invalid payee history: half-life {half_life_ms} ms, "
+                             f"{max_accounts} accounts")
+        super().__init__(slots, max_accounts)
+        self.half_life_ms = half_life_ms
+
+    def evaluate_batch(self, slots: np.ndarray, orders: np.ndarray) -> np.ndarray:
+        """``PayeeHistory.evaluate`` of every record: payments its target received
+        before it, decayed."""
+        self.flush()
+        before = np.zeros(len(slots))
+        fparams = np.array([self.half_life_ms, 0.5], FLOAT)
+        start = 0
+        while True:
+            code, start = kernels.payee_run(
+                start, slots, orders, self.max_accounts, self.held_by, self.seq,
+                self.before, self.at, self.at_count, self.flags, self.changed_slots,
+                self.counts, fparams, before)
+            if code == DONE:
+                return before
+            self.forget_oldest()  # STOP_EVICT
+
+    def state_of(self, target: str) -> Any:
+        """``[received before, at, received at]``."""
+        slot = self._slot(target)
+        if slot is None:
+            return None
+        return [float(self.before[slot]), int(self.at[slot]), float(self.at_count[slot])]
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        at = np.maximum(slots, 0)
+        rows = zip(slots.tolist(), self.before[at].tolist(), self.at[at].tolist(),
+                   self.at_count[at].tolist(), strict=True)
+        return [None if slot < 0 else [before, when, count]
+                for slot, before, when, count in rows]
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        # ``[received, at]`` from older detectors: all of it before ``at``.
+        self.before[slots] = [state[0] for state in states]
+        self.at[slots] = [state[1] for state in states]
+        self.at_count[slots] = [state[2] if len(state) > 2 else 0.0 for state in states]

@@ -448,6 +448,97 @@ def gather_times(slots, head, size, times, nxt, out, ends):  # type: ignore[no-u
         ends[j] = k
 
 
+# The second stage's scalar stores: ``rules.PayerMix`` and ``rules.PayeeHistory``.
+M_HALF, M_BASE = range(2)  # float parameters: half-life, ms, and 0.5 (see ``F_HALF``)
+
+
+@njit(cache=True, nogil=True)
+def mix_run(start, slots, ts, orders, new, cap,  # type: ignore[no-untyped-def]
+            held_by, seq, paid, from_new, at, paid_at, new_at,
+            flags, changed, counts, fparams, share_out):
+    """``PayerMix.add`` for records ``start`` on (``orders``: each record's order).
+    Returns ``(DONE, n)`` or ``(STOP_EVICT, record)``."""
+    half = fparams[M_HALF]
+    one_half = fparams[M_BASE]
+    n = slots.shape[0]
+    for i in range(start, n):
+        s = slots[i]
+        t = ts[i]
+        order = orders[i]
+        if not held_by[s]:
+            if counts[1] >= cap:
+                return STOP_EVICT, i
+            held_by[s] = 1
+            seq[s] = counts[2]
+            counts[2] += 1
+            counts[1] += 1
+            paid[s] = 0.0
+            from_new[s] = 0.0
+            at[s] = order
+            paid_at[s] = 0.0
+            new_at[s] = 0.0
+        if order > at[s]:
+            decay = one_half ** ((order - at[s]) / half)
+            paid[s] = (paid[s] + paid_at[s]) * decay
+            from_new[s] = (from_new[s] + new_at[s]) * decay
+            at[s] = order
+            paid_at[s] = 0.0
+            new_at[s] = 0.0
+        newest = at[s]
+        weight = one_half ** ((newest - t) / half) if t < newest else 1.0
+        fresh = 1.0 if new[i] else 0.0
+        _mark(s, flags, changed, counts)
+        if order < newest:  # behind the newest order (a partition back from idleness)
+            paid[s] += weight
+            from_new[s] += weight * fresh
+            part = from_new[s] + new_at[s]
+            whole = paid[s] + paid_at[s]
+        else:
+            part = from_new[s] + weight * fresh
+            whole = paid[s] + weight
+            paid_at[s] += weight
+            new_at[s] += weight * fresh
+        share_out[i] = part / whole if whole > 0.0 else fresh
+    return DONE, n
+
+
+@njit(cache=True, nogil=True)
+def payee_run(start, slots, orders, cap,  # type: ignore[no-untyped-def]
+              held_by, seq, before_at, at, at_count, flags, changed, counts, fparams,
+              before_out):
+    """``PayeeHistory.evaluate`` for records ``start`` on. Returns ``(DONE, n)`` or
+    ``(STOP_EVICT, record)``."""
+    half = fparams[M_HALF]
+    one_half = fparams[M_BASE]
+    n = slots.shape[0]
+    for i in range(start, n):
+        s = slots[i]
+        order = orders[i]
+        if not held_by[s]:
+            if counts[1] >= cap:
+                return STOP_EVICT, i
+            held_by[s] = 1
+            seq[s] = counts[2]
+            counts[2] += 1
+            counts[1] += 1
+            before_at[s] = 0.0
+            at[s] = order
+            at_count[s] = 0.0
+        if order > at[s]:
+            before_at[s] = (before_at[s] + at_count[s]) * one_half ** ((order - at[s]) / half)
+            at[s] = order
+            at_count[s] = 0.0
+            before = before_at[s]
+        elif order == at[s]:
+            before = before_at[s]
+        else:  # behind the newest order (a partition back from idleness)
+            before = before_at[s] + at_count[s]
+        at_count[s] += 1.0
+        _mark(s, flags, changed, counts)
+        before_out[i] = before
+    return DONE, n
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel, so a detector's first batch does
     not pay for it."""
@@ -470,6 +561,12 @@ def warm() -> None:
               np.zeros(4, np.int64), 10, 5, np.array([4.0, 5.0]), real.copy(), real.copy(),
               real.copy(), one.copy(), boolean.copy(), real.copy())
     gather_times(one - 1, one, one, one, one, one.copy(), one.copy())
+    mix_run(0, one, one, one, boolean.copy(), 10, flag.copy(), one.copy(), real.copy(),
+            real.copy(), one.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
+            np.zeros(4, np.int64), np.array([3_600_000.0, 0.5]), real.copy())
+    payee_run(0, one, one, 10, flag.copy(), one.copy(), real.copy(), one.copy(), real.copy(),
+              flag.copy(), one.copy(), np.zeros(4, np.int64), np.array([3_600_000.0, 0.5]),
+              real.copy())
     window_run(0, one, one, 60_000, 0, one.copy(), one.copy(), one.copy(), flag.copy(),
                np.zeros(4, np.int64), np.zeros(4, np.int64),
                np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), one.copy(),

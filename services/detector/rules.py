@@ -25,7 +25,13 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import betainc
 
-from services.detector.columns import BatchVelocity, HabitColumns, Slots
+from services.detector.columns import (
+    BatchVelocity,
+    HabitColumns,
+    MixColumns,
+    PayeeColumns,
+    Slots,
+)
 from services.detector.store import ChangeTracking, decode_state, encode_state, forget_oldest
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
@@ -569,14 +575,18 @@ class FanIn:
 
     name = "fan_in"
 
-    def __init__(self, settings: RuleSettings | None = None) -> None:
+    def __init__(self, settings: RuleSettings | None = None,
+                 mix: PayerMix | MixColumns | None = None) -> None:
         self.settings = settings or RuleSettings()
         self.events = KeyedEvents(self._window())
         # The payers that look like a mule's, and the new accounts among them, each in
         # its own window: a few of all the payers, so a longer window costs little.
         self.suspects = KeyedEvents(self._window())
         self.newcomers = KeyedEvents(self._new_window())
-        self.mix = PayerMix(round(self.settings.fan_in_new_window_s * 1000))
+        # The payer mix: ``PayerMix`` a record at a time (``judge`` adds to it), or the
+        # columns ``TargetRules`` add a batch to first (``judge`` is given the share).
+        self.mix = mix if mix is not None else PayerMix(
+            round(self.settings.fan_in_new_window_s * 1000))
 
     def _window(self) -> SlidingWindow:
         return SlidingWindow(round(self.settings.fan_in_window_s * 1000),
@@ -599,7 +609,8 @@ class FanIn:
         return n, hit
 
     def judge(self, target: str, source: str, ts: int, payer: dict[str, float] | None,
-              order: int | None = None) -> tuple[int, int, float, Hit | None]:
+              order: int | None = None, share: float | None = None
+              ) -> tuple[int, int, float, Hit | None]:
         """``(distinct sources paying target in the window, distinct new accounts paying
         it in the longer window, the share of its payments lately that came from new
         accounts, hit)``, by what the first stage found of the payer (``payer``: its
@@ -611,7 +622,8 @@ class FanIn:
         long as they make most of what the target is paid.
 
         With ``order`` (``event_time``), payments of the same order do not count each
-        other, in any of the windows or in the mix.
+        other, in any of the windows or in the mix. ``share``: the mix's share for this
+        record, where it was added to the mix already (``TargetRules``).
         """
         settings = self.settings
         # Distinct payers: counted per window, where a slice of it a record was O(window)
@@ -626,7 +638,9 @@ class FanIn:
         m = 0
         if suspect:
             m = self.suspects.distinct(target, ts, source, order) or 0
-        fresh, share = 0, self.mix.add(target, ts, new, order)
+        fresh = 0
+        if share is None:
+            share = self.mix.add(target, ts, new, order)  # type: ignore[union-attr]
         if new:
             fresh = self.newcomers.distinct(target, ts, source, order) or 0
         if m >= settings.fan_in_sources and m >= settings.fan_in_mule_share * n:
@@ -1256,18 +1270,26 @@ def _source_verdict(velocity: tuple[Hit | None, dict[str, float]],
 
 class TargetRules(_RuleSet):
     """Fan-in and, for a model (``novelty``), how often the target was paid lately:
-    who paid one target, where the target's records are."""
+    who paid one target, where the target's records are.
+
+    A batch at once (``evaluate_batch``): the targets get dense slots, the payer mix
+    and the payee history, in columns, go through kernels; the fan-in windows, a record
+    at a time."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = TARGET_RULES, novelty: bool = False) -> None:
-        self.fan_in = FanIn(settings) if "fan_in" in names else None
-        self.payees = PayeeHistory() if novelty else None
+        settings = settings or RuleSettings()
+        self.slots = Slots()
+        self.mix = MixColumns(self.slots, round(settings.fan_in_new_window_s * 1000)) \
+            if "fan_in" in names else None
+        self.fan_in = FanIn(settings, self.mix) if "fan_in" in names else None
+        self.payees = PayeeColumns(self.slots) if novelty else None
         stores: dict[str, Any] = {}
         if self.fan_in is not None:
             stores[self.fan_in.name] = self.fan_in.events
             stores["fan_in_suspects"] = self.fan_in.suspects
             stores["fan_in_new"] = self.fan_in.newcomers
-            stores[self.fan_in.mix.name] = self.fan_in.mix
+            stores["payer_mix"] = self.mix
         if self.payees is not None:
             stores[self.payees.name] = self.payees
         super().__init__(stores)
@@ -1280,17 +1302,46 @@ class TargetRules(_RuleSet):
                  hits: list[Hit], features: dict[str, float],
                  order: int | None = None) -> None:
         """Adds this transaction's hits and features; ``order`` as ``FanIn.evaluate``."""
-        target, source = intern(target), intern(source)  # as SourceRules.evaluate
-        if self.fan_in is not None:
-            # The payer's figures came from the first stage, with the record.
-            n, fresh, share, hit = self.fan_in.judge(target, source, ts, features, order)
-            features["fan_in"] = n
-            features["fan_in_new"] = fresh
-            features["new_payer_share"] = round(share, 3)
-            if hit:
-                hits.append(hit)
-        if self.payees is not None:
-            features["payee_paid"] = round(self.payees.evaluate(target, ts, order), 2)
+        self.evaluate_batch([target], [source], [ts], [hits], [features],
+                            None if order is None else [order])
+
+    def evaluate_batch(self, targets: list[str], sources: list[str], times: list[int],
+                       hits: list[list[Hit]], features: list[dict[str, float]],
+                       orders: list[int] | None = None) -> None:
+        """Adds each transaction's hits and features, in order, as if judged one by
+        one; ``orders`` as ``FanIn.evaluate`` (None: each record's order is its time)."""
+        # Each record brings its names anew: stores and windows keep one copy of each.
+        targets = list(map(intern, targets))
+        sources = list(map(intern, sources))
+        ordered = times if orders is None else orders
+        fan_in, mix, payees = self.fan_in, self.mix, self.payees
+        if fan_in is None and payees is None:
+            return
+        slots = self.slots.of(targets)
+        shares: list[float] = []
+        if fan_in is not None and mix is not None:
+            new = np.fromiter((bool(figures.get("new_account")) for figures in features),
+                              np.bool_, len(features))
+            shares = mix.add_batch(slots, np.array(times, np.int64),
+                                   np.array(ordered, np.int64), new).tolist()
+        paid: list[float] = []
+        if payees is not None:
+            paid = payees.evaluate_batch(slots, np.array(ordered, np.int64)).tolist()
+        self.slots.settle()
+        judge = None if fan_in is None else fan_in.judge
+        for i, (target, source, ts, found, figures) in enumerate(zip(
+                targets, sources, times, hits, features, strict=True)):
+            if judge is not None:
+                # The payer's figures came from the first stage, with the record.
+                n, fresh, share, hit = judge(target, source, ts, figures,
+                                             None if orders is None else orders[i], shares[i])
+                figures["fan_in"] = n
+                figures["fan_in_new"] = fresh
+                figures["new_payer_share"] = round(share, 3)
+                if hit:
+                    found.append(hit)
+            if payees is not None:
+                figures["payee_paid"] = round(paid[i], 2)
 
 
 class StatefulRules:

@@ -373,10 +373,16 @@ class TargetStage:
         for partition, entries in released:
             if not entries:
                 continue
-            evaluate = self.state.get(partition).evaluate  # a local: the loop is per record
-            for order, _, _, forwarded in entries:
+            # The rules about targets take the partition's records as one batch.
+            self.state.get(partition).evaluate_batch(
+                [forwarded.target for _, _, _, forwarded in entries],
+                [forwarded.source for _, _, _, forwarded in entries],
+                [forwarded.ts for _, _, _, forwarded in entries],
+                [forwarded.hits for _, _, _, forwarded in entries],
+                [forwarded.figures for _, _, _, forwarded in entries],
+                [order for order, _, _, _ in entries])
+            for _, _, _, forwarded in entries:
                 hits, features = forwarded.hits, forwarded.figures
-                evaluate(forwarded.target, forwarded.source, forwarded.ts, hits, features, order)
                 if forwarded.amount >= threshold:
                     hits.insert(0, threshold_hit)
                 tx = forwarded.tx

@@ -9,7 +9,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.detector.rules import AmountAnomaly, Hit, RuleSettings, SourceRules, Velocity
+from services.detector.rules import (
+    AmountAnomaly,
+    FanIn,
+    Hit,
+    PayeeHistory,
+    RuleSettings,
+    SourceRules,
+    TargetRules,
+    Velocity,
+)
 
 MINUTE = 60_000
 
@@ -167,3 +176,55 @@ def test_a_restore_takes_the_newest_record_of_each_key_over_what_was_held(
         for name, store in stores.items():
             for key in "ABC":
                 assert rules.stores[name].state_of(key) == store.state_of(key), (name, key)
+
+
+# The second stage: payers of five targets, each record with the order its upstream
+# partition gave it (now and then behind the newest, after an idle partition).
+target_payments = st.lists(st.tuples(
+    st.integers(0, 4), st.integers(0, 30), steps, st.one_of(st.just(0), st.integers(-30_000, 0)),
+    st.booleans(), st.sampled_from([0, 1, 3])), min_size=1, max_size=150)
+
+
+@settings(max_examples=150, deadline=None)
+@given(target_payments, st.lists(st.integers(1, 40), min_size=1, max_size=20),
+       st.sampled_from([2, 3, 500_000]), st.booleans())
+def test_the_second_stage_judges_a_batch_as_the_reference_does_record_by_record(
+        stream: list[tuple[int, int, int, int, bool, int]], cuts: list[int], cap: int,
+        ordered: bool) -> None:
+    rules = RuleSettings(fan_in_sources=3, fan_in_new_payers=2, fan_in_window_s=600.0,
+                         fan_in_new_window_s=1800.0, window_grace_s=5.0)
+    fan_in = FanIn(rules)
+    fan_in.mix.max_accounts = cap
+    payees = PayeeHistory(max_accounts=cap)
+    batched = TargetRules(rules, novelty=True)
+    assert batched.mix is not None and batched.payees is not None
+    batched.mix.max_accounts = batched.payees.max_accounts = cap
+    records, ts = [], 10 * MINUTE
+    for target, payer, step, lag, new, history in stream:
+        ts = max(ts + step, 0)
+        figures = {"new_account": float(new), "history": history, "amount_ratio": 1.0}
+        records.append((f"T{target}", f"P{payer}", ts, ts + lag if ordered else None,
+                        figures))
+    expected = []
+    for target, payer, at, order, figures in records:
+        n, fresh, share, hit = fan_in.judge(target, payer, at, dict(figures), order)
+        paid = payees.evaluate(target, at, order)
+        expected.append(([hit] if hit else [], {
+            **figures, "fan_in": n, "fan_in_new": fresh, "new_payer_share": round(share, 3),
+            "payee_paid": round(paid, 2)}))
+    got: list[tuple[list[Hit], dict[str, Any]]] = []
+    start, cut = 0, 0
+    while start < len(records):
+        batch = records[start:start + cuts[cut % len(cuts)]]
+        hits: list[list[Hit]] = [[] for _ in batch]
+        figures = [dict(record[4]) for record in batch]
+        batched.evaluate_batch([r[0] for r in batch], [r[1] for r in batch],
+                               [r[2] for r in batch], hits, figures,
+                               [r[3] for r in batch] if ordered else None)  # type: ignore[misc]
+        got += zip(hits, figures, strict=True)
+        start += len(batch)
+        cut += 1
+    assert got == expected
+    keys = [f"T{i}" for i in range(5)]
+    assert batched.mix.states_of(keys) == [fan_in.mix.state_of(key) for key in keys]
+    assert batched.payees.states_of(keys) == [payees.state_of(key) for key in keys]
