@@ -161,9 +161,9 @@ class Router:
         threshold, model = self.threshold, self.model
         rows = FeatureRows()
         judged = []
-        # Locals: this loop runs per record.
-        evaluate, add_row, schema_decode, unset = rules.evaluate, rows.add, decode_schema, \
-            UNSET
+        # Locals: these loops run per record.
+        add_row, schema_decode, unset = rows.add, decode_schema, UNSET
+        taken: list[tuple[Record, bytes, Any, int]] = []
         for record in records:
             raw = record.value()
             try:
@@ -172,16 +172,21 @@ class Router:
                 routed.dlq.append((record.key(), raw, self.dead_letter_headers(
                     record, why_refused(raw))))
                 continue
-            ts = tx.ts if tx.ts is not unset else max(0, record.timestamp()[1])
+            taken.append((record, raw, tx,  # type: ignore[arg-type]
+                          tx.ts if tx.ts is not unset else max(0, record.timestamp()[1])))
+        # The rules take the batch at once (``StatefulRules.evaluate_batch``).
+        verdicts = rules.evaluate_batch([tx.source for _, _, tx, _ in taken],
+                                        [tx.target for _, _, tx, _ in taken],
+                                        [tx.amount for _, _, tx, _ in taken],
+                                        [ts for _, _, _, ts in taken])
+        for (record, raw, tx, ts), (hits, features) in zip(taken, verdicts, strict=True):
             amount = tx.amount
-            hits, features = evaluate(tx.source, tx.target, amount, ts)
             if amount >= threshold:
                 hits.insert(0, Hit(self.rule.name, self.rule.reason))
             if model is not None:
                 identity = tx.id if tx.id is not unset else \
                     f"{record.topic()}-{record.partition()}-{record.offset()}"
-                add_row(identity, ts, amount, features,
-                        dataset_features(raw))  # type: ignore[arg-type]
+                add_row(identity, ts, amount, features, dataset_features(raw))
             judged.append((record, raw, tx, hits, features))
         scores, batch = score_batch(model, rows, len(judged))
         routed = routed._replace(features=batch)
@@ -198,8 +203,7 @@ class Router:
                 fields = identity_fields(tx, record) + b',"detection":' + detection
             else:
                 fields = b',"detection":' + detection
-            (fraud_out if fraud else legit)((record.key(), extend(
-                raw, tx, fields)))  # type: ignore[arg-type]
+            (fraud_out if fraud else legit)((record.key(), extend(raw, tx, fields)))
         return routed
 
     def dead_letter_headers(self, record: Record, reason: str) -> Headers:

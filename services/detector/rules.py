@@ -1364,8 +1364,15 @@ class StatefulRules:
 
     def evaluate(self, source: str, target: str, amount: float,
                  ts: int) -> tuple[list[Hit], dict[str, float]]:
-        hits: list[Hit] = []
-        features: dict[str, float] = {}
-        self.by_source.evaluate(source, target, amount, ts, hits, features)
-        self.by_target.evaluate(target, source, ts, hits, features)
-        return hits, features
+        [judged] = self.evaluate_batch([source], [target], [amount], [ts])
+        return judged
+
+    def evaluate_batch(self, sources: list[str], targets: list[str], amounts: list[float],
+                       times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
+        """Each transaction's hits and features, in order, as if judged one by one: the
+        stores about sources and those about targets are apart, so the first take the
+        whole batch, then the second."""
+        judged = self.by_source.evaluate_batch(sources, targets, amounts, times)
+        self.by_target.evaluate_batch(targets, sources, times, [hits for hits, _ in judged],
+                                      [features for _, features in judged])
+        return judged
