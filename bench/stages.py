@@ -5,8 +5,9 @@ Records go over ``PARTITIONS`` partitions keyed by source, as the transactions t
 has them, through ``SourceStage``; its forwards and progress markers onto the
 repartition partitions by target, played by lists; then through ``TargetStage``,
 merged in event time as the service runs it. CPU time per record for each stage, in
-batches of ``--batch``, as the detector consumes them; and the mean size of what each
-stage writes (a forward, a verdict), which the client then copies and sends.
+batches of ``--batch``, as the detector consumes them (its kernels compiled, its
+garbage collector tuned as it has them once started); and the mean size of what
+each stage writes (a forward, a verdict), which the client then copies and sends.
 
     python -m bench.stages [--tps 1000] [--seconds 300] [--batch 1000] [--seed 7]
 """
@@ -23,6 +24,7 @@ from services.detector import kernels
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
 from services.generator.profiles import ScenarioProfile
+from services.lifecycle import settle_heap
 
 PARTITIONS = 4
 START_MS = 1_700_000_000_000
@@ -86,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    settle_heap()  # the collector tuned as the detector tunes it once it is set up
     result = run(args.tps, args.seconds, args.batch, args.seed)
     print(f"{result['records']:,} records ({result['judged']:,} judged before the last "
           f"wait for the watermark): first stage {result['first_stage_us']} µs, second "

@@ -1,14 +1,16 @@
-"""The first stage's per-account state as columns: accounts mapped to dense slots once,
-each store's state an array by slot, and a whole batch judged by compiled kernels
-(``kernels``). Pure.
+"""The stateful rules' per-account state as columns: accounts mapped to dense slots
+once, each store's state an array by slot, and a whole batch judged by compiled
+kernels (``kernels``). Pure.
 
-``Slots`` gives every source a slot; ``PaceColumns`` (an account's pace and the
-stream's counts, for velocity) and ``HabitColumns`` (its habit in money, for the
-amount anomaly) keep their state in arrays of those slots. Both are stores like every
-other (``store.ChangeTracking``): their changelog states, insertion order (hence what
-their cap forgets first) and figures are those of ``rules.AccountPace`` and
-``rules.AmountAnomaly``, the reference one record at a time, which the tests hold them
-to. A slot goes back to the free list once no store holds its account.
+``Slots`` gives every account of a rule set a slot. By source: ``WindowColumns`` (the
+velocity window's event times), ``PaceColumns`` (an account's pace and the stream's
+counts) and ``HabitColumns`` (its habit in money). By target: ``MixColumns`` (the
+payer mix) and ``PayeeColumns`` (the payee history). Each is a store like every other
+(``store.ChangeTracking``): its changelog states, its insertion order (hence what its
+cap forgets first) and its figures are those of its reference in ``windows`` or
+``rules`` (``KeyedTimes``, ``AccountPace``, ``AmountAnomaly``, ``PayerMix``,
+``PayeeHistory``), which judge a record at a time and which the tests hold them to. A
+slot goes back to the free list once no store holds its account.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class Slots:
 
 
 class _Columns(ChangeTracking):
-    """What both column stores share: which slots they hold, in what order they took
+    """What every column store shares: which slots they hold, in what order they took
     them (``seq``: the cap forgets the oldest first, as a dict's order would), and the
     slots changed since the changelog last asked."""
 

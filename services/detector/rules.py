@@ -1103,6 +1103,14 @@ class _RuleSet:
                     out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
         return out
 
+    def flush(self) -> None:
+        """Put what was restored in the column stores now (they take it at their first
+        read otherwise): the decoded states go."""
+        for store in self.stores.values():
+            flush = getattr(store, "flush", None)
+            if flush is not None:
+                flush()
+
     def restore(self, key: str, state: Any) -> None:
         """Take back a record (``state`` decoded: ``{store: state}``, by number or by
         name, or None)."""

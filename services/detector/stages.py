@@ -113,6 +113,7 @@ class PartitionedState(Generic[Rules, Clock]):
                 else:
                     rules.restore(name, state)
                 applied += 1
+            rules.flush()
         finally:
             if collecting:
                 gc.enable()

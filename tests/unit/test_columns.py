@@ -127,7 +127,8 @@ def test_a_batch_judges_as_the_reference_does_record_by_record(
         assert [alive(name, key, state, horizon)
                 for key, state in zip(keys, mine.states_of(keys), strict=True)] == seen
         held = {"pace": "_sources", "velocity": "_keys", "amount_anomaly": "_accounts"}[name]
-        assert len(mine) == len(getattr(theirs, held)), name
+        if name != "velocity" or not restarted:  # (a restored window sweeps on its own)
+            assert len(mine) == len(getattr(theirs, held)), name
     if not restarted:  # the late count is not in the changelog
         assert batched.velocity.events.late == reference.velocity.events.late
 
