@@ -57,12 +57,12 @@ class Slots:
 
     def of_names(self, names: list[str]) -> np.ndarray:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
-        index = self.index
-        out = np.empty(len(names), INT)
-        for i, name in enumerate(names):
-            slot = index.get(name)
-            out[i] = self.add(name) if slot is None else slot
-        return out
+        get = self.index.get
+        slots = [get(name, -1) for name in names]
+        if -1 in slots:  # new names: each given a slot
+            slots = [self.add(name) if slot < 0 else slot
+                     for name, slot in zip(names, slots, strict=True)]
+        return np.array(slots, INT)
 
     def add(self, name: str) -> int:
         if self.free:
@@ -154,13 +154,16 @@ class _Columns(ChangeTracking):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        final: dict[str, Any] = {}
-        for key, state in pending:
-            if state is None:
-                final.pop(key, None)
-                self._forget(key)
-            else:
-                final[key] = state
+        if any(state is None for _, state in pending):
+            final: dict[str, Any] = {}
+            for key, state in pending:
+                if state is None:
+                    final.pop(key, None)
+                    self._forget(key)
+                else:
+                    final[key] = state
+        else:  # no deletion: a dict of them is what a dict would hold
+            final = dict(pending)
         if not final:
             return
         keys = list(final)
