@@ -59,9 +59,11 @@ class Slots:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
         get = self.index.get
         slots = [get(name, -1) for name in names]
-        if -1 in slots:  # new names: each given a slot
-            slots = [self.add(name) if slot < 0 else slot
-                     for name, slot in zip(names, slots, strict=True)]
+        if -1 in slots:  # new names: each given a slot (once: it may come again)
+            for i, slot in enumerate(slots):
+                if slot < 0:
+                    found = get(names[i], -1)
+                    slots[i] = self.add(names[i]) if found < 0 else found
         return np.array(slots, INT)
 
     def add(self, name: str) -> int:
