@@ -1,12 +1,17 @@
-"""Compiled kernels of the first stage's rules: an account's pace (``AccountPace``) and
-its habit in money (``AmountAnomaly``), for a whole batch in one call. Pure.
+"""Compiled kernels of the stateful rules, each for a whole batch in one call. Pure.
+
+By source: the velocity window's counts (``window_run``, ``KeyedTimes``), an account's
+pace (``pace_run``, ``AccountPace`` and ``Velocity``) and its habit in money
+(``habit_run``, ``AmountAnomaly``); by target: the payer mix (``mix_run``,
+``PayerMix``) and the payee history (``payee_run``, ``PayeeHistory``).
 
 State lives in arrays indexed by an account's dense slot (``columns``). A kernel walks
-the batch in record order and does, per record, exactly the arithmetic of the rules'
-reference classes in ``rules`` (same operations, same order, the same libm functions),
-so a batch gives the figures those give one record at a time, bit for bit.
+the batch in record order and does, per record, exactly the arithmetic of its
+reference class in ``rules`` or ``windows`` (same operations, same order, the same
+libm functions), so a batch gives the figures those give one record at a time, bit
+for bit.
 
-Why compiled and not numpy: both are recurrences per account in event order whose
+Why compiled and not numpy: each is a recurrence per account in event order whose
 every step branches on the last (a burst held back from the pace, an outlier clipped
 from the habit), and the pace reads the whole stream's running counts, which every
 record moves. numpy can vectorise only across accounts, a round per payment an

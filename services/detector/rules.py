@@ -20,20 +20,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from sys import intern
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from scipy.special import betainc
 
-from services.detector.columns import (
-    BatchVelocity,
-    HabitColumns,
-    MixColumns,
-    PayeeColumns,
-    Slots,
-)
 from services.detector.store import ChangeTracking, decode_state, encode_state, forget_oldest
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
+
+if TYPE_CHECKING:  # the columns load numba: only a detector with stateful rules needs it
+    from services.detector.columns import MixColumns
 
 
 @dataclass
@@ -1137,12 +1133,16 @@ class SourceRules(_RuleSet):
     counterparty novelty: what one source did, where its records are.
 
     A batch is judged at once (``evaluate_batch``): the sources get dense slots, and the
-    pace and the habits, held in columns by slot, go through compiled kernels
-    (``columns``); card testing and novelty, a record at a time. ``Velocity`` and
-    ``AmountAnomaly`` are the reference the columns are held to, a record at a time."""
+    velocity window, the pace and the habits, held in columns by slot, go through
+    compiled kernels (``columns``); card testing and novelty, a record at a time.
+    ``Velocity`` and ``AmountAnomaly`` are the reference the columns are held to, a
+    record at a time."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
+        # Here, not at the top: every service reads RuleSettings, few run the rules.
+        from services.detector.columns import BatchVelocity, HabitColumns, Slots
+
         settings = settings or RuleSettings()
         self.slots = Slots()
         self.velocity = BatchVelocity(settings, self.slots) if "velocity" in names else None
@@ -1286,6 +1286,8 @@ class TargetRules(_RuleSet):
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = TARGET_RULES, novelty: bool = False) -> None:
+        from services.detector.columns import MixColumns, PayeeColumns, Slots  # as above
+
         settings = settings or RuleSettings()
         self.slots = Slots()
         self.mix = MixColumns(self.slots, round(settings.fan_in_new_window_s * 1000)) \
