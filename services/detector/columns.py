@@ -31,6 +31,7 @@ from services.detector.kernels import (
     W_SWEPT,
     W_UNUSED,
 )
+from services.detector.rules import RuleSettings, VelocitySettings, _History
 from services.detector.store import ChangeTracking
 from services.detector.windows import SlidingWindow
 
@@ -183,6 +184,16 @@ class _Columns(ChangeTracking):
 
     def _forget(self, key: str) -> None:
         self._drop(key)
+
+    def _run(self, kernel: Any, *args: Any) -> None:
+        """``kernel`` over a batch from its first record, forgetting the oldest accounts
+        wherever it stops at the cap, until it is done."""
+        start = 0
+        while True:
+            code, start = kernel(start, *args)
+            if code == DONE:
+                return
+            self.forget_oldest()  # STOP_EVICT
 
     def restore(self, key: str, state: Any) -> None:
         self._pending.append((key, state))
@@ -376,7 +387,8 @@ class HabitColumns(_Columns):
     log_mean: np.ndarray
     log_m2: np.ndarray
 
-    def __init__(self, slots: Slots, settings: Any, max_accounts: int = 200_000) -> None:
+    def __init__(self, slots: Slots, settings: RuleSettings,
+                 max_accounts: int = 200_000) -> None:
         super().__init__(slots, max_accounts)
         self.settings = settings
 
@@ -389,16 +401,11 @@ class HabitColumns(_Columns):
         history, hit = np.zeros(n, INT), np.zeros(n, np.bool_)
         settings = self.settings
         fparams = np.array([settings.anomaly_z, settings.anomaly_ratio], FLOAT)
-        start = 0
-        while True:
-            code, start = kernels.habit_run(
-                start, slots, amounts, self.held_by, self.seq, self.hcount, self.mean,
-                self.m2, self.log_mean, self.log_m2, self.flags, self.changed_slots,
-                self.counts, self.max_accounts, int(settings.anomaly_history), fparams,
-                z, log_z, ratio, history, hit, mean)
-            if code == DONE:
-                return z, log_z, ratio, history, hit, mean
-            self.forget_oldest()  # STOP_EVICT
+        self._run(kernels.habit_run, slots, amounts, self.held_by, self.seq, self.hcount,
+                  self.mean, self.m2, self.log_mean, self.log_m2, self.flags,
+                  self.changed_slots, self.counts, self.max_accounts,
+                  int(settings.anomaly_history), fparams, z, log_z, ratio, history, hit, mean)
+        return z, log_z, ratio, history, hit, mean
 
     def state_of(self, source: str) -> Any:
         """``[count, mean, m2, log mean, log m2]``."""
@@ -419,8 +426,6 @@ class HabitColumns(_Columns):
                                                                            strict=True)]
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
-        from services.detector.rules import _History  # rules builds on this module
-
         # An older changelog's habit in money only: the log habit from it.
         states = [state if len(state) >= 5 else _History.of_amounts(*state[:3]).state()
                   for state in states]
@@ -569,27 +574,17 @@ class WindowColumns(_Columns):
         return out
 
 
-class BatchVelocity:
-    """``rules.Velocity`` for a batch at once: the window's counts (``KeyedTimes``, a
-    record at a time), then the pace's kernel over the batch."""
+class BatchVelocity(VelocitySettings):
+    """``rules.Velocity`` for a batch at once: the window's kernel, then the pace's."""
 
     name = "velocity"
 
-    def __init__(self, settings: Any, slots: Slots) -> None:
+    def __init__(self, settings: RuleSettings, slots: Slots) -> None:
         self.settings = settings
         self.events = WindowColumns(slots, self._window())
         self.pace = PaceColumns(slots)
         self.new = False  # whether the source of the payment last judged is a new account
         self.configure()
-
-    def _window(self) -> SlidingWindow:
-        return SlidingWindow(round(self.settings.velocity_window_s * 1000),
-                             self.settings.grace_ms)
-
-    def configure(self) -> None:
-        self.events.window = self._window()
-        self._new_ms = round(self.settings.new_account_s * 1000)
-        self._hold_ms = round(self.settings.velocity_hold_s * 1000)
 
     def judge_batch(self, slots: np.ndarray, ts: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -667,15 +662,10 @@ class MixColumns(_Columns):
         self.flush()
         share = np.zeros(len(slots))
         fparams = np.array([self.half_life_ms, 0.5], FLOAT)
-        start = 0
-        while True:
-            code, start = kernels.mix_run(
-                start, slots, ts, orders, new, self.max_accounts, self.held_by, self.seq,
-                self.paid, self.from_new, self.at, self.paid_at, self.new_at, self.flags,
-                self.changed_slots, self.counts, fparams, share)
-            if code == DONE:
-                return share
-            self.forget_oldest()  # STOP_EVICT
+        self._run(kernels.mix_run, slots, ts, orders, new, self.max_accounts, self.held_by,
+                  self.seq, self.paid, self.from_new, self.at, self.paid_at, self.new_at,
+                  self.flags, self.changed_slots, self.counts, fparams, share)
+        return share
 
     def state_of(self, target: str) -> Any:
         """``[payments, from new accounts, at, payments at it, from new at it]``."""
@@ -729,15 +719,10 @@ class PayeeColumns(_Columns):
         self.flush()
         before = np.zeros(len(slots))
         fparams = np.array([self.half_life_ms, 0.5], FLOAT)
-        start = 0
-        while True:
-            code, start = kernels.payee_run(
-                start, slots, orders, self.max_accounts, self.held_by, self.seq,
-                self.before, self.at, self.at_count, self.flags, self.changed_slots,
-                self.counts, fparams, before)
-            if code == DONE:
-                return before
-            self.forget_oldest()  # STOP_EVICT
+        self._run(kernels.payee_run, slots, orders, self.max_accounts, self.held_by, self.seq,
+                  self.before, self.at, self.at_count, self.flags, self.changed_slots,
+                  self.counts, fparams, before)
+        return before
 
     def state_of(self, target: str) -> Any:
         """``[received before, at, received at]``."""

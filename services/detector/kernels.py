@@ -78,6 +78,16 @@ def _mark(slot, flags, changed, counts):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def _take(slot, held_by, seq, counts):  # type: ignore[no-untyped-def]
+    """A store holds ``slot`` from now on, last in its order (``counts``: changed slots
+    so far, accounts held, the next insertion number)."""
+    held_by[slot] = 1
+    seq[slot] = counts[2]
+    counts[2] += 1
+    counts[1] += 1
+
+
+@njit(cache=True, nogil=True)
 def pace_run(start, slots, ts, recent,  # type: ignore[no-untyped-def]
              held_by, seq, first, at, burst, count, base, held,
              flags, changed, counts,
@@ -121,10 +131,7 @@ def pace_run(start, slots, ts, recent,  # type: ignore[no-untyped-def]
         if not held_by[s]:
             if counts[1] >= cap:
                 return STOP_EVICT, i
-            held_by[s] = 1
-            seq[s] = counts[2]
-            counts[2] += 1
-            counts[1] += 1
+            _take(s, held_by, seq, counts)
             first[s] = t
             at[s] = t
             count[s] = 0.0
@@ -265,10 +272,7 @@ def habit_run(start, slots, amounts,  # type: ignore[no-untyped-def]
         if not held_by[s]:
             if counts[1] >= cap:
                 return STOP_EVICT, i
-            held_by[s] = 1
-            seq[s] = counts[2]
-            counts[2] += 1
-            counts[1] += 1
+            _take(s, held_by, seq, counts)
             hcount[s] = 0
             mean[s] = 0.0
             m2[s] = 0.0
@@ -473,10 +477,7 @@ def mix_run(start, slots, ts, orders, new, cap,  # type: ignore[no-untyped-def]
         if not held_by[s]:
             if counts[1] >= cap:
                 return STOP_EVICT, i
-            held_by[s] = 1
-            seq[s] = counts[2]
-            counts[2] += 1
-            counts[1] += 1
+            _take(s, held_by, seq, counts)
             paid[s] = 0.0
             from_new[s] = 0.0
             at[s] = order
@@ -522,10 +523,7 @@ def payee_run(start, slots, orders, cap,  # type: ignore[no-untyped-def]
         if not held_by[s]:
             if counts[1] >= cap:
                 return STOP_EVICT, i
-            held_by[s] = 1
-            seq[s] = counts[2]
-            counts[2] += 1
-            counts[1] += 1
+            _take(s, held_by, seq, counts)
             before_at[s] = 0.0
             at[s] = order
             at_count[s] = 0.0

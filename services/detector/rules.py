@@ -392,7 +392,26 @@ def _span(half_life_ms: float, age_ms: float) -> float:
     return half_life_ms / LN2 * (1.0 - 0.5 ** (age_ms / half_life_ms))
 
 
-class Velocity:
+class VelocitySettings:
+    """What ``Velocity`` and its columns (``columns.BatchVelocity``) read of the
+    settings: the window, how young a new account is, how long a burst is held back."""
+
+    settings: RuleSettings
+    events: Any  # a keyed window of event times
+
+    def _window(self) -> SlidingWindow:
+        return SlidingWindow(round(self.settings.velocity_window_s * 1000),
+                             self.settings.grace_ms)
+
+    def configure(self) -> None:
+        """Take up changed settings; events already past a shortened window are kept
+        until they age out, and a widened one cannot bring back what was dropped."""
+        self.events.window = self._window()
+        self._new_ms = round(self.settings.new_account_s * 1000)
+        self._hold_ms = round(self.settings.velocity_hold_s * 1000)
+
+
+class Velocity(VelocitySettings):
     """At least ``velocity_count`` transactions from one source within a window of event
     time, and at least ``velocity_ratio`` times what the source's own pace predicts for
     the window, a count beyond chance at that pace (``surprising``): card testing and
@@ -408,17 +427,6 @@ class Velocity:
         self.pace = AccountPace()
         self.new = False  # whether the source of the payment last judged is a new account
         self.configure()
-
-    def _window(self) -> SlidingWindow:
-        return SlidingWindow(round(self.settings.velocity_window_s * 1000),
-                             self.settings.grace_ms)
-
-    def configure(self) -> None:
-        """Take up changed settings; events already past a shortened window are kept
-        until they age out, and a widened one cannot bring back what was dropped."""
-        self.events.window = self._window()
-        self._new_ms = round(self.settings.new_account_s * 1000)
-        self._hold_ms = round(self.settings.velocity_hold_s * 1000)
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
         """``(transactions from source in the window, hit)``; 0 for a late record."""

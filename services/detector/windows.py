@@ -147,6 +147,18 @@ class _KeyedWindow(ChangeTracking):
         """Events older than this are late."""
         return self.newest - self.window.grace_ms
 
+    def _admit(self, key: str, ts: int, stream: int) -> bool:
+        """An event at ``ts`` of stream time (or order) ``stream``: the newest stream time
+        moves on; False (counted late) if it is older than the watermark, else the key
+        is changed."""
+        if stream > self.newest:
+            self.newest = stream
+        if ts < self.newest - self.window.grace_ms:
+            self.late += 1
+            return False
+        self._changed.add(key)
+        return True
+
     def __len__(self) -> int:
         """How many keys hold events."""
         return len(self._keys)
@@ -224,12 +236,8 @@ class KeyedEvents(_KeyedWindow):
         With ``order`` (``event_time``), the window holds only the events of a lower
         order, and lateness is judged against the newest order taken."""
         stream = ts if order is None else order
-        if stream > self.newest:
-            self.newest = stream
-        if ts < self.watermark:
-            self.late += 1
+        if not self._admit(key, ts, stream):
             return None
-        self._changed.add(key)
         held = self._keys.get(key)
         if held is None:
             events = self._keys[key] = _Events(array("q"), [], None, stream)
@@ -264,14 +272,10 @@ class KeyedEvents(_KeyedWindow):
         (the usual case), moves that start along: a few events a record, not the
         window. Any other record is answered from the slice, as ``add`` does."""
         stream = ts if order is None else order
+        if not self._admit(key, ts, stream):
+            return None
         window = self.window
         newest = self.newest
-        if stream > newest:
-            newest = self.newest = stream
-        if ts < newest - window.grace_ms:
-            self.late += 1
-            return None
-        self._changed.add(key)
         length = window.length_ms
         horizon = newest - window.grace_ms - length
         held = self._keys.get(key)
@@ -391,14 +395,10 @@ class KeyedTimes(_KeyedWindow):
     def count(self, key: str, ts: int) -> int | None:
         """Record an event; how many events of the key lie in its window, this one
         included. None for a late event, which is not recorded."""
+        if not self._admit(key, ts, ts):
+            return None
         window = self.window
         newest = self.newest
-        if ts > newest:
-            newest = self.newest = ts
-        elif ts < newest - window.grace_ms:
-            self.late += 1
-            return None
-        self._changed.add(key)
         times = self._keys.get(key)
         if times is None:
             times = self._keys[key] = array("q", (ts,))
