@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right, insort
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -30,6 +30,25 @@ from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 if TYPE_CHECKING:  # the columns load numba: only a detector with stateful rules needs it
     from services.detector.columns import MixColumns
+
+
+def rounded(values: np.ndarray, digits: int) -> list[float]:
+    """``[round(value, digits) for value in values]``, twenty times faster. Scaling,
+    rounding half to even and scaling back gives Python's correctly rounded answer,
+    except where the scaled value lands within a hair of a half (the scaling itself
+    rounded) or is too big to have a fraction: those few are Python's own."""
+    scale = 10.0 ** digits
+    # Infinities and NaN: numpy's answer is Python's; a value too big to scale is doubtful.
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = values * scale
+        out = np.rint(scaled) / scale
+        doubtful = (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6) | \
+            (np.abs(scaled) >= 2.0 ** 52)
+    result = out.tolist()
+    if doubtful.any():
+        for i in np.flatnonzero(doubtful).tolist():
+            result[i] = round(float(values[i]), digits)
+    return result
 
 
 @dataclass
@@ -532,7 +551,7 @@ class CardTesting(ChangeTracking):
                 if len(self._sources) >= self.max_accounts:
                     forget_oldest(self._sources, self.max_accounts, self._changed)
                 held = self._sources[source] = []
-            insort(held, [ts, target])
+            insort(held, [ts, intern(target)])  # kept: one copy of each payee's name
             self._changed.add(source)
         if self._newest - self._swept_at > window_ms:
             self._sweep(self._newest - window_ms)
@@ -551,6 +570,24 @@ class CardTesting(ChangeTracking):
                                      f"{settings.card_test_amount:g} within "
                                      f"{window_ms / 60_000:g} min")
         return n, None
+
+    def judge_batch(self, sources: list[str], targets: list[str], amounts: list[float],
+                    times: list[int]) -> list[tuple[int, Hit | None]]:
+        """``judge`` of each record in turn. Most records are not tiny, from a source
+        that holds none: those only move the newest time on, here without a call."""
+        out: list[tuple[int, Hit | None]] = []
+        add, judge, held_by = out.append, self.judge, self._sources
+        tiny_at, window_ms, nothing = self.settings.card_test_amount, self._window_ms, (0, None)
+        for source, target, amount, ts in zip(sources, targets, amounts, times, strict=True):
+            if amount <= tiny_at or source in held_by:
+                add(judge(source, target, amount, ts))
+                continue
+            if ts > self._newest:
+                self._newest = ts
+            if self._newest - self._swept_at > window_ms:
+                self._sweep(self._newest - window_ms)
+            add(nothing)
+        return out
 
     def _sweep(self, horizon: int) -> None:
         self._swept_at = self._newest
@@ -629,36 +666,50 @@ class FanIn:
         other, in any of the windows or in the mix. ``share``: the mix's share for this
         record, where it was added to the mix already (``TargetRules``).
         """
+        [judged] = self.judge_batch([target], [source], [ts], [payer], [order],
+                                    None if share is None else [share])
+        return judged
+
+    def judge_batch(self, targets: list[str], sources: list[str], times: list[int],
+                    payers: Sequence[dict[str, float] | None], orders: Sequence[int | None],
+                    shares: list[float] | None = None
+                    ) -> list[tuple[int, int, float, Hit | None]]:
+        """``judge`` of each record in turn."""
         settings = self.settings
-        # Distinct payers: counted per window, where a slice of it a record was O(window)
-        # for a target paid often. None (late) counts none.
-        n = self.events.distinct(target, ts, source, order) or 0
-        new = bool(payer and payer.get("new_account"))
-        if payer is None or "history" not in payer:
-            suspect = True
-        else:
-            suspect = new or payer["history"] == 0 or \
-                payer.get("amount_ratio", 1.0) >= settings.fan_in_payer_ratio
-        m = 0
-        if suspect:
-            m = self.suspects.distinct(target, ts, source, order) or 0
-        fresh = 0
-        if share is None:
-            share = self.mix.add(target, ts, new, order)  # type: ignore[union-attr]
-        if new:
-            fresh = self.newcomers.distinct(target, ts, source, order) or 0
-        if m >= settings.fan_in_sources and m >= settings.fan_in_mule_share * n:
-            minutes = self.events.window.length_ms / 60_000
-            reason = f"{n} distinct sources paid the target within {minutes:g} min" \
-                if m == n else f"{m} of the {n} distinct sources that paid the target " \
-                f"within {minutes:g} min are new or paid far above their habit"
-            return n, fresh, share, Hit(self.name, reason)
-        if fresh >= settings.fan_in_new_payers and share >= settings.fan_in_mule_share:
-            hours = self.newcomers.window.length_ms / 3_600_000
-            return n, fresh, share, Hit(self.name, f"{fresh} new accounts paid the target "
-                                                   f"within {hours:g} h, {share:.0%} of "
-                                                   f"its payments lately")
-        return n, fresh, share, None
+        ratio_at, sources_at = settings.fan_in_payer_ratio, settings.fan_in_sources
+        mule_share, new_payers = settings.fan_in_mule_share, settings.fan_in_new_payers
+        counted, suspected = self.events.distinct, self.suspects.distinct
+        newly = self.newcomers.distinct
+        out: list[tuple[int, int, float, Hit | None]] = []
+        add = out.append
+        for i, (target, source, ts, payer, order) in enumerate(zip(
+                targets, sources, times, payers, orders, strict=True)):
+            # Distinct payers: counted per window, where a slice of it a record was
+            # O(window) for a target paid often. None (late) counts none.
+            n = counted(target, ts, source, order) or 0
+            new = bool(payer and payer.get("new_account"))
+            if payer is None or "history" not in payer:
+                suspect = True
+            else:
+                suspect = new or payer["history"] == 0 or \
+                    payer.get("amount_ratio", 1.0) >= ratio_at
+            m = (suspected(target, ts, source, order) or 0) if suspect else 0
+            share = shares[i] if shares is not None else \
+                self.mix.add(target, ts, new, order)  # type: ignore[union-attr]
+            fresh = (newly(target, ts, source, order) or 0) if new else 0
+            hit = None
+            if m >= sources_at and m >= mule_share * n:
+                minutes = self.events.window.length_ms / 60_000
+                reason = f"{n} distinct sources paid the target within {minutes:g} min" \
+                    if m == n else f"{m} of the {n} distinct sources that paid the target " \
+                    f"within {minutes:g} min are new or paid far above their habit"
+                hit = Hit(self.name, reason)
+            elif fresh >= new_payers and share >= mule_share:
+                hours = self.newcomers.window.length_ms / 3_600_000
+                hit = Hit(self.name, f"{fresh} new accounts paid the target within "
+                                     f"{hours:g} h, {share:.0%} of its payments lately")
+            add((n, fresh, share, hit))
+        return out
 
 
 class PayerMix(ChangeTracking):
@@ -938,13 +989,13 @@ class CounterpartyNovelty(ChangeTracking):
             payees.at = ts
         recent = payees.recent
         if target in recent:
-            recent.remove(target)  # to move it to the end
+            recent.append(recent.pop(recent.index(target)))  # to the end, the copy held
             novel = 0.0
         else:
             novel = 1.0
             if len(recent) >= self.memory:
                 del recent[0]
-        recent.append(target)
+            recent.append(intern(target))  # one copy of a name, however many hold it
         if ts > payees.at:  # a record out of order counts at the newest time seen
             payees.new_rate *= 0.5 ** ((ts - payees.at) / self.half_life_ms)
             payees.at = ts
@@ -1186,102 +1237,76 @@ class SourceRules(_RuleSet):
     def evaluate_batch(self, sources: list[str], targets: list[str], amounts: list[float],
                        times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
         """Each transaction's hits and features, in order, as if judged one by one."""
-        # Each record brings its names anew: stores and windows keep one copy of each.
-        sources = list(map(intern, sources))
-        targets = list(map(intern, targets))
+        # Names are kept as the stores first saw them (a dict keeps its first key): only
+        # what a store holds as a value, the payees, is interned, where it is kept.
         n = len(sources)
         velocity, anomaly = self.velocity, self.anomaly
-        columns: list[Any] = []  # per rule, its figures of every record, in order
         if velocity is not None or anomaly is not None:
             slots = self.slots.of(sources)
+        zeros: list[Any] = [0] * n
         if velocity is not None:
-            counts, expected, gaps, new, fires = velocity.judge_batch(
+            counts_of, expected_of, gaps_of, new_of, fires_of = velocity.judge_batch(
                 slots, np.array(times, np.int64))
-            columns.append(self._velocity_figures(
-                velocity, counts.tolist(), expected.tolist(), gaps.tolist(), new.tolist(),
-                fires.tolist()))
+            counts, expected, fires = counts_of.tolist(), expected_of.tolist(), fires_of.tolist()
+            usual, gaps = rounded(expected_of, 2), rounded(gaps_of, 1)
+            new = new_of.astype(np.float64).tolist()
+        else:
+            counts = expected = usual = gaps = new = fires = zeros
         if anomaly is not None:
-            z, log_z, ratio, history, fired, means = anomaly.judge_batch(
+            z_of, log_z_of, ratio_of, history_of, fired_of, means_of = anomaly.judge_batch(
                 slots, np.array(amounts, np.float64))
-            columns.append(self._anomaly_figures(
-                z.tolist(), log_z.tolist(), ratio.tolist(), history.tolist(), fired.tolist(),
-                amounts, means.tolist()))
+            z, log_z, ratio = rounded(z_of, 2), rounded(log_z_of, 2), rounded(ratio_of, 3)
+            history, fired, means = history_of.tolist(), fired_of.tolist(), means_of.tolist()
+        else:
+            z = log_z = ratio = history = fired = means = zeros
         if velocity is not None or anomaly is not None:
             self.slots.settle()
-        if self.card_testing is not None:
-            columns.append(map(self.card_testing.judge, sources, targets, amounts, times))
-        if self.novelty is not None:
-            columns.append(((novel, round(lately, 2), streak) for novel, lately, streak in
-                            map(self.novelty.judge, sources, targets, times)))
-        names = ([] if velocity is None else ["velocity"]) + \
-            ([] if anomaly is None else ["amount_anomaly"]) + \
-            ([] if self.card_testing is None else ["card_testing"]) + \
-            ([] if self.novelty is None else ["novelty"])
-        if names == ["velocity", "amount_anomaly", "card_testing", "novelty"]:
-            return [_source_verdict(v, a, c, nv) for v, a, c, nv in zip(*columns, strict=True)]
+        card = [(0, None)] * n if self.card_testing is None else \
+            self.card_testing.judge_batch(sources, targets, amounts, times)
+        # Every figure in one dict a record, in one pass; a rule that is off has its
+        # figures taken out after (not the detector's default).
+        window_s = None if velocity is None else f"{velocity.events.window.length_ms / 1000:g}"
         out: list[tuple[list[Hit], dict[str, float]]] = []
-        for row in zip(*columns, strict=True) if columns else ((),) * n:
+        add = out.append
+        for (count, pace, shown, gap, fresh, fast, score, log_score, times_mean, before, odd,
+             amount, mean, (tiny_payees, card_hit)) in zip(
+                counts, expected, usual, gaps, new, fires, z, log_z, ratio, history, fired,
+                amounts, means, card, strict=True):
             hits: list[Hit] = []
-            features: dict[str, float] = {}
-            for name, figures in zip(names, row, strict=True):
-                if name == "novelty":
-                    features["novelty"], features["new_payees"], features["new_streak"] = \
-                        figures
-                    continue
-                if name == "card_testing":
-                    features["tiny_payees"], hit = figures
-                else:
-                    hit, more = figures
-                    features.update(more)
-                if hit:
-                    hits.append(hit)
-            out.append((hits, features))
-        return out
-
-    @staticmethod
-    def _velocity_figures(velocity: Any, counts: list[int], expected: list[float],
-                          gaps: list[float], new: list[bool], fires: list[bool]
-                          ) -> list[tuple[Hit | None, dict[str, float]]]:
-        window_s = f"{velocity.events.window.length_ms / 1000:g}"
-        out: list[tuple[Hit | None, dict[str, float]]] = []
-        for count, usual, gap, fresh, fired in zip(counts, expected, gaps, new, fires,
-                                                   strict=True):
-            hit = None
-            if fired:
+            if fast:
                 reason = f"{count} transactions from the source within {window_s} s"
-                if usual >= 0.1:
-                    reason += f", its pace predicts {usual:.1f}"
-                hit = Hit("velocity", reason)
-            out.append((hit, {"velocity": count, "velocity_usual": round(usual, 2),
-                              "gap_s": round(gap, 1), "new_account": float(fresh)}))
+                if pace >= 0.1:
+                    reason += f", its pace predicts {pace:.1f}"
+                hits.append(Hit("velocity", reason))
+            if odd:
+                hits.append(Hit("amount_anomaly", f"amount {amount:g} is {amount / mean:.1f}x "
+                                                  f"the account's mean of {mean:.2f}"))
+            if card_hit:
+                hits.append(card_hit)
+            add((hits, {"velocity": count, "velocity_usual": shown, "gap_s": gap,
+                        "new_account": fresh, "amount_z": score, "amount_log_z": log_score,
+                        "amount_ratio": times_mean, "history": before,
+                        "tiny_payees": tiny_payees}))
+        if self.novelty is not None:
+            novelty = list(map(self.novelty.judge, sources, targets, times))
+            lately = rounded(np.array([payees for _, payees, _ in novelty], np.float64), 2)
+            for (_, figures), (novel, _, streak), payees in zip(out, novelty, lately,
+                                                                strict=True):
+                figures["novelty"] = novel
+                figures["new_payees"] = payees
+                figures["new_streak"] = streak
+        off = (_VELOCITY_FIGURES if velocity is None else ()) + \
+            (_ANOMALY_FIGURES if anomaly is None else ()) + \
+            (("tiny_payees",) if self.card_testing is None else ())
+        if off:
+            for _, figures in out:
+                for name in off:
+                    del figures[name]
         return out
 
-    @staticmethod
-    def _anomaly_figures(z: list[float], log_z: list[float], ratio: list[float],
-                         history: list[int], fired: list[bool], amounts: list[float],
-                         means: list[float]) -> list[tuple[Hit | None, dict[str, float]]]:
-        out: list[tuple[Hit | None, dict[str, float]]] = []
-        for score, log_score, times_mean, before, hit_here, amount, mean in zip(
-                z, log_z, ratio, history, fired, amounts, means, strict=True):
-            hit = Hit("amount_anomaly", f"amount {amount:g} is {amount / mean:.1f}x the "
-                                        f"account's mean of {mean:.2f}") if hit_here else None
-            out.append((hit, {"amount_z": round(score, 2), "amount_log_z": round(log_score, 2),
-                              "amount_ratio": round(times_mean, 3), "history": before}))
-        return out
 
-
-def _source_verdict(velocity: tuple[Hit | None, dict[str, float]],
-                    anomaly: tuple[Hit | None, dict[str, float]],
-                    card_testing: tuple[int, Hit | None],
-                    novelty: tuple[float, float, int]) -> tuple[list[Hit], dict[str, float]]:
-    """One record's hits and figures with every source rule on (the detector's default),
-    in the order ``SourceRules.evaluate_batch`` gives them otherwise."""
-    hits = [hit for hit in (velocity[0], anomaly[0], card_testing[1]) if hit]
-    features = velocity[1]
-    features.update(anomaly[1])
-    features["tiny_payees"] = card_testing[0]
-    features["novelty"], features["new_payees"], features["new_streak"] = novelty
-    return hits, features
+_VELOCITY_FIGURES = ("velocity", "velocity_usual", "gap_s", "new_account")
+_ANOMALY_FIGURES = ("amount_z", "amount_log_z", "amount_ratio", "history")
 
 
 class TargetRules(_RuleSet):
@@ -1328,8 +1353,8 @@ class TargetRules(_RuleSet):
                        orders: list[int] | None = None) -> None:
         """Adds each transaction's hits and features, in order, as if judged one by
         one; ``orders`` as ``FanIn.evaluate`` (None: each record's order is its time)."""
-        # Each record brings its names anew: stores and windows keep one copy of each.
-        targets = list(map(intern, targets))
+        # Each record brings its names anew. The windows keep each payer as a value in
+        # every event: those are interned; targets are keys, kept as first seen.
         sources = list(map(intern, sources))
         ordered = times if orders is None else orders
         fan_in, mix, payees = self.fan_in, self.mix, self.payees
@@ -1338,28 +1363,29 @@ class TargetRules(_RuleSet):
         slots = self.slots.of(targets)
         shares: list[float] = []
         if fan_in is not None and mix is not None:
-            new = np.fromiter((bool(figures.get("new_account")) for figures in features),
-                              np.bool_, len(features))
-            shares = mix.add_batch(slots, np.array(times, np.int64),
-                                   np.array(ordered, np.int64), new).tolist()
-        paid: list[float] = []
+            new = np.array([figures.get("new_account", 0.0) for figures in features],
+                           np.float64) != 0.0
+            shares_of = mix.add_batch(slots, np.array(times, np.int64),
+                                      np.array(ordered, np.int64), new)
+            shares = shares_of.tolist()
         if payees is not None:
-            paid = payees.evaluate_batch(slots, np.array(ordered, np.int64)).tolist()
+            paid = payees.evaluate_batch(slots, np.array(ordered, np.int64))
         self.slots.settle()
-        judge = None if fan_in is None else fan_in.judge
-        for i, (target, source, ts, found, figures) in enumerate(zip(
-                targets, sources, times, hits, features, strict=True)):
-            if judge is not None:
-                # The payer's figures came from the first stage, with the record.
-                n, fresh, share, hit = judge(target, source, ts, figures,
-                                             None if orders is None else orders[i], shares[i])
+        if fan_in is not None:
+            # The payers' figures came from the first stage, with the records.
+            for figures, found, (n, fresh, _, hit), share in zip(
+                    features, hits, fan_in.judge_batch(
+                        targets, sources, times, features,
+                        [None] * len(times) if orders is None else orders, shares),
+                    rounded(shares_of, 3), strict=True):
                 figures["fan_in"] = n
                 figures["fan_in_new"] = fresh
-                figures["new_payer_share"] = round(share, 3)
+                figures["new_payer_share"] = share
                 if hit:
                     found.append(hit)
-            if payees is not None:
-                figures["payee_paid"] = round(paid[i], 2)
+        if payees is not None:
+            for figures, count in zip(features, rounded(paid, 2), strict=True):
+                figures["payee_paid"] = count
 
 
 class StatefulRules:

@@ -375,14 +375,15 @@ class TargetStage:
             if not entries:
                 continue
             # The rules about targets take the partition's records as one batch.
+            forwards = [forwarded for _, _, _, forwarded in entries]
             self.state.get(partition).evaluate_batch(
-                [forwarded.target for _, _, _, forwarded in entries],
-                [forwarded.source for _, _, _, forwarded in entries],
-                [forwarded.ts for _, _, _, forwarded in entries],
-                [forwarded.hits for _, _, _, forwarded in entries],
-                [forwarded.figures for _, _, _, forwarded in entries],
+                [forwarded.target for forwarded in forwards],
+                [forwarded.source for forwarded in forwards],
+                [forwarded.ts for forwarded in forwards],
+                [forwarded.hits for forwarded in forwards],
+                [forwarded.figures for forwarded in forwards],
                 [order for order, _, _, _ in entries])
-            for _, _, _, forwarded in entries:
+            for forwarded in forwards:
                 hits, features = forwarded.hits, forwarded.figures
                 if forwarded.amount >= threshold:
                     hits.insert(0, threshold_hit)
