@@ -598,7 +598,8 @@ class BatchVelocity(VelocitySettings):
         pace.fit_seconds(window_ms)
         params = np.array([window_ms, self._new_ms, self._hold_ms, pace.half_life_ms,
                            pace.recent_half_life_ms, pace.max_accounts], INT)
-        fparams = np.array([settings.velocity_count, settings.velocity_ratio, 0.5], FLOAT)
+        fparams = np.array([settings.velocity_count, settings.velocity_ratio, 0.5,
+                            settings.velocity_alpha], FLOAT)
         expected, gap = np.zeros(n), np.full(n, kernels.NO_GAP_S)
         new, fires = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         watched, past, share = np.zeros(n, INT), np.zeros(n), np.zeros(n)
@@ -609,7 +610,8 @@ class BatchVelocity(VelocitySettings):
                 start, slots, ts, recent, pace.held_by, pace.seq, pace.first, pace.at,
                 pace.burst, pace.count, pace.base, pace.held, pace.flags,
                 pace.changed_slots, pace.counts, pace.ti, pace.tf, pace.seconds, params,
-                fparams, expected, gap, new, fires, watched, past, share, bulk, in_burst)
+                fparams, expected, gap, new, fires, watched, past, share, bulk, in_burst,
+                kernels.BETAINC)
             if code == DONE:
                 break
             if code == STOP_EVICT:

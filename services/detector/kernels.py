@@ -20,17 +20,21 @@ hundreds of rounds. numba compiles the loop as written.
 
 A kernel stops where Python must step in and says why (``STOP_*``): a new account
 past the store's cap (Python forgets the oldest, as ``store.forget_oldest`` does, then
-calls again from the same record), or a velocity candidate whose verdict needs the
-regularised incomplete beta (``Velocity.surprising``, scipy's), which Python computes
-before it settles the record and goes on.
+calls again from the same record). A velocity candidate's verdict needs the
+regularised incomplete beta (``Velocity.surprising``): the pace kernel calls scipy's
+own compiled function (``BETAINC``), the one ``scipy.special.betainc`` runs, so the
+answer is the same to the bit. Where this scipy does not export it, the kernel stops
+at each candidate instead and Python asks scipy (``STOP_SURPRISE``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,11 +44,13 @@ import numpy as np
 if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
     os.environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / "fraud-console-numba")
 
-from numba import njit  # reads NUMBA_CACHE_DIR as it loads
+from numba import cfunc, njit  # reads NUMBA_CACHE_DIR as it loads
+from numba.extending import get_cython_function_address
 
 DONE = -1
 STOP_EVICT = 1  # a new account past the cap: forget the oldest, then call again
 STOP_SURPRISE = 2  # a candidate burst: compute ``surprising``, settle, go on
+ASK_PYTHON = -1.0  # what ``BETAINC`` returns where the kernel cannot compute it
 
 NO_BURST = -(2**63)  # ``burst_since`` of a source not in a burst
 LN2 = math.log(2)
@@ -58,10 +64,34 @@ T_LONG, T_SHORT = range(2)
 
 # Indices into a kernel's integer parameters and float parameters.
 P_WINDOW, P_NEW, P_HOLD, P_HALF, P_RECENT_HALF, P_CAP = range(6)
-F_COUNT, F_RATIO, F_HALF = range(3)
+F_COUNT, F_RATIO, F_HALF, F_ALPHA = range(4)
 # ``0.5 ** x`` with 0.5 a constant compiles to ``exp2(-x)``, which differs from CPython's
 # ``pow`` in the last bit about once in a thousand: the base comes in as a parameter
 # (``F_HALF``), so the kernels call ``pow`` as the reference does.
+
+# ``betainc(a, b, x)`` as a C function the pace kernel calls, passed in as an argument:
+# a pointer it reads at run time, so the compiled kernel can be cached on disk.
+_BETAINC_TYPE = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_double,
+                                 ctypes.c_double, ctypes.c_int)
+
+
+@cfunc("float64(float64, float64, float64, int32)", cache=True)
+def _ask_python(a: float, b: float, x: float, skip_dispatch: int) -> float:
+    return ASK_PYTHON
+
+
+def _scipy_betainc() -> Any:
+    """scipy's compiled ``betainc`` for doubles (the first of its fused versions); the
+    stand-in that sends every candidate to Python where it is not exported so."""
+    try:
+        address = get_cython_function_address("scipy.special.cython_special",
+                                              "__pyx_fuse_0betainc")
+    except (ValueError, ImportError):
+        return _BETAINC_TYPE(int(_ask_python.address))  # type: ignore[arg-type]
+    return _BETAINC_TYPE(address)
+
+
+BETAINC = _scipy_betainc()
 
 
 @njit(cache=True, nogil=True)
@@ -93,7 +123,7 @@ def pace_run(start, slots, ts, recent,  # type: ignore[no-untyped-def]
              flags, changed, counts,
              ti, tf, seconds, params, fparams,
              expected_out, gap_out, new_out, fires_out, watched_out, past_out, share_out,
-             bulk_out, in_burst_out):
+             bulk_out, in_burst_out, betainc):
     """``Velocity.judge`` from ``AccountPace.expect`` on, for records ``start`` on:
     ``recent`` is the velocity count less one (-1: late, the record is skipped).
     Returns ``(DONE, n)`` or ``(STOP_*, record)``. ``counts``: changed slots so far,
@@ -106,6 +136,7 @@ def pace_run(start, slots, ts, recent,  # type: ignore[no-untyped-def]
     velocity_count = fparams[F_COUNT]
     ratio = fparams[F_RATIO]
     one_half = fparams[F_HALF]
+    alpha = fparams[F_ALPHA]
     capacity = seconds.shape[0]
     n = slots.shape[0]
     for i in range(start, n):
@@ -222,9 +253,13 @@ def pace_run(start, slots, ts, recent,  # type: ignore[no-untyped-def]
         n_in = recent[i] + 1
         bar = velocity_count / 2 if in_burst else velocity_count
         candidate = not instant and n_in >= bar and n_in >= ratio * expected
-        if candidate and not new and share >= 0.0:
-            return STOP_SURPRISE, i  # Python asks ``surprising``, then settles it
         fires = candidate
+        if candidate and not new and share >= 0.0:
+            # Velocity.surprising: P(at least n of the past + n) beyond chance.
+            chance = betainc(float(n_in), past + 1.0, share, 0)
+            if chance == ASK_PYTHON:
+                return STOP_SURPRISE, i  # Python asks ``surprising``, then settles it
+            fires = chance < alpha
         fires_out[i] = fires
         settle(s, t, fires and (new or watched >= new_ms), params[P_HOLD], burst, count,
                held)
@@ -551,13 +586,13 @@ def warm() -> None:
     seconds = np.zeros((4, 2), np.int64)
     ti, tf = np.zeros(7, np.int64), np.zeros(2)
     params = np.array([60_000, 0, 0, 3_600_000, 30_000, 10], np.int64)
-    fparams = np.array([8.0, 4.0, 0.5])
+    fparams = np.array([8.0, 4.0, 0.5, 0.01])
     boolean = np.zeros(1, np.bool_)
     pace_run(0, one, one, one - 1, flag.copy(), one.copy(), one.copy(), one.copy(),
              one.copy(), real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
              np.zeros(4, np.int64), ti, tf, seconds, params, fparams, real.copy(),
              real.copy(), boolean.copy(), boolean.copy(), one.copy(), real.copy(),
-             real.copy(), boolean.copy(), boolean.copy())
+             real.copy(), boolean.copy(), boolean.copy(), BETAINC)
     settle(0, 0, False, 0, one.copy(), real.copy(), real.copy())
     habit_run(0, one, real + 1.0, flag.copy(), one.copy(), one.copy(), real.copy(),
               real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),

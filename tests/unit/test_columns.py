@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import betainc
 
+from services.detector import kernels
 from services.detector.rules import (
     AmountAnomaly,
     FanIn,
@@ -83,13 +87,23 @@ def columnar(rules: RuleSettings, cap: int) -> SourceRules:
     return out
 
 
+# A stream, its cuts into batches, the settings, the cap, and where a restart comes.
+first_stage_cases = (payments, st.lists(st.integers(1, 40), min_size=1, max_size=20),
+                     st.integers(2, 6), st.sampled_from([0.0, 60.0, 600.0]),
+                     st.sampled_from([0.0, 20.0]), st.sampled_from([3, 6, 200_000]),
+                     st.integers(0, 240))
+
+
 @settings(max_examples=150, deadline=None)
-@given(payments, st.lists(st.integers(1, 40), min_size=1, max_size=20),
-       st.integers(2, 6), st.sampled_from([0.0, 60.0, 600.0]), st.sampled_from([0.0, 20.0]),
-       st.sampled_from([3, 6, 200_000]), st.integers(0, 240))
+@given(*first_stage_cases)
 def test_a_batch_judges_as_the_reference_does_record_by_record(
         stream: list[tuple[int, int, float]], cuts: list[int], count: int, new_s: float,
         hold_s: float, cap: int, restart_at: int) -> None:
+    judges_as_the_reference(stream, cuts, count, new_s, hold_s, cap, restart_at)
+
+
+def judges_as_the_reference(stream: list[tuple[int, int, float]], cuts: list[int], count: int,
+                            new_s: float, hold_s: float, cap: int, restart_at: int) -> None:
     rules = rule_settings(count, new_s, hold_s)
     reference, batched = Reference(rules, cap), columnar(rules, cap)
     records, ts = [], 10 * MINUTE
@@ -229,3 +243,24 @@ def test_the_second_stage_judges_a_batch_as_the_reference_does_record_by_record(
     keys = [f"T{i}" for i in range(5)]
     assert batched.mix.states_of(keys) == [fan_in.mix.state_of(key) for key in keys]
     assert batched.payees.states_of(keys) == [payees.state_of(key) for key in keys]
+
+
+def test_the_pace_kernel_asks_scipys_own_incomplete_beta() -> None:
+    """The kernel calls the compiled function behind ``scipy.special.betainc``: the
+    same answer to the bit, for any candidate."""
+    assert kernels.BETAINC(2.0, 3.0, 0.5, 0) != kernels.ASK_PYTHON  # not the stand-in
+    rng = np.random.default_rng(5)
+    n, past, share = rng.integers(1, 300, 2_000), rng.random(2_000) * 500, rng.random(2_000)
+    assert [kernels.BETAINC(float(a), b + 1.0, x, 0) for a, b, x in zip(
+        n.tolist(), past.tolist(), share.tolist(), strict=True)] == \
+        betainc(n, past + 1.0, share).tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(*first_stage_cases)
+def test_where_scipy_exports_no_incomplete_beta_python_judges_each_candidate(
+        stream: list[tuple[int, int, float]], cuts: list[int], count: int, new_s: float,
+        hold_s: float, cap: int, restart_at: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:  # the kernel stops at each candidate
+        patch.setattr(kernels, "BETAINC", kernels._BETAINC_TYPE(kernels._ask_python.address))
+        judges_as_the_reference(stream, cuts, count, new_s, hold_s, cap, restart_at)
