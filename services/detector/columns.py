@@ -91,8 +91,8 @@ class Slots:
         held = np.zeros(self.capacity, np.bool_)
         for holder in self.holders:
             held |= holder.held_by.astype(np.bool_)
-        named = np.fromiter((name is not None for name in self.names), np.bool_,
-                            len(self.names))
+        named = np.ones(len(self.names), np.bool_)
+        named[self.free] = False  # a slot is free exactly when it names no account
         self.release(np.flatnonzero(named & ~held[:len(named)]))
 
     def settle(self) -> None:
