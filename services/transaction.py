@@ -164,4 +164,4 @@ def extend(raw: bytes, tx: Transaction, fields: bytes) -> bytes:
         del members["detection"]
         raw = orjson.dumps(members)
     body = raw.rstrip()
-    return body[:-1] + fields + b"}"
+    return body[:-1] + fields + b"}" if fields else body  # nothing to add: no copy
