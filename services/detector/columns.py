@@ -15,7 +15,8 @@ slot goes back to the free list once no store holds its account.
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 import numpy as np
 from scipy.special import betainc
@@ -206,8 +207,7 @@ class _Columns(ChangeTracking):
     def _held_slots(self, keys: list[str]) -> np.ndarray:
         """The slot of each key this store holds, -1 for the others."""
         self.flush()
-        index = self.slots.index.get
-        slots = np.fromiter((index(key, -1) for key in keys), INT, len(keys))
+        slots = np.array(list(map(self.slots.index.get, keys, repeat(-1, len(keys)))), INT)
         known = slots >= 0
         slots[known] = np.where(self.held_by[slots[known]] != 0, slots[known], -1)
         return slots
@@ -218,7 +218,9 @@ class _Columns(ChangeTracking):
         listed = self.changed_slots[:n]
         names = self.slots.names
         changed = self._changed
-        changed.update(name for name in map(names.__getitem__, listed.tolist()) if name)
+        named: set[str | None] = set(map(names.__getitem__, listed.tolist()))
+        named.discard(None)  # a slot freed since: its name went with it
+        changed.update(cast("set[str]", named))
         self.flags[listed] = 0
         self.counts[0] = 0
         self._changed = set()
