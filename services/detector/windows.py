@@ -285,7 +285,10 @@ class KeyedEvents(_KeyedWindow):
             if newest - self._swept_at > length + window.grace_ms:
                 self._sweep(horizon)
             return 1
-        events = self._keys[key] = _Events.of(held) if isinstance(held, tuple) else held
+        if isinstance(held, tuple):
+            events = self._keys[key] = _Events.of(held)
+        else:
+            events = held
         times, tags = events.times, events.tags
         if times and times[0] <= horizon:  # nothing a timely record can still see
             events.forget(bisect_right(times, horizon))
