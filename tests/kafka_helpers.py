@@ -258,7 +258,10 @@ class Outputs:
     """Everything on the detector's output topics, read from the beginning the way a
     downstream ``read_committed`` reader reads it, and kept reading while a test runs."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(self, bootstrap: str, topics: Topics,
+                 tick: Callable[[], object] | None = None) -> None:
+        """``tick`` runs while it waits for the topics: a test that supervises the
+        detector which creates them keeps doing so meanwhile."""
         self.topics = [topics.legit, topics.fraud, topics.dlq]
         self.records: list[Output] = []
         self._consumer = Consumer({
@@ -273,6 +276,8 @@ class Outputs:
                 found = self._consumer.list_topics(topic, timeout=10).topics[topic]
                 if found.partitions or time.monotonic() >= deadline:
                     break
+                if tick is not None:
+                    tick()
                 time.sleep(0.1)
             assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions]
         self._consumer.assign(assignment)
