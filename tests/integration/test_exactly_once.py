@@ -155,7 +155,10 @@ def test_a_member_killed_mid_run_hands_its_partitions_over_intact(
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     count = 30_000
-    generator = start(services, "generator", service_env, "--tps", "1500",
+    # The kill falls a few seconds in (the group's first join, then up to 2 s) and the
+    # hand-over takes a session or two; at 3,000/s the 30,000 still arrive for ten
+    # seconds, so the victim dies mid-run and its partitions move under traffic.
+    generator = start(services, "generator", service_env, "--tps", "3000",
                       "--count", str(count), "--seed", "12")
     detectors = [start(services, "detector", {**service_env, "DETECTOR_INSTANCE": f"d{n}"})
                  for n in range(instances)]
