@@ -43,6 +43,7 @@ from tests.kafka_helpers import (
     produced,
     read_topic,
     start,
+    wait_committed,
 )
 
 OUTAGE = 10.0
@@ -79,7 +80,8 @@ def test_a_broker_stopped_ten_seconds_loses_nothing(
     outputs = Outputs(own_broker.bootstrap, topics)
     try:
         assert outputs.wait(wrote(detector), 60, settle=0)
-        time.sleep(3)  # past the first transaction, which takes the backlog
+        # Past the first transaction, which takes the backlog: once it has committed.
+        wait_committed(own_broker.bootstrap, env["DETECTOR_GROUP"], {topics.transactions: 1})
         own_broker.pause()
         paused = time.time()
         time.sleep(OUTAGE)
