@@ -32,6 +32,16 @@ MODULES = {
 }
 
 
+# How long after a SIGKILL the tests start a detector again, as a supervisor does.
+# The embedded broker's group knows no static membership: the restarted member's join
+# opens a rebalance that waits the session less a second (5 s) for the others, and a
+# killed member whose session (6 s from its last heartbeat) ends only after that vote
+# is still counted in, so a second rebalance follows when it ends: a restart then
+# takes 12 s instead of 6, about one time in two. A join a second after the kill
+# puts the vote after the end of the dead member's session: one rebalance.
+RESTART_DELAY = 1.0
+
+
 class ServiceProcess:
     """A service run as its own process, the way a user runs it.
 
@@ -258,7 +268,10 @@ class Outputs:
     """Everything on the detector's output topics, read from the beginning the way a
     downstream ``read_committed`` reader reads it, and kept reading while a test runs."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(self, bootstrap: str, topics: Topics,
+                 tick: Callable[[], object] | None = None) -> None:
+        """``tick`` runs while it waits for the topics: a test that supervises the
+        detector which creates them keeps doing so meanwhile."""
         self.topics = [topics.legit, topics.fraud, topics.dlq]
         self.records: list[Output] = []
         self._consumer = Consumer({
@@ -273,6 +286,8 @@ class Outputs:
                 found = self._consumer.list_topics(topic, timeout=10).topics[topic]
                 if found.partitions or time.monotonic() >= deadline:
                     break
+                if tick is not None:
+                    tick()
                 time.sleep(0.1)
             assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions]
         self._consumer.assign(assignment)

@@ -20,6 +20,7 @@ from services.config import Topics
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from tests.integration.test_stateful_detector import detector_env, wait_until_running
 from tests.kafka_helpers import (
+    RESTART_DELAY,
     ServiceProcess,
     heartbeats_until,
     read_topics,
@@ -137,6 +138,7 @@ def test_a_restart_mid_stream_catches_up_to_the_same_verdicts(
     first.process.kill()
     first.process.wait(10)
     send(broker, topics.transactions, sent[half:])
+    time.sleep(RESTART_DELAY)  # as a supervisor: one rebalance, not two
     start(services, "detector", env)
     assert_same(judged(broker, topics, len(sent)), expected(sent))
 

@@ -43,6 +43,7 @@ from tests.kafka_helpers import (
     produced,
     read_topic,
     start,
+    wait_committed,
 )
 
 OUTAGE = 10.0
@@ -79,7 +80,8 @@ def test_a_broker_stopped_ten_seconds_loses_nothing(
     outputs = Outputs(own_broker.bootstrap, topics)
     try:
         assert outputs.wait(wrote(detector), 60, settle=0)
-        time.sleep(3)  # past the first transaction, which takes the backlog
+        # Past the first transaction, which takes the backlog: once it has committed.
+        wait_committed(own_broker.bootstrap, env["DETECTOR_GROUP"], {topics.transactions: 1})
         own_broker.pause()
         paused = time.time()
         time.sleep(OUTAGE)
@@ -133,18 +135,25 @@ def test_a_broker_killed_and_restarted_empty_is_found_again(
     with BrokerProcess(tmp_path / "second.log") as second:
         relay.move_to(second)
         back = time.time()
-        outputs = Outputs(second, topics)
         restarts: list[Kill] = []
+
+        def supervise() -> None:
+            """The supervisor's part: a detector that exits is started again."""
+            nonlocal detector
+            if detector.process.poll() is not None:
+                assert detector.process.returncode == 1, detector.output()
+                restarts.append(Kill(process_name(detector), time.time()))
+                detector = start(services, "detector", env)
+                started.append(detector)
+
+        # The output topics are the detector's to create on the new broker: supervised
+        # meanwhile, or the wait for them outlasts a detector that exited.
+        outputs = Outputs(second, topics, tick=supervise)
         try:
-            # The supervisor's part: a detector that exits is started again.
             deadline = time.monotonic() + 60
             while not wrote(detector, back)(outputs.records):
                 assert time.monotonic() < deadline, "no detector resumed on the new broker"
-                if detector.process.poll() is not None:
-                    assert detector.process.returncode == 1, detector.output()
-                    restarts.append(Kill(process_name(detector), time.time()))
-                    detector = start(services, "detector", env)
-                    started.append(detector)
+                supervise()
                 outputs.read(0.5)
             code, generator_log = stop(generator)
             assert code == 0, generator_log

@@ -17,6 +17,7 @@ from services import control
 from services.config import Topics
 from services.detector.stateful import InternalTopics
 from tests.kafka_helpers import (
+    RESTART_DELAY,
     ServiceProcess,
     heartbeats_until,
     produce,
@@ -137,6 +138,7 @@ def test_state_is_restored_after_a_kill(broker: str, topics: Topics,
     first.process.kill()
     first.process.wait(10)
 
+    time.sleep(RESTART_DELAY)  # as a supervisor: one rebalance, not two
     start(services, "detector", env)
     produce(broker, topics.transactions,
             [payment(i, f"PAYER{i:07d}") for i in range(15, 19)])
