@@ -869,13 +869,14 @@ class NoveltyColumns(_Columns):
 
     def _empty(self, slots: np.ndarray) -> None:
         """The rows of ``slots`` let go of their payees (freed after, ``_release``)."""
-        lengths = self.length[slots]
+        slots = slots[self.length[slots] > 0]  # (a slot no store held has none)
+        if not len(slots):
+            return
         rows = self.recent[slots]
-        held = rows[np.arange(self.memory) < lengths[:, None]]
-        if len(held):
-            refs = self.payees.refs
-            np.subtract.at(refs, held, 1)
-            self._let_go.extend(held[refs[held] == 0].tolist())
+        held = rows[np.arange(self.memory) < self.length[slots][:, None]]
+        refs = self.payees.refs
+        np.subtract.at(refs, held, 1)
+        self._let_go.extend(held[refs[held] == 0].tolist())
         self.length[slots] = 0
 
     def forget_oldest(self) -> None:
@@ -916,9 +917,10 @@ class NoveltyColumns(_Columns):
         lengths = np.fromiter(map(len, lists), INT, len(lists))
         numbers = self.payees.numbers([name for names in lists for name in names])
         np.add.at(self.payees.refs, numbers, 1)
-        rows = np.zeros((len(slots), memory), np.int32)
-        rows[np.arange(memory) < lengths[:, None]] = numbers
-        self.recent[slots] = rows
+        # Each number at its row and place in it: no row of the restore built whole.
+        starts = np.cumsum(lengths) - lengths
+        self.recent[np.repeat(slots, lengths),
+                    np.arange(len(numbers)) - np.repeat(starts, lengths)] = numbers
         self.length[slots] = lengths
         self.new_rate[slots] = [state[1] for state in states]
         self.at[slots] = [state[2] for state in states]

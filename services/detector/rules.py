@@ -1193,8 +1193,9 @@ class SourceRules(_RuleSet):
 
     A batch is judged at once (``evaluate_batch``): the sources get dense slots, and the
     velocity window, the pace, the habits and the recent payees, held in columns by
-    slot, go through compiled kernels (``columns``); card testing, a record at a time. ``Velocity``, ``AmountAnomaly`` and ``CounterpartyNovelty`` are the
-    reference the columns are held to, a record at a time."""
+    slot, go through compiled kernels (``columns``); card testing, a record at a time.
+    ``Velocity``, ``AmountAnomaly`` and ``CounterpartyNovelty`` are the reference the
+    columns are held to, a record at a time."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
