@@ -119,6 +119,7 @@ class _Columns(ChangeTracking):
     _ints: tuple[str, ...] = ()
     _floats: tuple[str, ...] = ()
     columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
+    restore_chunk = 65_536  # restored states taken into the columns at once
 
     def __init__(self, slots: Slots, max_accounts: int) -> None:
         self.slots = slots
@@ -198,7 +199,15 @@ class _Columns(ChangeTracking):
             self.forget_oldest()  # STOP_EVICT
 
     def restore(self, key: str, state: Any) -> None:
-        self._pending.append((key, state))
+        self._defer(key, state)
+
+    def _defer(self, key: str, state: Any) -> None:
+        """A restored state, for ``flush``; taken in as a chunk grows, so that a restore
+        does not hold every decoded state of a million keys at once."""
+        pending = self._pending
+        pending.append((key, state))
+        if len(pending) >= self.restore_chunk:
+            self.flush()
 
     def _slot(self, key: str) -> int | None:
         self.flush()
@@ -361,7 +370,7 @@ class PaceColumns(_Columns):
                     ti[kernels.T_WINDOW] = 0
                     ti[kernels.T_FROM] = state[1]
             return
-        self._pending.append((source, state))
+        self._defer(source, state)
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self.first[slots] = [state[0] for state in states]
@@ -535,7 +544,7 @@ class WindowColumns(_Columns):
             scalars = self.scalars
             scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
         else:  # a key without events is none
-            self._pending.append((key, None if state is None or not state[0] else state))
+            self._defer(key, None if state is None or not state[0] else state)
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
@@ -902,12 +911,15 @@ class NoveltyColumns(_Columns):
     def states_of(self, keys: list[str]) -> list[Any]:
         slots = self._held_slots(keys)
         at = np.maximum(slots, 0)
-        names = self.payees.names
-        rows = zip(slots.tolist(), self.recent[at].tolist(), self.length[at].tolist(),
-                   self.new_rate[at].tolist(), self.at[at].tolist(), self.streak[at].tolist(),
-                   strict=True)
-        return [None if slot < 0 else [[names[p] for p in row[:size]], rate, when, run]
-                for slot, row, size, rate, when, run in rows]
+        lengths = np.where(slots >= 0, self.length[at], 0)
+        # Only the payees held, one list of names for every key, cut key by key.
+        held = self.recent[at][np.arange(self.memory) < lengths[:, None]]
+        payees = list(map(self.payees.names.__getitem__, held.tolist()))
+        ends = np.cumsum(lengths).tolist()
+        rows = zip(slots.tolist(), ends, lengths.tolist(), self.new_rate[at].tolist(),
+                   self.at[at].tolist(), self.streak[at].tolist(), strict=True)
+        return [None if slot < 0 else [payees[end - size:end], rate, when, run]
+                for slot, end, size, rate, when, run in rows]
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before

@@ -29,7 +29,9 @@ cuts = st.lists(st.integers(1, 50), min_size=1, max_size=20)
 
 
 def columns(cap: int, memory: int) -> NoveltyColumns:
-    return NoveltyColumns(Slots(capacity=2), memory=memory, max_accounts=cap)
+    store = NoveltyColumns(Slots(capacity=2), memory=memory, max_accounts=cap)
+    store.restore_chunk = 4  # a restore taken in chunk after chunk
+    return store
 
 
 def judge(store: NoveltyColumns, batch: list[tuple[str, str, int]]) -> list[Any]:
