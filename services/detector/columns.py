@@ -16,6 +16,7 @@ free list once no store holds its account.
 
 from __future__ import annotations
 
+from itertools import chain
 from sys import intern
 from typing import Any
 
@@ -61,13 +62,12 @@ class Slots:
     def of_names(self, names: list[str]) -> np.ndarray:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
         get = self.index.get
-        slots = [get(name, -1) for name in names]
-        if -1 in slots:  # new names: each given a slot (once: it may come again)
-            for i, slot in enumerate(slots):
-                if slot < 0:
-                    found = get(names[i], -1)
-                    slots[i] = self.add(names[i]) if found < 0 else found
-        return np.array(slots, INT)
+        slots = np.array([get(name, -1) for name in names], INT)
+        if len(slots) and slots.min() < 0:  # new names: each given a slot (once)
+            for i in np.flatnonzero(slots < 0).tolist():
+                found = get(names[i], -1)
+                slots[i] = self.add(names[i]) if found < 0 else found
+        return slots
 
     def add(self, name: str) -> int:
         if self.free:
@@ -776,13 +776,12 @@ class PayeeTable:
     def numbers(self, names: list[str]) -> np.ndarray:
         """The numbers of ``names``, a new name given one (held by no row as yet)."""
         get = self.index.get
-        numbers = [get(name, -1) for name in names]
-        if -1 in numbers:  # new names: each given a number (once: it may come again)
-            for i, number in enumerate(numbers):
-                if number < 0:
-                    found = get(names[i], -1)
-                    numbers[i] = self.add(names[i]) if found < 0 else found
-        return np.array(numbers, INT)
+        numbers = np.array([get(name, -1) for name in names], INT)
+        if len(numbers) and numbers.min() < 0:  # new names: each given a number (once)
+            for i in np.flatnonzero(numbers < 0).tolist():
+                found = get(names[i], -1)
+                numbers[i] = self.add(names[i]) if found < 0 else found
+        return numbers
 
     def add(self, name: str) -> int:
         name = intern(name)  # one copy of a name, however many hold it
@@ -924,18 +923,26 @@ class NoveltyColumns(_Columns):
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before
         memory = self.memory
-        # A row holds ``memory`` payees: a longer list (another memory) keeps its newest.
-        lists = [state[0][-memory:] for state in states]
+        if all(len(state) == 4 for state in states):
+            lists, rates, ats, streaks = zip(*states, strict=True)
+        else:  # older changelogs have no streak
+            lists = tuple(state[0] for state in states)
+            rates = tuple(state[1] for state in states)
+            ats = tuple(state[2] for state in states)
+            streaks = tuple(state[3] if len(state) > 3 else 0 for state in states)
         lengths = np.fromiter(map(len, lists), INT, len(lists))
-        numbers = self.payees.numbers([name for names in lists for name in names])
+        if lengths.max(initial=0) > memory:
+            # A row holds ``memory`` payees: a longer list (another memory) keeps its newest.
+            lists = tuple(names[-memory:] for names in lists)
+            lengths = np.minimum(lengths, memory)
+        numbers = self.payees.numbers(list(chain.from_iterable(lists)))
         np.add.at(self.payees.refs, numbers, 1)
         # Each number at its row and place in it: no row of the restore built whole.
         starts = np.cumsum(lengths) - lengths
         self.recent[np.repeat(slots, lengths),
                     np.arange(len(numbers)) - np.repeat(starts, lengths)] = numbers
         self.length[slots] = lengths
-        self.new_rate[slots] = [state[1] for state in states]
-        self.at[slots] = [state[2] for state in states]
-        # Older changelogs have no streak.
-        self.streak[slots] = [state[3] if len(state) > 3 else 0 for state in states]
+        self.new_rate[slots] = rates
+        self.at[slots] = ats
+        self.streak[slots] = streaks
         self._release()
