@@ -199,11 +199,8 @@ class _Columns(ChangeTracking):
             self.forget_oldest()  # STOP_EVICT
 
     def restore(self, key: str, state: Any) -> None:
-        self._defer(key, state)
-
-    def _defer(self, key: str, state: Any) -> None:
-        """A restored state, for ``flush``; taken in as a chunk grows, so that a restore
-        does not hold every decoded state of a million keys at once."""
+        # For ``flush``; taken in as a chunk grows, so that a restore does not hold
+        # every decoded state of a million keys at once. (Inline: a call a key counts.)
         pending = self._pending
         pending.append((key, state))
         if len(pending) >= self.restore_chunk:
@@ -370,7 +367,10 @@ class PaceColumns(_Columns):
                     ti[kernels.T_WINDOW] = 0
                     ti[kernels.T_FROM] = state[1]
             return
-        self._defer(source, state)
+        pending = self._pending  # as ``_Columns.restore``
+        pending.append((source, state))
+        if len(pending) >= self.restore_chunk:
+            self.flush()
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self.first[slots] = [state[0] for state in states]
@@ -544,7 +544,10 @@ class WindowColumns(_Columns):
             scalars = self.scalars
             scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
         else:  # a key without events is none
-            self._defer(key, None if state is None or not state[0] else state)
+            pending = self._pending  # as ``_Columns.restore``
+            pending.append((key, None if state is None or not state[0] else state))
+            if len(pending) >= self.restore_chunk:
+                self.flush()
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
