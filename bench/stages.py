@@ -10,6 +10,10 @@ garbage collector tuned as it has them once started); and the mean size of what
 each stage writes (a forward, a verdict), which the client then copies and sends.
 
     python -m bench.stages [--tps 1000] [--seconds 300] [--batch 1000] [--seed 7]
+                           [--novelty]
+
+``--novelty``: the rules with the model's figures too (counterparty novelty in the
+first stage, the payee history in the second), as the detector runs them with a model.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def partition_of(key: bytes | None) -> int:
     return 0 if key is None else zlib.crc32(key) % PARTITIONS
 
 
-def run(tps: int, seconds: int, batch: int, seed: int) -> dict[str, float]:
+def run(tps: int, seconds: int, batch: int, seed: int, novelty: bool = False
+        ) -> dict[str, float]:
     profile = ScenarioProfile(seed=seed)
     records: list[LocalRecord] = []
     offsets = [0] * PARTITIONS
@@ -46,8 +51,10 @@ def run(tps: int, seconds: int, batch: int, seed: int) -> dict[str, float]:
             offsets[partition] += 1
     settings = RuleSettings()
     kernels.warm()  # compiled (or loaded from the cache) once, as a detector starts
-    source = SourceStage(lambda: SourceRules(settings), "bench", idle_after=float("inf"))
-    target = TargetStage(lambda: TargetRules(settings), "bench", upstream=PARTITIONS)
+    source = SourceStage(lambda: SourceRules(settings, novelty=novelty), "bench",
+                         idle_after=float("inf"))
+    target = TargetStage(lambda: TargetRules(settings, novelty=novelty), "bench",
+                         upstream=PARTITIONS)
     written = [0] * PARTITIONS
     first = second_stage = 0.0
     judged = forward_bytes = verdict_bytes = 0
@@ -87,9 +94,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--novelty", action="store_true",
+                        help="the model's figures too (counterparty novelty, payee history)")
     args = parser.parse_args()
     settle_heap()  # the collector tuned as the detector tunes it once it is set up
-    result = run(args.tps, args.seconds, args.batch, args.seed)
+    result = run(args.tps, args.seconds, args.batch, args.seed, args.novelty)
     print(f"{result['records']:,} records ({result['judged']:,} judged before the last "
           f"wait for the watermark): first stage {result['first_stage_us']} µs, second "
           f"stage {result['second_stage_us']} µs of CPU a record; a forward "

@@ -4,18 +4,20 @@ kernels (``kernels``). Pure.
 
 ``Slots`` gives every account of a rule set a slot. By source: ``WindowColumns`` (the
 velocity window's event times), ``PaceColumns`` (an account's pace and the stream's
-counts) and ``HabitColumns`` (its habit in money). By target: ``MixColumns`` (the
-payer mix) and ``PayeeColumns`` (the payee history). Each is a store like every other
-(``store.ChangeTracking``): its changelog states, its insertion order (hence what its
-cap forgets first) and its figures are those of its reference in ``windows`` or
-``rules`` (``KeyedTimes``, ``AccountPace``, ``AmountAnomaly``, ``PayerMix``,
-``PayeeHistory``), which judge a record at a time and which the tests hold them to. A
-slot goes back to the free list once no store holds its account.
+counts), ``HabitColumns`` (its habit in money) and ``NoveltyColumns`` (its recent
+payees). By target: ``MixColumns`` (the payer mix) and ``PayeeColumns`` (the payee
+history). Each is a store like every other (``store.ChangeTracking``): its changelog
+states, its insertion order (hence what its cap forgets first) and its figures are
+those of its reference in ``windows`` or ``rules`` (``KeyedTimes``, ``AccountPace``,
+``AmountAnomaly``, ``CounterpartyNovelty``, ``PayerMix``, ``PayeeHistory``), which
+judge a record at a time and which the tests hold them to. A slot goes back to the
+free list once no store holds its account.
 """
 
 from __future__ import annotations
 
-from itertools import repeat
+from itertools import chain, repeat
+from sys import intern
 from typing import Any, cast
 
 import numpy as np
@@ -60,13 +62,12 @@ class Slots:
     def of_names(self, names: list[str]) -> np.ndarray:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
         get = self.index.get
-        slots = [get(name, -1) for name in names]
-        if -1 in slots:  # new names: each given a slot (once: it may come again)
-            for i, slot in enumerate(slots):
-                if slot < 0:
-                    found = get(names[i], -1)
-                    slots[i] = self.add(names[i]) if found < 0 else found
-        return np.array(slots, INT)
+        slots = np.array([get(name, -1) for name in names], INT)
+        if len(slots) and slots.min() < 0:  # new names: each given a slot (once)
+            for i in np.flatnonzero(slots < 0).tolist():
+                found = get(names[i], -1)
+                slots[i] = self.add(names[i]) if found < 0 else found
+        return slots
 
     def add(self, name: str) -> int:
         if self.free:
@@ -118,6 +119,7 @@ class _Columns(ChangeTracking):
     _ints: tuple[str, ...] = ()
     _floats: tuple[str, ...] = ()
     columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
+    restore_chunk = 65_536  # restored states taken into the columns at once
 
     def __init__(self, slots: Slots, max_accounts: int) -> None:
         self.slots = slots
@@ -197,7 +199,12 @@ class _Columns(ChangeTracking):
             self.forget_oldest()  # STOP_EVICT
 
     def restore(self, key: str, state: Any) -> None:
-        self._pending.append((key, state))
+        # For ``flush``; taken in as a chunk grows, so that a restore does not hold
+        # every decoded state of a million keys at once. (Inline: a call a key counts.)
+        pending = self._pending
+        pending.append((key, state))
+        if len(pending) >= self.restore_chunk:
+            self.flush()
 
     def _slot(self, key: str) -> int | None:
         self.flush()
@@ -361,7 +368,10 @@ class PaceColumns(_Columns):
                     ti[kernels.T_WINDOW] = 0
                     ti[kernels.T_FROM] = state[1]
             return
-        self._pending.append((source, state))
+        pending = self._pending  # as ``_Columns.restore``
+        pending.append((source, state))
+        if len(pending) >= self.restore_chunk:
+            self.flush()
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self.first[slots] = [state[0] for state in states]
@@ -535,7 +545,10 @@ class WindowColumns(_Columns):
             scalars = self.scalars
             scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
         else:  # a key without events is none
-            self._pending.append((key, None if state is None or not state[0] else state))
+            pending = self._pending  # as ``_Columns.restore``
+            pending.append((key, None if state is None or not state[0] else state))
+            if len(pending) >= self.restore_chunk:
+                self.flush()
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
@@ -748,3 +761,192 @@ class PayeeColumns(_Columns):
         self.before[slots] = [state[0] for state in states]
         self.at[slots] = [state[1] for state in states]
         self.at_count[slots] = [state[2] if len(state) > 2 else 0.0 for state in states]
+
+
+class PayeeTable:
+    """Payee names to numbers, for the rows of ``NoveltyColumns``: a number a name, and
+    how many rows hold it (``refs``). A number no row holds goes back to the free list
+    (``release``), so the table is only as large as what the rows hold."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str | None] = []
+        self.free: list[int] = []
+        self.refs = np.zeros(capacity, INT)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def numbers(self, names: list[str]) -> np.ndarray:
+        """The numbers of ``names``, a new name given one (held by no row as yet)."""
+        get = self.index.get
+        numbers = np.array([get(name, -1) for name in names], INT)
+        if len(numbers) and numbers.min() < 0:  # new names: each given a number (once)
+            for i in np.flatnonzero(numbers < 0).tolist():
+                found = get(names[i], -1)
+                numbers[i] = self.add(names[i]) if found < 0 else found
+        return numbers
+
+    def add(self, name: str) -> int:
+        name = intern(name)  # one copy of a name, however many hold it
+        if self.free:
+            number = self.free.pop()
+            self.names[number] = name
+        else:
+            number = len(self.names)
+            self.names.append(name)
+            if number >= len(self.refs):
+                refs = np.zeros(2 * len(self.refs), INT)
+                refs[:number] = self.refs
+                self.refs = refs
+        self.index[name] = number
+        return number
+
+    def release(self, numbers: Any) -> None:
+        """Free those of ``numbers`` no row holds (once the batch that let them go is
+        done: its later records may have taken them again)."""
+        names, refs = self.names, self.refs
+        for number in numbers:
+            name = names[number]
+            if name is not None and not refs[number]:
+                del self.index[name]
+                names[number] = None
+                self.free.append(number)
+
+
+class NoveltyColumns(_Columns):
+    """``rules.CounterpartyNovelty`` in columns: each source's ``memory`` most recent
+    payees, most recent last, a row of payee numbers (``PayeeTable``) with its length;
+    its rate of new payees, decayed, as of event time ``at``; and its run of new payees.
+    The changelog state is the reference's (``[recent payees, new rate, at, streak]``)."""
+
+    name = "novelty"
+    _ints = ("at", "streak", "length")
+    _floats = ("new_rate",)
+
+    at: np.ndarray
+    streak: np.ndarray
+    length: np.ndarray
+    new_rate: np.ndarray
+
+    def __init__(self, slots: Slots, memory: int = 16, half_life_ms: int = 120_000,
+                 max_accounts: int = 200_000) -> None:
+        if memory < 1 or max_accounts < 1 or half_life_ms <= 0:
+            raise ValueError(f"invalid novelty memory: {memory} per source, half-life "
+                             f"{half_life_ms} ms, {max_accounts} sources")
+        super().__init__(slots, max_accounts)
+        self.memory = memory
+        self.half_life_ms = half_life_ms
+        self.recent = np.zeros((slots.capacity, memory), np.int32)
+        self.payees = PayeeTable()
+        # as every store's, and the numbers the kernel reports let go (``novelty_run``)
+        self.counts = np.zeros(5, INT)
+        self._let_go: list[int] = []  # numbers a forgotten row let go, freed after
+
+    def grow(self, capacity: int) -> None:
+        super().grow(capacity)
+        recent = np.zeros((capacity, self.memory), np.int32)
+        recent[:len(self.recent)] = self.recent
+        self.recent = recent
+
+    def judge_batch(self, slots: np.ndarray, targets: list[str], ts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``CounterpartyNovelty.judge`` of every record: ``(novel, new payees lately,
+        streak)``."""
+        self.flush()
+        n = len(slots)
+        payees = self.payees
+        numbers = payees.numbers(targets)
+        novel, lately, streak = np.zeros(n), np.zeros(n), np.zeros(n, INT)
+        dropped = np.zeros(n, INT)
+        self.counts[4] = 0
+        fparams = np.array([self.half_life_ms, 0.5], FLOAT)
+        start = 0
+        while True:  # ``_run``, with the payee table's counts read anew at each call
+            code, start = kernels.novelty_run(
+                start, slots, numbers, ts, self.max_accounts, self.held_by, self.seq,
+                self.recent, self.length, self.new_rate, self.at, self.streak, payees.refs,
+                self.flags, self.changed_slots, self.counts, fparams, dropped, novel,
+                lately, streak)
+            if code == DONE:
+                break
+            self.forget_oldest()  # STOP_EVICT
+        self._let_go.extend(dropped[:int(self.counts[4])].tolist())
+        self._release()
+        return novel, lately, streak
+
+    def _release(self) -> None:
+        let_go, self._let_go = self._let_go, []
+        self.payees.release(let_go)
+
+    def _empty(self, slots: np.ndarray) -> None:
+        """The rows of ``slots`` let go of their payees (freed after, ``_release``)."""
+        slots = slots[self.length[slots] > 0]  # (a slot no store held has none)
+        if not len(slots):
+            return
+        rows = self.recent[slots]
+        held = rows[np.arange(self.memory) < self.length[slots][:, None]]
+        refs = self.payees.refs
+        np.subtract.at(refs, held, 1)
+        self._let_go.extend(held[refs[held] == 0].tolist())
+        self.length[slots] = 0
+
+    def forget_oldest(self) -> None:
+        held = self.held_by.astype(np.bool_)
+        super().forget_oldest()
+        self._empty(np.flatnonzero(held & (self.held_by == 0)))
+
+    def _forget(self, key: str) -> None:
+        slot = self.slots.index.get(key)
+        if slot is not None and self.held_by[slot]:
+            self._empty(np.array([slot], INT))
+        self._drop(key)
+
+    def state_of(self, source: str) -> Any:
+        """``[recent payees, new rate, at, streak]``."""
+        slot = self._slot(source)
+        if slot is None:
+            return None
+        names = self.payees.names
+        return [[names[p] for p in self.recent[slot, :int(self.length[slot])].tolist()],
+                float(self.new_rate[slot]), int(self.at[slot]), int(self.streak[slot])]
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        at = np.maximum(slots, 0)
+        lengths = np.where(slots >= 0, self.length[at], 0)
+        # Only the payees held, one list of names for every key, cut key by key.
+        held = self.recent[at][np.arange(self.memory) < lengths[:, None]]
+        payees = list(map(self.payees.names.__getitem__, held.tolist()))
+        ends = np.cumsum(lengths).tolist()
+        rows = zip(slots.tolist(), ends, lengths.tolist(), self.new_rate[at].tolist(),
+                   self.at[at].tolist(), self.streak[at].tolist(), strict=True)
+        return [None if slot < 0 else [payees[end - size:end], rate, when, run]
+                for slot, end, size, rate, when, run in rows]
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        self._empty(slots)  # what a key held before
+        memory = self.memory
+        if all(len(state) == 4 for state in states):
+            lists, rates, ats, streaks = zip(*states, strict=True)
+        else:  # older changelogs have no streak
+            lists = tuple(state[0] for state in states)
+            rates = tuple(state[1] for state in states)
+            ats = tuple(state[2] for state in states)
+            streaks = tuple(state[3] if len(state) > 3 else 0 for state in states)
+        lengths = np.fromiter(map(len, lists), INT, len(lists))
+        if lengths.max(initial=0) > memory:
+            # A row holds ``memory`` payees: a longer list (another memory) keeps its newest.
+            lists = tuple(names[-memory:] for names in lists)
+            lengths = np.minimum(lengths, memory)
+        numbers = self.payees.numbers(list(chain.from_iterable(lists)))
+        np.add.at(self.payees.refs, numbers, 1)
+        # Each number at its row and place in it: no row of the restore built whole.
+        starts = np.cumsum(lengths) - lengths
+        self.recent[np.repeat(slots, lengths),
+                    np.arange(len(numbers)) - np.repeat(starts, lengths)] = numbers
+        self.length[slots] = lengths
+        self.new_rate[slots] = rates
+        self.at[slots] = ats
+        self.streak[slots] = streaks
+        self._release()

@@ -1,9 +1,10 @@
 """Compiled kernels of the stateful rules, each for a whole batch in one call. Pure.
 
 By source: the velocity window's counts (``window_run``, ``KeyedTimes``), an account's
-pace (``pace_run``, ``AccountPace`` and ``Velocity``) and its habit in money
-(``habit_run``, ``AmountAnomaly``); by target: the payer mix (``mix_run``,
-``PayerMix``) and the payee history (``payee_run``, ``PayeeHistory``).
+pace (``pace_run``, ``AccountPace`` and ``Velocity``), its habit in money
+(``habit_run``, ``AmountAnomaly``) and its recent payees (``novelty_run``,
+``CounterpartyNovelty``); by target: the payer mix (``mix_run``, ``PayerMix``) and the
+payee history (``payee_run``, ``PayeeHistory``).
 
 State lives in arrays indexed by an account's dense slot (``columns``). A kernel walks
 the batch in record order and does, per record, exactly the arithmetic of its
@@ -577,6 +578,72 @@ def payee_run(start, slots, orders, cap,  # type: ignore[no-untyped-def]
     return DONE, n
 
 
+# Counterparty novelty (``rules.CounterpartyNovelty``), by source.
+N_HALF, N_BASE = range(2)  # float parameters: half-life, ms, and 0.5 (see ``F_HALF``)
+
+
+@njit(cache=True, nogil=True)
+def novelty_run(start, slots, payees, ts, cap,  # type: ignore[no-untyped-def]
+                held_by, seq, recent, length, new_rate, at, streak, refs,
+                flags, changed, counts, fparams, dropped, novel_out, lately_out, streak_out):
+    """``CounterpartyNovelty.judge`` for records ``start`` on: each source's recent
+    payees, most recent last, a row of payee numbers (``recent``, ``length`` of them);
+    ``refs``, how many rows hold each number. A number a row lets go of whose count
+    falls to 0 goes in ``dropped`` (``counts[4]`` of them): Python frees those still
+    unheld once the batch is done. Returns ``(DONE, n)`` or ``(STOP_EVICT, record)``."""
+    half = fparams[N_HALF]
+    one_half = fparams[N_BASE]
+    memory = recent.shape[1]
+    n = slots.shape[0]
+    for i in range(start, n):
+        s = slots[i]
+        t = ts[i]
+        p = payees[i]
+        if not held_by[s]:
+            if counts[1] >= cap:
+                return STOP_EVICT, i
+            _take(s, held_by, seq, counts)
+            length[s] = 0  # (a row is emptied as its source is forgotten)
+            new_rate[s] = 0.0
+            at[s] = t
+            streak[s] = 0
+        size = length[s]
+        found = -1
+        for j in range(size):
+            if recent[s, j] == p:
+                found = j
+                break
+        if found >= 0:  # to the end
+            for j in range(found, size - 1):
+                recent[s, j] = recent[s, j + 1]
+            recent[s, size - 1] = p
+            novel = 0.0
+        else:
+            novel = 1.0
+            if size >= memory:  # the oldest goes
+                gone = recent[s, 0]
+                refs[gone] -= 1
+                if refs[gone] == 0:
+                    dropped[counts[4]] = gone
+                    counts[4] += 1
+                for j in range(size - 1):
+                    recent[s, j] = recent[s, j + 1]
+                size -= 1
+            recent[s, size] = p
+            length[s] = size + 1
+            refs[p] += 1
+        if t > at[s]:  # a record out of order counts at the newest time seen
+            new_rate[s] *= one_half ** ((t - at[s]) / half)
+            at[s] = t
+        new_rate[s] += novel
+        streak[s] = streak[s] + 1 if novel else 0
+        _mark(s, flags, changed, counts)
+        novel_out[i] = novel
+        lately_out[i] = new_rate[s]
+        streak_out[i] = streak[s]
+    return DONE, n
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel, so a detector's first batch does
     not pay for it."""
@@ -605,6 +672,10 @@ def warm() -> None:
     payee_run(0, one, one, 10, flag.copy(), one.copy(), real.copy(), one.copy(), real.copy(),
               flag.copy(), one.copy(), np.zeros(4, np.int64), np.array([3_600_000.0, 0.5]),
               real.copy())
+    novelty_run(0, one, one, one, 10, flag.copy(), one.copy(), np.zeros((1, 2), np.int32),
+                one.copy(), real.copy(), one.copy(), one.copy(), one.copy(), flag.copy(),
+                one.copy(), np.zeros(5, np.int64), np.array([120_000.0, 0.5]), one.copy(),
+                real.copy(), real.copy(), one.copy())
     window_run(0, one, one, 60_000, 0, one.copy(), one.copy(), one.copy(), flag.copy(),
                np.zeros(4, np.int64), np.zeros(4, np.int64),
                np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), one.copy(),

@@ -1192,15 +1192,20 @@ class SourceRules(_RuleSet):
     counterparty novelty: what one source did, where its records are.
 
     A batch is judged at once (``evaluate_batch``): the sources get dense slots, and the
-    velocity window, the pace and the habits, held in columns by slot, go through
-    compiled kernels (``columns``); card testing and novelty, a record at a time.
-    ``Velocity`` and ``AmountAnomaly`` are the reference the columns are held to, a
-    record at a time."""
+    velocity window, the pace, the habits and the recent payees, held in columns by
+    slot, go through compiled kernels (``columns``); card testing, a record at a time.
+    ``Velocity``, ``AmountAnomaly`` and ``CounterpartyNovelty`` are the reference the
+    columns are held to, a record at a time."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
         # Here, not at the top: every service reads RuleSettings, few run the rules.
-        from services.detector.columns import BatchVelocity, HabitColumns, Slots
+        from services.detector.columns import (
+            BatchVelocity,
+            HabitColumns,
+            NoveltyColumns,
+            Slots,
+        )
 
         settings = settings or RuleSettings()
         self.slots = Slots()
@@ -1208,7 +1213,7 @@ class SourceRules(_RuleSet):
         self.anomaly = HabitColumns(self.slots, settings) \
             if "amount_anomaly" in names else None
         self.card_testing = CardTesting(settings) if "card_testing" in names else None
-        self.novelty = CounterpartyNovelty() if novelty else None
+        self.novelty = NoveltyColumns(self.slots) if novelty else None
         stores: dict[str, Any] = {}
         if self.velocity is not None:
             stores[self.velocity.name] = self.velocity.events
@@ -1240,13 +1245,16 @@ class SourceRules(_RuleSet):
         # Names are kept as the stores first saw them (a dict keeps its first key): only
         # what a store holds as a value, the payees, is interned, where it is kept.
         n = len(sources)
-        velocity, anomaly = self.velocity, self.anomaly
-        if velocity is not None or anomaly is not None:
+        velocity, anomaly, novelty = self.velocity, self.anomaly, self.novelty
+        columns = velocity is not None or anomaly is not None or novelty is not None
+        if columns:
             slots = self.slots.of(sources)
+        if velocity is not None or novelty is not None:
+            ts = np.array(times, np.int64)
         zeros: list[Any] = [0] * n
         if velocity is not None:
             counts_of, expected_of, gaps_of, new_of, fires_of = velocity.judge_batch(
-                slots, np.array(times, np.int64))
+                slots, ts)
             counts, expected, fires = counts_of.tolist(), expected_of.tolist(), fires_of.tolist()
             usual, gaps = rounded(expected_of, 2), rounded(gaps_of, 1)
             new = new_of.astype(np.float64).tolist()
@@ -1259,7 +1267,10 @@ class SourceRules(_RuleSet):
             history, fired, means = history_of.tolist(), fired_of.tolist(), means_of.tolist()
         else:
             z = log_z = ratio = history = fired = means = zeros
-        if velocity is not None or anomaly is not None:
+        if novelty is not None:
+            novel_of, lately_of, streak_of = novelty.judge_batch(slots, targets, ts)
+            novel, lately, streak = novel_of.tolist(), rounded(lately_of, 2), streak_of.tolist()
+        if columns:
             self.slots.settle()
         card = [(0, None)] * n if self.card_testing is None else \
             self.card_testing.judge_batch(sources, targets, amounts, times)
@@ -1287,14 +1298,12 @@ class SourceRules(_RuleSet):
                         "new_account": fresh, "amount_z": score, "amount_log_z": log_score,
                         "amount_ratio": times_mean, "history": before,
                         "tiny_payees": tiny_payees}))
-        if self.novelty is not None:
-            novelty = list(map(self.novelty.judge, sources, targets, times))
-            lately = rounded(np.array([payees for _, payees, _ in novelty], np.float64), 2)
-            for (_, figures), (novel, _, streak), payees in zip(out, novelty, lately,
-                                                                strict=True):
-                figures["novelty"] = novel
+        if novelty is not None:
+            for (_, figures), fresh_payee, payees, run in zip(out, novel, lately, streak,
+                                                               strict=True):
+                figures["novelty"] = fresh_payee
                 figures["new_payees"] = payees
-                figures["new_streak"] = streak
+                figures["new_streak"] = run
         off = (_VELOCITY_FIGURES if velocity is None else ()) + \
             (_ANOMALY_FIGURES if anomaly is None else ()) + \
             (("tiny_payees",) if self.card_testing is None else ())
