@@ -62,7 +62,7 @@ class Slots:
     def of_names(self, names: list[str]) -> np.ndarray:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
         get = self.index.get
-        slots = np.array([get(name, -1) for name in names], INT)
+        slots = np.array(list(map(get, names, repeat(-1, len(names)))), INT)
         if len(slots) and slots.min() < 0:  # new names: each given a slot (once)
             for i in np.flatnonzero(slots < 0).tolist():
                 found = get(names[i], -1)
@@ -160,7 +160,7 @@ class _Columns(ChangeTracking):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        if any(state is None for _, state in pending):
+        if None in [state for _, state in pending]:
             final: dict[str, Any] = {}
             for key, state in pending:
                 if state is None:
@@ -780,7 +780,7 @@ class PayeeTable:
     def numbers(self, names: list[str]) -> np.ndarray:
         """The numbers of ``names``, a new name given one (held by no row as yet)."""
         get = self.index.get
-        numbers = np.array([get(name, -1) for name in names], INT)
+        numbers = np.array(list(map(get, names, repeat(-1, len(names)))), INT)
         if len(numbers) and numbers.min() < 0:  # new names: each given a number (once)
             for i in np.flatnonzero(numbers < 0).tolist():
                 found = get(names[i], -1)

@@ -357,7 +357,10 @@ class KeyedEvents(_KeyedWindow):
     @staticmethod
     def _load(state: Any) -> _Events | _One:
         times = array("q", state[0])  # written without orders: each event's order is its time
-        tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
+        try:  # names, as fan-in's payers are: one copy of each
+            tags = list(map(intern, state[1]))
+        except TypeError:  # tags of another kind (None: a window of times alone)
+            tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
         orders = array("q", state[2]) if len(state) > 2 else None
         if orders == times:
             orders = None
