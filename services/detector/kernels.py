@@ -76,19 +76,24 @@ _BETAINC_TYPE = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_doub
                                  ctypes.c_double, ctypes.c_int)
 
 
-@cfunc("float64(float64, float64, float64, int32)", cache=True)
-def _ask_python(a: float, b: float, x: float, skip_dispatch: int) -> float:
-    return ASK_PYTHON
+def ask_python() -> Any:
+    """The stand-in for ``betainc`` that sends every candidate to Python. (Compiled
+    when first asked for: a detector whose scipy exports its own never needs it.)"""
+    @cfunc("float64(float64, float64, float64, int32)", cache=True)
+    def stand_in(a: float, b: float, x: float, skip_dispatch: int) -> float:
+        return ASK_PYTHON
+
+    return _BETAINC_TYPE(int(stand_in.address))  # type: ignore[arg-type]
 
 
 def _scipy_betainc() -> Any:
-    """scipy's compiled ``betainc`` for doubles (the first of its fused versions); the
-    stand-in that sends every candidate to Python where it is not exported so."""
+    """scipy's compiled ``betainc`` for doubles (the first of its fused versions), or
+    the stand-in where it is not exported so."""
     try:
         address = get_cython_function_address("scipy.special.cython_special",
                                               "__pyx_fuse_0betainc")
     except (ValueError, ImportError):
-        return _BETAINC_TYPE(int(_ask_python.address))  # type: ignore[arg-type]
+        return ask_python()
     return _BETAINC_TYPE(address)
 
 

@@ -256,11 +256,14 @@ def test_the_pace_kernel_asks_scipys_own_incomplete_beta() -> None:
         betainc(n, past + 1.0, share).tolist()
 
 
+STAND_IN = kernels.ask_python()
+
+
 @settings(max_examples=40, deadline=None)
 @given(*first_stage_cases)
 def test_where_scipy_exports_no_incomplete_beta_python_judges_each_candidate(
         stream: list[tuple[int, int, float]], cuts: list[int], count: int, new_s: float,
         hold_s: float, cap: int, restart_at: int) -> None:
     with pytest.MonkeyPatch.context() as patch:  # the kernel stops at each candidate
-        patch.setattr(kernels, "BETAINC", kernels._BETAINC_TYPE(kernels._ask_python.address))
+        patch.setattr(kernels, "BETAINC", STAND_IN)
         judges_as_the_reference(stream, cuts, count, new_s, hold_s, cap, restart_at)
