@@ -33,8 +33,9 @@ PARTITIONS = 4
 START_MS = 1_700_000_000_000
 
 
-class _Record:
-    """What the stages read of a consumed record."""
+class Record:
+    """What the stages read of a consumed record. (Its own, not ``bench.topology``'s:
+    this runs in versions of the code that have no such module.)"""
 
     __slots__ = ("_headers", "_key", "_offset", "_partition", "_topic", "_value")
 
@@ -65,12 +66,13 @@ class _Record:
         return 1, 0
 
 
-def _partition_of(key: bytes | None) -> int:
+def partition_of(key: bytes | None) -> int:
     return 0 if key is None else zlib.crc32(key) % PARTITIONS
 
 
-def write(path: Path, tps: int, seconds: int, seed: int) -> int:
-    """The scenario records ``bench.stages`` makes, by partition and offset."""
+def scenario(tps: int, seconds: int, seed: int) -> list[tuple[int, int, bytes | None, bytes]]:
+    """The generator's scenario traffic as ``(partition, offset, key, value)``, spread
+    over ``PARTITIONS`` by key as the transactions topic has it."""
     from services.generator.profiles import ScenarioProfile
 
     profile = ScenarioProfile(seed=seed)
@@ -78,15 +80,57 @@ def write(path: Path, tps: int, seconds: int, seed: int) -> int:
     offsets = [0] * PARTITIONS
     for second in range(seconds):
         for key, value in profile.batch(tps, START_MS + second * 1000).transactions:
-            partition = _partition_of(key)
+            partition = partition_of(key)
             out.append((partition, offsets[partition], key, value))
             offsets[partition] += 1
-    path.write_bytes(pickle.dumps(out))
-    return len(out)
+    return out
 
 
-def replay(path: Path, batch: int) -> tuple[float, float, int]:
-    """CPU µs a record in each stage, and how many records were judged."""
+def drive(rows: list[tuple[int, int, bytes | None, bytes]], source: Any, target: Any,
+          batch: int) -> dict[str, float]:
+    """``rows`` through the first stage in batches, its forwards and progress markers
+    (where it makes them) onto the repartition partitions, then through the second:
+    CPU µs a record in each, records judged, and the mean size of a forward and of a
+    verdict."""
+    records = [Record("transactions", *row) for row in rows]
+    progress = getattr(source, "progress", None)
+    written = [0] * PARTITIONS
+    first = second = 0.0
+    judged = forward_bytes = verdict_bytes = 0
+    gc.collect()
+    for start in range(0, len(records), batch):
+        began = time.process_time()
+        forwards, _ = source.process(records[start:start + batch])
+        onward = []
+        for key, value, headers in forwards:
+            forward_bytes += len(value)
+            partition = partition_of(key)
+            onward.append(Record("repartition", partition, written[partition], key, value,
+                                 headers))
+            written[partition] += 1
+        marker = progress(0.0) if progress is not None else None
+        if marker is not None:
+            for partition in range(PARTITIONS):
+                onward.append(Record("repartition", partition, written[partition], None,
+                                     marker))
+                written[partition] += 1
+        middle = time.process_time()
+        routed = target.process(onward)
+        second += time.process_time() - middle
+        first += middle - began
+        judged += len(routed.legit) + len(routed.fraud)
+        verdict_bytes += sum(len(value) for _, value in routed.legit + routed.fraud)
+    n = len(records)
+    return {"records": n, "judged": judged,
+            "first_stage_us": round(first / n * 1e6, 2),
+            "second_stage_us": round(second / n * 1e6, 2),
+            "forward_bytes": round(forward_bytes / n),
+            "verdict_bytes": round(verdict_bytes / max(judged, 1))}
+
+
+def replay(path: Path, batch: int) -> dict[str, float]:
+    """The records written at ``path`` through the stages of the code on the path,
+    given what they take."""
     from services.detector import stages
     from services.detector.rules import RuleSettings, SourceRules, TargetRules
     from services.lifecycle import settle_heap
@@ -97,7 +141,6 @@ def replay(path: Path, batch: int) -> tuple[float, float, int]:
     except ImportError:
         pass
     settle_heap()
-    records = [_Record("transactions", *row) for row in pickle.loads(path.read_bytes())]
     settings = RuleSettings()
     first_takes = inspect.signature(stages.SourceStage).parameters
     second_takes = inspect.signature(stages.TargetStage).parameters
@@ -105,33 +148,7 @@ def replay(path: Path, batch: int) -> tuple[float, float, int]:
         {"idle_after": float("inf")} if "idle_after" in first_takes else {}))
     target = stages.TargetStage(lambda: TargetRules(settings), "bench", **(
         {"upstream": PARTITIONS} if "upstream" in second_takes else {}))
-    progress = getattr(source, "progress", None)
-    written = [0] * PARTITIONS
-    first = second = 0.0
-    judged = 0
-    gc.collect()
-    for start in range(0, len(records), batch):
-        began = time.process_time()
-        forwards, _ = source.process(records[start:start + batch])
-        onward = []
-        for key, value, headers in forwards:
-            partition = _partition_of(key)
-            onward.append(_Record("repartition", partition, written[partition], key, value,
-                                  headers))
-            written[partition] += 1
-        marker = progress(0.0) if progress is not None else None
-        if marker is not None:
-            for partition in range(PARTITIONS):
-                onward.append(_Record("repartition", partition, written[partition], None,
-                                      marker))
-                written[partition] += 1
-        middle = time.process_time()
-        routed = target.process(onward)
-        second += time.process_time() - middle
-        first += middle - began
-        judged += len(routed.legit) + len(routed.fraud)
-    n = len(records)
-    return first / n * 1e6, second / n * 1e6, judged
+    return drive(pickle.loads(path.read_bytes()), source, target, batch)
 
 
 def main() -> None:
@@ -144,11 +161,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
     if args.write:
-        print(f"{write(args.write, args.tps, args.seconds, args.seed):,} records written")
+        rows = scenario(args.tps, args.seconds, args.seed)
+        args.write.write_bytes(pickle.dumps(rows))
+        print(f"{len(rows):,} records written")
     elif args.read:
-        first, second, judged = replay(args.read, args.batch)
+        result = replay(args.read, args.batch)
+        first, second = result["first_stage_us"], result["second_stage_us"]
         print(f"first stage {first:.2f} µs, second stage {second:.2f} µs, both "
-              f"{first + second:.2f} µs of CPU a record ({judged:,} judged)")
+              f"{first + second:.2f} µs of CPU a record ({result['judged']:,} judged)")
     else:
         parser.error("say --write PATH or --read PATH")
 
