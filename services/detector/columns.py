@@ -181,9 +181,31 @@ class _Columns(ChangeTracking):
         self.counts[1] += len(new)
         self._apply(slots, list(final.values()))
 
+    # The columns whose values, in this order, make a key's changelog state, for a
+    # store whose state is one flat list (``state_of`` / ``states_of`` / ``_apply``).
+    _state: tuple[str, ...] = ()
+
+    def state_of(self, key: str) -> Any:
+        [state] = self.states_of([key])
+        return state
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        """The states of many keys, a column at a time (None: a key not held)."""
+        slots = self._held_slots(keys)
+        at = np.maximum(slots, 0)
+        rows = zip(*(getattr(self, name)[at].tolist() for name in self._state), strict=True)
+        return [None if slot < 0 else list(row)
+                for slot, row in zip(slots.tolist(), rows, strict=True)]
+
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         """Restored states into the columns, at ``slots`` (held already)."""
-        raise NotImplementedError
+        states = self._current(states)
+        for i, name in enumerate(self._state):
+            getattr(self, name)[slots] = [state[i] for state in states]
+
+    def _current(self, states: list[Any]) -> list[Any]:
+        """Restored states in the current format (older detectors wrote fewer fields)."""
+        return states
 
     def _forget(self, key: str) -> None:
         self._drop(key)
@@ -392,6 +414,7 @@ class HabitColumns(_Columns):
     name = "amount_anomaly"
     _ints = ("hcount",)
     _floats = ("mean", "m2", "log_mean", "log_m2")
+    _state = ("hcount", "mean", "m2", "log_mean", "log_m2")
 
     hcount: np.ndarray
     mean: np.ndarray
@@ -419,33 +442,10 @@ class HabitColumns(_Columns):
                   int(settings.anomaly_history), fparams, z, log_z, ratio, history, hit, mean)
         return z, log_z, ratio, history, hit, mean
 
-    def state_of(self, source: str) -> Any:
-        """``[count, mean, m2, log mean, log m2]``."""
-        slot = self._slot(source)
-        if slot is None:
-            return None
-        return [int(self.hcount[slot]), float(self.mean[slot]), float(self.m2[slot]),
-                float(self.log_mean[slot]), float(self.log_m2[slot])]
-
-    def states_of(self, keys: list[str]) -> list[Any]:
-        slots = self._held_slots(keys)
-        at = np.maximum(slots, 0)
-        rows = zip(slots.tolist(), self.hcount[at].tolist(), self.mean[at].tolist(),
-                   self.m2[at].tolist(), self.log_mean[at].tolist(), self.log_m2[at].tolist(),
-                   strict=True)
-        return [None if slot < 0 or key == "" else [count, mean, m2, log_mean, log_m2]
-                for key, (slot, count, mean, m2, log_mean, log_m2) in zip(keys, rows,
-                                                                           strict=True)]
-
-    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+    def _current(self, states: list[Any]) -> list[Any]:
         # An older changelog's habit in money only: the log habit from it.
-        states = [state if len(state) >= 5 else _History.of_amounts(*state[:3]).state()
-                  for state in states]
-        self.hcount[slots] = [state[0] for state in states]
-        self.mean[slots] = [state[1] for state in states]
-        self.m2[slots] = [state[2] for state in states]
-        self.log_mean[slots] = [state[3] for state in states]
-        self.log_m2[slots] = [state[4] for state in states]
+        return [state if len(state) >= 5 else _History.of_amounts(*state[:3]).state()
+                for state in states]
 
 
 class WindowColumns(_Columns):
@@ -661,6 +661,8 @@ class MixColumns(_Columns):
     name = "payer_mix"
     _ints = ("at",)
     _floats = ("paid", "from_new", "paid_at", "new_at")
+    # ``[payments, from new accounts, at, payments at it, from new at it]``
+    _state = ("paid", "from_new", "at", "paid_at", "new_at")
 
     at: np.ndarray
     paid: np.ndarray
@@ -684,30 +686,9 @@ class MixColumns(_Columns):
                   self.flags, self.changed_slots, self.counts, fparams, share)
         return share
 
-    def state_of(self, target: str) -> Any:
-        """``[payments, from new accounts, at, payments at it, from new at it]``."""
-        slot = self._slot(target)
-        if slot is None:
-            return None
-        return [float(self.paid[slot]), float(self.from_new[slot]), int(self.at[slot]),
-                float(self.paid_at[slot]), float(self.new_at[slot])]
-
-    def states_of(self, keys: list[str]) -> list[Any]:
-        slots = self._held_slots(keys)
-        at = np.maximum(slots, 0)
-        rows = zip(slots.tolist(), self.paid[at].tolist(), self.from_new[at].tolist(),
-                   self.at[at].tolist(), self.paid_at[at].tolist(), self.new_at[at].tolist(),
-                   strict=True)
-        return [None if slot < 0 else [paid, fresh, when, paid_at, new_at]
-                for slot, paid, fresh, when, paid_at, new_at in rows]
-
-    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
-        self.paid[slots] = [state[0] for state in states]
-        self.from_new[slots] = [state[1] for state in states]
-        self.at[slots] = [state[2] for state in states]
+    def _current(self, states: list[Any]) -> list[Any]:
         # Older state has nothing held apart at its newest order.
-        self.paid_at[slots] = [state[3] if len(state) > 4 else 0.0 for state in states]
-        self.new_at[slots] = [state[4] if len(state) > 4 else 0.0 for state in states]
+        return [state if len(state) > 4 else [*state[:3], 0.0, 0.0] for state in states]
 
 
 class PayeeColumns(_Columns):
@@ -717,6 +698,7 @@ class PayeeColumns(_Columns):
     name = "payee"
     _ints = ("at",)
     _floats = ("before", "at_count")
+    _state = ("before", "at", "at_count")  # ``[received before, at, received at]``
 
     at: np.ndarray
     before: np.ndarray
@@ -741,26 +723,9 @@ class PayeeColumns(_Columns):
                   self.counts, fparams, before)
         return before
 
-    def state_of(self, target: str) -> Any:
-        """``[received before, at, received at]``."""
-        slot = self._slot(target)
-        if slot is None:
-            return None
-        return [float(self.before[slot]), int(self.at[slot]), float(self.at_count[slot])]
-
-    def states_of(self, keys: list[str]) -> list[Any]:
-        slots = self._held_slots(keys)
-        at = np.maximum(slots, 0)
-        rows = zip(slots.tolist(), self.before[at].tolist(), self.at[at].tolist(),
-                   self.at_count[at].tolist(), strict=True)
-        return [None if slot < 0 else [before, when, count]
-                for slot, before, when, count in rows]
-
-    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+    def _current(self, states: list[Any]) -> list[Any]:
         # ``[received, at]`` from older detectors: all of it before ``at``.
-        self.before[slots] = [state[0] for state in states]
-        self.at[slots] = [state[1] for state in states]
-        self.at_count[slots] = [state[2] if len(state) > 2 else 0.0 for state in states]
+        return [state if len(state) > 2 else [*state[:2], 0.0] for state in states]
 
 
 class PayeeTable:
