@@ -8,9 +8,10 @@ description (DescribeGroups and ListGroups are unsupported) and the services log
 assignment, so this runs MODULE's ``main`` in this process with one change: a consumer
 that subscribes reports each change of its assignment on stderr, one line each::
 
-    bench.member: assigned 0,1 holds 0,1 at 1700000000000000000
+    bench.member: assigned in:0,in:1 holds in:0,in:1 at 1700000000000000000
 
-(the partitions that changed, all it holds since, and the wall clock in ns). Only the
+(the partitions that changed, all it holds since, each as topic:partition, and the
+wall clock in ns: a stateful detector holds partitions of two topics). Only the
 rebalance callbacks are wrapped, and they still call the module's own: its loop and
 per-record work are untouched, and the process keeps its pid (bench.child execs it).
 """
@@ -30,9 +31,14 @@ PREFIX = "bench.member:"
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
 
 
-def report(event: str, changed: Sequence[TopicPartition], held: set[int]) -> None:
-    parts = ",".join(str(tp.partition) for tp in sorted(changed, key=lambda tp: tp.partition))
-    holds = ",".join(str(p) for p in sorted(held))
+Held = set[tuple[str, int]]  # (topic, partition)
+
+
+def report(event: str, changed: Sequence[TopicPartition], held: Held) -> None:
+    # Topic names hold neither "," nor ":" (Kafka allows letters, digits, ".", "_", "-").
+    parts = ",".join(f"{topic}:{partition}" for topic, partition in
+                     sorted((tp.topic, tp.partition) for tp in changed))
+    holds = ",".join(f"{topic}:{partition}" for topic, partition in sorted(held))
     print(f"{PREFIX} {event} {parts or '-'} holds {holds or '-'} at {time.time_ns()}",
           file=sys.stderr, flush=True)
 
@@ -44,18 +50,18 @@ class ReportingConsumer(Consumer):
     def subscribe(self, topics: list[str], on_assign: Rebalance | None = None,
                   on_revoke: Rebalance | None = None,
                   on_lost: Rebalance | None = None) -> None:
-        held: set[int] = set()
+        held: Held = set()
 
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             if on_assign is not None:
                 on_assign(consumer, partitions)
-            held.update(tp.partition for tp in partitions)
+            held.update((tp.topic, tp.partition) for tp in partitions)
             report("assigned", partitions, held)
 
         def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             if on_revoke is not None:
                 on_revoke(consumer, partitions)
-            held.difference_update(tp.partition for tp in partitions)
+            held.difference_update((tp.topic, tp.partition) for tp in partitions)
             report("revoked", partitions, held)
 
         def lost(consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -63,7 +69,7 @@ class ReportingConsumer(Consumer):
             callback = on_lost if on_lost is not None else on_revoke
             if callback is not None:
                 callback(consumer, partitions)
-            held.difference_update(tp.partition for tp in partitions)
+            held.difference_update((tp.topic, tp.partition) for tp in partitions)
             report("lost", partitions, held)
 
         super().subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=lost)

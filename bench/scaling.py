@@ -1,15 +1,21 @@
 """Scaling benchmark on one embedded broker: 1, 2 and 4 instances in one consumer group,
-for the pass-through baseline and the classic detector.
+for the pass-through baseline, the classic detector and the full one.
 
     python -m bench.scaling [--records 100000] [--runs 3] [--counts 1,2,4] [--quick]
+                            [--variants passthrough,detector,detector-eos,detector-rules]
                             [--json bench/results/scaling.json]
 
 What runs
-    For each count N and each run, three variants in turn, each as N processes in one
-    fresh consumer group with fresh topics: the pass-through (bench.passthrough) and
-    the detector (services.detector.service, threshold only) at least once and exactly
-    once, with the settings bench/pipeline.py gives them and a DETECTOR_INSTANCE of its
-    own per instance (its static membership and transactional id).
+    For each count N and each run, the variants in turn, each as N processes in one
+    fresh consumer group with fresh topics: the pass-through (bench.passthrough), the
+    detector (services.detector.service) with the threshold alone at least once and
+    exactly once, and with every rule and the model exactly once, with the settings
+    bench/pipeline.py gives them and a DETECTOR_INSTANCE of its own per instance (its
+    static membership and transactional id). The full detector's instances share the
+    input's partitions and those of its repartition topic, each stage's state moving
+    with its partitions through the changelogs; its counts are checked as
+    bench/pipeline.py checks them (every record once in legit or fraud, where its rules
+    sent it, no dead letters).
 
 The group join
     Started on a filled topic, the first instances to join take every partition and
@@ -119,9 +125,10 @@ from bench.pipeline import (
 )
 from services import kafka
 from services.config import Topics
+from services.detector.stateful import InternalTopics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
-KINDS = ("passthrough", "detector", "detector-eos")
+KINDS = ("passthrough", "detector", "detector-eos", "detector-rules")
 COUNTS = (1, 2, 4)
 # Sampling each process every 5 ms rather than harness's 2 ms: with five processes traced
 # this benchmark's own share of a 2-core machine drops from ~0.2 core to ~0.09.
@@ -133,12 +140,15 @@ ATTEMPTS = 6  # runs of one measurement at most, while the rest of the machine d
 # -- the group ---------------------------------------------------------------------------
 
 
+Held = frozenset[tuple[str, int]]  # (topic, partition)
+
+
 @dataclass(frozen=True)
 class MemberEvent:
     """One line of bench.member: an assignment change and what the instance holds since."""
 
     event: str  # assigned, revoked or lost
-    holds: frozenset[int]
+    holds: Held
     at_ns: int
 
 
@@ -151,20 +161,23 @@ def member_events(text: str) -> list[MemberEvent]:
         fields = line[len(PREFIX):].split()
         if len(fields) != 6 or fields[2] != "holds" or fields[4] != "at":
             continue
-        holds = frozenset() if fields[3] == "-" else frozenset(map(int, fields[3].split(",")))
+        held = () if fields[3] == "-" else fields[3].split(",")
+        holds = frozenset((topic, int(partition)) for topic, _, partition in
+                          (item.rpartition(":") for item in held))
         events.append(MemberEvent(fields[0], holds, int(fields[5])))
     return events
 
 
-def settled(holdings: Sequence[frozenset[int] | None], partitions: int) -> bool:
-    """Whether the group is stable: every partition held by exactly one instance, and
-    every instance holding its share (which means every instance has joined)."""
-    if not holdings or partitions < len(holdings) or any(h is None for h in holdings):
+def settled(holdings: Sequence[Held | None], partitions: dict[str, int]) -> bool:
+    """Whether the group is stable: every partition of every topic it reads (``topic:
+    count``) held by exactly one instance, and every instance holding its share (which
+    means every instance has joined)."""
+    wanted = sorted((topic, p) for topic, count in partitions.items() for p in range(count))
+    if not holdings or len(wanted) < len(holdings) or any(h is None for h in holdings):
         return False
     held = [h for h in holdings if h is not None]
     sizes = [len(h) for h in held]
-    return sorted(p for h in held for p in h) == list(range(partitions)) \
-        and max(sizes) - min(sizes) <= 1
+    return sorted(p for h in held for p in h) == wanted and max(sizes) - min(sizes) <= 1
 
 
 @dataclass
@@ -179,7 +192,7 @@ class Member:
         return member_events(self.log.read_text(errors="replace") if self.log.exists()
                              else "")
 
-    def holds(self) -> frozenset[int] | None:
+    def holds(self) -> Held | None:
         events = self.events()
         return events[-1].holds if events else None
 
@@ -276,9 +289,14 @@ def measure(bootstrap: str, kind: str, count: int, records: int, logs: Path,
                     tracing.enter_context(member.trace)
                 broker = tracing.enter_context(CpuTrace(broker_pid, EVERY))
                 machine = tracing.enter_context(MachineTrace(every=0.01))  # its tick
+                # A stateful detector reads its repartition topic too (it makes it).
+                read = [topics.transactions] + ([InternalTopics.of(group).repartition]
+                                                if VARIANTS[kind].stateful else [])
                 wait_until(lambda: alive(members, kind) and settled(
-                    [m.holds() for m in members], partitions), 60,
-                    f"{count} {kind} instances to share {partitions} partitions", every=0.1)
+                    [m.holds() for m in members],
+                    {topic: len(offsets.spans(topic)) for topic in read}), 60,
+                    f"{count} {kind} instances to share the partitions of "
+                    f"{', '.join(read)}", every=0.1)
                 settled_ns = time.time_ns()
                 began = time.monotonic()
                 with frozen([m.process for m in members]):
@@ -297,7 +315,11 @@ def measure(bootstrap: str, kind: str, count: int, records: int, logs: Path,
         counts = committed_counts(bootstrap, list(expected))
     finally:
         offsets.close()
-    if counts != expected:
+    if VARIANTS[kind].stateful:  # every record once, wherever its rules sent it
+        if routed(counts, topics) != source.records or counts[topics.dlq]:
+            raise BenchmarkError(f"{kind} x{count} put out {counts}, expected "
+                                 f"{source.records:,} in legit and fraud together")
+    elif counts != expected:
         raise BenchmarkError(f"{kind} x{count} put out {counts}, expected {expected}")
     for index, member in enumerate(members):
         moved = [e for e in member.events() if settled_ns < e.at_ns < done_ns]
@@ -467,8 +489,9 @@ def render(summary: dict[str, Any]) -> str:
                  f"{summary['attempts']} runs for {measured}"
                  + (f"; {noisy} still disturbed, kept and marked *" if noisy else ""))
     lines.append("counts verified: every run put out exactly its input (the threshold's "
-                 "legit and fraud as made), no dead letters, clean exits, and no instance's "
-                 "partitions moved once the group had settled")
+                 "legit and fraud as made; the full detector's, every record once in legit "
+                 "or fraud), no dead letters, clean exits, and no instance's partitions "
+                 "moved once the group had settled")
     return "\n".join(lines)
 
 
@@ -492,6 +515,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs of each count and variant (default: 3)")
     parser.add_argument("--counts", type=counts_list, default=COUNTS,
                         help="instance counts, comma-separated (default: 1,2,4)")
+    parser.add_argument("--variants", default=",".join(KINDS),
+                        help="variants to run, comma-separated (default: %(default)s)")
     parser.add_argument("--max-other", type=float, default=QUIET,
                         help="cores the rest of the machine may take during a run; a run "
                              f"over it is run again, {ATTEMPTS} times at most "
@@ -501,6 +526,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=RESULTS,
                         help="where to write the results (default: %(default)s)")
     args = parser.parse_args(argv)
+    chosen = {kind.strip() for kind in args.variants.split(",") if kind.strip()}
+    if not chosen or chosen - set(KINDS):
+        parser.error(f"--variants takes {', '.join(KINDS)}")
+    args.variants = [kind for kind in KINDS if kind in chosen]
     args.records = args.records or (20_000 if args.quick else 100_000)
     args.runs = args.runs or (1 if args.quick else 3)
     if args.records < 2 or args.runs < 1:
@@ -509,7 +538,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    runs: Runs = {count: {kind: [] for kind in KINDS} for count in args.counts}
+    runs: Runs = {count: {kind: [] for kind in args.variants} for count in args.counts}
     source = None
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp, \
             processes() as started:
@@ -519,7 +548,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"embedded broker at {bootstrap}; {args.records:,} records per run")
         for n in range(1, args.runs + 1):
             for count in args.counts:
-                for kind in KINDS:
+                for kind in args.variants:
                     for attempt in range(1, ATTEMPTS + 1):
                         wait_for_quiet(args.max_other)
                         result, source = measure(bootstrap, kind, count, args.records, logs,

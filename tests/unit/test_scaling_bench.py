@@ -15,29 +15,53 @@ from bench.scaling import counts_list, member_events, render, settled, summarize
 
 
 def test_what_a_member_reports_reads_back(capsys: pytest.CaptureFixture[str]) -> None:
-    report("assigned", [TopicPartition("in", 3), TopicPartition("in", 1)], {1, 3})
-    report("revoked", [TopicPartition("in", 3)], {1})
-    report("lost", [TopicPartition("in", 1)], set())
+    report("assigned", [TopicPartition("in.x-1", 3), TopicPartition("in.x-1", 1),
+                        TopicPartition("g-by-target-repartition", 0)],
+           {("in.x-1", 1), ("in.x-1", 3), ("g-by-target-repartition", 0)})
+    report("revoked", [TopicPartition("in.x-1", 3)],
+           {("in.x-1", 1), ("g-by-target-repartition", 0)})
+    report("lost", [TopicPartition("in.x-1", 1), TopicPartition("g-by-target-repartition", 0)],
+           set())
     text = "2026-01-01 INFO fraud.detector: routing\n" + capsys.readouterr().err
     events = member_events(text)
     assert [(e.event, e.holds) for e in events] == [
-        ("assigned", frozenset({1, 3})), ("revoked", frozenset({1})), ("lost", frozenset())]
+        ("assigned", frozenset({("in.x-1", 1), ("in.x-1", 3),
+                                ("g-by-target-repartition", 0)})),
+        ("revoked", frozenset({("in.x-1", 1), ("g-by-target-repartition", 0)})),
+        ("lost", frozenset())]
     assert events[0].at_ns <= events[1].at_ns <= events[2].at_ns
 
 
+def held(*partitions: int, topic: str = "in") -> frozenset[tuple[str, int]]:
+    return frozenset((topic, p) for p in partitions)
+
+
 def test_a_group_is_settled_when_every_instance_holds_its_share() -> None:
-    assert settled([frozenset({0, 1, 2, 3})], 4)
-    assert settled([frozenset({1, 3}), frozenset({0, 2})], 4)
-    assert settled([frozenset({p}) for p in range(4)], 4)
+    four = {"in": 4}
+    assert settled([held(0, 1, 2, 3)], four)
+    assert settled([held(1, 3), held(0, 2)], four)
+    assert settled([held(p) for p in range(4)], four)
     # Not yet: an instance without an assignment, or one that has not reported at all.
-    assert not settled([frozenset({0, 1, 2, 3}), frozenset()], 4)
-    assert not settled([frozenset({0, 1}), None], 4)
+    assert not settled([held(0, 1, 2, 3), frozenset()], four)
+    assert not settled([held(0, 1), None], four)
     # Mid-rebalance: partitions unheld, held twice, or shared unevenly.
-    assert not settled([frozenset({0, 1}), frozenset({2})], 4)
-    assert not settled([frozenset({0, 1, 2}), frozenset({2, 3})], 4)
-    assert not settled([frozenset({0, 1, 2}), frozenset({3})], 4)
-    assert not settled([frozenset({0})] * 2, 1)  # more instances than partitions
-    assert not settled([], 4)
+    assert not settled([held(0, 1), held(2)], four)
+    assert not settled([held(0, 1, 2), held(2, 3)], four)
+    assert not settled([held(0, 1, 2), held(3)], four)
+    assert not settled([held(0)] * 2, {"in": 1})  # more instances than partitions
+    assert not settled([], four)
+
+
+def test_a_stateful_group_settles_once_both_topics_are_shared() -> None:
+    topics = {"in": 4, "rep": 4}
+    assert settled([held(0, 1) | held(0, 1, topic="rep"), held(2, 3) | held(2, 3, topic="rep")],
+                   topics)
+    # Each topic whole, one per instance: the stages on separate instances.
+    assert settled([held(0, 1, 2, 3), held(0, 1, 2, 3, topic="rep")], topics)
+    # The repartition topic not yet held: the same partition numbers do not stand for it.
+    assert not settled([held(0, 1), held(2, 3)], topics)
+    assert not settled([held(0, 1, 2, 3) | held(0, 1, topic="rep"), held(2, 3, topic="rep")],
+                       topics)
 
 
 def run(rate: float, partitions: int = 4, other: float = 0.2,
