@@ -21,7 +21,9 @@ a few µs a record.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import importlib
 import inspect
 import pickle
 import time
@@ -135,11 +137,9 @@ def replay(path: Path, batch: int) -> dict[str, float]:
     from services.detector.rules import RuleSettings, SourceRules, TargetRules
     from services.lifecycle import settle_heap
 
-    try:  # kernels to compile before the clock starts, in a version that has them
-        from services.detector import kernels
-        kernels.warm()
-    except ImportError:
-        pass
+    for module in ("kernels", "distinct_columns"):  # compiled before the clock starts,
+        with contextlib.suppress(ImportError):  # in a version that has them
+            importlib.import_module(f"services.detector.{module}").warm()
     settle_heap()
     settings = RuleSettings()
     first_takes = inspect.signature(stages.SourceStage).parameters

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from sys import intern
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 from scipy.special import betainc
@@ -29,7 +29,8 @@ from services.detector.store import ChangeTracking, decode_state, encode_state, 
 from services.detector.windows import KeyedEvents, KeyedTimes, SlidingWindow
 
 if TYPE_CHECKING:  # the columns load numba: only a detector with stateful rules needs it
-    from services.detector.columns import MixColumns
+    from services.detector.columns import MixColumns, Slots
+    from services.detector.distinct_columns import DistinctColumns, PayerTable
 
 
 def rounded(values: np.ndarray, digits: int) -> list[float]:
@@ -617,13 +618,28 @@ class FanIn:
     name = "fan_in"
 
     def __init__(self, settings: RuleSettings | None = None,
-                 mix: PayerMix | MixColumns | None = None) -> None:
+                 mix: PayerMix | MixColumns | None = None, slots: Slots | None = None) -> None:
+        """``slots``: the windows in columns (``distinct_columns``), over those slots,
+        judged a batch at once (``judge_columns``); else ``KeyedEvents``, a record at a
+        time, the reference."""
         self.settings = settings or RuleSettings()
-        self.events = KeyedEvents(self._window())
-        # The payers that look like a mule's, and the new accounts among them, each in
-        # its own window: a few of all the payers, so a longer window costs little.
-        self.suspects = KeyedEvents(self._window())
-        self.newcomers = KeyedEvents(self._new_window())
+        self.events: KeyedEvents | DistinctColumns
+        self.suspects: KeyedEvents | DistinctColumns
+        self.newcomers: KeyedEvents | DistinctColumns
+        self.payers: PayerTable | None = None
+        if slots is None:
+            self.events = KeyedEvents(self._window())
+            # The payers that look like a mule's, and the new accounts among them, each
+            # in its own window: a few of all the payers, so a longer window costs little.
+            self.suspects = KeyedEvents(self._window())
+            self.newcomers = KeyedEvents(self._new_window())
+        else:
+            from services.detector.distinct_columns import DistinctColumns, PayerTable
+
+            self.payers = PayerTable()  # the three windows' payers, by number
+            self.events = DistinctColumns(slots, self._window(), self.payers)
+            self.suspects = DistinctColumns(slots, self._window(), self.payers)
+            self.newcomers = DistinctColumns(slots, self._new_window(), self.payers)
         # The payer mix: ``PayerMix`` a record at a time (``judge`` adds to it), or the
         # columns ``TargetRules`` add a batch to first (``judge`` is given the share).
         self.mix = mix if mix is not None else PayerMix(
@@ -674,29 +690,75 @@ class FanIn:
                     payers: Sequence[dict[str, float] | None], orders: Sequence[int | None],
                     shares: list[float] | None = None
                     ) -> list[tuple[int, int, float, Hit | None]]:
-        """``judge`` of each record in turn."""
-        settings = self.settings
-        ratio_at, sources_at = settings.fan_in_payer_ratio, settings.fan_in_sources
-        mule_share, new_payers = settings.fan_in_mule_share, settings.fan_in_new_payers
+        """``judge`` of each record in turn, the windows ``KeyedEvents``."""
+        assert isinstance(self.events, KeyedEvents) and \
+            isinstance(self.suspects, KeyedEvents) and isinstance(self.newcomers, KeyedEvents)
         counted, suspected = self.events.distinct, self.suspects.distinct
         newly = self.newcomers.distinct
-        out: list[tuple[int, int, float, Hit | None]] = []
-        add = out.append
+        all_n, all_m, all_fresh, all_shares = [], [], [], []
         for i, (target, source, ts, payer, order) in enumerate(zip(
                 targets, sources, times, payers, orders, strict=True)):
             # Distinct payers: counted per window, where a slice of it a record was
             # O(window) for a target paid often. None (late) counts none.
-            n = counted(target, ts, source, order) or 0
-            new = bool(payer and payer.get("new_account"))
-            if payer is None or "history" not in payer:
-                suspect = True
-            else:
-                suspect = new or payer["history"] == 0 or \
-                    payer.get("amount_ratio", 1.0) >= ratio_at
-            m = (suspected(target, ts, source, order) or 0) if suspect else 0
-            share = shares[i] if shares is not None else \
-                self.mix.add(target, ts, new, order)  # type: ignore[union-attr]
-            fresh = (newly(target, ts, source, order) or 0) if new else 0
+            all_n.append(counted(target, ts, source, order) or 0)
+            new = self._new(payer)
+            all_m.append((suspected(target, ts, source, order) or 0)
+                         if self._suspect(payer, new) else 0)
+            all_shares.append(shares[i] if shares is not None else
+                              self.mix.add(target, ts, new, order))  # type: ignore[union-attr]
+            all_fresh.append((newly(target, ts, source, order) or 0) if new else 0)
+        return self.judged(all_n, all_m, all_fresh, all_shares)
+
+    @staticmethod
+    def _new(payer: dict[str, float] | None) -> bool:
+        return bool(payer and payer.get("new_account"))
+
+    def _suspect(self, payer: dict[str, float] | None, new: bool) -> bool:
+        """Whether a payer looks like a mule's (see ``judge``)."""
+        if payer is None or "history" not in payer:
+            return True
+        return new or payer["history"] == 0 or \
+            payer.get("amount_ratio", 1.0) >= self.settings.fan_in_payer_ratio
+
+    def judge_columns(self, slots: np.ndarray, sources: list[str], times: np.ndarray,
+                      payers: Sequence[dict[str, float] | None], orders: np.ndarray | None
+                      ) -> tuple[list[int], list[int], list[int]]:
+        """The windows' part of ``judge`` for a batch, the windows in columns: each
+        record's distinct payers in the window, suspects among them and new accounts
+        in the longer window (``judged`` makes the verdicts). Before the slots
+        settle: a slot freed in this batch may not be taken again yet."""
+        events, suspects, newcomers = (cast("DistinctColumns", store) for store in (
+            self.events, self.suspects, self.newcomers))
+        assert self.payers is not None
+        numbers = self.payers.numbers(sources)
+        new = [self._new(payer) for payer in payers]
+        suspect = np.array([self._suspect(payer, fresh) for payer, fresh in
+                            zip(payers, new, strict=True)], np.bool_)
+        newly = np.array(new, np.bool_)
+        # None (late) counts none: -1 from the columns.
+        n = np.maximum(events.distinct_batch(slots, times, orders, numbers), 0)
+        m, fresh = np.zeros(len(slots), np.int64), np.zeros(len(slots), np.int64)
+        for store, mask, out in ((suspects, suspect, m), (newcomers, newly, fresh)):
+            if mask.any():
+                out[mask] = np.maximum(store.distinct_batch(
+                    slots[mask], times[mask], None if orders is None else orders[mask],
+                    numbers[mask]), 0)
+        self.payers.settle()
+        # A late record's payer, numbered for it, may be held by no event at all.
+        unheld = numbers[self.payers.refs[numbers] == 0]
+        if len(unheld):
+            self.payers.release(np.unique(unheld).tolist())
+        return n.tolist(), m.tolist(), fresh.tolist()
+
+    def judged(self, all_n: list[int], all_m: list[int], all_fresh: list[int],
+                shares: list[float]) -> list[tuple[int, int, float, Hit | None]]:
+        """``judge``'s answers from the windows' counts and the mix's shares."""
+        settings = self.settings
+        sources_at, mule_share = settings.fan_in_sources, settings.fan_in_mule_share
+        new_payers = settings.fan_in_new_payers
+        out: list[tuple[int, int, float, Hit | None]] = []
+        add = out.append
+        for n, m, fresh, share in zip(all_n, all_m, all_fresh, shares, strict=True):
             hit = None
             if m >= sources_at and m >= mule_share * n:
                 minutes = self.events.window.length_ms / 60_000
@@ -1334,7 +1396,7 @@ class TargetRules(_RuleSet):
         self.slots = Slots()
         self.mix = MixColumns(self.slots, round(settings.fan_in_new_window_s * 1000)) \
             if "fan_in" in names else None
-        self.fan_in = FanIn(settings, self.mix) if "fan_in" in names else None
+        self.fan_in = FanIn(settings, self.mix, self.slots) if "fan_in" in names else None
         self.payees = PayeeColumns(self.slots) if novelty else None
         stores: dict[str, Any] = {}
         if self.fan_in is not None:
@@ -1362,30 +1424,29 @@ class TargetRules(_RuleSet):
                        orders: list[int] | None = None) -> None:
         """Adds each transaction's hits and features, in order, as if judged one by
         one; ``orders`` as ``FanIn.evaluate`` (None: each record's order is its time)."""
-        # Each record brings its names anew. The windows keep each payer as a value in
-        # every event: those are interned; targets are keys, kept as first seen.
-        sources = list(map(intern, sources))
-        ordered = times if orders is None else orders
+        # Each record brings its names anew: the payers' table keeps one copy of each
+        # (``PayerTable``); targets are keys, kept as first seen.
         fan_in, mix, payees = self.fan_in, self.mix, self.payees
         if fan_in is None and payees is None:
             return
         slots = self.slots.of(targets)
+        ts = np.array(times, np.int64)
+        by_order = None if orders is None else np.array(orders, np.int64)
+        ordered = ts if by_order is None else by_order
         shares: list[float] = []
         if fan_in is not None and mix is not None:
             new = np.array([figures.get("new_account", 0.0) for figures in features],
                            np.float64) != 0.0
-            shares_of = mix.add_batch(slots, np.array(times, np.int64),
-                                      np.array(ordered, np.int64), new)
+            shares_of = mix.add_batch(slots, ts, ordered, new)
             shares = shares_of.tolist()
+            # The payers' figures came from the first stage, with the records.
+            counted = fan_in.judge_columns(slots, sources, ts, features, by_order)
         if payees is not None:
-            paid = payees.evaluate_batch(slots, np.array(ordered, np.int64))
+            paid = payees.evaluate_batch(slots, ordered)
         self.slots.settle()
         if fan_in is not None:
-            # The payers' figures came from the first stage, with the records.
             for figures, found, (n, fresh, _, hit), share in zip(
-                    features, hits, fan_in.judge_batch(
-                        targets, sources, times, features,
-                        [None] * len(times) if orders is None else orders, shares),
+                    features, hits, fan_in.judged(*counted, shares),
                     rounded(shares_of, 3), strict=True):
                 figures["fan_in"] = n
                 figures["fan_in_new"] = fresh

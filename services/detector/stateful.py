@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from services import kafka
-from services.detector import kernels
+from services.detector import distinct_columns, kernels
 from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
 from services.detector.routing import Headers, Routed
@@ -103,6 +103,7 @@ class StatefulDetector:
         one back until it speaks again."""
         settings = RuleSettings()
         kernels.warm()  # compiled (or loaded from the cache) now, not in the first batch
+        distinct_columns.warm()
         internal = InternalTopics.of(group)
         online: OnlineModel | None = None
         snapshots: ModelSnapshots | None = None

@@ -36,9 +36,13 @@ def old_json(records: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, byt
 
 
 def states(rules: SourceRules | TargetRules) -> dict[str, dict[str, Any]]:
+    rules.flush()  # what the column stores restored, in their columns
     keys = {key for store in rules.stores.values()
             for key in getattr(store, "_keys", getattr(store, "_sources", getattr(
                 store, "_accounts", getattr(store, "_targets", {}))))}
+    # The column stores' accounts: their slots' names.
+    keys |= {name for store in rules.stores.values() if hasattr(store, "slots")
+             for name in store.slots.names if name is not None}
     return {name: {key: store.state_of(key) for key in sorted(keys | {""})}
             for name, store in rules.stores.items()}
 

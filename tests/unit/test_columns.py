@@ -243,6 +243,12 @@ def test_the_second_stage_judges_a_batch_as_the_reference_does_record_by_record(
     keys = [f"T{i}" for i in range(5)]
     assert batched.mix.states_of(keys) == [fan_in.mix.state_of(key) for key in keys]
     assert batched.payees.states_of(keys) == [payees.state_of(key) for key in keys]
+    assert batched.fan_in is not None
+    for mine, theirs in ((batched.fan_in.events, fan_in.events),
+                         (batched.fan_in.suspects, fan_in.suspects),
+                         (batched.fan_in.newcomers, fan_in.newcomers)):
+        assert mine.states_of([*keys, ""]) == [theirs.state_of(key) for key in [*keys, ""]]
+        assert mine.late == theirs.late
 
 
 def test_the_pace_kernel_asks_scipys_own_incomplete_beta() -> None:

@@ -1,0 +1,499 @@
+"""Fan-in's windows in columns: ``windows.KeyedEvents.distinct`` for a whole batch in one
+compiled call. Pure.
+
+Each target's events (time, order, payer) are a linked list of nodes in one pool of
+arrays, as ``columns.WindowColumns`` holds the velocity window's times; payers are
+numbers in a ``PayerTable`` that fan-in's three windows share, a number going back to
+the free list once no event holds it. The window, the lateness, what a touch forgets,
+the sweep and the changelog (``[times, payers]``, ``[times, payers, orders]`` where an
+order differs from its time, the newest order under ``""``) are ``KeyedEvents``', which
+the tests hold these to, record for record.
+
+A record's answer is the number of distinct payers among its window's events of a
+lower order, and itself. A key whose window is big keeps its payers counted from the
+start of its newest window on (``tally``: how many events of each payer), so that a
+record newer than any of its key, of a higher order than any, moves that start along
+(a few events' work) rather than looking at each event of the window; any other
+record looks at its window's events, as ``KeyedEvents`` slices them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.detector.columns import INT, PayeeTable, Slots, _Columns
+from services.detector.kernels import (
+    DONE,
+    NEVER,
+    STOP_GROW,
+    W_FREE,
+    W_LATE,
+    W_NEWEST,
+    W_SWEPT,
+    W_UNUSED,
+    _mark,
+    njit,  # numba's, once ``kernels`` has pointed its cache where it can write
+)
+from services.detector.windows import KeyedEvents, SlidingWindow
+
+COUNTED_FROM = KeyedEvents.counted_from  # a window this big keeps its payers counted
+SHIFT = 32  # a tally's key: slot << SHIFT | payer
+
+
+class PayerTable(PayeeTable):
+    """``PayeeTable`` for fan-in's windows, with what their kernel needs beside each
+    number: the last record whose scan saw it (``marks``, against ``stamp``, which
+    every scan of the three windows moves on) and whether it is already listed as let
+    go (``zeroed``; ``released``, ``let_go`` of them) since the table last settled.
+
+    The windows of a batch run one after the other, and a payer one of them lets go
+    may be one a later one takes: numbers are freed once all of them have run
+    (``settle``), never in between."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        super().__init__(capacity)
+        self.stamp = np.zeros(1, INT)
+        self.let_go = np.zeros(1, INT)
+        self.marks = np.full(capacity, -1, INT)
+        self.zeroed = np.zeros(capacity, np.uint8)
+        self.released = np.zeros(capacity, INT)
+
+    def add(self, name: str) -> int:
+        number = super().add(name)
+        if len(self.refs) > len(self.marks):  # the refs grew: the rest grows with them
+            size = len(self.refs)
+            self.marks = np.concatenate((self.marks, np.full(size - len(self.marks), -1, INT)))
+            self.zeroed = np.concatenate((self.zeroed,
+                                          np.zeros(size - len(self.zeroed), np.uint8)))
+            self.released = np.zeros(size, INT)
+        return number
+
+    def settle(self) -> None:
+        """Free the numbers the kernels listed as held by no event any longer."""
+        count = int(self.let_go[0])
+        if count:
+            listed = self.released[:count]
+            self.zeroed[listed] = 0
+            self.let_go[0] = 0
+            self.release(listed.tolist())
+
+
+@njit(cache=True, nogil=True)
+def _count(tally, s, payer, nd):  # type: ignore[no-untyped-def]
+    key = (s << SHIFT) | payer
+    held = tally.get(key, 0)
+    if held == 0:
+        nd[s] += 1
+    tally[key] = held + 1
+
+
+@njit(cache=True, nogil=True)
+def _uncount(tally, s, payer, nd):  # type: ignore[no-untyped-def]
+    key = (s << SHIFT) | payer
+    held = tally[key] - 1
+    if held == 0:
+        del tally[key]
+        nd[s] -= 1
+    else:
+        tally[key] = held
+
+
+@njit(cache=True, nogil=True)
+def _let_go(node, payers, nxt, scalars, refs, zeroed, released,  # type: ignore[no-untyped-def]
+            let_go):
+    """A node back to the pool, its payer held by one event fewer."""
+    p = payers[node]
+    refs[p] -= 1
+    if refs[p] == 0 and zeroed[p] == 0:
+        zeroed[p] = 1
+        released[let_go[0]] = p
+        let_go[0] += 1
+    nxt[node] = scalars[W_FREE]
+    scalars[W_FREE] = node
+
+
+@njit(cache=True, nogil=True)
+def _empty(s, head, size, lo, nd, payers, nxt, scalars,  # type: ignore[no-untyped-def]
+           refs, zeroed, released, let_go, tally):
+    """Every event of slot ``s`` let go, and its tally with them."""
+    at = lo[s]
+    while at >= 0:
+        _uncount(tally, s, payers[at], nd)
+        at = nxt[at]
+    at = head[s]
+    for _ in range(size[s]):
+        following = nxt[at]
+        _let_go(at, payers, nxt, scalars, refs, zeroed, released, let_go)
+        at = following
+    size[s] = 0
+    head[s] = -1
+    lo[s] = -1
+    nd[s] = 0
+
+
+@njit(cache=True, nogil=True)
+def empty_slots(slots, head, size, lo, nd, payers, nxt,  # type: ignore[no-untyped-def]
+                scalars, refs, zeroed, released, let_go, tally):
+    """``_empty`` of each of ``slots`` that holds events (a restore over held state)."""
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        if size[s] > 0:
+            _empty(s, head, size, lo, nd, payers, nxt, scalars, refs, zeroed, released,
+                   let_go, tally)
+
+
+@njit(cache=True, nogil=True)
+def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-untyped-def]
+                 length, grace, head, tail, size, lo, nd, top, held_by,
+                 times, ords, payers, nxt, scalars, flags, changed, counts,
+                 refs, zeroed, released, let_go, marks, stamp, tally, out):
+    """``KeyedEvents.distinct`` for records ``start`` on: ``out`` the distinct payers
+    of each record's window (-1: late). ``by_order``: whether ``orders`` are the
+    records' orders (else each record's order is its time, and no event is left out
+    of a window for its order). Returns ``(DONE, n)`` or ``(STOP_GROW, record)``.
+    ``counts``: changed slots so far, keys held, whether the sweep dropped any."""
+    n = slots.shape[0]
+    capacity = times.shape[0]
+    for i in range(start, n):
+        if scalars[W_FREE] < 0 and scalars[W_UNUSED] >= capacity:
+            return STOP_GROW, i
+        t = ts[i]
+        o = orders[i]
+        s = slots[i]
+        g = tags[i]
+        newest = scalars[W_NEWEST]
+        if o > newest:
+            newest = o
+            scalars[W_NEWEST] = o
+        if t < newest - grace:
+            scalars[W_LATE] += 1
+            out[i] = -1
+            continue
+        _mark(s, flags, changed, counts)
+        if scalars[W_FREE] >= 0:
+            node = scalars[W_FREE]
+            scalars[W_FREE] = nxt[node]
+        else:
+            node = scalars[W_UNUSED]
+            scalars[W_UNUSED] += 1
+        times[node] = t
+        ords[node] = o
+        payers[node] = g
+        nxt[node] = -1
+        refs[g] += 1
+        answer = -1
+        if size[s] == 0:  # a new key: this event alone
+            head[s] = tail[s] = node
+            size[s] = 1
+            lo[s] = -1
+            nd[s] = 0
+            top[s] = o
+            held_by[s] = 1
+            counts[1] += 1
+            answer = 1
+        else:
+            horizon = newest - grace - length
+            while size[s] > 0 and times[head[s]] <= horizon:  # nothing can still see
+                first = head[s]
+                if lo[s] == first:
+                    _uncount(tally, s, payers[first], nd)
+                    lo[s] = nxt[first]
+                head[s] = nxt[first]
+                size[s] -= 1
+                _let_go(first, payers, nxt, scalars, refs, zeroed, released, let_go)
+            fast = not by_order or top[s] < o  # no event of this order or later held
+            if o > top[s]:
+                top[s] = o
+            if size[s] == 0:
+                head[s] = tail[s] = node
+                size[s] = 1
+                lo[s] = -1
+                answer = 1
+            elif t >= times[tail[s]]:  # in order: the usual case
+                nxt[tail[s]] = node
+                tail[s] = node
+                size[s] += 1
+                if lo[s] >= 0:
+                    _count(tally, s, g, nd)
+            else:  # after every event at or before its time
+                fast = False
+                if t < times[head[s]]:
+                    nxt[node] = head[s]
+                    head[s] = node
+                else:
+                    at = head[s]
+                    passed = at == lo[s]
+                    while nxt[at] >= 0 and times[nxt[at]] <= t:
+                        at = nxt[at]
+                        if at == lo[s]:
+                            passed = True
+                    nxt[node] = nxt[at]
+                    nxt[at] = node
+                    if passed:  # at or after the first event counted: counted too
+                        _count(tally, s, g, nd)
+                size[s] += 1
+            edge = t - length
+            if answer < 0 and fast:
+                # The window's first event, and the events before it.
+                at = head[s]
+                before = 0
+                met_lo = False
+                while times[at] <= edge:
+                    if at == lo[s]:
+                        met_lo = True
+                    at = nxt[at]
+                    before += 1
+                first = at
+                if lo[s] < 0 and size[s] - before < COUNTED_FROM:
+                    stamp[0] += 1
+                    answer = 0
+                    while at >= 0:
+                        p = payers[at]
+                        if marks[p] != stamp[0]:
+                            marks[p] = stamp[0]
+                            answer += 1
+                        at = nxt[at]
+                else:
+                    if lo[s] < 0:  # nothing counted yet: the whole window
+                        while at >= 0:
+                            _count(tally, s, payers[at], nd)
+                            at = nxt[at]
+                    elif met_lo:  # counted from before the window: those go
+                        at = lo[s]
+                        while at != first:
+                            _uncount(tally, s, payers[at], nd)
+                            at = nxt[at]
+                    else:  # counted from within the window: the events before come in
+                        while at != lo[s]:
+                            _count(tally, s, payers[at], nd)
+                            at = nxt[at]
+                    lo[s] = first
+                    answer = nd[s]
+            elif answer < 0:
+                # Its window's events of a lower order (all, without orders), and itself.
+                stamp[0] += 1
+                marks[g] = stamp[0]
+                answer = 1
+                at = head[s]
+                while at != node:
+                    p = payers[at]
+                    if times[at] > edge and (not by_order or ords[at] < o) \
+                            and marks[p] != stamp[0]:
+                        marks[p] = stamp[0]
+                        answer += 1
+                    at = nxt[at]
+        out[i] = answer
+        if scalars[W_SWEPT] == NEVER or newest - scalars[W_SWEPT] > length + grace:
+            # Drop the keys whose events have all left every possible window.
+            scalars[W_SWEPT] = newest
+            horizon = newest - grace - length
+            for key in range(size.shape[0]):
+                if size[key] > 0 and times[tail[key]] <= horizon:
+                    _empty(key, head, size, lo, nd, payers, nxt, scalars, refs, zeroed,
+                           released, let_go, tally)
+                    held_by[key] = 0
+                    counts[1] -= 1
+                    _mark(key, flags, changed, counts)
+                    counts[2] = 1  # Python frees the slots no store holds
+    return DONE, n
+
+
+@njit(cache=True, nogil=True)
+def gather_events(slots, head, size, times, ords, payers, nxt,  # type: ignore[no-untyped-def]
+                  out_times, out_orders, out_payers, ends):
+    """Every event of ``slots`` (-1: none), oldest first, one after the other; where
+    each slot's end in ``ends``."""
+    k = 0
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        if s >= 0:
+            at = head[s]
+            for _ in range(size[s]):
+                out_times[k] = times[at]
+                out_orders[k] = ords[at]
+                out_payers[k] = payers[at]
+                k += 1
+                at = nxt[at]
+        ends[j] = k
+
+
+def new_tally() -> Any:
+    """A tally: ``slot << SHIFT | payer`` to how many of the slot's events it paid."""
+    from numba import types  # after ``kernels``: see there
+    from numba.typed import Dict
+
+    return Dict.empty(key_type=types.int64, value_type=types.int64)
+
+
+class DistinctColumns(_Columns):
+    """``windows.KeyedEvents`` in columns, for fan-in's windows (``distinct_batch``).
+    See the module."""
+
+    _ints = ("head", "tail", "size", "lo", "nd", "top")
+
+    head: np.ndarray
+    tail: np.ndarray
+    size: np.ndarray
+    lo: np.ndarray  # the first event counted in the tally (-1: none)
+    nd: np.ndarray  # distinct payers in the tally
+    top: np.ndarray  # at least the highest order the key holds
+
+    def __init__(self, slots: Slots, window: SlidingWindow, payers: PayerTable) -> None:
+        super().__init__(slots, max_accounts=0)
+        self.window = window
+        self.payers = payers
+        self.times = np.zeros(1024, INT)
+        self.ords = np.zeros(1024, INT)
+        self.tags = np.zeros(1024, INT)
+        self.nxt = np.zeros(1024, INT)
+        # the newest order, when last swept, late records, pool nodes used, free list
+        self.scalars = np.array([NEVER, NEVER, 0, 0, -1], INT)
+        self.tally = new_tally()
+
+    @property
+    def late(self) -> int:  # type: ignore[override]  # counted by the kernel
+        return int(self.scalars[W_LATE])
+
+    @property
+    def newest(self) -> int:
+        return int(self.scalars[W_NEWEST])
+
+    def distinct_batch(self, slots: np.ndarray, ts: np.ndarray, orders: np.ndarray | None,
+                       numbers: np.ndarray) -> np.ndarray:
+        """``KeyedEvents.distinct`` of every record in turn (``numbers``: each payer's
+        in ``payers``; ``orders`` None: each record's order is its time); -1 for a late
+        record, where ``distinct`` says None. The payers it lets go are freed when the
+        table settles (``PayerTable.settle``), once every window has had the batch."""
+        out = np.zeros(len(slots), INT)
+        window, table = self.window, self.payers
+        by_order = orders is not None
+        start = 0
+        while True:
+            code, start = distinct_run(
+                start, slots, ts, ts if orders is None else orders, by_order, numbers,
+                window.length_ms, window.grace_ms, self.head, self.tail, self.size,
+                self.lo, self.nd, self.top, self.held_by, self.times, self.ords, self.tags,
+                self.nxt, self.scalars, self.flags, self.changed_slots, self.counts,
+                table.refs, table.zeroed, table.released, table.let_go, table.marks,
+                table.stamp, self.tally, out)
+            if code == DONE:
+                break
+            self._grow_pool()  # STOP_GROW
+        if self.counts[2]:  # the sweep dropped keys: their slots may be free now
+            self.counts[2] = 0
+            self.slots.release_unheld()
+        return out
+
+    def _grow_pool(self) -> None:
+        for name in ("times", "ords", "tags", "nxt"):
+            old = getattr(self, name)
+            new = np.zeros(2 * len(old), INT)
+            new[:len(old)] = old
+            setattr(self, name, new)
+
+    def take_changed(self) -> set[str]:
+        changed = super().take_changed()
+        if changed:
+            changed.add("")  # the newest order goes with them
+        return changed
+
+    def state_of(self, key: str) -> Any:
+        if key == "":
+            return self.newest
+        [state] = self.states_of([key])
+        return state
+
+    def states_of(self, keys: list[str]) -> list[Any]:
+        slots = self._held_slots(keys)
+        held = slots >= 0
+        total = int(self.size[slots[held]].sum())
+        times, orders, payers = (np.empty(total, INT) for _ in range(3))
+        ends = np.empty(len(slots), INT)
+        gather_events(slots, self.head, self.size, self.times, self.ords, self.tags, self.nxt,
+                      times, orders, payers, ends)
+        # Whether each key holds an event whose order is not its time: those write
+        # their orders too.
+        other = np.zeros(total + 1, INT)
+        np.cumsum(times != orders, out=other[1:])
+        ordered = (other[ends] - other[np.concatenate(([0], ends[:-1]))] > 0).tolist()
+        names = self.payers.names
+        all_times, all_orders = times.tolist(), orders.tolist()
+        all_payers = list(map(names.__getitem__, payers.tolist()))
+        states: list[Any] = []
+        start = 0
+        for key, end, slot, own in zip(keys, ends.tolist(), slots.tolist(), ordered,
+                                       strict=True):
+            if slot < 0:
+                states.append(self.newest if key == "" else None)
+            elif own:
+                states.append([all_times[start:end], all_payers[start:end],
+                               all_orders[start:end]])
+            else:
+                states.append([all_times[start:end], all_payers[start:end]])
+            start = end
+        return states
+
+    def restore(self, key: str, state: Any) -> None:
+        if key == "":
+            scalars = self.scalars
+            scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
+        else:  # a key without events is none
+            pending = self._pending  # as ``_Columns.restore``
+            pending.append((key, None if state is None or not state[0] else state))
+            if len(pending) >= self.restore_chunk:
+                self.flush()
+
+    def _forget(self, key: str) -> None:
+        slot = self.slots.index.get(key)
+        if slot is not None and self.held_by[slot]:
+            self._empty(np.array([slot], INT))
+        self._drop(key)
+
+    def _empty(self, slots: np.ndarray) -> None:
+        table = self.payers
+        empty_slots(slots, self.head, self.size, self.lo, self.nd, self.tags, self.nxt,
+                    self.scalars, table.refs, table.zeroed, table.released, table.let_go,
+                    self.tally)
+        table.settle()
+
+    def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
+        self._empty(slots)  # what a key held before
+        sizes = np.fromiter((len(state[0]) for state in states), INT, len(states))
+        total = int(sizes.sum())
+        while int(self.scalars[W_UNUSED]) + total > len(self.times):
+            self._grow_pool()
+        first = int(self.scalars[W_UNUSED])
+        self.scalars[W_UNUSED] += total
+        nodes = np.arange(first, first + total)
+        ends = np.cumsum(sizes) + first  # one past each key's last node
+        times = np.fromiter((time for state in states for time in state[0]), INT, total)
+        self.times[nodes] = times
+        # Written without orders: each event's order is its time.
+        self.ords[nodes] = [order for state in states
+                            for order in (state[2] if len(state) > 2 else state[0])]
+        numbers = self.payers.numbers([payer for state in states for payer in state[1]])
+        np.add.at(self.payers.refs, numbers, 1)
+        self.tags[nodes] = numbers
+        self.nxt[nodes] = nodes + 1
+        self.nxt[ends - 1] = -1
+        self.head[slots] = ends - sizes
+        self.tail[slots] = ends - 1
+        self.size[slots] = sizes
+        self.lo[slots] = -1
+        self.nd[slots] = 0
+        tops = np.maximum.reduceat(self.ords[nodes], ends - sizes - first) if total else sizes
+        self.top[slots] = tops
+
+
+def warm() -> None:
+    """Compile (or load from the cache) the kernels, as ``kernels.warm`` does."""
+    table = PayerTable(4)
+    slots = Slots(4)
+    store = DistinctColumns(slots, SlidingWindow(60_000), table)
+    numbers = table.numbers(["a"])
+    for orders in (None, np.zeros(1, INT)):
+        store.distinct_batch(slots.of(["k"]), np.zeros(1, INT), orders, numbers)
+    store.states_of(["k"])
+    store._empty(np.array([0], INT))
