@@ -19,6 +19,7 @@ record looks at its window's events, as ``KeyedEvents`` slices them.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -60,15 +61,36 @@ class PayerTable(PayeeTable):
         self.zeroed = np.zeros(capacity, np.uint8)
         self.released = np.zeros(capacity, INT)
 
+    def numbers(self, names: list[str]) -> np.ndarray:
+        """``PayeeTable.numbers``, new names numbered together (a restore brings a
+        million): each name hashed once, the first copy of a name kept."""
+        index = self.index
+        new = [name for name in dict.fromkeys(names) if name not in index]
+        if new:
+            self._add_all(new)
+        return np.fromiter(map(index.__getitem__, names), INT, len(names))
+
     def add(self, name: str) -> int:
-        number = super().add(name)
-        if len(self.refs) > len(self.marks):  # the refs grew: the rest grows with them
-            size = len(self.refs)
-            self.marks = np.concatenate((self.marks, np.full(size - len(self.marks), -1, INT)))
-            self.zeroed = np.concatenate((self.zeroed,
-                                          np.zeros(size - len(self.zeroed), np.uint8)))
-            self.released = np.zeros(size, INT)
+        [number] = self._add_all([name])
         return number
+
+    def _add_all(self, names: list[str]) -> list[int]:
+        """Numbers for ``names`` (new and distinct): freed ones first."""
+        reused = min(len(names), len(self.free))
+        numbers = [self.free.pop() for _ in range(reused)]
+        first = len(self.names)
+        numbers += range(first, first + len(names) - reused)
+        for number, name in zip(numbers[:reused], names, strict=False):
+            self.names[number] = name
+        self.names += names[reused:]
+        self.index.update(zip(names, numbers, strict=True))
+        if len(self.names) > len(self.refs):  # room for them, beside each number
+            size = max(2 * len(self.refs), len(self.names))
+            self.refs = _grown(self.refs, size, 0)
+            self.marks = _grown(self.marks, size, -1)
+            self.zeroed = _grown(self.zeroed, size, 0)
+            self.released = np.zeros(size, INT)
+        return numbers
 
     def settle(self) -> None:
         """Free the numbers the kernels listed as held by no event any longer."""
@@ -78,6 +100,12 @@ class PayerTable(PayeeTable):
             self.zeroed[listed] = 0
             self.let_go[0] = 0
             self.release(listed.tolist())
+
+
+def _grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
+    grown = np.full(size, fill, values.dtype)
+    grown[:len(values)] = values
+    return grown
 
 
 @njit(cache=True, nogil=True)
@@ -344,10 +372,11 @@ class DistinctColumns(_Columns):
         super().__init__(slots, max_accounts=0)
         self.window = window
         self.payers = payers
+        # The pool of event nodes: a payer's number and the next node fit in 32 bits.
         self.times = np.zeros(1024, INT)
         self.ords = np.zeros(1024, INT)
-        self.tags = np.zeros(1024, INT)
-        self.nxt = np.zeros(1024, INT)
+        self.tags = np.zeros(1024, np.int32)
+        self.nxt = np.zeros(1024, np.int32)
         # the newest order, when last swept, late records, pool nodes used, free list
         self.scalars = np.array([NEVER, NEVER, 0, 0, -1], INT)
         self.tally = new_tally()
@@ -389,7 +418,7 @@ class DistinctColumns(_Columns):
     def _grow_pool(self) -> None:
         for name in ("times", "ords", "tags", "nxt"):
             old = getattr(self, name)
-            new = np.zeros(2 * len(old), INT)
+            new = np.zeros(2 * len(old), old.dtype)
             new[:len(old)] = old
             setattr(self, name, new)
 
@@ -468,12 +497,12 @@ class DistinctColumns(_Columns):
         self.scalars[W_UNUSED] += total
         nodes = np.arange(first, first + total)
         ends = np.cumsum(sizes) + first  # one past each key's last node
-        times = np.fromiter((time for state in states for time in state[0]), INT, total)
-        self.times[nodes] = times
+        events = chain.from_iterable
+        self.times[nodes] = np.fromiter(events(state[0] for state in states), INT, total)
         # Written without orders: each event's order is its time.
-        self.ords[nodes] = [order for state in states
-                            for order in (state[2] if len(state) > 2 else state[0])]
-        numbers = self.payers.numbers([payer for state in states for payer in state[1]])
+        self.ords[nodes] = np.fromiter(events(state[2] if len(state) > 2 else state[0]
+                                              for state in states), INT, total)
+        numbers = self.payers.numbers(list(events(state[1] for state in states)))
         np.add.at(self.payers.refs, numbers, 1)
         self.tags[nodes] = numbers
         self.nxt[nodes] = nodes + 1
