@@ -446,9 +446,11 @@ class DistinctColumns(_Columns):
         # their orders too.
         other = np.zeros(total + 1, INT)
         np.cumsum(times != orders, out=other[1:])
-        ordered = (other[ends] - other[np.concatenate(([0], ends[:-1]))] > 0).tolist()
+        own = other[ends] - other[np.concatenate(([0], ends[:-1]))] > 0
+        ordered = own.tolist()
         names = self.payers.names
-        all_times, all_orders = times.tolist(), orders.tolist()
+        all_times = times.tolist()
+        all_orders = orders.tolist() if own.any() else all_times  # the latter unread
         all_payers = list(map(names.__getitem__, payers.tolist()))
         states: list[Any] = []
         start = 0
