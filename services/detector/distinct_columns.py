@@ -22,6 +22,7 @@ from __future__ import annotations
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from services.detector.columns import INT, PayeeTable, Slots, _Columns
@@ -37,9 +38,12 @@ from services.detector.kernels import (
     _mark,
     njit,  # numba's, once ``kernels`` has pointed its cache where it can write
 )
-from services.detector.windows import KeyedEvents, SlidingWindow
+from services.detector.store import encode_state
+from services.detector.windows import SlidingWindow
 
-COUNTED_FROM = KeyedEvents.counted_from  # a window this big keeps its payers counted
+# A window this big keeps its payers counted: below it, looking at each event (a
+# few hundred ns) costs less than the tally's entries (some 50 bytes each) cost.
+COUNTED_FROM = 64
 SHIFT = 32  # a tally's key: slot << SHIFT | payer
 
 
@@ -55,11 +59,22 @@ class PayerTable(PayeeTable):
 
     def __init__(self, capacity: int = 1024) -> None:
         super().__init__(capacity)
+        # Beside each number, in as few bits as hold it: a million payers, a few bytes
+        # each. (A stamp past 32 bits starts the marks anew: ``_next_stamp``.)
+        self.refs = np.zeros(capacity, np.int32)
         self.stamp = np.zeros(1, INT)
         self.let_go = np.zeros(1, INT)
-        self.marks = np.full(capacity, -1, INT)
+        self.marks = np.full(capacity, -1, np.int32)
         self.zeroed = np.zeros(capacity, np.uint8)
-        self.released = np.zeros(capacity, INT)
+        self.released = np.zeros(capacity, np.int32)
+        # Each name as MessagePack, for the changelog's kernel (``encode_states``):
+        # one after the other in ``packed``, a number's at ``packed_at``. A name freed
+        # leaves its bytes behind until the pool is made anew (``_pack``).
+        self.packed = np.zeros(4096, np.uint8)
+        self.packed_at = np.zeros(capacity, INT)
+        self.packed_len = np.zeros(capacity, np.int32)
+        self.packed_used = 0
+        self.packed_longest = 0
 
     def numbers(self, names: list[str]) -> np.ndarray:
         """``PayeeTable.numbers``, new names numbered together (a restore brings a
@@ -89,8 +104,43 @@ class PayerTable(PayeeTable):
             self.refs = _grown(self.refs, size, 0)
             self.marks = _grown(self.marks, size, -1)
             self.zeroed = _grown(self.zeroed, size, 0)
-            self.released = np.zeros(size, INT)
+            self.packed_at = _grown(self.packed_at, size, 0)
+            self.packed_len = _grown(self.packed_len, size, 0)
+            self.released = np.zeros(size, np.int32)
+        self._pack(numbers, names)
         return numbers
+
+    def _pack(self, numbers: list[int], names: list[str]) -> None:
+        """The MessagePack of ``names`` into the pool, for ``numbers``; the pool made
+        anew of the names held where freed ones fill most of it."""
+        packed = list(map(_pack_name, names))
+        size = sum(map(len, packed))
+        if self.packed_used + size > len(self.packed):
+            new = set(numbers)
+            held = [number for number, name in enumerate(self.names) if name is not None
+                    and number not in new]
+            if not held:
+                held_packed: list[bytes] = []
+            else:
+                held_packed = list(map(_pack_name, map(self.names.__getitem__, held)))
+            live = sum(map(len, held_packed)) + size
+            self.packed = np.zeros(max(2 * live, 4096), np.uint8)
+            self.packed_used = 0
+            self._put(held, held_packed)
+        self._put(numbers, packed)
+
+    def _put(self, numbers: list[int], packed: list[bytes]) -> None:
+        if not numbers:
+            return
+        lengths = np.fromiter(map(len, packed), INT, len(packed))
+        at = self.packed_used + np.cumsum(lengths) - lengths
+        joined = b"".join(packed)
+        self.packed[self.packed_used:self.packed_used + len(joined)] = np.frombuffer(
+            joined, np.uint8)
+        self.packed_at[numbers] = at
+        self.packed_len[numbers] = lengths
+        self.packed_used += len(joined)
+        self.packed_longest = max(self.packed_longest, int(lengths.max()))
 
     def settle(self) -> None:
         """Free the numbers the kernels listed as held by no event any longer."""
@@ -100,6 +150,9 @@ class PayerTable(PayeeTable):
             self.zeroed[listed] = 0
             self.let_go[0] = 0
             self.release(listed.tolist())
+
+
+_pack_name = msgspec.msgpack.Encoder().encode
 
 
 def _grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
@@ -126,6 +179,17 @@ def _uncount(tally, s, payer, nd):  # type: ignore[no-untyped-def]
         nd[s] -= 1
     else:
         tally[key] = held
+
+
+@njit(cache=True, nogil=True)
+def _next_stamp(stamp, marks):  # type: ignore[no-untyped-def]
+    """A stamp no mark holds: the next, or, past what a mark holds, 0 with every mark
+    cleared."""
+    stamp[0] += 1
+    if stamp[0] >= 2**31 - 1:
+        marks[:] = -1
+        stamp[0] = 0
+    return stamp[0]
 
 
 @njit(cache=True, nogil=True)
@@ -174,7 +238,7 @@ def empty_slots(slots, head, size, lo, nd, payers, nxt,  # type: ignore[no-untyp
 
 @njit(cache=True, nogil=True)
 def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-untyped-def]
-                 length, grace, head, tail, size, lo, nd, top, held_by,
+                 length, grace, counted_from, head, tail, size, lo, nd, top, held_by,
                  times, ords, payers, nxt, scalars, flags, changed, counts,
                  refs, zeroed, released, let_go, marks, stamp, tally, out):
     """``KeyedEvents.distinct`` for records ``start`` on: ``out`` the distinct payers
@@ -274,13 +338,13 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                     at = nxt[at]
                     before += 1
                 first = at
-                if lo[s] < 0 and size[s] - before < COUNTED_FROM:
-                    stamp[0] += 1
+                if lo[s] < 0 and size[s] - before < counted_from:
+                    mark = _next_stamp(stamp, marks)
                     answer = 0
                     while at >= 0:
                         p = payers[at]
-                        if marks[p] != stamp[0]:
-                            marks[p] = stamp[0]
+                        if marks[p] != mark:
+                            marks[p] = mark
                             answer += 1
                         at = nxt[at]
                 else:
@@ -301,15 +365,15 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                     answer = nd[s]
             elif answer < 0:
                 # Its window's events of a lower order (all, without orders), and itself.
-                stamp[0] += 1
-                marks[g] = stamp[0]
+                mark = _next_stamp(stamp, marks)
+                marks[g] = mark
                 answer = 1
                 at = head[s]
                 while at != node:
                     p = payers[at]
                     if times[at] > edge and (not by_order or ords[at] < o) \
-                            and marks[p] != stamp[0]:
-                        marks[p] = stamp[0]
+                            and marks[p] != mark:
+                        marks[p] = mark
                         answer += 1
                     at = nxt[at]
         out[i] = answer
@@ -347,6 +411,102 @@ def gather_events(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
         ends[j] = k
 
 
+@njit(cache=True, nogil=True)
+def _put_uint(buf, k, v, width):  # type: ignore[no-untyped-def]
+    for shift in range(width - 1, -1, -1):
+        buf[k] = (v >> (8 * shift)) & 0xFF
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _put_int(buf, k, v):  # type: ignore[no-untyped-def]
+    """``v`` as MessagePack writes it, in the fewest bytes (as msgspec does)."""
+    if 0 <= v < 128:
+        buf[k] = v
+        return k + 1
+    if -32 <= v < 0:
+        buf[k] = 0x100 + v
+        return k + 1
+    if v > 0:
+        if v < 0x100:
+            buf[k] = 0xCC
+            return _put_uint(buf, k + 1, v, 1)
+        if v < 0x10000:
+            buf[k] = 0xCD
+            return _put_uint(buf, k + 1, v, 2)
+        if v < 0x100000000:
+            buf[k] = 0xCE
+            return _put_uint(buf, k + 1, v, 4)
+        buf[k] = 0xCF
+        return _put_uint(buf, k + 1, v, 8)
+    if v >= -0x80:
+        buf[k] = 0xD0
+        return _put_uint(buf, k + 1, v & 0xFF, 1)
+    if v >= -0x8000:
+        buf[k] = 0xD1
+        return _put_uint(buf, k + 1, v & 0xFFFF, 2)
+    if v >= -0x80000000:
+        buf[k] = 0xD2
+        return _put_uint(buf, k + 1, v & 0xFFFFFFFF, 4)
+    buf[k] = 0xD3
+    return _put_uint(buf, k + 1, v, 8)
+
+
+@njit(cache=True, nogil=True)
+def _put_array(buf, k, n):  # type: ignore[no-untyped-def]
+    if n < 16:
+        buf[k] = 0x90 | n
+        return k + 1
+    if n < 0x10000:
+        buf[k] = 0xDC
+        return _put_uint(buf, k + 1, n, 2)
+    buf[k] = 0xDD
+    return _put_uint(buf, k + 1, n, 4)
+
+
+@njit(cache=True, nogil=True)
+def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[no-untyped-def]
+                  packed, packed_at, packed_len, buf, ends):
+    """Each of ``slots``' changelog state as MessagePack, one after the other in
+    ``buf`` (where each ends in ``ends``; nothing for -1): ``[times, payers]``, or
+    ``[times, payers, orders]`` where an event's order is not its time; the bytes
+    msgspec writes for the same lists."""
+    k = 0
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        if s >= 0:
+            n = size[s]
+            own = False
+            at = head[s]
+            for _ in range(n):
+                if ords[at] != times[at]:
+                    own = True
+                at = nxt[at]
+            buf[k] = 0x93 if own else 0x92
+            k = _put_array(buf, k + 1, n)
+            at = head[s]
+            for _ in range(n):
+                k = _put_int(buf, k, times[at])
+                at = nxt[at]
+            k = _put_array(buf, k, n)
+            at = head[s]
+            for _ in range(n):
+                p = payers[at]
+                start = packed_at[p]
+                for b in range(packed_len[p]):
+                    buf[k] = packed[start + b]
+                    k += 1
+                at = nxt[at]
+            if own:
+                k = _put_array(buf, k, n)
+                at = head[s]
+                for _ in range(n):
+                    k = _put_int(buf, k, ords[at])
+                    at = nxt[at]
+        ends[j] = k
+
+
 def new_tally() -> Any:
     """A tally: ``slot << SHIFT | payer`` to how many of the slot's events it paid."""
     from numba import types  # after ``kernels``: see there
@@ -360,6 +520,7 @@ class DistinctColumns(_Columns):
     See the module."""
 
     _ints = ("head", "tail", "size", "lo", "nd", "top")
+    counted_from = COUNTED_FROM
 
     head: np.ndarray
     tail: np.ndarray
@@ -402,8 +563,9 @@ class DistinctColumns(_Columns):
         while True:
             code, start = distinct_run(
                 start, slots, ts, ts if orders is None else orders, by_order, numbers,
-                window.length_ms, window.grace_ms, self.head, self.tail, self.size,
-                self.lo, self.nd, self.top, self.held_by, self.times, self.ords, self.tags,
+                window.length_ms, window.grace_ms, self.counted_from, self.head, self.tail,
+                self.size, self.lo, self.nd, self.top, self.held_by, self.times, self.ords,
+                self.tags,
                 self.nxt, self.scalars, self.flags, self.changed_slots, self.counts,
                 table.refs, table.zeroed, table.released, table.let_go, table.marks,
                 table.stamp, self.tally, out)
@@ -465,6 +627,28 @@ class DistinctColumns(_Columns):
                 states.append([all_times[start:end], all_payers[start:end]])
             start = end
         return states
+
+    def encoded_states_of(self, keys: list[str]) -> list[bytes | None]:
+        """``states_of``, each state as MessagePack (``store.encode_state``'s bytes),
+        written by a kernel straight from the columns."""
+        slots = self._held_slots(keys)
+        table = self.payers
+        events = int(self.size[slots[slots >= 0]].sum())
+        # At most: 3 headers of 5 bytes a key, and an event's time, order and name.
+        buf = np.empty(15 * len(keys) + events * (18 + table.packed_longest), np.uint8)
+        ends = np.empty(len(keys), INT)
+        encode_states(slots, self.head, self.size, self.times, self.ords, self.tags, self.nxt,
+                      table.packed, table.packed_at, table.packed_len, buf, ends)
+        raw = buf[:int(ends[-1]) if len(ends) else 0].tobytes()
+        out: list[bytes | None] = []
+        start = 0
+        for key, end, slot in zip(keys, ends.tolist(), slots.tolist(), strict=True):
+            if slot >= 0:
+                out.append(raw[start:end])
+                start = end
+            else:
+                out.append(encode_state(self.newest) if key == "" else None)
+        return out
 
     def restore(self, key: str, state: Any) -> None:
         if key == "":

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+import msgspec
 import numpy as np
 from scipy.special import betainc
 
@@ -1156,6 +1157,11 @@ STORE_NAMES = {code: name for name, code in STORE_CODES.items()}
 STATES_AT_ONCE = 512  # keys whose states are read together for the changelog
 
 
+def _raw(encoded: list[bytes | None]) -> list[msgspec.Raw | None]:
+    """States already MessagePack, to go into a record as they are."""
+    return [None if value is None else msgspec.Raw(value) for value in encoded]
+
+
 class _RuleSet:
     """Rules that share a key, with their state as one changelog: a record per key
     (``"/" + key``) that holds every store's state of it, ``{store: state}``, each
@@ -1194,16 +1200,19 @@ class _RuleSet:
         for store in self.stores.values():
             changed |= store.take_changed()
         changed_keys = list(changed)
-        stores = [(STORE_CODES[name], store, store.state_of, getattr(store, "columnar", False))
+        stores = [(STORE_CODES[name], store, store.state_of, getattr(store, "columnar", False),
+                   getattr(store, "encoded_states_of", None))
                   for name, store in self.stores.items()]
         out: list[tuple[bytes, bytes | None]] = []
         add, encode = out.append, encode_state
         for start in range(0, len(changed_keys), STATES_AT_ONCE):
             keys = changed_keys[start:start + STATES_AT_ONCE]
-            # The column stores read the states of these keys a column at a time; the
-            # others, a key at a time, which keeps what they make short-lived.
-            columns = [(code, store.states_of(keys) if columnar else None, state_of)
-                       for code, store, state_of, columnar in stores]
+            # The column stores read the states of these keys a column at a time (those
+            # that can, as MessagePack already); the others, a key at a time, which
+            # keeps what they make short-lived.
+            columns = [(code, _raw(encoded(keys)) if encoded is not None else
+                        store.states_of(keys) if columnar else None, state_of)
+                       for code, store, state_of, columnar, encoded in stores]
             for j, key in enumerate(keys):
                 states = {code: state_of(key) if column is None else column[j]
                           for code, column, state_of in columns}
