@@ -577,10 +577,13 @@ class DistinctColumns(_Columns):
             self.slots.release_unheld()
         return out
 
-    def _grow_pool(self) -> None:
+    def _grow_pool(self, room: int = 1) -> None:
+        """Room for ``room`` more nodes at least: half as many again (not twice as
+        many: millions of events, 24 bytes each)."""
+        size = max(len(self.times) * 3 // 2, int(self.scalars[W_UNUSED]) + room)
         for name in ("times", "ords", "tags", "nxt"):
             old = getattr(self, name)
-            new = np.zeros(2 * len(old), old.dtype)
+            new = np.zeros(size, old.dtype)
             new[:len(old)] = old
             setattr(self, name, new)
 
@@ -677,8 +680,8 @@ class DistinctColumns(_Columns):
         self._empty(slots)  # what a key held before
         sizes = np.fromiter((len(state[0]) for state in states), INT, len(states))
         total = int(sizes.sum())
-        while int(self.scalars[W_UNUSED]) + total > len(self.times):
-            self._grow_pool()
+        if int(self.scalars[W_UNUSED]) + total > len(self.times):
+            self._grow_pool(total)
         first = int(self.scalars[W_UNUSED])
         self.scalars[W_UNUSED] += total
         nodes = np.arange(first, first + total)
