@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
+import numpy as np
 import orjson
 from msgspec import UNSET, DecodeError
 
@@ -231,7 +232,27 @@ def score_batch(model: OnlineModel | None, rows: FeatureRows,
     scored = model.score(batch.matrix)
     if scored is None:
         return [None] * count, batch
-    return [round(score, 4) for score in scored.tolist()], batch
+    return cast("list[float | None]", rounded_scores(scored)), batch
+
+
+def rounded_scores(scores: np.ndarray) -> list[float]:
+    """``round(score, 4)`` of every score, as Python rounds (the verdicts' bytes), in
+    a few vectorised steps instead of a call a score (0.27 µs each).
+
+    ``rint(score * 1e4) / 1e4`` is what ``round`` gives whenever the product is not
+    within its own rounding error of a half: the integer is then the one ``round``
+    picks, and the division, exact operands correctly rounded, is the double nearest
+    to it over 10,000, as ``round`` returns. The few near a half go through ``round``.
+    """
+    with np.errstate(all="ignore"):  # what is not a number goes through ``round``
+        scaled = scores * 1e4
+        out = np.rint(scaled) / 1e4
+        # Near a half, or not a probability (where the product's error grows).
+        near = (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6) | ~(np.abs(scores) <= 1.0)
+    if near.any():
+        out[near] = [round(score, 4) for score in scores[near].tolist()]
+    scored: list[float] = out.tolist()
+    return scored
 
 
 def decide(hits: list[Hit], score: float | None, cutoff: float = CUTOFF,
