@@ -117,3 +117,22 @@ def test_the_join_keeps_the_promise_of_plain_dicts(steps: list[Any], most: int, 
     left = sorted(model.features)
     got = join.labels([label_bytes(ident, True, None) for ident in left])
     assert got.matrix.tolist() == [model.features[ident][1] for ident in left]
+
+
+def test_what_left_does_not_hold_memory() -> None:
+    """Rows that were taken, out of order or not, or dropped, leave their blocks: what a
+    side holds stays within twice what waits (and a few thousand holes)."""
+    join, serial = LabelJoin(max_pending=3_000, max_age_ms=10**9), 0
+    for n in range(60):
+        ids = [f"t{serial + i}" for i in range(500)]
+        serial += 500
+        join.remember(BatchFeatures(ids, [n] * 500, np.zeros((500, WIDTH))))
+        # Labels for every other transaction of the batch, newest first, and none
+        # for the rest: those age out by count.
+        join.labels([label_bytes(ident, False, n) for ident in reversed(ids[::2])])
+        side = join._features
+        assert len(side) <= 3_000
+        assert side._held <= 2 * len(side) + side.slack + 500
+        assert side._held == sum(len(block.ids) for block in side._blocks)
+    # Every unlabelled transaction still waits or was counted as it left.
+    assert join.waiting[0] + join.counters()["unlabelled"] == 60 * 250
