@@ -75,15 +75,15 @@ class BatchFeatures(NamedTuple):
 class FeatureRows:
     """Collects one batch's figures row by row, then makes the matrix in one step.
 
-    Per record it appends a few floats to a list; the log scaling runs once per
-    batch, vectorised.
+    Per record it appends to a few lists; the figures are read out of their dicts
+    and log scaled once per batch, in C and vectorised.
     """
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.ts: list[int] = []
         self._amounts: list[float] = []
-        self._figures: list[tuple[float, ...]] = []
+        self._figures: list[Mapping[str, float]] = []
         self._dataset: list[tuple[int, list[float]]] = []
 
     def __len__(self) -> int:
@@ -92,18 +92,14 @@ class FeatureRows:
     def add(self, tx_id: str, ts: int, amount: float, figures: Mapping[str, float],
             dataset: list[float] | None = None) -> None:
         """One transaction: its amount, the rules' figures (missing ones count as
-        ``DEFAULTS`` say) and, for a replayed record, its ``V1`` .. ``V28``."""
+        ``DEFAULTS`` say; read when the matrix is made, so they must not change
+        before) and, for a replayed record, its ``V1`` .. ``V28``."""
         if dataset is not None:
             self._dataset.append((len(self._amounts), dataset))
         self.ids.append(tx_id)
         self.ts.append(ts)
         self._amounts.append(amount)
-        try:  # every rule ran: one call in C
-            values = _figures_of(figures)
-        except KeyError:  # some rules are off
-            values = tuple(figures.get(name, DEFAULTS.get(name, 0.0))
-                           for name in RULE_FEATURES[1:])
-        self._figures.append(values)
+        self._figures.append(figures)
 
     def matrix(self) -> np.ndarray:
         """The rows so far, shape ``(len(self), WIDTH)``."""
@@ -112,10 +108,15 @@ class FeatureRows:
         if count:
             figures = np.empty((count, len(RULE_FEATURES)))
             figures[:, 0] = self._amounts
+            try:  # every rule ran: a C call a row, no Python step
+                values = list(map(_figures_of, self._figures))
+            except KeyError:  # some rules are off
+                values = [tuple(figures.get(name, DEFAULTS.get(name, 0.0))
+                                for name in RULE_FEATURES[1:]) for figures in self._figures]
             # From one flat iterator: numpy reads a list of tuples as nested sequences,
             # twice as slow.
             figures[:, 1:] = np.fromiter(
-                chain.from_iterable(self._figures), float,
+                chain.from_iterable(values), float,
                 count * (len(RULE_FEATURES) - 1)).reshape(count, len(RULE_FEATURES) - 1)
             matrix[:, : len(RULE_FEATURES)] = scale(figures)
         for row, values in self._dataset:

@@ -8,10 +8,11 @@ none older than ``max_age_ms`` of event time behind the newest time seen. What l
 unpaired is counted, never silently lost: ``unlabelled`` features (normal for traffic
 without ground truth), ``unmatched`` labels, and ``bad`` labels that could not be read.
 
-It works a batch at a time: a side's entries are rows of numpy arrays in arrival
-order, and a dict maps each id to its row. Looking ids up, taking and adding them
-runs in C (``map`` over the dict's own methods), and the rows move as whole arrays:
-no Python object per transaction, no Python step per transaction where a batch does.
+It works a batch at a time: a side keeps each batch's rows as they came, numpy
+arrays in arrival order, and a dict maps each id to its entry. Looking ids up, taking
+and adding them runs in C (``map`` over the dict's own methods), and the rows move as
+whole arrays: no Python object per transaction, no Python step per transaction where
+a batch does, and no copy of what waits while it waits.
 """
 
 from __future__ import annotations
@@ -65,23 +66,41 @@ def _examples(rows: np.ndarray, labels: np.ndarray) -> Examples:
     return Examples(rows[:, :WIDTH], labels, hits > 0, scores)
 
 
+class _Block:
+    """One batch's entries of a side, as they came: the rows of ``values`` and ``ts``,
+    their ids, and which still wait (``live``; ``alive`` of them, none before
+    ``start``). Its entries are numbered ``base``, ``base + 1``, ... in the side."""
+
+    __slots__ = ("alive", "base", "ids", "live", "start", "ts", "values")
+
+    def __init__(self, base: int, ids: list[str], ts: np.ndarray, values: np.ndarray) -> None:
+        self.base, self.ids, self.ts, self.values = base, ids, ts, values
+        self.live = np.ones(len(ids), dtype=bool)
+        self.alive = len(ids)
+        self.start = 0
+
+
 class _Waiting:
     """One side of the join: entries waiting by id, oldest first.
 
-    Rows ``[start, end)`` of the arrays hold the entries in arrival order, with the
-    holes that taken or dropped ones leave (``live`` false); ``_index`` maps each
-    waiting id to its row. When the arrays are full, the waiting rows move to the
-    front (and the arrays grow, while more than half of them wait).
+    Each batch that comes is kept as it is, a block of rows; ``_index`` maps each
+    waiting id to its number, which says its block (by bisection over the blocks'
+    first numbers) and its row there. Entries that leave make holes; a block leaves
+    once it is all holes and at the front. Nothing is copied while entries come and
+    go in order; only when the holes outweigh the waiting entries do those move
+    into one block (taken out of order, as labels take them, they would otherwise
+    hold their blocks' memory until these reach the front).
     """
 
-    def __init__(self, width: int, capacity: int = 4096) -> None:
+    slack = 4096  # holes a side may hold beyond as many as its waiting entries
+
+    def __init__(self, width: int) -> None:
         self.width = width
         self._index: dict[str, int] = {}
-        self._ids: list[str | None] = [None] * capacity
-        self.ts = np.zeros(capacity, dtype=np.int64)
-        self.values = np.zeros((capacity, width))
-        self.live = np.zeros(capacity, dtype=bool)
-        self.start = self.end = 0  # rows before ``start`` are all holes
+        self._blocks: deque[_Block] = deque()
+        self._firsts: np.ndarray | None = None  # the blocks' first numbers, when known
+        self._next = 0  # the number of the next entry
+        self._held = 0  # rows the blocks hold, holes included
 
     def __len__(self) -> int:
         return len(self._index)
@@ -91,68 +110,128 @@ class _Waiting:
         ``ids``), and their rows, in the order of ``ids``."""
         found = list(map(self._index.pop, ids, repeat(None)))
         mask = np.fromiter(map(is_not, found, repeat(None)), dtype=bool, count=len(ids))
-        rows = np.fromiter(compress(found, mask), dtype=np.int64)
-        self.live[rows] = False
-        return mask, self.values[rows]
+        numbers = np.fromiter(compress(found, mask), dtype=np.int64)
+        out = np.empty((len(numbers), self.width))
+        if not len(numbers):
+            return mask, out
+        where = np.searchsorted(self._block_firsts(), numbers, side="right") - 1
+        if where[0] == where[-1] and (where == where[0]).all():  # the common case
+            self._take_rows(int(where[0]), numbers, out, slice(None))
+        else:
+            order = np.argsort(where, kind="stable")
+            cuts = np.flatnonzero(np.diff(where[order])) + 1
+            for group in np.split(order, cuts):
+                self._take_rows(int(where[group[0]]), numbers[group], out, group)
+        if self._held - len(self._index) > max(len(self._index), self.slack):
+            self._compact()
+        return mask, out
 
-    def add(self, ids: Sequence[str], ts: np.ndarray, values: np.ndarray) -> None:
-        """Entries to wait, newest last; an id that waits already takes its new
-        values where it was (as a dict assignment keeps a key's place)."""
-        if len(set(ids)) < len(ids) or not self._index.keys().isdisjoint(ids):
+    def _take_rows(self, block_at: int, numbers: np.ndarray, out: np.ndarray,
+                   at: slice | np.ndarray) -> None:
+        block = self._blocks[block_at]
+        rows = numbers - block.base
+        out[at] = block.values[rows]
+        block.live[rows] = False
+        block.alive -= len(rows)
+
+    def add(self, ids: list[str], ts: np.ndarray, values: np.ndarray) -> None:
+        """Entries to wait, newest last (the arrays become the side's own); an id
+        that waits already takes its new values where it was (as a dict assignment
+        keeps a key's place)."""
+        index = self._index
+        if not ids:
+            return
+        if not index.keys().isdisjoint(ids):
             self._add_each(ids, ts, values)
             return
-        count = len(ids)
-        self._room(count)
-        end = self.end + count
-        self.ts[self.end:end], self.values[self.end:end] = ts, values
-        self.live[self.end:end] = True
-        self._ids[self.end:end] = ids
-        self._index.update(zip(ids, range(self.end, end), strict=True))
-        self.end = end
-
-    def _add_each(self, ids: Sequence[str], ts: np.ndarray, values: np.ndarray) -> None:
-        """``add`` for the rare batch with an id twice, or one that waits already."""
-        for i, ident in enumerate(ids):
-            row = self._index.get(ident)
-            if row is None:
-                self._room(1)
-                row = self.end
-                self._index[ident], self._ids[row], self.live[row] = row, ident, True
-                self.end += 1
-            self.ts[row], self.values[row] = ts[i], values[i]
-
-    def _room(self, count: int) -> None:
-        """Room for ``count`` more rows at the end."""
-        capacity = len(self.live)
-        if self.end + count <= capacity:
+        before, first = len(index), self._next
+        index.update(zip(ids, range(first, first + len(ids)), strict=True))
+        if len(index) - before < len(ids):  # an id twice in the batch: undo, go slowly
+            deque(map(index.pop, ids, repeat(None)), 0)
+            self._add_each(ids, ts, values)
             return
-        keep = np.flatnonzero(self.live[self.start:self.end]) + self.start
-        waiting = len(keep)
-        if 2 * (waiting + count) > capacity:
-            capacity = max(2 * capacity, 1 << (2 * (waiting + count) - 1).bit_length())
-        ts, values, live = np.zeros(capacity, dtype=np.int64), \
-            np.zeros((capacity, self.width)), np.zeros(capacity, dtype=bool)
-        ts[:waiting], values[:waiting], live[:waiting] = self.ts[keep], self.values[keep], True
-        ids = [self._ids[row] for row in keep.tolist()]
-        self._ids = ids + [None] * (capacity - waiting)
-        self._index = dict(zip(ids, range(waiting), strict=True))  # type: ignore[arg-type]
-        self.ts, self.values, self.live = ts, values, live
-        self.start, self.end = 0, waiting
+        self._append(_Block(first, ids, ts, values))
+
+    def _append(self, block: _Block) -> None:
+        self._blocks.append(block)
+        self._firsts = None
+        self._next += len(block.ids)
+        self._held += len(block.ids)
+
+    def _add_each(self, ids: list[str], ts: np.ndarray, values: np.ndarray) -> None:
+        """``add`` for the rare batch with an id twice, or one that waits already:
+        those take their new values in place; the new ones come as a block, each
+        where it first came, with the values it came with last."""
+        index, placed = self._index, dict[str, int]()
+        fresh: list[int] = []  # for each new id, the position of its values in ``ids``
+        for i, ident in enumerate(ids):
+            number = index.get(ident)
+            if number is not None:
+                block = self._blocks[int(np.searchsorted(
+                    self._block_firsts(), number, side="right")) - 1]
+                block.ts[number - block.base] = ts[i]
+                block.values[number - block.base] = values[i]
+            elif ident in placed:
+                fresh[placed[ident]] = i
+            else:
+                placed[ident] = len(fresh)
+                fresh.append(i)
+        if fresh:
+            new = list(placed)
+            index.update(zip(new, range(self._next, self._next + len(new)), strict=True))
+            self._append(_Block(self._next, new, ts[fresh], values[fresh]))
+
+    def _block_firsts(self) -> np.ndarray:
+        if self._firsts is None:
+            self._firsts = np.fromiter((block.base for block in self._blocks), np.int64,
+                                       len(self._blocks))
+        return self._firsts
+
+    def _compact(self) -> None:
+        """The waiting entries, in their order, into one block of their own."""
+        blocks = [(block, np.flatnonzero(block.live)) for block in self._blocks]
+        ids = [block.ids[row] for block, rows in blocks for row in rows.tolist()]
+        block = _Block(self._next, ids,
+                       np.concatenate([block.ts[rows] for block, rows in blocks]),
+                       np.concatenate([block.values[rows] for block, rows in blocks]))
+        self._index.update(zip(ids, range(self._next, self._next + len(ids)), strict=True))
+        self._blocks.clear()
+        self._held = 0
+        self._append(block)
 
     def trim(self, most: int, oldest: int) -> int:
         """Drop entries, first in first out, beyond ``most`` or older than ``oldest``;
         how many. Entries arrive in about event-time order, so the oldest are at the
         front; one out of order waits until those before it leave, which the count
         bound caps."""
-        rows = np.flatnonzero(self.live[self.start:self.end]) + self.start
-        excess = max(0, len(rows) - most)
-        old = self.ts[rows[excess:]] < oldest
-        dropped = excess + (len(old) if old.all() else int(np.argmin(old)))
-        if dropped:
-            gone = rows[:dropped]
-            self.live[gone] = False
-            deque(map(self._index.pop, [self._ids[row] for row in gone.tolist()]), 0)
-        self.start = int(rows[dropped]) if dropped < len(rows) else self.end
+        excess = max(0, len(self._index) - most)  # to drop, whatever their time
+        dropped = 0
+        blocks, pop = self._blocks, self._index.pop
+        while blocks:
+            block = blocks[0]
+            if not block.alive:  # all taken: nothing to look at
+                blocks.popleft()
+                self._firsts = None
+                self._held -= len(block.ids)
+                continue
+            rows = np.flatnonzero(block.live[block.start:]) + block.start
+            count = min(excess, len(rows))
+            excess -= count
+            old = block.ts[rows[count:]] < oldest
+            cut = count + (len(old) if old.all() else int(np.argmin(old)))
+            if cut:
+                gone = rows[:cut]
+                block.live[gone] = False
+                block.alive -= cut
+                ids = block.ids
+                deque(map(pop, [ids[row] for row in gone.tolist()]), 0)
+                dropped += cut
+            if cut < len(rows):
+                block.start = int(rows[cut])
+                break
+            blocks.popleft()
+            self._firsts = None
+            self._held -= len(block.ids)
         return dropped
 
 
@@ -190,14 +269,16 @@ class LabelJoin:
         """Keep a scored batch's rows until their labels come; the examples whose
         labels were already waiting."""
         count = len(batch.ids)
-        rows = np.full((count, VERDICTS), np.nan)
+        rows = np.empty((count, VERDICTS))
         rows[:, :WIDTH] = batch.matrix
-        if batch.verdicts is not None:
-            rows[:, WIDTH:] = batch.verdicts
+        rows[:, WIDTH:] = np.nan if batch.verdicts is None else batch.verdicts
         found, labels = self._labels.take(batch.ids)
-        ts = np.asarray(batch.ts, dtype=np.int64)
-        waits = ~found
-        self._features.add(list(compress(batch.ids, waits)), ts[waits], rows[waits])
+        ts = np.array(batch.ts, dtype=np.int64)
+        if len(labels):
+            waits = ~found
+            self._features.add(list(compress(batch.ids, waits)), ts[waits], rows[waits])
+        else:  # the common case: no label came first, the rows wait as they are
+            self._features.add(list(batch.ids), ts, rows)
         if count:
             self._advance(int(ts.max()))
         self.joined += len(labels)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
+import numpy as np
 import orjson
 from msgspec import UNSET, DecodeError
 
@@ -186,7 +187,9 @@ class Router:
             if model is not None:
                 identity = tx.id if tx.id is not unset else \
                     f"{record.topic()}-{record.partition()}-{record.offset()}"
-                add_row(identity, ts, amount, features, dataset_features(raw))
+                # The search dataset_features starts with, first: most records fail it.
+                add_row(identity, ts, amount, features,
+                        dataset_features(raw) if b'"V1"' in raw else None)
             judged.append((record, raw, tx, hits, features))
         scores, batch = score_batch(model, rows, len(judged))
         routed = routed._replace(features=batch)
@@ -194,16 +197,24 @@ class Router:
         writer = VerdictWriter(threshold, self.instance,
                                None if model is None else (cutoff, veto))
         legit, fraud_out = routed.legit.append, routed.fraud.append
+        write = writer.record
+        # Who decides when there is no score: the rules, which is what decider and
+        # decide say then, without the calls.
+        by_rules = None if model is None else ("rules", True)
         for (record, raw, tx, hits, features), score in zip(judged, scores, strict=True):
-            said = None if model is None else (
-                decider(bool(hits), score, cutoff, veto), True)
-            fraud, hits = decide(hits, score, cutoff, veto)
-            detection = writer.detection(hits, features, score, fraud, said)
-            if tx.id is unset or tx.ts is unset:
-                fields = identity_fields(tx, record) + b',"detection":' + detection
+            if score is None:
+                said, fraud = by_rules, bool(hits)
             else:
-                fields = b',"detection":' + detection
-            (fraud_out if fraud else legit)((record.key(), extend(raw, tx, fields)))
+                said = (decider(bool(hits), score, cutoff, veto), True)
+                fraud, hits = decide(hits, score, cutoff, veto)
+            if tx.id is not unset and tx.ts is not unset and tx.detection is unset \
+                    and raw[-1] == 125:  # 125 is "}": what extend does, in one join
+                value = write(raw, hits, features, score, fraud, said)
+            else:
+                detection = writer.detection(hits, features, score, fraud, said)
+                value = extend(raw, tx, identity_fields(tx, record) + b',"detection":'
+                               + detection)
+            (fraud_out if fraud else legit)((record.key(), value))
         return routed
 
     def dead_letter_headers(self, record: Record, reason: str) -> Headers:
@@ -231,7 +242,27 @@ def score_batch(model: OnlineModel | None, rows: FeatureRows,
     scored = model.score(batch.matrix)
     if scored is None:
         return [None] * count, batch
-    return [round(score, 4) for score in scored.tolist()], batch
+    return cast("list[float | None]", rounded_scores(scored)), batch
+
+
+def rounded_scores(scores: np.ndarray) -> list[float]:
+    """``round(score, 4)`` of every score, as Python rounds (the verdicts' bytes), in
+    a few vectorised steps instead of a call a score (0.27 µs each).
+
+    ``rint(score * 1e4) / 1e4`` is what ``round`` gives whenever the product is not
+    within its own rounding error of a half: the integer is then the one ``round``
+    picks, and the division, exact operands correctly rounded, is the double nearest
+    to it over 10,000, as ``round`` returns. The few near a half go through ``round``.
+    """
+    with np.errstate(all="ignore"):  # what is not a number goes through ``round``
+        scaled = scores * 1e4
+        out = np.rint(scaled) / 1e4
+        # Near a half, or not a probability (where the product's error grows).
+        near = (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6) | ~(np.abs(scores) <= 1.0)
+    if near.any():
+        out[near] = [round(score, 4) for score in scores[near].tolist()]
+    scored: list[float] = out.tolist()
+    return scored
 
 
 def decide(hits: list[Hit], score: float | None, cutoff: float = CUTOFF,
