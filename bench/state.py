@@ -114,9 +114,10 @@ def build(accounts: int, tps: int, uncapped: bool, seed: int
         targets = [(shop_names[j] if j < shops else who[j - shops]).decode() for j in paid]
         judged = source_rules.evaluate_batch(payers, targets, amounts[start:batch.stop].tolist(),
                                              times)
-        for (hits, features), source, target, ts in zip(judged, payers, targets, times,
-                                                        strict=True):
-            target_rules.evaluate(target, source, ts, hits, features, ts)
+        # A batch at once, as the second stage hands them over (each record's order its
+        # time): the same state as one record at a time.
+        target_rules.evaluate_batch(targets, payers, times, [hits for hits, _ in judged],
+                                    [features for _, features in judged], times)
     gc.collect()
     return source_rules, target_rules, rss_mib() - before, len(sources)
 
