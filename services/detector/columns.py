@@ -39,6 +39,9 @@ from services.detector.store import ChangeTracking
 from services.detector.windows import SlidingWindow
 
 INT, FLOAT, FLAG = np.int64, np.float64, np.uint8
+# A slot's or a pool node's number: four bytes, where a million accounts make each
+# int64 column of them 4 MiB larger for nothing.
+SLOT = np.int32
 
 
 class Slots:
@@ -118,6 +121,8 @@ class _Columns(ChangeTracking):
 
     _ints: tuple[str, ...] = ()
     _floats: tuple[str, ...] = ()
+    # Integer columns narrower than int64 (``_ints`` are int64 otherwise).
+    _narrow: dict[str, type] = {}
     columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
     restore_chunk = 65_536  # restored states taken into the columns at once
 
@@ -128,12 +133,12 @@ class _Columns(ChangeTracking):
         self.held_by = np.zeros(capacity, FLAG)
         self.seq = np.zeros(capacity, INT)
         self.flags = np.zeros(capacity, FLAG)  # changed since the changelog last asked
-        self.changed_slots = np.zeros(capacity, INT)
+        self.changed_slots = np.zeros(capacity, SLOT)
         # changed slots listed, accounts held, the next insertion number, and (pace)
         # whether the stream's counts changed
         self.counts = np.zeros(4, INT)
         for name in self._ints:
-            setattr(self, name, np.zeros(capacity, INT))
+            setattr(self, name, np.zeros(capacity, self._narrow.get(name, INT)))
         for name in self._floats:
             setattr(self, name, np.zeros(capacity, FLOAT))
         self._changed: set[str] = set()  # names forgotten since the changelog last asked
@@ -455,6 +460,7 @@ class WindowColumns(_Columns):
     ``""``)."""
 
     _ints = ("head", "tail", "size")
+    _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT}  # pool nodes and their count
 
     head: np.ndarray
     tail: np.ndarray
@@ -464,7 +470,7 @@ class WindowColumns(_Columns):
         super().__init__(slots, max_accounts=0)
         self.window = window
         self.times = np.zeros(1024, INT)
-        self.nxt = np.zeros(1024, INT)
+        self.nxt = np.zeros(1024, SLOT)
         # the newest event time, when last swept, late records, pool nodes used, free list
         self.scalars = np.array([NEVER, NEVER, 0, 0, -1], INT)
 
@@ -498,7 +504,7 @@ class WindowColumns(_Columns):
     def _grow_pool(self) -> None:
         for name in ("times", "nxt"):
             old = getattr(self, name)
-            new = np.zeros(2 * len(old), INT)
+            new = np.zeros(2 * len(old), old.dtype)
             new[:len(old)] = old
             setattr(self, name, new)
 
@@ -737,7 +743,7 @@ class PayeeTable:
         self.index: dict[str, int] = {}
         self.names: list[str | None] = []
         self.free: list[int] = []
-        self.refs = np.zeros(capacity, INT)
+        self.refs = np.zeros(capacity, SLOT)  # (rows: one an account at most)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -761,7 +767,7 @@ class PayeeTable:
             number = len(self.names)
             self.names.append(name)
             if number >= len(self.refs):
-                refs = np.zeros(2 * len(self.refs), INT)
+                refs = np.zeros(2 * len(self.refs), SLOT)
                 refs[:number] = self.refs
                 self.refs = refs
         self.index[name] = number
@@ -787,6 +793,8 @@ class NoveltyColumns(_Columns):
 
     name = "novelty"
     _ints = ("at", "streak", "length")
+    # a run of new payees, and a row's length (``memory`` at most)
+    _narrow = {"streak": SLOT, "length": np.int16}
     _floats = ("new_rate",)
 
     at: np.ndarray
@@ -796,7 +804,7 @@ class NoveltyColumns(_Columns):
 
     def __init__(self, slots: Slots, memory: int = 16, half_life_ms: int = 120_000,
                  max_accounts: int = 200_000) -> None:
-        if memory < 1 or max_accounts < 1 or half_life_ms <= 0:
+        if not 0 < memory < 2**15 or max_accounts < 1 or half_life_ms <= 0:
             raise ValueError(f"invalid novelty memory: {memory} per source, half-life "
                              f"{half_life_ms} ms, {max_accounts} sources")
         super().__init__(slots, max_accounts)
