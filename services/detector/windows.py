@@ -382,6 +382,9 @@ class KeyedEvents(_KeyedWindow):
         return [held.times.tolist(), list(held.tags), held.orders.tolist()]
 
     def _load(self, state: Any) -> _Events | _Few:
+        if len(state) == 2 and len(state[0]) == 1:  # one event of its own time: most keys
+            tag = state[1][0]
+            return state[0][0], intern(tag) if tag.__class__ is str else tag
         try:  # names, as fan-in's payers are: one copy of each
             tags = list(map(intern, state[1]))
         except TypeError:  # tags of another kind (None: a window of times alone)
