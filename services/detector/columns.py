@@ -42,6 +42,7 @@ INT, FLOAT, FLAG = np.int64, np.float64, np.uint8
 # A slot's or a pool node's number: four bytes, where a million accounts make each
 # int64 column of them 4 MiB larger for nothing.
 SLOT = np.int32
+SEQ_LIMIT = 2**31  # insertion numbers (``seq``) are int32 too, renumbered before this
 
 
 class Slots:
@@ -131,7 +132,7 @@ class _Columns(ChangeTracking):
         self.max_accounts = max_accounts
         capacity = slots.capacity
         self.held_by = np.zeros(capacity, FLAG)
-        self.seq = np.zeros(capacity, INT)
+        self.seq = np.zeros(capacity, SLOT)  # renumbered before it would overflow
         self.flags = np.zeros(capacity, FLAG)  # changed since the changelog last asked
         self.changed_slots = np.zeros(capacity, SLOT)
         # changed slots listed, accounts held, the next insertion number, and (pace)
@@ -191,6 +192,7 @@ class _Columns(ChangeTracking):
         keys = list(final)
         slots = self.slots.of_names(keys)
         new = slots[self.held_by[slots] == 0]
+        self._number_room(len(new))
         self.held_by[new] = 1
         self.seq[new] = self.counts[2] + np.arange(len(new))
         self.counts[2] += len(new)
@@ -226,9 +228,19 @@ class _Columns(ChangeTracking):
     def _forget(self, key: str) -> None:
         self._drop(key)
 
+    def _number_room(self, coming: int) -> None:
+        """Room in ``seq`` (int32) for ``coming`` more insertion numbers: before they
+        would overflow, the accounts held are numbered anew from 0, in their order."""
+        if int(self.counts[2]) + coming < SEQ_LIMIT:
+            return
+        held = np.flatnonzero(self.held_by)
+        self.seq[held[np.argsort(self.seq[held], kind="stable")]] = np.arange(len(held))
+        self.counts[2] = len(held)
+
     def _run(self, kernel: Any, *args: Any) -> None:
         """``kernel`` over a batch from its first record, forgetting the oldest accounts
         wherever it stops at the cap, until it is done."""
+        self._number_room(len(args[0]))  # (the records' slots)
         start = 0
         while True:
             code, start = kernel(start, *args)
@@ -429,6 +441,7 @@ class HabitColumns(_Columns):
 
     name = "amount_anomaly"
     _ints = ("hcount",)
+    _narrow = {"hcount": SLOT}  # payments an account made
     _floats = ("mean", "m2", "log_mean", "log_m2")
     _state = ("hcount", "mean", "m2", "log_mean", "log_m2")
 
@@ -636,6 +649,7 @@ class BatchVelocity(VelocitySettings):
         new, fires = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         watched, past, share = np.zeros(n, INT), np.zeros(n), np.zeros(n)
         bulk, in_burst = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        pace._number_room(n)
         start = 0
         while True:
             code, at = kernels.pace_run(
@@ -845,6 +859,7 @@ class NoveltyColumns(_Columns):
         dropped = np.zeros(n, INT)
         self.counts[4] = 0
         fparams = np.array([self.half_life_ms, 0.5], FLOAT)
+        self._number_room(n)
         start = 0
         while True:  # ``_run``, with the payee table's counts read anew at each call
             code, start = kernels.novelty_run(
