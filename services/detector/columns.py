@@ -45,6 +45,21 @@ SLOT = np.int32
 SEQ_LIMIT = 2**31  # insertion numbers (``seq``) are int32 too, renumbered before this
 
 
+# Slot and payee numbers as Python objects, one of each for the whole process: a
+# dict's value is an object, and each table making its own took 32 bytes a number,
+# where the tables of a million accounts (slots by source and by target, payees)
+# hold the same numbers up to a million.
+_NUMBERS: list[int] = list(range(1024))
+
+
+def _number(n: int) -> int:
+    """The shared object of the number ``n``."""
+    numbers = _NUMBERS
+    if n >= len(numbers):
+        numbers.extend(range(len(numbers), max(n + 1, len(numbers) + len(numbers) // 8)))
+    return numbers[n]
+
+
 class Slots:
     """Accounts to dense slots, for the stores that share them (``holders``): a slot is
     freed once none of them holds its account."""
@@ -84,7 +99,7 @@ class Slots:
                 self.capacity *= 2
                 for holder in self.holders:
                     holder.grow(self.capacity)
-        self.index[name] = slot
+        self.index[name] = _number(slot)
         return slot
 
     def release(self, slots: Any) -> None:
@@ -795,7 +810,7 @@ class PayeeTable:
                 refs = np.zeros(2 * len(self.refs), SLOT)
                 refs[:number] = self.refs
                 self.refs = refs
-        self.index[name] = number
+        self.index[name] = _number(number)
         return number
 
     def release(self, numbers: Any) -> None:
