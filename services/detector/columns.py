@@ -39,6 +39,25 @@ from services.detector.store import ChangeTracking
 from services.detector.windows import SlidingWindow
 
 INT, FLOAT, FLAG = np.int64, np.float64, np.uint8
+# A slot's or a pool node's number: four bytes, where a million accounts make each
+# int64 column of them 4 MiB larger for nothing.
+SLOT = np.int32
+SEQ_LIMIT = 2**31  # insertion numbers (``seq``) are int32 too, renumbered before this
+
+
+# Slot and payee numbers as Python objects, one of each for the whole process: a
+# dict's value is an object, and each table making its own took 32 bytes a number,
+# where the tables of a million accounts (slots by source and by target, payees)
+# hold the same numbers up to a million.
+_NUMBERS: list[int] = list(range(1024))
+
+
+def _number(n: int) -> int:
+    """The shared object of the number ``n``."""
+    numbers = _NUMBERS
+    if n >= len(numbers):
+        numbers.extend(range(len(numbers), max(n + 1, len(numbers) + len(numbers) // 8)))
+    return numbers[n]
 
 
 class Slots:
@@ -80,7 +99,7 @@ class Slots:
                 self.capacity *= 2
                 for holder in self.holders:
                     holder.grow(self.capacity)
-        self.index[name] = slot
+        self.index[name] = _number(slot)
         return slot
 
     def release(self, slots: Any) -> None:
@@ -118,6 +137,8 @@ class _Columns(ChangeTracking):
 
     _ints: tuple[str, ...] = ()
     _floats: tuple[str, ...] = ()
+    # Integer columns narrower than int64 (``_ints`` are int64 otherwise).
+    _narrow: dict[str, type] = {}
     columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
     restore_chunk = 65_536  # restored states taken into the columns at once
 
@@ -126,14 +147,14 @@ class _Columns(ChangeTracking):
         self.max_accounts = max_accounts
         capacity = slots.capacity
         self.held_by = np.zeros(capacity, FLAG)
-        self.seq = np.zeros(capacity, INT)
+        self.seq = np.zeros(capacity, SLOT)  # renumbered before it would overflow
         self.flags = np.zeros(capacity, FLAG)  # changed since the changelog last asked
-        self.changed_slots = np.zeros(capacity, INT)
+        self.changed_slots = np.zeros(capacity, SLOT)
         # changed slots listed, accounts held, the next insertion number, and (pace)
         # whether the stream's counts changed
         self.counts = np.zeros(4, INT)
         for name in self._ints:
-            setattr(self, name, np.zeros(capacity, INT))
+            setattr(self, name, np.zeros(capacity, self._narrow.get(name, INT)))
         for name in self._floats:
             setattr(self, name, np.zeros(capacity, FLOAT))
         self._changed: set[str] = set()  # names forgotten since the changelog last asked
@@ -162,12 +183,23 @@ class _Columns(ChangeTracking):
         pending, self._pending = self._pending, []
         if None in [state for _, state in pending]:
             final: dict[str, Any] = {}
+            gone: dict[str, None] = {}
             for key, state in pending:
                 if state is None:
                     final.pop(key, None)
-                    self._forget(key)
+                    gone[key] = None
                 else:
                     final[key] = state
+            # Forgotten before any is put back, and only those held: a velocity window
+            # restores most keys as none (no event in the last minute), and a call a key
+            # to find that it holds nothing cost a second a million keys. (A key
+            # forgotten, then restored, takes a new place in the order, as one by one.)
+            index = self.slots.index
+            known = [key for key in gone if key in index]
+            held = self.held_by[np.array(list(map(index.__getitem__, known)), INT)].tolist()
+            for key, holds in zip(known, held, strict=True):
+                if holds:
+                    self._forget(key)
         else:  # no deletion: a dict of them is what a dict would hold
             final = dict(pending)
         if not final:
@@ -175,6 +207,7 @@ class _Columns(ChangeTracking):
         keys = list(final)
         slots = self.slots.of_names(keys)
         new = slots[self.held_by[slots] == 0]
+        self._number_room(len(new))
         self.held_by[new] = 1
         self.seq[new] = self.counts[2] + np.arange(len(new))
         self.counts[2] += len(new)
@@ -210,9 +243,19 @@ class _Columns(ChangeTracking):
     def _forget(self, key: str) -> None:
         self._drop(key)
 
+    def _number_room(self, coming: int) -> None:
+        """Room in ``seq`` (int32) for ``coming`` more insertion numbers: before they
+        would overflow, the accounts held are numbered anew from 0, in their order."""
+        if int(self.counts[2]) + coming < SEQ_LIMIT:
+            return
+        held = np.flatnonzero(self.held_by)
+        self.seq[held[np.argsort(self.seq[held], kind="stable")]] = np.arange(len(held))
+        self.counts[2] = len(held)
+
     def _run(self, kernel: Any, *args: Any) -> None:
         """``kernel`` over a batch from its first record, forgetting the oldest accounts
         wherever it stops at the cap, until it is done."""
+        self._number_room(len(args[0]))  # (the records' slots)
         start = 0
         while True:
             code, start = kernel(start, *args)
@@ -413,6 +456,7 @@ class HabitColumns(_Columns):
 
     name = "amount_anomaly"
     _ints = ("hcount",)
+    _narrow = {"hcount": SLOT}  # payments an account made
     _floats = ("mean", "m2", "log_mean", "log_m2")
     _state = ("hcount", "mean", "m2", "log_mean", "log_m2")
 
@@ -455,6 +499,7 @@ class WindowColumns(_Columns):
     ``""``)."""
 
     _ints = ("head", "tail", "size")
+    _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT}  # pool nodes and their count
 
     head: np.ndarray
     tail: np.ndarray
@@ -464,7 +509,7 @@ class WindowColumns(_Columns):
         super().__init__(slots, max_accounts=0)
         self.window = window
         self.times = np.zeros(1024, INT)
-        self.nxt = np.zeros(1024, INT)
+        self.nxt = np.zeros(1024, SLOT)
         # the newest event time, when last swept, late records, pool nodes used, free list
         self.scalars = np.array([NEVER, NEVER, 0, 0, -1], INT)
 
@@ -498,7 +543,7 @@ class WindowColumns(_Columns):
     def _grow_pool(self) -> None:
         for name in ("times", "nxt"):
             old = getattr(self, name)
-            new = np.zeros(2 * len(old), INT)
+            new = np.zeros(2 * len(old), old.dtype)
             new[:len(old)] = old
             setattr(self, name, new)
 
@@ -619,6 +664,7 @@ class BatchVelocity(VelocitySettings):
         new, fires = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         watched, past, share = np.zeros(n, INT), np.zeros(n), np.zeros(n)
         bulk, in_burst = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        pace._number_room(n)
         start = 0
         while True:
             code, at = kernels.pace_run(
@@ -737,7 +783,7 @@ class PayeeTable:
         self.index: dict[str, int] = {}
         self.names: list[str | None] = []
         self.free: list[int] = []
-        self.refs = np.zeros(capacity, INT)
+        self.refs = np.zeros(capacity, SLOT)  # (rows: one an account at most)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -761,10 +807,10 @@ class PayeeTable:
             number = len(self.names)
             self.names.append(name)
             if number >= len(self.refs):
-                refs = np.zeros(2 * len(self.refs), INT)
+                refs = np.zeros(2 * len(self.refs), SLOT)
                 refs[:number] = self.refs
                 self.refs = refs
-        self.index[name] = number
+        self.index[name] = _number(number)
         return number
 
     def release(self, numbers: Any) -> None:
@@ -787,6 +833,8 @@ class NoveltyColumns(_Columns):
 
     name = "novelty"
     _ints = ("at", "streak", "length")
+    # a run of new payees, and a row's length (``memory`` at most)
+    _narrow = {"streak": SLOT, "length": np.int16}
     _floats = ("new_rate",)
 
     at: np.ndarray
@@ -796,7 +844,7 @@ class NoveltyColumns(_Columns):
 
     def __init__(self, slots: Slots, memory: int = 16, half_life_ms: int = 120_000,
                  max_accounts: int = 200_000) -> None:
-        if memory < 1 or max_accounts < 1 or half_life_ms <= 0:
+        if not 0 < memory < 2**15 or max_accounts < 1 or half_life_ms <= 0:
             raise ValueError(f"invalid novelty memory: {memory} per source, half-life "
                              f"{half_life_ms} ms, {max_accounts} sources")
         super().__init__(slots, max_accounts)
@@ -826,6 +874,7 @@ class NoveltyColumns(_Columns):
         dropped = np.zeros(n, INT)
         self.counts[4] = 0
         fparams = np.array([self.half_life_ms, 0.5], FLOAT)
+        self._number_room(n)
         start = 0
         while True:  # ``_run``, with the payee table's counts read anew at each call
             code, start = kernels.novelty_run(

@@ -651,8 +651,11 @@ def novelty_run(start, slots, payees, ts, cap,  # type: ignore[no-untyped-def]
 
 def warm() -> None:
     """Compile (or load from the cache) every kernel, so a detector's first batch does
-    not pay for it."""
+    not pay for it. The arrays are of the columns' own types (``columns``): slots, pool
+    nodes, insertion numbers and habits' counts of four bytes (``slot``), a novelty
+    row's length of two."""
     one = np.zeros(1, np.int64)
+    slot = np.zeros(1, np.int32)
     flag = np.zeros(1, np.uint8)
     real = np.zeros(1)
     seconds = np.zeros((4, 2), np.int64)
@@ -660,28 +663,28 @@ def warm() -> None:
     params = np.array([60_000, 0, 0, 3_600_000, 30_000, 10], np.int64)
     fparams = np.array([8.0, 4.0, 0.5, 0.01])
     boolean = np.zeros(1, np.bool_)
-    pace_run(0, one, one, one - 1, flag.copy(), one.copy(), one.copy(), one.copy(),
-             one.copy(), real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
+    pace_run(0, one, one, one - 1, flag.copy(), slot.copy(), one.copy(), one.copy(),
+             one.copy(), real.copy(), real.copy(), real.copy(), flag.copy(), slot.copy(),
              np.zeros(4, np.int64), ti, tf, seconds, params, fparams, real.copy(),
              real.copy(), boolean.copy(), boolean.copy(), one.copy(), real.copy(),
              real.copy(), boolean.copy(), boolean.copy(), BETAINC)
     settle(0, 0, False, 0, one.copy(), real.copy(), real.copy())
-    habit_run(0, one, real + 1.0, flag.copy(), one.copy(), one.copy(), real.copy(),
-              real.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
+    habit_run(0, one, real + 1.0, flag.copy(), slot.copy(), slot.copy(), real.copy(),
+              real.copy(), real.copy(), real.copy(), flag.copy(), slot.copy(),
               np.zeros(4, np.int64), 10, 5, np.array([4.0, 5.0]), real.copy(), real.copy(),
               real.copy(), one.copy(), boolean.copy(), real.copy())
-    gather_times(one - 1, one, one, one, one, one.copy(), one.copy())
-    mix_run(0, one, one, one, boolean.copy(), 10, flag.copy(), one.copy(), real.copy(),
-            real.copy(), one.copy(), real.copy(), real.copy(), flag.copy(), one.copy(),
+    gather_times(one - 1, slot.copy(), slot.copy(), one, slot.copy(), one.copy(), one.copy())
+    mix_run(0, one, one, one, boolean.copy(), 10, flag.copy(), slot.copy(), real.copy(),
+            real.copy(), one.copy(), real.copy(), real.copy(), flag.copy(), slot.copy(),
             np.zeros(4, np.int64), np.array([3_600_000.0, 0.5]), real.copy())
-    payee_run(0, one, one, 10, flag.copy(), one.copy(), real.copy(), one.copy(), real.copy(),
-              flag.copy(), one.copy(), np.zeros(4, np.int64), np.array([3_600_000.0, 0.5]),
+    payee_run(0, one, one, 10, flag.copy(), slot.copy(), real.copy(), one.copy(), real.copy(),
+              flag.copy(), slot.copy(), np.zeros(4, np.int64), np.array([3_600_000.0, 0.5]),
               real.copy())
-    novelty_run(0, one, one, one, 10, flag.copy(), one.copy(), np.zeros((1, 2), np.int32),
-                one.copy(), real.copy(), one.copy(), one.copy(), one.copy(), flag.copy(),
-                one.copy(), np.zeros(5, np.int64), np.array([120_000.0, 0.5]), one.copy(),
-                real.copy(), real.copy(), one.copy())
-    window_run(0, one, one, 60_000, 0, one.copy(), one.copy(), one.copy(), flag.copy(),
-               np.zeros(4, np.int64), np.zeros(4, np.int64),
-               np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), one.copy(),
+    novelty_run(0, one, one, one, 10, flag.copy(), slot.copy(), np.zeros((1, 2), np.int32),
+                np.zeros(1, np.int16), real.copy(), one.copy(), slot.copy(), slot.copy(),
+                flag.copy(), slot.copy(), np.zeros(5, np.int64), np.array([120_000.0, 0.5]),
+                one.copy(), real.copy(), real.copy(), one.copy())
+    window_run(0, one, one, 60_000, 0, slot.copy(), slot.copy(), slot.copy(), flag.copy(),
+               np.zeros(4, np.int64), np.zeros(4, np.int32),
+               np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), slot.copy(),
                np.zeros(4, np.int64), one.copy())

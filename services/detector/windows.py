@@ -70,11 +70,13 @@ class _Events:
         self.lo = 0
 
     @classmethod
-    def of(cls, one: _One) -> _Events:
-        """The events of a key that held one (``_One``), to take more."""
-        ts, tag, order = one
-        return cls(array("q", (ts,)), [tag], None if order == ts else array("q", (order,)),
-                   order)
+    def of(cls, few: _Few) -> _Events:
+        """The events of a key that held them as a tuple (``_Few``), to take more."""
+        if len(few) == 3:  # one event, of an order other than its time
+            ts, tag, order = few
+            return cls(array("q", (ts,)), [tag], None if order == ts else array("q", (order,)),
+                       order)
+        return cls(array("q", few[0::2]), list(few[1::2]), None, few[-2])
 
     @property
     def order_of(self) -> array[int]:
@@ -115,10 +117,12 @@ class _Events:
                 self.lo += 1
 
 
-# A key of one event, as most keys are: its time, tag and order as a tuple, where
-# ``_Events`` took four objects (0.5 µs to make, against 30 ns) that the collector
-# then traced for as long as the key lived.
-_One = tuple[int, Any, int]
+# A key of a few events, as most keys are: ``(ts, tag, ts, tag, ...)``, oldest first,
+# each event's order its time (``KeyedEvents.few`` of them at most); or one event of
+# an order other than its time, ``(ts, tag, order)``. ``_Events`` took four objects
+# (0.5 µs to make, against 30 ns) that the collector then traced for as long as the
+# key lived, and 300 bytes for two events, where a tuple of them takes 70.
+_Few = tuple[Any, ...]
 
 
 def _uncount(counts: dict[Any, int], tag: Any) -> None:
@@ -205,8 +209,7 @@ class _KeyedWindow(ChangeTracking):
     def _state(held: Any) -> list[Any]:
         raise NotImplementedError
 
-    @staticmethod
-    def _load(state: Any) -> Any:
+    def _load(self, state: Any) -> Any:
         raise NotImplementedError
 
 
@@ -223,10 +226,13 @@ class KeyedEvents(_KeyedWindow):
     events' work where the slice took the window's.
     """
 
-    _keys: dict[str, _Events | _One]
+    _keys: dict[str, _Events | _Few]
     # A key's window this big or more keeps its tags counted (``distinct``); below it, a
     # set of the slice costs less than the counts' upkeep and their dict.
     counted_from = 8
+    # Events a key holds as a tuple (``_Few``) at most; beyond, a tuple's integer
+    # objects for its times cost more than ``_Events``' arrays.
+    few = 4
 
     def add(self, key: str, ts: int, tag: Any = None,
             order: int | None = None) -> list[Any] | None:
@@ -279,9 +285,26 @@ class KeyedEvents(_KeyedWindow):
         length = window.length_ms
         horizon = newest - window.grace_ms - length
         held = self._keys.get(key)
-        if held is None or (isinstance(held, tuple) and held[0] <= horizon):
+        if held.__class__ is tuple:
+            if len(held) == 3:  # one event of its own order
+                if held[0] <= horizon:  # gone from every window
+                    held = None
+            elif stream == ts and ts >= held[-2] and (order is None or held[-2] < order):
+                # Of its own time, after every event held (the usual case): the events
+                # still in some window, this one last, as a tuple while they are few.
+                at, size = 0, len(held)
+                while at < size and held[at] <= horizon:
+                    at += 2
+                if size - at < 2 * self.few:
+                    held = self._keys[key] = (*held[at:], ts, tag)
+                    if newest - self._swept_at > length + window.grace_ms:
+                        self._sweep(horizon)
+                    edge = ts - length
+                    return len({held[j + 1] for j in range(0, len(held), 2)
+                                if held[j] > edge})
+        if held is None:
             # Most keys: one event, this one (any other is gone from every window).
-            self._keys[key] = (ts, tag, stream)
+            self._keys[key] = (ts, tag) if stream == ts else (ts, tag, stream)
             if newest - self._swept_at > length + window.grace_ms:
                 self._sweep(horizon)
             return 1
@@ -342,30 +365,43 @@ class KeyedEvents(_KeyedWindow):
         return len(set(_seen(events.tags, events.order_of, start, end, order)))
 
     @staticmethod
-    def _last(held: _Events | _One) -> int:
-        return held[0] if isinstance(held, tuple) else held.times[-1]
+    def _last(held: _Events | _Few) -> int:
+        if isinstance(held, tuple):
+            return held[0] if len(held) == 3 else held[-2]
+        return held.times[-1]
 
     @staticmethod
-    def _state(held: _Events | _One) -> list[Any]:
+    def _state(held: _Events | _Few) -> list[Any]:
         if isinstance(held, tuple):
-            ts, tag, order = held
-            return [[ts], [tag]] if order == ts else [[ts], [tag], [order]]
+            if len(held) == 3:
+                ts, tag, order = held
+                return [[ts], [tag], [order]]
+            return [list(held[0::2]), list(held[1::2])]
         if held.orders is None or held.orders == held.times:
             return [held.times.tolist(), list(held.tags)]
         return [held.times.tolist(), list(held.tags), held.orders.tolist()]
 
-    @staticmethod
-    def _load(state: Any) -> _Events | _One:
-        times = array("q", state[0])  # written without orders: each event's order is its time
+    def _load(self, state: Any) -> _Events | _Few:
+        if len(state) == 2 and len(state[0]) == 1:  # one event of its own time: most keys
+            tag = state[1][0]
+            return state[0][0], intern(tag) if tag.__class__ is str else tag
         try:  # names, as fan-in's payers are: one copy of each
             tags = list(map(intern, state[1]))
         except TypeError:  # tags of another kind (None: a window of times alone)
             tags = [intern(tag) if isinstance(tag, str) else tag for tag in state[1]]
+        size = len(tags)
+        # written without orders: each event's order is its time
+        if (len(state) < 3 or state[2] == state[0]) and 0 < size <= self.few:
+            few: list[Any] = [None] * (2 * size)
+            few[0::2] = state[0]  # oldest first, as written
+            few[1::2] = tags
+            return tuple(few)
+        times = array("q", state[0])
         orders = array("q", state[2]) if len(state) > 2 else None
         if orders == times:
             orders = None
-        if len(times) == 1:
-            return times[0], tags[0], times[0] if orders is None else orders[0]
+        if len(times) == 1 and orders is not None:
+            return times[0], tags[0], orders[0]
         return _Events(times, tags, orders,
                        max(times if orders is None else orders, default=-(2**63)))
 

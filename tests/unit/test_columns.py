@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.special import betainc
 
 from services.detector import kernels
+from services.detector.columns import SEQ_LIMIT, MixColumns, Slots
 from services.detector.rules import (
     AmountAnomaly,
     FanIn,
@@ -273,3 +274,20 @@ def test_where_scipy_exports_no_incomplete_beta_python_judges_each_candidate(
     with pytest.MonkeyPatch.context() as patch:  # the kernel stops at each candidate
         patch.setattr(kernels, "BETAINC", STAND_IN)
         judges_as_the_reference(stream, cuts, count, new_s, hold_s, cap, restart_at)
+
+
+def test_insertion_numbers_start_anew_before_they_overflow_and_keep_the_order() -> None:
+    """``seq`` is int32: near its limit the accounts held are numbered anew, oldest
+    first, so that the cap still forgets the oldest."""
+    slots = Slots()
+    store = MixColumns(slots, 60_000, max_accounts=3)
+    ts = np.array([1, 2, 3], np.int64)
+    held = slots.of(["a", "b", "c"])
+    store.add_batch(held, ts, ts, np.zeros(3, np.bool_))
+    store.seq[held] += SEQ_LIMIT - 4  # as after two billion accounts
+    store.counts[2] = SEQ_LIMIT - 1
+    one = np.array([4], np.int64)
+    store.add_batch(slots.of(["d"]), one, one, np.zeros(1, np.bool_))
+    assert int(store.counts[2]) == 4  # a, b, c numbered 0, 1, 2 anew, then d
+    assert store.state_of("a") is None  # the oldest went, as it would have
+    assert all(store.state_of(key) is not None for key in "bcd")

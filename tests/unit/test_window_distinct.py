@@ -35,8 +35,10 @@ _OPS = st.one_of(
 )
 
 
-def _fresh(window: SlidingWindow, log: dict[str, Any]) -> KeyedEvents:
+def _fresh(window: SlidingWindow, log: dict[str, Any], few: int = KeyedEvents.few
+           ) -> KeyedEvents:
     store = KeyedEvents(window)
+    store.few = few
     for key, state in log.items():
         store.restore(key, state)
     return store
@@ -44,14 +46,17 @@ def _fresh(window: SlidingWindow, log: dict[str, Any]) -> KeyedEvents:
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_OPS, min_size=20, max_size=200), st.integers(1, 3000), st.integers(0, 1000),
-       st.sampled_from((1, 2, KeyedEvents.counted_from)))
+       st.sampled_from((1, 2, KeyedEvents.counted_from)),
+       st.sampled_from((1, 2, KeyedEvents.few)))
 def test_distinct_counts_what_add_sees_and_keeps_the_same_state(
-    ops: list[tuple[Any, ...]], length: int, grace: int, counted_from: int
+    ops: list[tuple[Any, ...]], length: int, grace: int, counted_from: int, few: int
 ) -> None:
-    """``counted_from``: from how big a window on the tags are counted, not sliced."""
+    """``counted_from``: from how big a window on the tags are counted, not sliced;
+    ``few``: how many events a key holds as a tuple at most."""
     window = SlidingWindow(length, grace)
     reference, tested = KeyedEvents(window), KeyedEvents(window)
     tested.counted_from = counted_from
+    tested.few = few
     logs: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # compacted changelogs
     base, order = 1000, 1000
     for op in ops:
@@ -70,7 +75,7 @@ def test_distinct_counts_what_add_sees_and_keeps_the_same_state(
                     None if expected is None else len(set(expected)))
             order = ts if order is None else order
         elif kind == "takeover":
-            reference, tested = _fresh(window, logs[0]), _fresh(window, logs[1])
+            reference, tested = _fresh(window, logs[0]), _fresh(window, logs[1], few)
             tested.counted_from = counted_from
         elif kind == "configure":
             window = reference.window = tested.window = SlidingWindow(op[1], op[2])
