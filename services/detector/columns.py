@@ -650,7 +650,7 @@ class BatchVelocity(VelocitySettings):
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(counts, expected, gaps, new, fires)`` of every record, as ``Velocity.judge``
         gives them one at a time (a late record: count 0, expected 0, gap ``NO_GAP_S``,
-        ``new`` as the record before it)."""
+        not new)."""
         recent = self.events.count_batch(slots, ts)
         n = len(slots)
         pace, settings = self.pace, self.settings
@@ -688,15 +688,9 @@ class BatchVelocity(VelocitySettings):
                            self._hold_ms, pace.burst, pace.count, pace.held)
             start = at + 1
         late = recent < 0
-        if late.any():  # a late record says what the one before it said of ``new``
-            last = self.new
-            for i in range(n):
-                if late[i]:
-                    new[i] = last
-                else:
-                    last = bool(new[i])
-        if n and not late.all():
-            self.new = bool(new[np.flatnonzero(~late)[-1]])
+        new[late] = False  # judged without its window: nothing new known of it
+        if n:
+            self.new = bool(new[-1])
         return np.where(late, 0, recent + 1), expected, gap, new, fires
 
 

@@ -447,6 +447,8 @@ class Velocity(VelocitySettings):
         self.events = KeyedTimes(self._window())
         self.pace = AccountPace()
         self.new = False  # whether the source of the payment last judged is a new account
+        # (False for a late one: a figure of a record says nothing of another's source,
+        # or a restart, which forgets the last, would change it)
         self.configure()
 
     def evaluate(self, source: str, ts: int) -> tuple[int, Hit | None]:
@@ -459,7 +461,8 @@ class Velocity(VelocitySettings):
         seconds since its previous payment, hit)``; 0, 0 and ``NO_GAP_S`` for a late
         record."""
         n = self.events.count(source, ts)
-        if n is None:
+        if n is None:  # judged without its window: nothing known of it is new either
+            self.new = False
             return 0, 0.0, NO_GAP_S, None
         window_ms = self.events.window.length_ms
         settings, new_ms = self.settings, self._new_ms
