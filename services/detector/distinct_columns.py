@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from services.detector.columns import INT, PayeeTable, Slots, _Columns
+from services.detector.columns import INT, PayeeTable, Slots, _Columns, _number
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -98,7 +98,7 @@ class PayerTable(PayeeTable):
         for number, name in zip(numbers[:reused], names, strict=False):
             self.names[number] = name
         self.names += names[reused:]
-        self.index.update(zip(names, numbers, strict=True))
+        self.index.update(zip(names, map(_number, numbers), strict=True))
         if len(self.names) > len(self.refs):  # room for them, beside each number
             size = max(2 * len(self.refs), len(self.names))
             self.refs = _grown(self.refs, size, 0)
