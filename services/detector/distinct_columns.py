@@ -15,6 +15,10 @@ start of its newest window on (``tally``: how many events of each payer), so tha
 record newer than any of its key, of a higher order than any, moves that start along
 (a few events' work) rather than looking at each event of the window; any other
 record looks at its window's events, as ``KeyedEvents`` slices them.
+
+A changed target's state goes to the changelog as MessagePack written by a kernel
+straight from the pool (``encode_states``), the payers' names from a pool of their
+own MessagePack: the bytes msgspec writes for the same lists, without the lists.
 """
 
 from __future__ import annotations
