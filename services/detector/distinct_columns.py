@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from services.detector.columns import INT, PayeeTable, Slots, _Columns, _number
+from services.detector.columns import INT, SLOT, PayeeTable, Slots, _Columns, _number
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -104,7 +104,7 @@ class PayerTable(PayeeTable):
         self.names += names[reused:]
         self.index.update(zip(names, map(_number, numbers), strict=True))
         if len(self.names) > len(self.refs):  # room for them, beside each number
-            size = max(2 * len(self.refs), len(self.names))
+            size = max(len(self.refs) * 5 // 4, len(self.names))  # a million, 25 B each
             self.refs = _grown(self.refs, size, 0)
             self.marks = _grown(self.marks, size, -1)
             self.zeroed = _grown(self.zeroed, size, 0)
@@ -524,6 +524,9 @@ class DistinctColumns(_Columns):
     See the module."""
 
     _ints = ("head", "tail", "size", "lo", "nd", "top")
+    # Pool nodes, and counts of events and payers: four bytes (three windows of a
+    # million targets' slots each).
+    _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT, "lo": SLOT, "nd": SLOT}
     counted_from = COUNTED_FROM
 
     head: np.ndarray
