@@ -23,7 +23,7 @@ own MessagePack: the bytes msgspec writes for the same lists, without the lists.
 
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import Any
 
 import msgspec
@@ -82,12 +82,15 @@ class PayerTable(PayeeTable):
 
     def numbers(self, names: list[str]) -> np.ndarray:
         """``PayeeTable.numbers``, new names numbered together (a restore brings a
-        million): each name hashed once, the first copy of a name kept."""
+        million): one lookup a known name, the first copy of a new name kept."""
         index = self.index
-        new = [name for name in dict.fromkeys(names) if name not in index]
-        if new:
-            self._add_all(new)
-        return np.fromiter(map(index.__getitem__, names), INT, len(names))
+        numbers = np.array(list(map(index.get, names, repeat(-1, len(names)))), INT)
+        missing = numbers < 0
+        if missing.any():
+            new = list(compress(names, missing.tolist()))
+            self._add_all(list(dict.fromkeys(new)))
+            numbers[missing] = list(map(index.__getitem__, new))
+        return numbers
 
     def add(self, name: str) -> int:
         [number] = self._add_all([name])
@@ -699,7 +702,8 @@ class DistinctColumns(_Columns):
         self.ords[nodes] = np.fromiter(events(state[2] if len(state) > 2 else state[0]
                                               for state in states), INT, total)
         numbers = self.payers.numbers(list(events(state[1] for state in states)))
-        np.add.at(self.payers.refs, numbers, 1)
+        refs = self.payers.refs
+        refs += np.bincount(numbers, minlength=len(refs)).astype(refs.dtype)
         self.tags[nodes] = numbers
         self.nxt[nodes] = nodes + 1
         self.nxt[ends - 1] = -1
