@@ -16,7 +16,7 @@ free list once no store holds its account.
 
 from __future__ import annotations
 
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from sys import intern
 from typing import Any, cast
 
@@ -492,14 +492,15 @@ class HabitColumns(_Columns):
                 for state in states]
 
 
-class WindowColumns(_Columns):
-    """``windows.KeyedTimes`` in columns: each key's event times, oldest first, a linked
-    list of nodes in one pool of arrays; the same window, lateness, sweep and
-    changelog format (``[times, tags]``, the tags all null; the newest event time under
-    ``""``)."""
+class EventPool(_Columns):
+    """A keyed window in columns: each key's events, oldest first, a linked list of
+    nodes in one pool of arrays (``times``, ``nxt`` and a subclass's ``_pool``); the
+    window's newest time, its late count and its sweep in ``scalars``; the newest time
+    in the changelog under ``""``."""
 
-    _ints = ("head", "tail", "size")
+    _ints: tuple[str, ...] = ("head", "tail", "size")
     _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT}  # pool nodes and their count
+    _pool: tuple[str, ...] = ("times", "nxt")  # the arrays by node
 
     head: np.ndarray
     tail: np.ndarray
@@ -521,6 +522,58 @@ class WindowColumns(_Columns):
     def newest(self) -> int:
         return int(self.scalars[W_NEWEST])
 
+    def _grow_pool(self, room: int = 1) -> None:
+        """Room for ``room`` more nodes at least: half as many again (not twice as
+        many: a million accounts' windows hold millions of events)."""
+        size = max(len(self.times) * 3 // 2, int(self.scalars[W_UNUSED]) + room)
+        for name in self._pool:
+            old = getattr(self, name)
+            new = np.zeros(size, old.dtype)
+            new[:len(old)] = old
+            setattr(self, name, new)
+
+    def take_changed(self) -> set[str]:
+        changed = super().take_changed()
+        if changed:
+            changed.add("")  # the newest event time goes with them
+        return changed
+
+    def restore(self, key: str, state: Any) -> None:
+        if key == "":
+            scalars = self.scalars
+            scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
+        else:  # a key without events is none
+            pending = self._pending  # as ``_Columns.restore``
+            pending.append((key, None if state is None or not state[0] else state))
+            if len(pending) >= self.restore_chunk:
+                self.flush()
+
+    def _place(self, slots: np.ndarray, states: list[Any]) -> np.ndarray:
+        """New nodes for restored states (``[times, ...]`` each), linked in order and
+        made ``slots``' lists, their times set: the nodes, one after the other."""
+        sizes = np.fromiter((len(state[0]) for state in states), INT, len(states))
+        total = int(sizes.sum())
+        if int(self.scalars[W_UNUSED]) + total > len(self.times):
+            self._grow_pool(total)
+        first = int(self.scalars[W_UNUSED])
+        self.scalars[W_UNUSED] += total
+        nodes = np.arange(first, first + total)
+        ends = np.cumsum(sizes) + first  # one past each key's last node
+        self.times[nodes] = np.fromiter(chain.from_iterable(state[0] for state in states),
+                                        INT, total)
+        self.nxt[nodes] = nodes + 1
+        self.nxt[ends - 1] = -1
+        self.head[slots] = ends - sizes
+        self.tail[slots] = ends - 1
+        self.size[slots] = sizes
+        return nodes
+
+
+class WindowColumns(EventPool):
+    """``windows.KeyedTimes`` in columns (``EventPool``): each key's event times; the
+    same window, lateness, sweep and changelog format (``[times, tags]``, the tags all
+    null)."""
+
     def count_batch(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """``KeyedTimes.count`` of every record, less one: the key's events in the
         record's window before it, -1 for a late record."""
@@ -539,19 +592,6 @@ class WindowColumns(_Columns):
             self.counts[2] = 0
             self.slots.release_unheld()
         return recent
-
-    def _grow_pool(self) -> None:
-        for name in ("times", "nxt"):
-            old = getattr(self, name)
-            new = np.zeros(2 * len(old), old.dtype)
-            new[:len(old)] = old
-            setattr(self, name, new)
-
-    def take_changed(self) -> set[str]:
-        changed = super().take_changed()
-        if changed:
-            changed.add("")  # the newest event time goes with them
-        return changed
 
     def _times(self, slot: int) -> list[int]:
         out, at, times, nxt = [], int(self.head[slot]), self.times, self.nxt
@@ -585,16 +625,6 @@ class WindowColumns(_Columns):
             start = end
         return states
 
-    def restore(self, key: str, state: Any) -> None:
-        if key == "":
-            scalars = self.scalars
-            scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
-        else:  # a key without events is none
-            pending = self._pending  # as ``_Columns.restore``
-            pending.append((key, None if state is None or not state[0] else state))
-            if len(pending) >= self.restore_chunk:
-                self.flush()
-
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
         if slot is not None and self.held_by[slot]:  # its events go back to the pool
@@ -611,20 +641,7 @@ class WindowColumns(_Columns):
             for node in self._nodes(slot):
                 self.nxt[node] = scalars[kernels.W_FREE]
                 scalars[kernels.W_FREE] = node
-        sizes = np.fromiter((len(state[0]) for state in states), INT, len(states))
-        total = int(sizes.sum())
-        while int(self.scalars[W_UNUSED]) + total > len(self.times):
-            self._grow_pool()
-        first = int(self.scalars[W_UNUSED])
-        self.scalars[W_UNUSED] += total
-        nodes = np.arange(first, first + total)
-        ends = np.cumsum(sizes) + first  # one past each key's last node
-        self.times[nodes] = [time for state in states for time in state[0]]
-        self.nxt[nodes] = nodes + 1
-        self.nxt[ends - 1] = -1
-        self.head[slots] = ends - sizes
-        self.tail[slots] = ends - 1
-        self.size[slots] = sizes
+        self._place(slots, states)
 
     def _nodes(self, slot: int) -> list[int]:
         out, at = [], int(self.head[slot])
@@ -768,6 +785,13 @@ class PayeeColumns(_Columns):
         return [state if len(state) > 2 else [*state[:2], 0.0] for state in states]
 
 
+def _grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """``values`` and ``fill`` after them, ``size`` in all."""
+    grown = np.full(size, fill, values.dtype)
+    grown[:len(values)] = values
+    return grown
+
+
 class PayeeTable:
     """Payee names to numbers, for the rows of ``NoveltyColumns``: a number a name, and
     how many rows hold it (``refs``). A number no row holds goes back to the free list
@@ -783,29 +807,39 @@ class PayeeTable:
         return len(self.index)
 
     def numbers(self, names: list[str]) -> np.ndarray:
-        """The numbers of ``names``, a new name given one (held by no row as yet)."""
-        get = self.index.get
-        numbers = np.array(list(map(get, names, repeat(-1, len(names)))), INT)
-        if len(numbers) and numbers.min() < 0:  # new names: each given a number (once)
-            for i in np.flatnonzero(numbers < 0).tolist():
-                found = get(names[i], -1)
-                numbers[i] = self.add(names[i]) if found < 0 else found
+        """The numbers of ``names``, new names numbered together (held by no row as
+        yet; a restore brings a million): one lookup a known name."""
+        index = self.index
+        numbers = np.array(list(map(index.get, names, repeat(-1, len(names)))), INT)
+        missing = numbers < 0
+        if missing.any():
+            new = list(compress(names, missing.tolist()))
+            self._add_all(list(dict.fromkeys(map(intern, new))))
+            numbers[missing] = list(map(index.__getitem__, new))
         return numbers
 
     def add(self, name: str) -> int:
-        name = intern(name)  # one copy of a name, however many hold it
-        if self.free:
-            number = self.free.pop()
-            self.names[number] = name
-        else:
-            number = len(self.names)
-            self.names.append(name)
-            if number >= len(self.refs):
-                refs = np.zeros(2 * len(self.refs), SLOT)
-                refs[:number] = self.refs
-                self.refs = refs
-        self.index[name] = _number(number)
+        [number] = self._add_all([intern(name)])
         return number
+
+    def _add_all(self, names: list[str]) -> list[int]:
+        """Numbers for ``names`` (new, distinct, interned: one copy of a name, however
+        many hold it), freed ones first."""
+        reused = min(len(names), len(self.free))
+        numbers = [self.free.pop() for _ in range(reused)]
+        first = len(self.names)
+        numbers += range(first, first + len(names) - reused)
+        for number, name in zip(numbers[:reused], names, strict=False):
+            self.names[number] = name
+        self.names += names[reused:]
+        self.index.update(zip(names, map(_number, numbers), strict=True))
+        if len(self.names) > len(self.refs):  # a quarter more: a million, bytes each
+            self._grow(max(len(self.refs) * 5 // 4, len(self.names)))
+        return numbers
+
+    def _grow(self, size: int) -> None:
+        """Room for ``size`` numbers in the arrays beside them."""
+        self.refs = _grown(self.refs, size, 0)
 
     def release(self, numbers: Any) -> None:
         """Free those of ``numbers`` no row holds (once the batch that let them go is

@@ -23,13 +23,13 @@ own MessagePack: the bytes msgspec writes for the same lists, without the lists.
 
 from __future__ import annotations
 
-from itertools import chain, compress, repeat
+from itertools import chain
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from services.detector.columns import INT, SLOT, PayeeTable, Slots, _Columns, _number
+from services.detector.columns import INT, SLOT, EventPool, PayeeTable, Slots, _grown
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -40,6 +40,7 @@ from services.detector.kernels import (
     W_SWEPT,
     W_UNUSED,
     _mark,
+    new_node,
     njit,  # numba's, once ``kernels`` has pointed its cache where it can write
 )
 from services.detector.store import encode_state
@@ -65,7 +66,6 @@ class PayerTable(PayeeTable):
         super().__init__(capacity)
         # Beside each number, in as few bits as hold it: a million payers, a few bytes
         # each. (A stamp past 32 bits starts the marks anew: ``_next_stamp``.)
-        self.refs = np.zeros(capacity, np.int32)
         self.stamp = np.zeros(1, INT)
         self.let_go = np.zeros(1, INT)
         self.marks = np.full(capacity, -1, np.int32)
@@ -80,42 +80,18 @@ class PayerTable(PayeeTable):
         self.packed_used = 0
         self.packed_longest = 0
 
-    def numbers(self, names: list[str]) -> np.ndarray:
-        """``PayeeTable.numbers``, new names numbered together (a restore brings a
-        million): one lookup a known name, the first copy of a new name kept."""
-        index = self.index
-        numbers = np.array(list(map(index.get, names, repeat(-1, len(names)))), INT)
-        missing = numbers < 0
-        if missing.any():
-            new = list(compress(names, missing.tolist()))
-            self._add_all(list(dict.fromkeys(new)))
-            numbers[missing] = list(map(index.__getitem__, new))
-        return numbers
-
-    def add(self, name: str) -> int:
-        [number] = self._add_all([name])
-        return number
-
     def _add_all(self, names: list[str]) -> list[int]:
-        """Numbers for ``names`` (new and distinct): freed ones first."""
-        reused = min(len(names), len(self.free))
-        numbers = [self.free.pop() for _ in range(reused)]
-        first = len(self.names)
-        numbers += range(first, first + len(names) - reused)
-        for number, name in zip(numbers[:reused], names, strict=False):
-            self.names[number] = name
-        self.names += names[reused:]
-        self.index.update(zip(names, map(_number, numbers), strict=True))
-        if len(self.names) > len(self.refs):  # room for them, beside each number
-            size = max(len(self.refs) * 5 // 4, len(self.names))  # a million, 25 B each
-            self.refs = _grown(self.refs, size, 0)
-            self.marks = _grown(self.marks, size, -1)
-            self.zeroed = _grown(self.zeroed, size, 0)
-            self.packed_at = _grown(self.packed_at, size, 0)
-            self.packed_len = _grown(self.packed_len, size, 0)
-            self.released = np.zeros(size, np.int32)
+        numbers = super()._add_all(names)
         self._pack(numbers, names)
         return numbers
+
+    def _grow(self, size: int) -> None:
+        super()._grow(size)
+        self.marks = _grown(self.marks, size, -1)
+        self.zeroed = _grown(self.zeroed, size, 0)
+        self.packed_at = _grown(self.packed_at, size, 0)
+        self.packed_len = _grown(self.packed_len, size, 0)
+        self.released = np.zeros(size, np.int32)
 
     def _pack(self, numbers: list[int], names: list[str]) -> None:
         """The MessagePack of ``names`` into the pool, for ``numbers``; the pool made
@@ -160,12 +136,6 @@ class PayerTable(PayeeTable):
 
 
 _pack_name = msgspec.msgpack.Encoder().encode
-
-
-def _grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
-    grown = np.full(size, fill, values.dtype)
-    grown[:len(values)] = values
-    return grown
 
 
 @njit(cache=True, nogil=True)
@@ -271,12 +241,7 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
             out[i] = -1
             continue
         _mark(s, flags, changed, counts)
-        if scalars[W_FREE] >= 0:
-            node = scalars[W_FREE]
-            scalars[W_FREE] = nxt[node]
-        else:
-            node = scalars[W_UNUSED]
-            scalars[W_UNUSED] += 1
+        node = new_node(nxt, scalars)
         times[node] = t
         ords[node] = o
         payers[node] = g
@@ -522,43 +487,28 @@ def new_tally() -> Any:
     return Dict.empty(key_type=types.int64, value_type=types.int64)
 
 
-class DistinctColumns(_Columns):
-    """``windows.KeyedEvents`` in columns, for fan-in's windows (``distinct_batch``).
-    See the module."""
+class DistinctColumns(EventPool):
+    """``windows.KeyedEvents`` in columns (``EventPool``), for fan-in's windows
+    (``distinct_batch``). See the module."""
 
     _ints = ("head", "tail", "size", "lo", "nd", "top")
     # Pool nodes, and counts of events and payers: four bytes (three windows of a
     # million targets' slots each).
     _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT, "lo": SLOT, "nd": SLOT}
+    _pool = ("times", "ords", "tags", "nxt")
     counted_from = COUNTED_FROM
 
-    head: np.ndarray
-    tail: np.ndarray
-    size: np.ndarray
     lo: np.ndarray  # the first event counted in the tally (-1: none)
     nd: np.ndarray  # distinct payers in the tally
     top: np.ndarray  # at least the highest order the key holds
 
     def __init__(self, slots: Slots, window: SlidingWindow, payers: PayerTable) -> None:
-        super().__init__(slots, max_accounts=0)
-        self.window = window
+        super().__init__(slots, window)
         self.payers = payers
-        # The pool of event nodes: a payer's number and the next node fit in 32 bits.
-        self.times = np.zeros(1024, INT)
+        # Beside the times and the next node: each event's order and payer's number.
         self.ords = np.zeros(1024, INT)
         self.tags = np.zeros(1024, np.int32)
-        self.nxt = np.zeros(1024, np.int32)
-        # the newest order, when last swept, late records, pool nodes used, free list
-        self.scalars = np.array([NEVER, NEVER, 0, 0, -1], INT)
         self.tally = new_tally()
-
-    @property
-    def late(self) -> int:  # type: ignore[override]  # counted by the kernel
-        return int(self.scalars[W_LATE])
-
-    @property
-    def newest(self) -> int:
-        return int(self.scalars[W_NEWEST])
 
     def distinct_batch(self, slots: np.ndarray, ts: np.ndarray, orders: np.ndarray | None,
                        numbers: np.ndarray) -> np.ndarray:
@@ -586,22 +536,6 @@ class DistinctColumns(_Columns):
             self.counts[2] = 0
             self.slots.release_unheld()
         return out
-
-    def _grow_pool(self, room: int = 1) -> None:
-        """Room for ``room`` more nodes at least: half as many again (not twice as
-        many: millions of events, 24 bytes each)."""
-        size = max(len(self.times) * 3 // 2, int(self.scalars[W_UNUSED]) + room)
-        for name in ("times", "ords", "tags", "nxt"):
-            old = getattr(self, name)
-            new = np.zeros(size, old.dtype)
-            new[:len(old)] = old
-            setattr(self, name, new)
-
-    def take_changed(self) -> set[str]:
-        changed = super().take_changed()
-        if changed:
-            changed.add("")  # the newest order goes with them
-        return changed
 
     def state_of(self, key: str) -> Any:
         if key == "":
@@ -663,16 +597,6 @@ class DistinctColumns(_Columns):
                 out.append(encode_state(self.newest) if key == "" else None)
         return out
 
-    def restore(self, key: str, state: Any) -> None:
-        if key == "":
-            scalars = self.scalars
-            scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
-        else:  # a key without events is none
-            pending = self._pending  # as ``_Columns.restore``
-            pending.append((key, None if state is None or not state[0] else state))
-            if len(pending) >= self.restore_chunk:
-                self.flush()
-
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
         if slot is not None and self.held_by[slot]:
@@ -688,16 +612,9 @@ class DistinctColumns(_Columns):
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before
-        sizes = np.fromiter((len(state[0]) for state in states), INT, len(states))
-        total = int(sizes.sum())
-        if int(self.scalars[W_UNUSED]) + total > len(self.times):
-            self._grow_pool(total)
-        first = int(self.scalars[W_UNUSED])
-        self.scalars[W_UNUSED] += total
-        nodes = np.arange(first, first + total)
-        ends = np.cumsum(sizes) + first  # one past each key's last node
+        nodes = self._place(slots, states)
+        total = len(nodes)
         events = chain.from_iterable
-        self.times[nodes] = np.fromiter(events(state[0] for state in states), INT, total)
         # Written without orders: each event's order is its time.
         self.ords[nodes] = np.fromiter(events(state[2] if len(state) > 2 else state[0]
                                               for state in states), INT, total)
@@ -705,16 +622,10 @@ class DistinctColumns(_Columns):
         refs = self.payers.refs
         refs += np.bincount(numbers, minlength=len(refs)).astype(refs.dtype)
         self.tags[nodes] = numbers
-        self.nxt[nodes] = nodes + 1
-        self.nxt[ends - 1] = -1
-        self.head[slots] = ends - sizes
-        self.tail[slots] = ends - 1
-        self.size[slots] = sizes
         self.lo[slots] = -1
         self.nd[slots] = 0
-        tops = np.maximum.reduceat(self.ords[nodes], ends - sizes - first) if total else sizes
-        self.top[slots] = tops
-
+        starts = self.head[slots] - (nodes[0] if total else 0)
+        self.top[slots] = np.maximum.reduceat(self.ords[nodes], starts) if total else 0
 
 def warm() -> None:
     """Compile (or load from the cache) the kernels, as ``kernels.warm`` does."""

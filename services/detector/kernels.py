@@ -391,6 +391,19 @@ def _free(node, nxt, scalars):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def new_node(nxt, scalars):  # type: ignore[no-untyped-def]
+    """A node of the pool: the last freed, or the first never used (the caller made
+    sure there is one)."""
+    node = scalars[W_FREE]
+    if node >= 0:
+        scalars[W_FREE] = nxt[node]
+    else:
+        node = scalars[W_UNUSED]
+        scalars[W_UNUSED] += 1
+    return node
+
+
+@njit(cache=True, nogil=True)
 def window_run(start, slots, ts, length, grace,  # type: ignore[no-untyped-def]
                head, tail, size, held_by, times, nxt, scalars,
                flags, changed, counts, recent):
@@ -415,12 +428,7 @@ def window_run(start, slots, ts, length, grace,  # type: ignore[no-untyped-def]
             recent[i] = -1
             continue
         _mark(s, flags, changed, counts)
-        if scalars[W_FREE] >= 0:
-            node = scalars[W_FREE]
-            scalars[W_FREE] = nxt[node]
-        else:
-            node = scalars[W_UNUSED]
-            scalars[W_UNUSED] += 1
+        node = new_node(nxt, scalars)
         times[node] = t
         nxt[node] = -1
         if size[s] == 0:

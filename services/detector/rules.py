@@ -725,24 +725,23 @@ class FanIn:
             payer.get("amount_ratio", 1.0) >= self.settings.fan_in_payer_ratio
 
     def judge_columns(self, slots: np.ndarray, sources: list[str], times: np.ndarray,
-                      payers: Sequence[dict[str, float] | None], orders: np.ndarray | None
-                      ) -> tuple[list[int], list[int], list[int]]:
+                      payers: Sequence[dict[str, float] | None], new: np.ndarray,
+                      orders: np.ndarray | None) -> tuple[list[int], list[int], list[int]]:
         """The windows' part of ``judge`` for a batch, the windows in columns: each
         record's distinct payers in the window, suspects among them and new accounts
-        in the longer window (``judged`` makes the verdicts). Before the slots
-        settle: a slot freed in this batch may not be taken again yet."""
+        in the longer window (``judged`` makes the verdicts); ``new``: whether each
+        payer is a new account (``_new``). Before the slots settle: a slot freed in
+        this batch may not be taken again yet."""
         events, suspects, newcomers = (cast("DistinctColumns", store) for store in (
             self.events, self.suspects, self.newcomers))
         assert self.payers is not None
         numbers = self.payers.numbers(sources)
-        new = [self._new(payer) for payer in payers]
         suspect = np.array([self._suspect(payer, fresh) for payer, fresh in
-                            zip(payers, new, strict=True)], np.bool_)
-        newly = np.array(new, np.bool_)
+                            zip(payers, new.tolist(), strict=True)], np.bool_)
         # None (late) counts none: -1 from the columns.
         n = np.maximum(events.distinct_batch(slots, times, orders, numbers), 0)
         m, fresh = np.zeros(len(slots), np.int64), np.zeros(len(slots), np.int64)
-        for store, mask, out in ((suspects, suspect, m), (newcomers, newly, fresh)):
+        for store, mask, out in ((suspects, suspect, m), (newcomers, new, fresh)):
             if mask.any():
                 out[mask] = np.maximum(store.distinct_batch(
                     slots[mask], times[mask], None if orders is None else orders[mask],
@@ -1447,12 +1446,13 @@ class TargetRules(_RuleSet):
         ordered = ts if by_order is None else by_order
         shares: list[float] = []
         if fan_in is not None and mix is not None:
+            # Whether each payer is new (``FanIn._new``), for the mix and the windows.
             new = np.array([figures.get("new_account", 0.0) for figures in features],
                            np.float64) != 0.0
             shares_of = mix.add_batch(slots, ts, ordered, new)
             shares = shares_of.tolist()
             # The payers' figures came from the first stage, with the records.
-            counted = fan_in.judge_columns(slots, sources, ts, features, by_order)
+            counted = fan_in.judge_columns(slots, sources, ts, features, new, by_order)
         if payees is not None:
             paid = payees.evaluate_batch(slots, ordered)
         self.slots.settle()
