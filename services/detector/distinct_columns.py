@@ -636,4 +636,5 @@ def warm() -> None:
     for orders in (None, np.zeros(1, INT)):
         store.distinct_batch(slots.of(["k"]), np.zeros(1, INT), orders, numbers)
     store.states_of(["k"])
+    store.encoded_states_of(["k"])  # else the first commit compiles it, mid-transaction
     store._empty(np.array([0], INT))

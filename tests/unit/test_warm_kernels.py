@@ -1,0 +1,29 @@
+"""A detector's warm-up compiles every kernel its stores call, so that no batch or
+commit of a fresh install stops to compile one mid-transaction."""
+
+from __future__ import annotations
+
+import numba
+
+from bench.state import build, restore_here
+from services.detector import columns, distinct_columns, kernels
+
+MODULES = (kernels, distinct_columns, columns)
+
+
+def compiled() -> dict[str, int]:
+    """Each kernel's compiled signatures."""
+    return {f"{module.__name__}.{name}": len(dispatcher.signatures)
+            for module in MODULES for name, dispatcher in vars(module).items()
+            if isinstance(dispatcher, numba.core.registry.CPUDispatcher)}
+
+
+def test_after_the_warm_up_a_run_commit_and_restore_compile_nothing_new() -> None:
+    kernels.warm()
+    distinct_columns.warm()
+    warmed = compiled()
+    source, target, _, _ = build(500, 1000, True, seed=5)
+    for stage, rules in (("source", source), ("target", target)):
+        records = rules.encoded_changes()  # a commit's changelog records
+        restore_here(stage, records, 500, True)
+    assert compiled() == warmed
