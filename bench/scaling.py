@@ -326,7 +326,10 @@ def measure(bootstrap: str, kind: str, count: int, records: int, logs: Path,
         if moved:
             raise BenchmarkError(f"{kind} instance {index} of {count}: its partitions "
                                  f"changed during the run ({moved[0]})")
-    first, last = edge_timestamps(bootstrap, [t for t, n in expected.items() if n])
+    edges = [t for t, n in expected.items() if n]
+    if VARIANTS[kind].stateful:  # its first outputs are its first stage's (bench.pipeline)
+        edges.append(InternalTopics.of(group).repartition)
+    first, last = edge_timestamps(bootstrap, edges)
     return {**figures(records, first, last, [m.trace for m in members], broker, machine),
             "partitions": partitions, "held_back_s": held_back, "load_1min": load}, source
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from services.detector.model import OnlineModel
+from services.detector.repartition import offset_of
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
 from services.detector.stateful import InternalTopics, StatefulDetector
@@ -193,9 +194,9 @@ class LocalTopology:
         old = self._members[n]
         for partition in self._owned(n):
             merge = old.target.state.clocks.get(partition)
-            oldest = None if merge is None else merge.oldest_offset()
+            oldest = None if merge is None else merge.oldest_position()
             if oldest is not None:
-                self._read_target[partition] = oldest
+                self._read_target[partition] = offset_of(oldest)
         self._members[n] = self._start(n)
 
     def finish(self) -> None:

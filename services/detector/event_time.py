@@ -28,10 +28,10 @@ so payments at the same instant do not count each other. Hence the same input gi
 every record the same figures whether it arrives live, paced, all at once or with its
 partitions fetched in any order.
 
-The merge keeps, per upstream partition, the repartition offset of the last record it
-released; it goes to the changelog with the rest of the state, so records consumed
-again after a restart (their offsets were held back while they waited) are not judged
-twice.
+The merge keeps, per upstream partition, the repartition position of the last record
+it released (its record's offset and its place in that record: ``repartition``); it
+goes to the changelog with the rest of the state, so records consumed again after a
+restart (their offsets were held back while they waited) are not judged twice.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import msgspec
+
+from services.detector.repartition import last_position
 
 NEVER = -(2**63)  # the stream time of a partition nothing was heard from
 CLOCK_KEY = "#clock"  # the changelog key of a partition's clock (rules' keys start "/")
@@ -106,13 +108,13 @@ class Merge(Generic[Item]):
         self.limit = limit
         self.heard: dict[int, int] = {}  # upstream partition -> its stream time
         self.idle: set[int] = set()
-        self.done: dict[int, int] = {}  # upstream partition -> last offset released
+        self.done: dict[int, int] = {}  # upstream partition -> last position released
         self._restored: dict[int, int] = {}  # the same, as the changelog had it
         self.time = NEVER  # the newest order released: the stage's stream time
         self.forced = 0  # taken before the watermark reached them (``limit``)
         self.behind = 0  # came with an order the stage had passed (after idleness)
         self.changed = False  # the clock changed since the changelog last had it
-        # The records waiting, as ``(order, offset, partition, item)``. An upstream
+        # The records waiting, as ``(order, position, partition, item)``. An upstream
         # partition's records come in their own order, so each partition's list is a
         # sorted run: a push appends, and a release merges the runs' heads (a k-way
         # merge; a heap of every record cost a push and a pop of log n comparisons a
@@ -137,22 +139,23 @@ class Merge(Generic[Item]):
         # not call idle are active again.
         self.idle = (self.idle - set(marker.watermarks)) | idle
 
-    def push(self, partition: int, order: int, offset: int, item: Item) -> bool:
-        """A record from upstream ``partition`` at ``order``, read at ``offset`` of this
-        partition; False (and dropped) if it was released before a restart."""
+    def push(self, partition: int, order: int, position: int, item: Item) -> bool:
+        """A record from upstream ``partition`` at ``order``, read at ``position`` of this
+        partition (``repartition.position``: any number that grows as the partition is
+        read); False (and dropped) if it was released before a restart."""
         if partition >= 0:
-            if offset <= self._restored.get(partition, -1):
+            if position <= self._restored.get(partition, -1):
                 return False
             if order > self.heard.get(partition, NEVER):
                 self.heard[partition] = order
             self.idle.discard(partition)
         if order < self.time:
             self.behind += 1
-        entry = (order, offset, partition, item)
+        entry = (order, position, partition, item)
         run = self._runs.get(partition)
         if run is None:
             self._runs[partition] = [entry]
-        elif not run or order > run[-1][0] or (order == run[-1][0] and offset > run[-1][1]):
+        elif not run or order > run[-1][0] or (order == run[-1][0] and position > run[-1][1]):
             run.append(entry)
         else:
             heapq.heappush(self._unordered, entry)
@@ -190,7 +193,7 @@ class Merge(Generic[Item]):
         return [(entry[0], entry[3]) for entry in self.take()]
 
     def take(self) -> list[tuple[int, int, int, Item]]:
-        """``release``, as ``(order, offset, partition, item)``."""
+        """``release``, as ``(order, position, partition, item)``."""
         if not self._count:
             return []
         mark = self.watermark()
@@ -233,9 +236,9 @@ class Merge(Generic[Item]):
                 if chunk[-1][2] >= 0:
                     done[chunk[-1][2]] = chunk[-1][1]
         else:
-            for _, offset, partition, _ in out:
+            for _, position, partition, _ in out:
                 if partition >= 0:
-                    done[partition] = offset
+                    done[partition] = position
         if out[-1][0] > self.time:
             self.time = out[-1][0]
         self._count -= len(out)
@@ -252,21 +255,25 @@ class Merge(Generic[Item]):
             self._runs.setdefault(entry[2], []).append(entry)
         return rest[:count]
 
-    def oldest_offset(self) -> int | None:
-        """The lowest offset of a record still waiting: the partition's committed
-        offset may go no further, or a restart would skip it."""
+    def oldest_position(self) -> int | None:
+        """The lowest position of a record still waiting: the partition's committed
+        offset may not pass its record's, or a restart would skip it."""
         return min((entry[1] for run in (*self._runs.values(), self._unordered)
                     for entry in run), default=None)
 
     def state(self) -> dict[str, Any]:
-        return {"time": self.time, "heard": _pairs(self.heard), "done": _pairs(self.done)}
+        return {"time": self.time, "heard": _pairs(self.heard), "at": _pairs(self.done)}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.time = max(self.time, state.get("time", NEVER))
         for partition, time in state.get("heard", ()):
             self.heard[partition] = max(time, self.heard.get(partition, NEVER))
-        for partition, offset in state.get("done", ()):
-            self.done[partition] = max(offset, self.done.get(partition, -1))
+        # Positions; a detector before them wrote "done", the offset of the last record
+        # released (each record one forward): all of that record is done.
+        done = [(partition, at) for partition, at in state.get("at", ())] + [
+            (partition, last_position(offset)) for partition, offset in state.get("done", ())]
+        for partition, at in done:
+            self.done[partition] = max(at, self.done.get(partition, -1))
             self._restored[partition] = self.done[partition]
 
 

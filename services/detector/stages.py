@@ -44,6 +44,7 @@ from services.detector.event_time import (
     progress_of,
 )
 from services.detector.features import FeatureRows, dataset_features
+from services.detector.repartition import is_framed, position
 from services.detector.routing import (
     CUTOFF,
     VETO,
@@ -191,6 +192,7 @@ class _JsonForwarded(msgspec.Struct, gc=False):
 
 
 _decode_forwarded = msgspec.msgpack.Decoder(Forwarded).decode
+_decode_framed = msgspec.msgpack.Decoder(tuple[int, list[Forwarded]]).decode
 _encode_forwarded = msgspec.msgpack.Encoder().encode
 _decode_json_forwarded = msgspec.json.Decoder(_JsonForwarded).decode
 
@@ -344,6 +346,13 @@ class TargetStage:
                 if record.key() is None:  # a progress marker of the first stage
                     merge.hear(decode_progress(raw))  # type: ignore[arg-type]
                     continue
+                if raw and is_framed(raw):  # a batch's forwards to this partition
+                    _, forwards = _decode_framed(raw)
+                    at = position(record.offset() or 0, 0)
+                    push = merge.push
+                    for place, forwarded in enumerate(forwards):
+                        push(forwarded.partition, forwarded.order, at + place, forwarded)
+                    continue
                 first = raw[0] if raw else None
                 if first in msgpack_array:
                     forwarded = decode(raw)  # type: ignore[arg-type]
@@ -356,7 +365,8 @@ class TargetStage:
                 routed.dlq.append((record.key(), raw, dead_letter_headers(
                     record, f"not a forwarded transaction: {exc}", self.instance)))
                 continue
-            merge.push(forwarded.partition, forwarded.order, record.offset() or 0, forwarded)
+            merge.push(forwarded.partition, forwarded.order, position(record.offset() or 0, 0),
+                       forwarded)
         routed = self._judge([(partition, merge.take()) for partition, merge in touched.items()],
                              routed)
         self.counters.dlq += len(routed.dlq)

@@ -32,6 +32,7 @@ from services import kafka
 from services.detector import distinct_columns, kernels
 from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
+from services.detector.repartition import FRAME_KEY, framed_by_partition, offset_of
 from services.detector.routing import Headers, Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.snapshots import ModelSnapshots
@@ -218,9 +219,9 @@ class StatefulDetector:
         there on still wait for the watermark, and a restart must read them again."""
         out: dict[tuple[str, int], int] = {}
         for partition, merge in self.target.state.clocks.items():
-            oldest = merge.oldest_offset()
+            oldest = merge.oldest_position()
             if oldest is not None:
-                out[(self.internal.repartition, partition)] = oldest
+                out[(self.internal.repartition, partition)] = offset_of(oldest)
         return out
 
     def reload(self) -> None:
@@ -277,8 +278,14 @@ class StatefulDetector:
         if firsts:
             forwards, dead = self.source.process(firsts)
             repartition = self.internal.repartition
-            outputs.extend((repartition, key, value, headers, None)
-                           for key, value, headers in forwards)
+            if self.repartitions is None:  # one record a forward, keyed by its target
+                outputs.extend((repartition, key, value, headers, None)
+                               for key, value, headers in forwards)
+            else:  # a record a partition (``repartition``)
+                outputs.extend((repartition, FRAME_KEY, value, None, partition)
+                               for partition, value in framed_by_partition(
+                                   [(key, value) for key, value, _ in forwards],
+                                   self.repartitions))
             outputs.extend((dlq, key, value, headers, None) for key, value, headers in dead)
         outputs.extend(self.progress())
         routed = self.target.process(seconds)

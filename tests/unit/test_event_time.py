@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 from bench.topology import LocalTopology
 from services.detector.event_time import NEVER, Merge, Progress, SourceClock, progress_of
+from services.detector.repartition import position
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 
 
 def test_a_record_waits_until_every_partition_has_got_as_far() -> None:
     merge: Merge[str] = Merge(upstream=2)
-    merge.push(0, order=100, offset=0, item="a")
+    merge.push(0, order=100, position=0, item="a")
     assert merge.release() == []  # partition 1 has said nothing yet
     assert merge.holding() == 1
     merge.hear(Progress({1: 90}))
@@ -77,15 +78,15 @@ def test_without_an_upstream_count_records_go_at_once_in_order() -> None:
     assert merge.release() == [(10, "a"), (30, "b")]
 
 
-def test_the_oldest_waiting_offset_holds_the_commit_back() -> None:
+def test_the_oldest_waiting_position_holds_the_commit_back() -> None:
     merge: Merge[str] = Merge(upstream=2)
     merge.hear(Progress({1: 20}))
     merge.push(0, 50, 7, "waits")
     merge.push(0, 10, 8, "goes")  # out of order: takes the partition's stream time
-    assert merge.oldest_offset() == 7
+    assert merge.oldest_position() == 7
     merge.push(1, 60, 9, "x")
     assert [item for _, item in merge.release()] == ["goes", "waits"]
-    assert merge.oldest_offset() == 9
+    assert merge.oldest_position() == 9
 
 
 def test_a_restored_merge_skips_what_it_released_before() -> None:
@@ -205,3 +206,10 @@ def test_all_at_once_partition_by_partition_gives_the_live_verdicts() -> None:
     fan_in = [expected[f"t{i}"]["features"]["fan_in"] for i in range(0, 60, 3)]
     assert fan_in == sorted(fan_in) and fan_in[-1] >= 3  # the ring climbs, never falls back
     assert any("fan_in" in expected[f"t{i}"]["rules"] for i in range(0, 60, 3))
+
+
+def test_a_merge_restored_from_offsets_of_an_older_detector_skips_those_records_whole() -> None:
+    merge: Merge[str] = Merge(upstream=2)
+    merge.restore({"time": 10, "heard": [[0, 10]], "done": [[0, 5]]})  # offsets, not positions
+    assert not merge.push(0, 10, position(5, 0), "released before")
+    assert merge.push(0, 20, position(6, 0), "new")

@@ -97,7 +97,7 @@ def test_the_runs_release_what_a_heap_would(upstream: int | None, limit: int,
         else:
             assert runs.release() == heap.release()
         assert len(runs) == len(heap.waiting)
-        assert runs.oldest_offset() == min((e[1] for e in heap.waiting), default=None)
+        assert runs.oldest_position() == min((e[1] for e in heap.waiting), default=None)
         assert _state(runs) == _state(heap)
     runs.upstream = heap.upstream = None  # everything goes
     assert runs.release() == heap.release()
