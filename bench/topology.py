@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from services.detector.model import OnlineModel
-from services.detector.repartition import offset_of
+from services.detector.repartition import FRAME_KEY, framed_by_partition, offset_of
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
 from services.detector.stateful import InternalTopics, StatefulDetector
@@ -101,6 +101,9 @@ class LocalTopology:
     instances: int = 1
     threshold: float = 900.0
     model: Callable[[], OnlineModel] | None = None
+    # A batch's forwards to one partition as one record, as the service sends them
+    # (``repartition``); False: a record a forward, as older detectors did.
+    framed: bool = True
     transactions: list[list[LocalRecord]] = field(init=False)
     repartition: list[list[LocalRecord]] = field(init=False)
     verdicts: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
@@ -158,8 +161,13 @@ class LocalTopology:
         member = self._members[partition % self.instances]
         forwards, dead = member.source.process(batch)
         self.dead_letters += len(dead)
-        for key, value, headers in forwards:
-            self._forward(partition_of(key, self.partitions), key, value, headers)
+        if self.framed:
+            for destination, value in framed_by_partition(
+                    [(key, value) for key, value, _ in forwards], self.partitions):
+                self._forward(destination, FRAME_KEY, value, None)
+        else:
+            for key, value, headers in forwards:
+                self._forward(partition_of(key, self.partitions), key, value, headers)
         self._tell(member)
         self._commit(member)
         return len(batch)

@@ -131,11 +131,11 @@ def rule_settings() -> RuleSettings:
                         fan_in_window_s=10, anomaly_history=2, window_grace_s=GRACE_S)
 
 
-def topology(instances: int) -> LocalTopology:
+def topology(instances: int, framed: bool = True) -> LocalTopology:
     shared = rule_settings()
     return LocalTopology(lambda: SourceRules(shared, novelty=True),
                          lambda: TargetRules(shared, novelty=True), partitions=4,
-                         instances=instances, threshold=950.0)
+                         instances=instances, threshold=950.0, framed=framed)
 
 
 payments = st.lists(
@@ -161,8 +161,8 @@ def records(drawn: list[tuple[int, int, int, int, float]]) -> list[tuple[bytes, 
 
 
 def reference(sent: list[tuple[bytes, bytes]]) -> dict[str, dict]:
-    """One instance, one record at a time, partitions in turn."""
-    local = topology(1)
+    """One instance, one record at a time, partitions in turn, a forward a record."""
+    local = topology(1, framed=False)
     local.send(sent)
     steps = []
     for _ in range(len(sent)):
