@@ -21,11 +21,15 @@ stage made them in; the second stage tells them apart by their place in it
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 FRAMED = 2  # the first member of a framed record: a format number, never a forward's
 FRAME_KEY = b"forwards"  # not None: a record without a key is a progress marker
-FORWARDS_PER_RECORD = 1024  # a record stays far below a topic's 1 MB limit
+FORWARDS_PER_RECORD = 1024
+# A record's forwards stop short of this many bytes (a lone forward may pass it), far
+# below a topic's default max.message.bytes of 1 MB: a record too large for the topic
+# would fail every transaction that sends it.
+FRAME_BYTES = 256 * 1024
 PLACE_BITS = 20  # a position: the record's offset, then the forward's place in it
 _HEADER = bytes((0x92, FRAMED))  # fixarray of 2, then the format number
 
@@ -57,7 +61,8 @@ def is_framed(value: bytes) -> bool:
 def framed_by_partition(forwards: Iterable[tuple[bytes, bytes]], partitions: int
                         ) -> list[tuple[int, bytes]]:
     """``(target, forward)`` pairs as ``(partition, framed value)`` records: each
-    partition's forwards in the order given, at most ``FORWARDS_PER_RECORD`` a record."""
+    partition's forwards in the order given, at most ``FORWARDS_PER_RECORD`` and
+    ``FRAME_BYTES`` a record."""
     by_partition: dict[int, list[bytes]] = {}
     crc = zlib.crc32
     for target, value in forwards:
@@ -67,9 +72,25 @@ def framed_by_partition(forwards: Iterable[tuple[bytes, bytes]], partitions: int
             by_partition[partition] = [value]
         else:
             held.append(value)
-    return [(partition, frame(values[start:start + FORWARDS_PER_RECORD]))
-            for partition, values in by_partition.items()
-            for start in range(0, len(values), FORWARDS_PER_RECORD)]
+    return [(partition, frame(chunk)) for partition, values in by_partition.items()
+            for chunk in _chunks(values)]
+
+
+def _chunks(values: list[bytes]) -> Iterator[list[bytes]]:
+    """``values`` cut into runs within both bounds of a record."""
+    if len(values) <= FORWARDS_PER_RECORD and sum(map(len, values)) < FRAME_BYTES:
+        yield values  # the usual batch: one record
+        return
+    chunk: list[bytes] = []
+    size = 0
+    for value in values:
+        if chunk and (len(chunk) == FORWARDS_PER_RECORD or size + len(value) > FRAME_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value)
+        size += len(value)
+    if chunk:
+        yield chunk
 
 
 def position(offset: int, place: int) -> int:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from services.detector.repartition import (
     FORWARDS_PER_RECORD,
+    FRAME_BYTES,
     FRAME_KEY,
     frame,
     framed_by_partition,
@@ -41,17 +42,22 @@ def test_a_lone_forward_is_not_taken_for_a_frame() -> None:
     assert not is_framed(value)
 
 
-@given(st.lists(st.sampled_from([b"A", b"B", b"shop", b"x" * 30, b""]), max_size=3000))
+@given(st.lists(st.tuples(st.sampled_from([b"A", b"B", b"shop", b"x" * 30, b""]),
+                          st.sampled_from([0, 10, 100_000])), max_size=3000))
 @settings(max_examples=30, deadline=None)
-def test_each_target_lands_whole_and_in_order_in_one_partition(targets: list[bytes]) -> None:
-    forwards = [(target, msgspec.msgpack.encode([target, n])) for n, target in
-                enumerate(targets)]
+def test_each_target_lands_whole_and_in_order_in_one_partition(
+        drawn: list[tuple[bytes, int]]) -> None:
+    targets = [target for target, _ in drawn]
+    forwards = [(target, msgspec.msgpack.encode([target, n, b"." * padding]))
+                for n, (target, padding) in enumerate(drawn)]
     records = framed_by_partition(forwards, PARTITIONS)
     seen: list[tuple[int, list[object]]] = []
     for partition, value in records:
         tag, inside = msgspec.msgpack.decode(value)
         assert tag == 2 and 0 < len(inside) <= FORWARDS_PER_RECORD
-        seen.extend((partition, item) for item in inside)
+        # Within a topic's size limit, unless a forward alone is larger.
+        assert len(value) < FRAME_BYTES + 16 or len(inside) == 1
+        seen.extend((partition, item[:2]) for item in inside)
     assert sorted(n for _, (_, n) in seen) == list(range(len(targets)))
     for partition, (target, _) in seen:
         assert partition == partition_of(target)  # as the client's partitioner puts it
