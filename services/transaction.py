@@ -21,6 +21,10 @@ import orjson
 MAX_AMOUNT = 1_000_000_000.0
 MAX_TEXT = 128
 MAX_TS = 2**53  # the largest integer a JSON reader in any language keeps exactly
+# A transaction's record, at most: its verdict (or its forward to the second stage)
+# adds up to a few kB, and a topic takes records of 1,048,588 bytes by default. One
+# larger would fail the produce of its verdict, every time it is processed again.
+MAX_BYTES = 1_000_000
 
 # ISO 4217 codes in active use; anything else is most likely a bug upstream.
 CURRENCIES = frozenset(
@@ -79,6 +83,13 @@ def decode(raw: bytes | None) -> Transaction:
         return decode_schema(raw)
     except (msgspec.DecodeError, ValueError) as exc:  # ValueError: invalid UTF-8
         raise InvalidTransaction(reason(raw, exc)) from None
+
+
+def too_large(raw: bytes | None) -> str | None:
+    """Why ``raw`` is refused for its size alone, if it is."""
+    if raw is not None and len(raw) > MAX_BYTES:
+        return f"record too large: {len(raw):,} bytes, at most {MAX_BYTES:,}"
+    return None
 
 
 def why_refused(raw: bytes | None) -> str:

@@ -61,7 +61,7 @@ from services.detector.routing import (
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
 from services.detector.store import decode_state, encode_state
-from services.transaction import decode_schema, extend, why_refused
+from services.transaction import MAX_BYTES, decode_schema, extend, too_large, why_refused
 
 if TYPE_CHECKING:  # the model imports scikit-learn, which a detector without one never needs
     from services.detector.model import OnlineModel
@@ -244,10 +244,12 @@ class SourceStage:
                 batch = batches[partition] = (self.state.get(partition), [])
                 self.state.clock(partition).heard_at = now
             try:
+                if raw is not None and len(raw) > MAX_BYTES:  # its forward would not go
+                    raise ValueError
                 tx = decode_schema(raw)  # type: ignore[arg-type]
             except (DecodeError, ValueError, TypeError):
                 dead.append((record.key(), raw, dead_letter_headers(
-                    record, why_refused(raw), self.instance)))
+                    record, too_large(raw) or why_refused(raw), self.instance)))
                 continue
             assert raw is not None
             ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])

@@ -12,6 +12,7 @@ import orjson
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import Forwarded, SourceStage, TargetStage
 from services.detector.stateful import InternalTopics, StatefulDetector
+from services.transaction import MAX_BYTES
 from tests.unit.test_routing import FakeRecord
 
 PARTITIONS = 4
@@ -127,6 +128,16 @@ def test_dead_letters_and_bare_records_in_the_first_stage() -> None:
     assert out_key == b"k2"
     assert (out["id"], out["ts"]) == ("queueing.transactions-2-7", 1_700_000_000_123)
     assert out["detection"]["fraud"] is False  # the forged detection is replaced
+
+
+def test_a_valid_transaction_too_large_to_forward_is_a_dead_letter() -> None:
+    huge = orjson.dumps({"id": "t1", "ts": 1, "source": "A", "target": "B", "amount": 5,
+                         "currency": "EUR", "note": "x" * MAX_BYTES})
+    forwards, dead = SourceStage(SourceRules, "a").process([FakeRecord(huge, b"A")])
+    assert not forwards
+    [(key, value, headers)] = dead
+    assert (key, value) == (b"A", huge)  # kept whole, as it came
+    assert dict(headers)["dlq.reason"].startswith(b"record too large")
 
 
 def test_a_foreign_record_on_the_repartition_topic_is_a_dead_letter() -> None:
