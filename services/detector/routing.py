@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import attrgetter, is_, methodcaller, not_
+from operator import attrgetter, is_, is_not, methodcaller, not_
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import numpy as np
@@ -183,9 +183,13 @@ class Router:
         self._decode(records, taken, raws, txs, routed)
         count = len(txs)
         times = list(map(_ts_of, txs))
-        if UNSET in times:  # a bare tutorial record: the time it was produced
+        ids = list(map(_id_of, txs))
+        bare = _any_unset(times) or _any_unset(ids)  # a bare tutorial record
+        if bare:  # its time is when it was produced, its id where it came from
             times = [max(0, record.timestamp()[1]) if ts is UNSET else ts
                      for ts, record in zip(times, taken, strict=True)]
+            ids = [f"{record.topic()}-{record.partition()}-{record.offset()}"
+                   if tx_id is UNSET else tx_id for tx_id, record in zip(ids, taken, strict=True)]
         amounts = list(map(_amount_of, txs))
         judged = rules.judge_columns(list(map(_source_of, txs)), list(map(_target_of, txs)),
                                      amounts, times)
@@ -198,10 +202,6 @@ class Router:
                 hits[i] = [threshold_hit, *hits.get(i, ())]
         fired = np.zeros(count, np.bool_)
         fired[list(hits)] = True
-        ids = list(map(_id_of, txs))
-        if UNSET in ids:
-            ids = [f"{record.topic()}-{record.partition()}-{record.offset()}"
-                   if tx_id is UNSET else tx_id for tx_id, record in zip(ids, taken, strict=True)]
         scores, batch = self._score(ids, times, amounts_of, judged.figures, raws)
         routed = routed._replace(features=batch)
         fraud, by = self._decide(hits, fired, scores)
@@ -209,7 +209,7 @@ class Router:
                                None if self.model is None else (self.cutoff, self.veto))
         said = None if self.model is None else DECIDERS
         values = writer.records(raws, fraud, hits, scores, judged.figures, said, by)
-        for i in _irregular(txs, raws):
+        for i in _irregular(txs, raws, bare):
             # A bare record, or one with a detection already: ``extend`` writes it.
             tx, record = txs[i], taken[i]
             detection = writer.detection(
@@ -489,12 +489,15 @@ def identity_fields(tx: Transaction, record: Record) -> bytes:
     return extra
 
 
-def _irregular(txs: list[Transaction], raws: list[bytes]) -> list[int]:
+def _any_unset(values: list[Any]) -> bool:
+    return not all(map(is_not, values, repeat(UNSET)))
+
+
+def _irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[int]:
     """The records ``VerdictWriter.records`` cannot write by appending to their bytes:
-    a bare tutorial record, one with a detection already, or one whose bytes do not
-    end with its object's "}"."""
-    if UNSET not in map(_id_of, txs) and UNSET not in map(_ts_of, txs) and \
-            all(map(is_, map(_detection_of, txs), repeat(UNSET))) and \
+    a bare tutorial record (``bare``: whether there is one), one with a detection
+    already, or one whose bytes do not end with its object's "}"."""
+    if not bare and all(map(is_, map(_detection_of, txs), repeat(UNSET))) and \
             all(map(bytes.endswith, raws, repeat(b"}"))):
         return []
     return [i for i, (tx, raw) in enumerate(zip(txs, raws, strict=True))

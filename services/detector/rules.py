@@ -19,7 +19,7 @@ from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import compress, repeat
 from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -625,24 +625,51 @@ class CardTesting(ChangeTracking):
                       times: list[int]) -> tuple[np.ndarray, list[tuple[int, Hit]]]:
         """``judge_batch`` in columns: each record's distinct payees, and the hits by
         the record's place in the batch. Most records are not tiny, from a source that
-        holds none: those only move the newest time on, here without a call."""
-        payees = np.zeros(len(sources), np.int64)
+        holds none: those only move the newest time on (``_pass``), a run of them at
+        once; only the others are judged, one at a time."""
+        count = len(sources)
+        payees = np.zeros(count, np.int64)
         fired: list[tuple[int, Hit]] = []
+        if not count:
+            return payees, fired
         judge, held_by = self.judge, self._sources
-        tiny_at, window_ms = self.settings.card_test_amount, self._window_ms
-        for i, (source, amount, ts) in enumerate(zip(sources, amounts, times, strict=True)):
+        tiny_at = self.settings.card_test_amount
+        tiny = np.array(amounts, np.float64) <= tiny_at
+        # Who may hold tiny payments when its record comes: a source that holds some
+        # now, or that pays a tiny amount in this batch. The others hold none.
+        paying_tiny = set(compress(sources, tiny.tolist()))
+        judged = tiny | np.fromiter(map(held_by.__contains__, sources), np.bool_, count) | \
+            np.fromiter(map(paying_tiny.__contains__, sources), np.bool_, count)
+        ts = np.array(times, np.int64)
+        start = 0
+        for i in np.flatnonzero(judged).tolist():
+            self._pass(ts[start:i])
+            start = i + 1
+            source, amount = sources[i], amounts[i]
             if amount <= tiny_at or source in held_by:
-                n, hit = judge(source, targets[i], amount, ts)
-                if n:
-                    payees[i] = n
+                n, hit = judge(source, targets[i], amount, times[i])
+                payees[i] = n
                 if hit is not None:
                     fired.append((i, hit))
-                continue
-            if ts > self._newest:
-                self._newest = ts
-            if self._newest - self._swept_at > window_ms:
-                self._sweep(self._newest - window_ms)
+            else:
+                self._pass(ts[i:start])
+        self._pass(ts[start:])
         return payees, fired
+
+    def _pass(self, times: np.ndarray) -> None:
+        """What records that hold nothing for the rule do, in turn: move the newest time
+        on, and sweep whenever the newest has gone a window past the last sweep."""
+        window_ms = self._window_ms
+        newest = np.maximum.accumulate(np.maximum(times, self._newest))
+        while len(newest):
+            due = np.flatnonzero(newest - self._swept_at > window_ms)
+            if not len(due):
+                self._newest = int(newest[-1])
+                return
+            at = int(due[0])
+            self._newest = int(newest[at])
+            self._sweep(self._newest - window_ms)
+            newest = newest[at + 1:]
 
     def _sweep(self, horizon: int) -> None:
         self._swept_at = self._newest
