@@ -625,8 +625,9 @@ class CardTesting(ChangeTracking):
                       times: list[int]) -> tuple[np.ndarray, list[tuple[int, Hit]]]:
         """``judge_batch`` in columns: each record's distinct payees, and the hits by
         the record's place in the batch. Most records are not tiny, from a source that
-        holds none: those only move the newest time on (``_pass``), a run of them at
-        once; only the others are judged, one at a time."""
+        holds none: those only move the newest time on, and sweep where that is due,
+        which a batch's running maximum of times says for all of them at once; only
+        the others are judged, one at a time."""
         count = len(sources)
         payees = np.zeros(count, np.int64)
         fired: list[tuple[int, Hit]] = []
@@ -640,36 +641,38 @@ class CardTesting(ChangeTracking):
         paying_tiny = set(compress(sources, tiny.tolist()))
         judged = tiny | np.fromiter(map(held_by.__contains__, sources), np.bool_, count) | \
             np.fromiter(map(paying_tiny.__contains__, sources), np.bool_, count)
-        ts = np.array(times, np.int64)
-        start = 0
-        for i in np.flatnonzero(judged).tolist():
-            self._pass(ts[start:i])
-            start = i + 1
+        # The newest time after each record, whichever way it goes.
+        newest = np.maximum.accumulate(np.maximum(np.array(times, np.int64), self._newest))
+        sweeps = self._sweeps_due(newest)
+        stops = judged.copy()
+        stops[sweeps] = True
+        for i in np.flatnonzero(stops).tolist():
             source, amount = sources[i], amounts[i]
-            if amount <= tiny_at or source in held_by:
+            if judged[i] and (amount <= tiny_at or source in held_by):
+                if i:  # as the records before left it: ``judge`` moves it on
+                    self._newest = int(newest[i - 1])
                 n, hit = judge(source, targets[i], amount, times[i])
                 payees[i] = n
                 if hit is not None:
                     fired.append((i, hit))
             else:
-                self._pass(ts[i:start])
-        self._pass(ts[start:])
+                self._newest = int(newest[i])
+                if self._newest - self._swept_at > self._window_ms:
+                    self._sweep(self._newest - self._window_ms)
+        self._newest = int(newest[-1])
         return payees, fired
 
-    def _pass(self, times: np.ndarray) -> None:
-        """What records that hold nothing for the rule do, in turn: move the newest time
-        on, and sweep whenever the newest has gone a window past the last sweep."""
-        window_ms = self._window_ms
-        newest = np.maximum.accumulate(np.maximum(times, self._newest))
-        while len(newest):
-            due = np.flatnonzero(newest - self._swept_at > window_ms)
-            if not len(due):
-                self._newest = int(newest[-1])
-                return
-            at = int(due[0])
-            self._newest = int(newest[at])
-            self._sweep(self._newest - window_ms)
-            newest = newest[at + 1:]
+    def _sweeps_due(self, newest: np.ndarray) -> list[int]:
+        """Where a batch's records sweep, by the newest time after each (which never
+        goes back): each time it has gone a window past the last sweep."""
+        due: list[int] = []
+        swept = self._swept_at
+        while True:
+            at = int(np.searchsorted(newest, swept + self._window_ms, side="right"))
+            if at == len(newest):
+                return due
+            due.append(at)
+            swept = int(newest[at])
 
     def _sweep(self, horizon: int) -> None:
         self._swept_at = self._newest
