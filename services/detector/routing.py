@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import attrgetter, is_, is_not, methodcaller, not_
+from operator import attrgetter, is_not, methodcaller, not_
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import numpy as np
@@ -497,7 +497,7 @@ def _irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[in
     """The records ``VerdictWriter.records`` cannot write by appending to their bytes:
     a bare tutorial record (``bare``: whether there is one), one with a detection
     already, or one whose bytes do not end with its object's "}"."""
-    if not bare and all(map(is_, map(_detection_of, txs), repeat(UNSET))) and \
+    if not bare and list(map(_detection_of, txs)).count(UNSET) == len(txs) and \
             all(map(bytes.endswith, raws, repeat(b"}"))):
         return []
     return [i for i, (tx, raw) in enumerate(zip(txs, raws, strict=True))
