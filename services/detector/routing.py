@@ -48,7 +48,7 @@ BY_RULES, BY_MODEL, BY_VETO = 0, 1, 2
 _source_of, _target_of, _amount_of = (attrgetter(name) for name in ("source", "target",
                                                                      "amount"))
 _id_of, _ts_of, _detection_of = (attrgetter(name) for name in ("id", "ts", "detection"))
-_key_of = methodcaller("key")
+_key_of, _value_of = methodcaller("key"), methodcaller("value")
 _BUT_LAST = slice(None, -1)
 
 
@@ -177,10 +177,7 @@ class Router:
         at a time: no object a record beyond the decoded transaction.
         """
         routed = Routed([], [], [])
-        taken: list[Record] = []
-        raws: list[bytes] = []
-        txs: list[Transaction] = []
-        self._decode(records, taken, raws, txs, routed)
+        taken, raws, txs = self._decode(records, routed)
         count = len(txs)
         times = list(map(_ts_of, txs))
         ids = list(map(_id_of, txs))
@@ -225,22 +222,31 @@ class Router:
         routed.legit.extend(compress(pairs, map(not_, fraud_of)))
         return routed
 
-    def _decode(self, records: Iterable[Record], taken: list[Record], raws: list[bytes],
-                txs: list[Transaction], routed: Routed) -> None:
-        """The records that hold a transaction, with their bytes and it, in order; the
-        others go to the dead letters."""
-        schema_decode = decode_schema  # a local: this loop runs per record
-        for record in records:
-            raw = record.value()
+    def _decode(self, records: Iterable[Record], routed: Routed
+                ) -> tuple[list[Record], list[bytes], list[Transaction]]:
+        """The records that hold a transaction, their bytes and it, in order; the
+        others go to the dead letters. Every record at once first (a loop in C), one by
+        one only for a batch with one that is not a transaction."""
+        taken = records if isinstance(records, list) else list(records)
+        raws: list[bytes] = list(map(_value_of, taken))
+        try:
+            return taken, raws, list(map(decode_schema, raws))
+        except (DecodeError, ValueError, TypeError):  # TypeError: a null value
+            pass
+        kept: list[Record] = []
+        kept_raws: list[bytes] = []
+        txs: list[Transaction] = []
+        for record, raw in zip(taken, raws, strict=True):
             try:
-                tx = schema_decode(raw)  # type: ignore[arg-type]
+                tx = decode_schema(raw)
             except (DecodeError, ValueError, TypeError):
                 routed.dlq.append((record.key(), raw, self.dead_letter_headers(
                     record, why_refused(raw))))
                 continue
-            taken.append(record)
-            raws.append(raw)  # type: ignore[arg-type]
+            kept.append(record)
+            kept_raws.append(raw)
             txs.append(tx)
+        return kept, kept_raws, txs
 
     def _score(self, ids: list[str], times: list[int], amounts: np.ndarray,
                figures: dict[str, np.ndarray], raws: list[bytes]
