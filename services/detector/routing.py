@@ -188,10 +188,10 @@ class Router:
             ids = [f"{record.topic()}-{record.partition()}-{record.offset()}"
                    if tx_id is UNSET else tx_id for tx_id, record in zip(ids, taken, strict=True)]
         amounts = list(map(_amount_of, txs))
-        judged = rules.judge_columns(list(map(_source_of, txs)), list(map(_target_of, txs)),
-                                     amounts, times)
-        hits = judged.hits
         amounts_of = np.array(amounts, np.float64)
+        judged = rules.judge_columns(list(map(_source_of, txs)), list(map(_target_of, txs)),
+                                     amounts, times, amounts_of=amounts_of)
+        hits = judged.hits
         over = np.flatnonzero(amounts_of >= self.threshold).tolist()
         if over:
             threshold_hit = Hit(self.rule.name, self.rule.reason)

@@ -622,12 +622,14 @@ class CardTesting(ChangeTracking):
         return out
 
     def judge_columns(self, sources: list[str], targets: list[str], amounts: list[float],
-                      times: list[int]) -> tuple[np.ndarray, list[tuple[int, Hit]]]:
+                      times: list[int], *, amounts_of: np.ndarray | None = None,
+                      ts: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[int, Hit]]]:
         """``judge_batch`` in columns: each record's distinct payees, and the hits by
         the record's place in the batch. Most records are not tiny, from a source that
         holds none: those only move the newest time on, and sweep where that is due,
         which a batch's running maximum of times says for all of them at once; only
-        the others are judged, one at a time."""
+        the others are judged, one at a time. ``amounts_of`` and ``ts``: the amounts
+        and times as arrays, when the caller has them."""
         count = len(sources)
         payees = np.zeros(count, np.int64)
         fired: list[tuple[int, Hit]] = []
@@ -635,7 +637,7 @@ class CardTesting(ChangeTracking):
             return payees, fired
         judge, held_by = self.judge, self._sources
         tiny_at = self.settings.card_test_amount
-        tiny = np.array(amounts, np.float64) <= tiny_at
+        tiny = (np.array(amounts, np.float64) if amounts_of is None else amounts_of) <= tiny_at
         # Who may hold tiny payments when its record comes: a source that holds some
         # now, or that pays a tiny amount in this batch. The others hold none.
         judged = tiny | np.fromiter(map(held_by.__contains__, sources), np.bool_, count)
@@ -643,7 +645,8 @@ class CardTesting(ChangeTracking):
         if paying_tiny:
             judged |= np.fromiter(map(paying_tiny.__contains__, sources), np.bool_, count)
         # The newest time after each record, whichever way it goes.
-        newest = np.maximum.accumulate(np.maximum(np.array(times, np.int64), self._newest))
+        newest = np.maximum.accumulate(np.maximum(
+            np.array(times, np.int64) if ts is None else ts, self._newest))
         sweeps = self._sweeps_due(newest)
         stops = judged.copy()
         stops[sweeps] = True
@@ -1425,16 +1428,20 @@ class SourceRules(_RuleSet):
         return self.judge_columns(sources, targets, amounts, times).records(len(sources))
 
     def judge_columns(self, sources: list[str], targets: list[str], amounts: list[float],
-                      times: list[int]) -> Judged:
-        """``evaluate_batch``'s hits and figures, in columns."""
+                      times: list[int], *, amounts_of: np.ndarray | None = None,
+                      ts: np.ndarray | None = None) -> Judged:
+        """``evaluate_batch``'s hits and figures, in columns; ``amounts_of`` and ``ts``:
+        the amounts and times as arrays, when the caller has them."""
         # Names are kept as the stores first saw them (a dict keeps its first key): only
         # what a store holds as a value, the payees, is interned, where it is kept.
         velocity, anomaly, novelty = self.velocity, self.anomaly, self.novelty
         columns = velocity is not None or anomaly is not None or novelty is not None
         if columns:
             slots = self.slots.of(sources)
-        if velocity is not None or novelty is not None:
+        if ts is None:
             ts = np.array(times, np.int64)
+        if amounts_of is None:
+            amounts_of = np.array(amounts, np.float64)
         figures: dict[str, np.ndarray] = {}
         hits: dict[int, list[Hit]] = {}
         if velocity is not None:
@@ -1446,7 +1453,7 @@ class SourceRules(_RuleSet):
             self._velocity_hits(hits, np.flatnonzero(fires).tolist(), counts, expected)
         if anomaly is not None:
             z, log_z, ratio, history, fired, means = anomaly.judge_batch(
-                slots, np.array(amounts, np.float64))
+                slots, amounts_of)
             figures["amount_z"] = rounded_array(z, 2)
             figures["amount_log_z"] = rounded_array(log_z, 2)
             figures["amount_ratio"] = rounded_array(ratio, 3)
@@ -1460,8 +1467,8 @@ class SourceRules(_RuleSet):
         if columns:
             self.slots.settle()
         if self.card_testing is not None:
-            tiny_payees, card_hits = self.card_testing.judge_columns(sources, targets, amounts,
-                                                                     times)
+            tiny_payees, card_hits = self.card_testing.judge_columns(
+                sources, targets, amounts, times, amounts_of=amounts_of, ts=ts)
             figures["tiny_payees"] = tiny_payees
             for i, hit in card_hits:
                 _hit_at(hits, i, hit)
@@ -1545,18 +1552,19 @@ class TargetRules(_RuleSet):
             hits[i].extend(found)
 
     def judge_payers(self, targets: list[str], sources: list[str], times: list[int],
-                     payers: dict[str, np.ndarray]) -> Judged:
+                     payers: dict[str, np.ndarray], *, ts: np.ndarray | None = None) -> Judged:
         """``judge_columns`` with what the first stage found of each payer in columns
         (``SourceRules.judge_columns``'s figures)."""
         new_account = payers.get("new_account")
         new = np.zeros(len(targets), np.bool_) if new_account is None else new_account != 0.0
         suspect = None if self.fan_in is None else \
             self.fan_in.mule_like_columns(payers, new)
-        return self.judge_columns(targets, sources, times, new, suspect)
+        return self.judge_columns(targets, sources, times, new, suspect, ts=ts)
 
     def judge_columns(self, targets: list[str], sources: list[str], times: list[int],
                       new: np.ndarray, suspect: np.ndarray | None,
-                      orders: list[int] | None = None) -> Judged:
+                      orders: list[int] | None = None, *, ts: np.ndarray | None = None
+                      ) -> Judged:
         """``evaluate_batch``'s figures and hits, in columns, from whether each payer is
         new and looks like a mule's (``FanIn.mule_like``)."""
         # Each record brings its names anew: the payers' table keeps one copy of each
@@ -1567,7 +1575,8 @@ class TargetRules(_RuleSet):
         if fan_in is None and payees is None:
             return Judged(figures, hits)
         slots = self.slots.of(targets)
-        ts = np.array(times, np.int64)
+        if ts is None:
+            ts = np.array(times, np.int64)
         by_order = None if orders is None else np.array(orders, np.int64)
         ordered = ts if by_order is None else by_order
         if fan_in is not None and mix is not None:
@@ -1618,11 +1627,15 @@ class StatefulRules:
         return self.judge_columns(sources, targets, amounts, times).records(len(sources))
 
     def judge_columns(self, sources: list[str], targets: list[str], amounts: list[float],
-                      times: list[int]) -> Judged:
+                      times: list[int], *, amounts_of: np.ndarray | None = None) -> Judged:
         """``evaluate_batch`` in columns: the stores about sources and those about
-        targets are apart, so the first take the whole batch, then the second."""
-        by_source = self.by_source.judge_columns(sources, targets, amounts, times)
-        by_target = self.by_target.judge_payers(targets, sources, times, by_source.figures)
+        targets are apart, so the first take the whole batch, then the second.
+        ``amounts_of``: the amounts as an array, when the caller has it."""
+        ts = np.array(times, np.int64)
+        by_source = self.by_source.judge_columns(sources, targets, amounts, times,
+                                                 amounts_of=amounts_of, ts=ts)
+        by_target = self.by_target.judge_payers(targets, sources, times, by_source.figures,
+                                                ts=ts)
         figures, hits = by_source
         figures.update(by_target.figures)
         for i, found in by_target.hits.items():
