@@ -17,7 +17,7 @@ only when its bytes hold ``"V1"``, so the common path pays a byte search, not a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import NamedTuple
@@ -125,6 +125,25 @@ class FeatureRows:
 
     def batch(self) -> BatchFeatures:
         return BatchFeatures(self.ids, self.ts, self.matrix())
+
+
+def columns_matrix(amounts: np.ndarray, figures: Mapping[str, np.ndarray],
+                   dataset: Sequence[tuple[int, list[float]]] = ()) -> np.ndarray:
+    """The matrix ``FeatureRows`` makes, from the rules' figures in columns (one array
+    a figure, as ``rules.Judged`` holds them; a missing one counts as ``DEFAULTS``
+    says), and the ``V1`` .. ``V28`` of the rows that carry them: no Python step a row."""
+    count = len(amounts)
+    matrix = np.zeros((count, WIDTH))
+    if count:
+        raw = np.empty((count, len(RULE_FEATURES)))
+        raw[:, 0] = amounts
+        for at, name in enumerate(RULE_FEATURES[1:], 1):
+            column = figures.get(name)
+            raw[:, at] = DEFAULTS.get(name, 0.0) if column is None else column
+        matrix[:, : len(RULE_FEATURES)] = scale(raw)
+    for row, values in dataset:
+        matrix[row, len(RULE_FEATURES):] = values
+    return matrix
 
 
 def scale(figures: np.ndarray) -> np.ndarray:

@@ -7,15 +7,22 @@ bytes and the reason in headers. Nothing raises on data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter, is_not, methodcaller, not_
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import numpy as np
 import orjson
 from msgspec import UNSET, DecodeError
 
-from services.detector.features import BatchFeatures, FeatureRows, dataset_features
+from services.detector.features import (
+    BatchFeatures,
+    FeatureRows,
+    columns_matrix,
+    dataset_features,
+)
 from services.detector.rules import AmountThreshold, Hit, StatefulRules
 from services.transaction import (
     Transaction,
@@ -34,6 +41,15 @@ MODEL = "model"  # the name of the model's hit in a verdict
 CUTOFF = 0.2
 VETO = 0.05
 Headers = list[tuple[str, str | bytes | None]]  # as Producer.produce takes them
+# Who decided a verdict with a model (``decider``), and whether the model's verdict
+# counted: ``DECIDERS[BY_RULES]`` and so on.
+DECIDERS = (("rules", True), ("model", True), ("model_veto", True))
+BY_RULES, BY_MODEL, BY_VETO = 0, 1, 2
+_source_of, _target_of, _amount_of = (attrgetter(name) for name in ("source", "target",
+                                                                     "amount"))
+_id_of, _ts_of, _detection_of = (attrgetter(name) for name in ("id", "ts", "detection"))
+_key_of, _value_of = methodcaller("key"), methodcaller("value")
+_BUT_LAST = slice(None, -1)
 
 
 class Record(Protocol):
@@ -155,67 +171,117 @@ class Router:
     def _route_with_rules(self, records: Iterable[Record], rules: StatefulRules) -> Routed:
         """``route`` with every rule on: each verdict is built for its own transaction.
 
-        With a model, the batch is scored in one call once the rules have seen every
-        record: the rules' figures are the model's features. The verdicts follow.
+        The rules judge the batch at once and give their figures in columns
+        (``StatefulRules.judge_columns``); with a model, they make its matrix, and the
+        batch is scored in one call. The verdicts follow, decided and written a column
+        at a time: no object a record beyond the decoded transaction.
         """
         routed = Routed([], [], [])
-        threshold, model = self.threshold, self.model
-        rows = FeatureRows()
-        judged = []
-        # Locals: these loops run per record.
-        add_row, schema_decode, unset = rows.add, decode_schema, UNSET
-        taken: list[tuple[Record, bytes, Any, int]] = []
-        for record in records:
-            raw = record.value()
+        taken, raws, txs = self._decode(records, routed)
+        count = len(txs)
+        times = list(map(_ts_of, txs))
+        ids = list(map(_id_of, txs))
+        bare = _any_unset(times) or _any_unset(ids)  # a bare tutorial record
+        if bare:  # its time is when it was produced, its id where it came from
+            times = [max(0, record.timestamp()[1]) if ts is UNSET else ts
+                     for ts, record in zip(times, taken, strict=True)]
+            ids = [f"{record.topic()}-{record.partition()}-{record.offset()}"
+                   if tx_id is UNSET else tx_id for tx_id, record in zip(ids, taken, strict=True)]
+        amounts = list(map(_amount_of, txs))
+        amounts_of = np.array(amounts, np.float64)
+        judged = rules.judge_columns(list(map(_source_of, txs)), list(map(_target_of, txs)),
+                                     amounts, times, amounts_of=amounts_of)
+        hits = judged.hits
+        over = np.flatnonzero(amounts_of >= self.threshold).tolist()
+        if over:
+            threshold_hit = Hit(self.rule.name, self.rule.reason)
+            for i in over:
+                hits[i] = [threshold_hit, *hits.get(i, ())]
+        fired = np.zeros(count, np.bool_)
+        fired[list(hits)] = True
+        scores, batch = self._score(ids, times, amounts_of, judged.figures, raws)
+        routed = routed._replace(features=batch)
+        fraud, by = self._decide(hits, fired, scores)
+        writer = VerdictWriter(self.threshold, self.instance,
+                               None if self.model is None else (self.cutoff, self.veto))
+        said = None if self.model is None else DECIDERS
+        values = writer.records(raws, fraud, hits, scores, judged.figures, said, by)
+        for i in _irregular(txs, raws, bare):
+            # A bare record, or one with a detection already: ``extend`` writes it.
+            tx, record = txs[i], taken[i]
+            detection = writer.detection(
+                hits.get(i, []), {name: column[i].item() for name, column in
+                                  judged.figures.items()},
+                None if scores is None else scores[i], bool(fraud[i]),
+                None if said is None or by is None else said[by[i]])
+            values[i] = extend(raws[i], tx, identity_fields(tx, record) + b',"detection":'
+                               + detection)
+        pairs = list(zip(map(_key_of, taken), values, strict=True))
+        fraud_of = fraud.tolist()
+        routed.fraud.extend(compress(pairs, fraud_of))
+        routed.legit.extend(compress(pairs, map(not_, fraud_of)))
+        return routed
+
+    def _decode(self, records: Iterable[Record], routed: Routed
+                ) -> tuple[list[Record], list[bytes], list[Transaction]]:
+        """The records that hold a transaction, their bytes and it, in order; the
+        others go to the dead letters. Every record at once first (a loop in C), one by
+        one only for a batch with one that is not a transaction."""
+        taken = records if isinstance(records, list) else list(records)
+        raws: list[bytes] = list(map(_value_of, taken))
+        try:
+            return taken, raws, list(map(decode_schema, raws))
+        except (DecodeError, ValueError, TypeError):  # TypeError: a null value
+            pass
+        kept: list[Record] = []
+        kept_raws: list[bytes] = []
+        txs: list[Transaction] = []
+        for record, raw in zip(taken, raws, strict=True):
             try:
-                tx = schema_decode(raw)  # type: ignore[arg-type]
+                tx = decode_schema(raw)
             except (DecodeError, ValueError, TypeError):
                 routed.dlq.append((record.key(), raw, self.dead_letter_headers(
                     record, why_refused(raw))))
                 continue
-            taken.append((record, raw, tx,  # type: ignore[arg-type]
-                          tx.ts if tx.ts is not unset else max(0, record.timestamp()[1])))
-        # The rules take the batch at once (``StatefulRules.evaluate_batch``).
-        verdicts = rules.evaluate_batch([tx.source for _, _, tx, _ in taken],
-                                        [tx.target for _, _, tx, _ in taken],
-                                        [tx.amount for _, _, tx, _ in taken],
-                                        [ts for _, _, _, ts in taken])
-        for (record, raw, tx, ts), (hits, features) in zip(taken, verdicts, strict=True):
-            amount = tx.amount
-            if amount >= threshold:
-                hits.insert(0, Hit(self.rule.name, self.rule.reason))
-            if model is not None:
-                identity = tx.id if tx.id is not unset else \
-                    f"{record.topic()}-{record.partition()}-{record.offset()}"
-                # The search dataset_features starts with, first: most records fail it.
-                add_row(identity, ts, amount, features,
-                        dataset_features(raw) if b'"V1"' in raw else None)
-            judged.append((record, raw, tx, hits, features))
-        scores, batch = score_batch(model, rows, len(judged))
-        routed = routed._replace(features=batch)
+            kept.append(record)
+            kept_raws.append(raw)
+            txs.append(tx)
+        return kept, kept_raws, txs
+
+    def _score(self, ids: list[str], times: list[int], amounts: np.ndarray,
+               figures: dict[str, np.ndarray], raws: list[bytes]
+               ) -> tuple[list[float] | None, BatchFeatures | None]:
+        """The model's rounded score of every row (None while there is no model or none
+        trained yet), and the rows, for the label join."""
+        if self.model is None or not ids:
+            return None, None
+        dataset: list[tuple[int, list[float]]] = []
+        if b'"V1"' in b"\n".join(raws):  # one search a batch: most hold none
+            for i, raw in enumerate(raws):
+                values = dataset_features(raw)
+                if values is not None:
+                    dataset.append((i, values))
+        batch = BatchFeatures(ids, times, columns_matrix(amounts, figures, dataset))
+        scored = self.model.score(batch.matrix)
+        return None if scored is None else rounded_scores(scored), batch
+
+    def _decide(self, hits: dict[int, list[Hit]], fired: np.ndarray,
+                scores: list[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``decide`` and ``decider`` for the batch: whether each record is fraud, and
+        who decided (an index into ``DECIDERS``; None without a model). The model's hit
+        joins the hits of the records it makes fraud on its own."""
+        if self.model is None:
+            return fired, None
+        if scores is None:  # the rules decide, as ``decide`` says without a score
+            return fired, np.zeros(len(fired), np.intp)
         cutoff, veto = self.cutoff, self.veto
-        writer = VerdictWriter(threshold, self.instance,
-                               None if model is None else (cutoff, veto))
-        legit, fraud_out = routed.legit.append, routed.fraud.append
-        write = writer.record
-        # Who decides when there is no score: the rules, which is what decider and
-        # decide say then, without the calls.
-        by_rules = None if model is None else ("rules", True)
-        for (record, raw, tx, hits, features), score in zip(judged, scores, strict=True):
-            if score is None:
-                said, fraud = by_rules, bool(hits)
-            else:
-                said = (decider(bool(hits), score, cutoff, veto), True)
-                fraud, hits = decide(hits, score, cutoff, veto)
-            if tx.id is not unset and tx.ts is not unset and tx.detection is unset \
-                    and raw[-1] == 125:  # 125 is "}": what extend does, in one join
-                value = write(raw, hits, features, score, fraud, said)
-            else:
-                detection = writer.detection(hits, features, score, fraud, said)
-                value = extend(raw, tx, identity_fields(tx, record) + b',"detection":'
-                               + detection)
-            (fraud_out if fraud else legit)((record.key(), value))
-        return routed
+        score = np.array(scores, np.float64)
+        alone = score >= cutoff
+        fraud = alone | (fired & (score >= veto))
+        by = np.where(alone, BY_MODEL, np.where(fired & (score < veto), BY_VETO, BY_RULES))
+        for i in np.flatnonzero(alone).tolist():
+            hits[i] = [*hits.get(i, ()), Hit(MODEL, f"score {scores[i]:.2f} >= {cutoff:g}")]
+        return fraud, by
 
     def dead_letter_headers(self, record: Record, reason: str) -> Headers:
         return dead_letter_headers(record, reason, self.instance)
@@ -382,6 +448,41 @@ class VerdictWriter:
             b',"score":null,"features":' if score is None else self.score(score),
             orjson.dumps(features), self.tail(said) if tail is None else tail, b"}"))
 
+    def records(self, txs: list[bytes], fraud: np.ndarray, hits: Mapping[int, list[Hit]],
+                scores: list[float] | None, figures: Mapping[str, np.ndarray],
+                said: Sequence[tuple[str, bool]] | None = None,
+                by: np.ndarray | None = None) -> list[bytes]:
+        """``record`` of every transaction of a batch, from its verdicts in columns:
+        whether each is fraud, the hits of those with any (by place), the scores (None:
+        no score for any), the figures (one array a figure) and, with a model, who
+        decided each (``said[by[i]]``). Each figure's values are written by one call
+        for the batch; a record is then one join of its pieces."""
+        count = len(txs)
+        if not count:
+            return []
+        scored = scores is not None
+        score_at = b',"score":' if scored else b',"score":null'
+        heads = [self._openings[at] + b"[]" + score_at for at in (False, True)]
+        head = np.array(heads, object)[fraud.astype(np.intp)].tolist()
+        for i, found in hits.items():
+            head[i] = self._openings[bool(fraud[i])] + self.rules(found) + score_at
+        # Each transaction's bytes but its closing "}": a slice each, in C.
+        columns: list[Iterable[bytes]] = [map(bytes.__getitem__, txs, repeat(_BUT_LAST)), head]
+        if scores is not None:
+            columns.append(_tokens(scores))
+        opening = b',"features":{'
+        for name, column in figures.items():
+            columns.append(repeat(opening + orjson.dumps(name) + b":"))
+            columns.append(_tokens(np.ascontiguousarray(column)))
+            opening = b","
+        ending = b"}" if figures else b',"features":{}'
+        if said is None or by is None:
+            columns.append(repeat(ending + self.tail(None) + b"}"))
+        else:
+            tails = np.array([ending + self.tail(who) + b"}" for who in said], object)
+            columns.append(tails[by].tolist())
+        return list(map(b"".join, zip(*columns, strict=False)))
+
 
 def identity_fields(tx: Transaction, record: Record) -> bytes:
     """The ``id``/``ts`` members a bare tutorial record lacks, taken from its origin."""
@@ -392,3 +493,26 @@ def identity_fields(tx: Transaction, record: Record) -> bytes:
     if tx.ts is UNSET:
         extra += b',"ts":' + str(max(0, record.timestamp()[1])).encode()
     return extra
+
+
+def _any_unset(values: list[Any]) -> bool:
+    return not all(map(is_not, values, repeat(UNSET)))
+
+
+def _irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[int]:
+    """The records ``VerdictWriter.records`` cannot write by appending to their bytes:
+    a bare tutorial record (``bare``: whether there is one), one with a detection
+    already, or one whose bytes do not end with its object's "}"."""
+    if not bare and list(map(_detection_of, txs)).count(UNSET) == len(txs) and \
+            all(map(bytes.endswith, raws, repeat(b"}"))):
+        return []
+    return [i for i, (tx, raw) in enumerate(zip(txs, raws, strict=True))
+            if tx.id is UNSET or tx.ts is UNSET or tx.detection is not UNSET
+            or raw[-1] != 125]  # 125 is "}"
+
+
+def _tokens(values: Sequence[float | None] | np.ndarray) -> list[bytes]:
+    """Each value's JSON, as ``orjson`` writes it in an object: one call for them all
+    (numbers hold no comma)."""
+    written: bytes = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    return written[1:-1].split(b",")

@@ -19,6 +19,8 @@ from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import itemgetter
 from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -35,7 +37,14 @@ if TYPE_CHECKING:  # the columns load numba: only a detector with stateful rules
 
 
 def rounded(values: np.ndarray, digits: int) -> list[float]:
-    """``[round(value, digits) for value in values]``, twenty times faster. Scaling,
+    """``[round(value, digits) for value in values]``, twenty times faster
+    (``rounded_array``)."""
+    result: list[float] = rounded_array(values, digits).tolist()
+    return result
+
+
+def rounded_array(values: np.ndarray, digits: int) -> np.ndarray:
+    """``round(value, digits)`` of each value, as an array of the same doubles. Scaling,
     rounding half to even and scaling back gives Python's correctly rounded answer,
     except where the scaled value lands within a hair of a half (the scaling itself
     rounded) or is too big to have a fraction: those few are Python's own."""
@@ -46,11 +55,10 @@ def rounded(values: np.ndarray, digits: int) -> list[float]:
         out = np.rint(scaled) / scale
         doubtful = (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6) | \
             (np.abs(scaled) >= 2.0 ** 52)
-    result = out.tolist()
     if doubtful.any():
         for i in np.flatnonzero(doubtful).tolist():
-            result[i] = round(float(values[i]), digits)
-    return result
+            out[i] = round(float(values[i]), digits)
+    return out
 
 
 @dataclass
@@ -116,6 +124,35 @@ class Hit(NamedTuple):
 
     rule: str
     reason: str
+
+
+class Judged(NamedTuple):
+    """A batch's verdicts from the rules, in columns: each figure's values, one a
+    record, in the order a verdict lists them, and the hits of the records where a rule
+    fired (by their place in the batch; a record no rule fired on has no entry). No
+    object a record: the model's matrix and the verdicts' bytes are made from columns."""
+
+    figures: dict[str, np.ndarray]
+    hits: dict[int, list[Hit]]
+
+    def records(self, count: int) -> list[tuple[list[Hit], dict[str, float]]]:
+        """Each record's hits and figures, as ``evaluate`` gives them: for what reads
+        or forwards them a record at a time."""
+        names = tuple(self.figures)
+        rows = zip(*(column.tolist() for column in self.figures.values()), strict=True)
+        hits = self.hits
+        figures = list(map(dict, map(zip, repeat(names), rows))) if names else \
+            [{} for _ in range(count)]
+        return [(hits.get(i) or [], row) for i, row in enumerate(figures)]
+
+
+def _hit_at(hits: dict[int, list[Hit]], at: int, hit: Hit) -> None:
+    """Add ``hit`` to the hits of the batch's ``at``-th record, after those before."""
+    found = hits.get(at)
+    if found is None:
+        hits[at] = [hit]
+    else:
+        found.append(hit)
 
 
 @dataclass(frozen=True)
@@ -509,8 +546,7 @@ class Velocity(VelocitySettings):
         return float(betainc(n, past + 1.0, share)) < self.settings.velocity_alpha
 
 
-def _first(event: list[Any]) -> Any:
-    return event[0]
+_first = itemgetter(0)  # an event's time: a key in C for the bisections
 
 
 class CardTesting(ChangeTracking):
@@ -578,21 +614,69 @@ class CardTesting(ChangeTracking):
 
     def judge_batch(self, sources: list[str], targets: list[str], amounts: list[float],
                     times: list[int]) -> list[tuple[int, Hit | None]]:
-        """``judge`` of each record in turn. Most records are not tiny, from a source
-        that holds none: those only move the newest time on, here without a call."""
-        out: list[tuple[int, Hit | None]] = []
-        add, judge, held_by = out.append, self.judge, self._sources
-        tiny_at, window_ms, nothing = self.settings.card_test_amount, self._window_ms, (0, None)
-        for source, target, amount, ts in zip(sources, targets, amounts, times, strict=True):
-            if amount <= tiny_at or source in held_by:
-                add(judge(source, target, amount, ts))
-                continue
-            if ts > self._newest:
-                self._newest = ts
-            if self._newest - self._swept_at > window_ms:
-                self._sweep(self._newest - window_ms)
-            add(nothing)
+        """``judge`` of each record in turn."""
+        payees, fired = self.judge_columns(sources, targets, amounts, times)
+        out: list[tuple[int, Hit | None]] = list(zip(payees.tolist(), repeat(None)))
+        for i, hit in fired:
+            out[i] = (out[i][0], hit)
         return out
+
+    def judge_columns(self, sources: list[str], targets: list[str], amounts: list[float],
+                      times: list[int], *, amounts_of: np.ndarray | None = None,
+                      ts: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[int, Hit]]]:
+        """``judge_batch`` in columns: each record's distinct payees, and the hits by
+        the record's place in the batch. Most records are not tiny, from a source that
+        holds none: those only move the newest time on, and sweep where that is due,
+        which a batch's running maximum of times says for all of them at once; only
+        the others are judged, one at a time. ``amounts_of`` and ``ts``: the amounts
+        and times as arrays, when the caller has them."""
+        count = len(sources)
+        payees = np.zeros(count, np.int64)
+        fired: list[tuple[int, Hit]] = []
+        if not count:
+            return payees, fired
+        judge, held_by = self.judge, self._sources
+        tiny_at = self.settings.card_test_amount
+        tiny = (np.array(amounts, np.float64) if amounts_of is None else amounts_of) <= tiny_at
+        # Who may hold tiny payments when its record comes: a source that holds some
+        # now, or that pays a tiny amount in this batch. The others hold none.
+        judged = tiny | np.fromiter(map(held_by.__contains__, sources), np.bool_, count)
+        paying_tiny = set(compress(sources, tiny.tolist()))
+        if paying_tiny:
+            judged |= np.fromiter(map(paying_tiny.__contains__, sources), np.bool_, count)
+        # The newest time after each record, whichever way it goes.
+        newest = np.maximum.accumulate(np.maximum(
+            np.array(times, np.int64) if ts is None else ts, self._newest))
+        sweeps = self._sweeps_due(newest)
+        stops = judged.copy()
+        stops[sweeps] = True
+        for i in np.flatnonzero(stops).tolist():
+            source, amount = sources[i], amounts[i]
+            if judged[i] and (amount <= tiny_at or source in held_by):
+                if i:  # as the records before left it: ``judge`` moves it on
+                    self._newest = int(newest[i - 1])
+                n, hit = judge(source, targets[i], amount, times[i])
+                payees[i] = n
+                if hit is not None:
+                    fired.append((i, hit))
+            else:
+                self._newest = int(newest[i])
+                if self._newest - self._swept_at > self._window_ms:
+                    self._sweep(self._newest - self._window_ms)
+        self._newest = int(newest[-1])
+        return payees, fired
+
+    def _sweeps_due(self, newest: np.ndarray) -> list[int]:
+        """Where a batch's records sweep, by the newest time after each (which never
+        goes back): each time it has gone a window past the last sweep."""
+        due: list[int] = []
+        swept = self._swept_at
+        while True:
+            at = int(np.searchsorted(newest, swept + self._window_ms, side="right"))
+            if at == len(newest):
+                return due
+            due.append(at)
+            swept = int(newest[at])
 
     def _sweep(self, horizon: int) -> None:
         self._swept_at = self._newest
@@ -724,20 +808,37 @@ class FanIn:
         return new or payer["history"] == 0 or \
             payer.get("amount_ratio", 1.0) >= self.settings.fan_in_payer_ratio
 
+    def mule_like(self, payers: Sequence[dict[str, float] | None],
+                  new: np.ndarray) -> np.ndarray:
+        """``_suspect`` of each payer, from its figures; ``new``: ``_new`` of each."""
+        return np.array([self._suspect(payer, fresh) for payer, fresh in
+                         zip(payers, new.tolist(), strict=True)], np.bool_)
+
+    def mule_like_columns(self, figures: dict[str, np.ndarray],
+                          new: np.ndarray) -> np.ndarray:
+        """``mule_like`` from the payers' figures in columns (``Judged``)."""
+        history = figures.get("history")
+        if history is None:
+            return np.ones(len(new), np.bool_)
+        ratio = figures.get("amount_ratio")
+        above = ratio >= self.settings.fan_in_payer_ratio if ratio is not None else \
+            np.full(len(new), self.settings.fan_in_payer_ratio <= 1.0)
+        suspect: np.ndarray = new | (history == 0) | above
+        return suspect
+
     def judge_columns(self, slots: np.ndarray, sources: list[str], times: np.ndarray,
-                      payers: Sequence[dict[str, float] | None], new: np.ndarray,
-                      orders: np.ndarray | None) -> tuple[list[int], list[int], list[int]]:
+                      suspect: np.ndarray, new: np.ndarray, orders: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The windows' part of ``judge`` for a batch, the windows in columns: each
         record's distinct payers in the window, suspects among them and new accounts
-        in the longer window (``judged`` makes the verdicts); ``new``: whether each
-        payer is a new account (``_new``). Before the slots settle: a slot freed in
-        this batch may not be taken again yet."""
+        in the longer window (``judged`` makes the verdicts); ``suspect`` and ``new``:
+        whether each payer looks like a mule's (``mule_like``) and is a new account
+        (``_new``). Before the slots settle: a slot freed in this batch may not be taken
+        again yet."""
         events, suspects, newcomers = (cast("DistinctColumns", store) for store in (
             self.events, self.suspects, self.newcomers))
         assert self.payers is not None
         numbers = self.payers.numbers(sources)
-        suspect = np.array([self._suspect(payer, fresh) for payer, fresh in
-                            zip(payers, new.tolist(), strict=True)], np.bool_)
         # None (late) counts none: -1 from the columns.
         n = np.maximum(events.distinct_batch(slots, times, orders, numbers), 0)
         m, fresh = np.zeros(len(slots), np.int64), np.zeros(len(slots), np.int64)
@@ -751,30 +852,39 @@ class FanIn:
         unheld = numbers[self.payers.refs[numbers] == 0]
         if len(unheld):
             self.payers.release(np.unique(unheld).tolist())
-        return n.tolist(), m.tolist(), fresh.tolist()
+        return n, m, fresh
 
     def judged(self, all_n: list[int], all_m: list[int], all_fresh: list[int],
-                shares: list[float]) -> list[tuple[int, int, float, Hit | None]]:
+               shares: list[float]) -> list[tuple[int, int, float, Hit | None]]:
         """``judge``'s answers from the windows' counts and the mix's shares."""
+        fired = dict(self.judged_columns(np.array(all_n, np.int64), np.array(all_m, np.int64),
+                                         np.array(all_fresh, np.int64),
+                                         np.array(shares, np.float64)))
+        return [(n, fresh, share, fired.get(i)) for i, (n, fresh, share) in
+                enumerate(zip(all_n, all_fresh, shares, strict=True))]
+
+    def judged_columns(self, n: np.ndarray, m: np.ndarray, fresh: np.ndarray,
+                       shares: np.ndarray) -> list[tuple[int, Hit]]:
+        """The hits ``judged`` finds, by the record's place in the batch."""
         settings = self.settings
-        sources_at, mule_share = settings.fan_in_sources, settings.fan_in_mule_share
-        new_payers = settings.fan_in_new_payers
-        out: list[tuple[int, int, float, Hit | None]] = []
-        add = out.append
-        for n, m, fresh, share in zip(all_n, all_m, all_fresh, shares, strict=True):
-            hit = None
-            if m >= sources_at and m >= mule_share * n:
+        mule_share = settings.fan_in_mule_share
+        many = (m >= settings.fan_in_sources) & (m >= mule_share * n)
+        gathered = ~many & (fresh >= settings.fan_in_new_payers) & (shares >= mule_share)
+        fired: list[tuple[int, Hit]] = []
+        for i in np.flatnonzero(many | gathered).tolist():
+            count, suspected, share = int(n[i]), int(m[i]), float(shares[i])
+            if many[i]:
                 minutes = self.events.window.length_ms / 60_000
-                reason = f"{n} distinct sources paid the target within {minutes:g} min" \
-                    if m == n else f"{m} of the {n} distinct sources that paid the target " \
-                    f"within {minutes:g} min are new or paid far above their habit"
-                hit = Hit(self.name, reason)
-            elif fresh >= new_payers and share >= mule_share:
+                reason = f"{count} distinct sources paid the target within {minutes:g} min" \
+                    if suspected == count else f"{suspected} of the {count} distinct " \
+                    f"sources that paid the target within {minutes:g} min are new or paid " \
+                    "far above their habit"
+            else:
                 hours = self.newcomers.window.length_ms / 3_600_000
-                hit = Hit(self.name, f"{fresh} new accounts paid the target within "
-                                     f"{hours:g} h, {share:.0%} of its payments lately")
-            add((n, fresh, share, hit))
-        return out
+                reason = f"{int(fresh[i])} new accounts paid the target within {hours:g} h, " \
+                    f"{share:.0%} of its payments lately"
+            fired.append((i, Hit(self.name, reason)))
+        return fired
 
 
 class PayerMix(ChangeTracking):
@@ -1315,76 +1425,70 @@ class SourceRules(_RuleSet):
     def evaluate_batch(self, sources: list[str], targets: list[str], amounts: list[float],
                        times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
         """Each transaction's hits and features, in order, as if judged one by one."""
+        return self.judge_columns(sources, targets, amounts, times).records(len(sources))
+
+    def judge_columns(self, sources: list[str], targets: list[str], amounts: list[float],
+                      times: list[int], *, amounts_of: np.ndarray | None = None,
+                      ts: np.ndarray | None = None) -> Judged:
+        """``evaluate_batch``'s hits and figures, in columns; ``amounts_of`` and ``ts``:
+        the amounts and times as arrays, when the caller has them."""
         # Names are kept as the stores first saw them (a dict keeps its first key): only
         # what a store holds as a value, the payees, is interned, where it is kept.
-        n = len(sources)
         velocity, anomaly, novelty = self.velocity, self.anomaly, self.novelty
         columns = velocity is not None or anomaly is not None or novelty is not None
         if columns:
             slots = self.slots.of(sources)
-        if velocity is not None or novelty is not None:
+        if ts is None:
             ts = np.array(times, np.int64)
-        zeros: list[Any] = [0] * n
+        if amounts_of is None:
+            amounts_of = np.array(amounts, np.float64)
+        figures: dict[str, np.ndarray] = {}
+        hits: dict[int, list[Hit]] = {}
         if velocity is not None:
-            counts_of, expected_of, gaps_of, new_of, fires_of = velocity.judge_batch(
-                slots, ts)
-            counts, expected, fires = counts_of.tolist(), expected_of.tolist(), fires_of.tolist()
-            usual, gaps = rounded(expected_of, 2), rounded(gaps_of, 1)
-            new = new_of.astype(np.float64).tolist()
-        else:
-            counts = expected = usual = gaps = new = fires = zeros
+            counts, expected, gaps, new, fires = velocity.judge_batch(slots, ts)
+            figures["velocity"] = counts
+            figures["velocity_usual"] = rounded_array(expected, 2)
+            figures["gap_s"] = rounded_array(gaps, 1)
+            figures["new_account"] = new.astype(np.float64)
+            self._velocity_hits(hits, np.flatnonzero(fires).tolist(), counts, expected)
         if anomaly is not None:
-            z_of, log_z_of, ratio_of, history_of, fired_of, means_of = anomaly.judge_batch(
-                slots, np.array(amounts, np.float64))
-            z, log_z, ratio = rounded(z_of, 2), rounded(log_z_of, 2), rounded(ratio_of, 3)
-            history, fired, means = history_of.tolist(), fired_of.tolist(), means_of.tolist()
-        else:
-            z = log_z = ratio = history = fired = means = zeros
+            z, log_z, ratio, history, fired, means = anomaly.judge_batch(
+                slots, amounts_of)
+            figures["amount_z"] = rounded_array(z, 2)
+            figures["amount_log_z"] = rounded_array(log_z, 2)
+            figures["amount_ratio"] = rounded_array(ratio, 3)
+            figures["history"] = history
+            for i in np.flatnonzero(fired).tolist():
+                amount, mean = amounts[i], float(means[i])
+                _hit_at(hits, i, Hit("amount_anomaly", f"amount {amount:g} is "
+                                     f"{amount / mean:.1f}x the account's mean of {mean:.2f}"))
         if novelty is not None:
-            novel_of, lately_of, streak_of = novelty.judge_batch(slots, targets, ts)
-            novel, lately, streak = novel_of.tolist(), rounded(lately_of, 2), streak_of.tolist()
+            novel, lately, streak = novelty.judge_batch(slots, targets, ts)
         if columns:
             self.slots.settle()
-        card = [(0, None)] * n if self.card_testing is None else \
-            self.card_testing.judge_batch(sources, targets, amounts, times)
-        # Every figure in one dict a record, in one pass; a rule that is off has its
-        # figures taken out after (not the detector's default).
-        window_s = None if velocity is None else f"{velocity.events.window.length_ms / 1000:g}"
-        out: list[tuple[list[Hit], dict[str, float]]] = []
-        add = out.append
-        for (count, pace, shown, gap, fresh, fast, score, log_score, times_mean, before, odd,
-             amount, mean, (tiny_payees, card_hit)) in zip(
-                counts, expected, usual, gaps, new, fires, z, log_z, ratio, history, fired,
-                amounts, means, card, strict=True):
-            hits: list[Hit] = []
-            if fast:
-                reason = f"{count} transactions from the source within {window_s} s"
-                if pace >= 0.1:
-                    reason += f", its pace predicts {pace:.1f}"
-                hits.append(Hit("velocity", reason))
-            if odd:
-                hits.append(Hit("amount_anomaly", f"amount {amount:g} is {amount / mean:.1f}x "
-                                                  f"the account's mean of {mean:.2f}"))
-            if card_hit:
-                hits.append(card_hit)
-            add((hits, {"velocity": count, "velocity_usual": shown, "gap_s": gap,
-                        "new_account": fresh, "amount_z": score, "amount_log_z": log_score,
-                        "amount_ratio": times_mean, "history": before,
-                        "tiny_payees": tiny_payees}))
+        if self.card_testing is not None:
+            tiny_payees, card_hits = self.card_testing.judge_columns(
+                sources, targets, amounts, times, amounts_of=amounts_of, ts=ts)
+            figures["tiny_payees"] = tiny_payees
+            for i, hit in card_hits:
+                _hit_at(hits, i, hit)
         if novelty is not None:
-            for (_, figures), fresh_payee, payees, run in zip(out, novel, lately, streak,
-                                                               strict=True):
-                figures["novelty"] = fresh_payee
-                figures["new_payees"] = payees
-                figures["new_streak"] = run
-        off = (_VELOCITY_FIGURES if velocity is None else ()) + \
-            (_ANOMALY_FIGURES if anomaly is None else ()) + \
-            (("tiny_payees",) if self.card_testing is None else ())
-        if off:
-            for _, figures in out:
-                for name in off:
-                    del figures[name]
-        return out
+            figures["novelty"] = novel
+            figures["new_payees"] = rounded_array(lately, 2)
+            figures["new_streak"] = streak
+        return Judged(figures, hits)
+
+    def _velocity_hits(self, hits: dict[int, list[Hit]], fired: list[int],
+                       counts: np.ndarray, expected: np.ndarray) -> None:
+        """The velocity rule's hits, the first of their records'."""
+        assert self.velocity is not None
+        window_s = f"{self.velocity.events.window.length_ms / 1000:g}"
+        for i in fired:
+            reason = f"{int(counts[i])} transactions from the source within {window_s} s"
+            pace = float(expected[i])
+            if pace >= 0.1:
+                reason += f", its pace predicts {pace:.1f}"
+            hits[i] = [Hit("velocity", reason)]
 
 
 _VELOCITY_FIGURES = ("velocity", "velocity_usual", "gap_s", "new_account")
@@ -1435,39 +1539,63 @@ class TargetRules(_RuleSet):
                        orders: list[int] | None = None) -> None:
         """Adds each transaction's hits and features, in order, as if judged one by
         one; ``orders`` as ``FanIn.evaluate`` (None: each record's order is its time)."""
+        if self.fan_in is None and self.payees is None:
+            return
+        # Whether each payer is new (``FanIn._new``), for the mix and the windows.
+        new = np.array([figures.get("new_account", 0.0) for figures in features],
+                       np.float64) != 0.0
+        suspect = None if self.fan_in is None else self.fan_in.mule_like(features, new)
+        judged = self.judge_columns(targets, sources, times, new, suspect, orders)
+        for figures, row in zip(features, judged.records(len(features)), strict=True):
+            figures.update(row[1])
+        for i, found in judged.hits.items():
+            hits[i].extend(found)
+
+    def judge_payers(self, targets: list[str], sources: list[str], times: list[int],
+                     payers: dict[str, np.ndarray], *, ts: np.ndarray | None = None) -> Judged:
+        """``judge_columns`` with what the first stage found of each payer in columns
+        (``SourceRules.judge_columns``'s figures)."""
+        new_account = payers.get("new_account")
+        new = np.zeros(len(targets), np.bool_) if new_account is None else new_account != 0.0
+        suspect = None if self.fan_in is None else \
+            self.fan_in.mule_like_columns(payers, new)
+        return self.judge_columns(targets, sources, times, new, suspect, ts=ts)
+
+    def judge_columns(self, targets: list[str], sources: list[str], times: list[int],
+                      new: np.ndarray, suspect: np.ndarray | None,
+                      orders: list[int] | None = None, *, ts: np.ndarray | None = None
+                      ) -> Judged:
+        """``evaluate_batch``'s figures and hits, in columns, from whether each payer is
+        new and looks like a mule's (``FanIn.mule_like``)."""
         # Each record brings its names anew: the payers' table keeps one copy of each
         # (``PayerTable``); targets are keys, kept as first seen.
         fan_in, mix, payees = self.fan_in, self.mix, self.payees
+        figures: dict[str, np.ndarray] = {}
+        hits: dict[int, list[Hit]] = {}
         if fan_in is None and payees is None:
-            return
+            return Judged(figures, hits)
         slots = self.slots.of(targets)
-        ts = np.array(times, np.int64)
+        if ts is None:
+            ts = np.array(times, np.int64)
         by_order = None if orders is None else np.array(orders, np.int64)
         ordered = ts if by_order is None else by_order
-        shares: list[float] = []
         if fan_in is not None and mix is not None:
-            # Whether each payer is new (``FanIn._new``), for the mix and the windows.
-            new = np.array([figures.get("new_account", 0.0) for figures in features],
-                           np.float64) != 0.0
-            shares_of = mix.add_batch(slots, ts, ordered, new)
-            shares = shares_of.tolist()
+            assert suspect is not None
+            shares = mix.add_batch(slots, ts, ordered, new)
             # The payers' figures came from the first stage, with the records.
-            counted = fan_in.judge_columns(slots, sources, ts, features, new, by_order)
+            n, m, fresh = fan_in.judge_columns(slots, sources, ts, suspect, new, by_order)
         if payees is not None:
             paid = payees.evaluate_batch(slots, ordered)
         self.slots.settle()
         if fan_in is not None:
-            for figures, found, (n, fresh, _, hit), share in zip(
-                    features, hits, fan_in.judged(*counted, shares),
-                    rounded(shares_of, 3), strict=True):
-                figures["fan_in"] = n
-                figures["fan_in_new"] = fresh
-                figures["new_payer_share"] = share
-                if hit:
-                    found.append(hit)
+            figures["fan_in"] = n
+            figures["fan_in_new"] = fresh
+            figures["new_payer_share"] = rounded_array(shares, 3)
+            for i, hit in fan_in.judged_columns(n, m, fresh, shares):
+                hits[i] = [hit]
         if payees is not None:
-            for figures, count in zip(features, rounded(paid, 2), strict=True):
-                figures["payee_paid"] = count
+            figures["payee_paid"] = rounded_array(paid, 2)
+        return Judged(figures, hits)
 
 
 class StatefulRules:
@@ -1495,10 +1623,21 @@ class StatefulRules:
 
     def evaluate_batch(self, sources: list[str], targets: list[str], amounts: list[float],
                        times: list[int]) -> list[tuple[list[Hit], dict[str, float]]]:
-        """Each transaction's hits and features, in order, as if judged one by one: the
-        stores about sources and those about targets are apart, so the first take the
-        whole batch, then the second."""
-        judged = self.by_source.evaluate_batch(sources, targets, amounts, times)
-        self.by_target.evaluate_batch(targets, sources, times, [hits for hits, _ in judged],
-                                      [features for _, features in judged])
-        return judged
+        """Each transaction's hits and features, in order, as if judged one by one."""
+        return self.judge_columns(sources, targets, amounts, times).records(len(sources))
+
+    def judge_columns(self, sources: list[str], targets: list[str], amounts: list[float],
+                      times: list[int], *, amounts_of: np.ndarray | None = None) -> Judged:
+        """``evaluate_batch`` in columns: the stores about sources and those about
+        targets are apart, so the first take the whole batch, then the second.
+        ``amounts_of``: the amounts as an array, when the caller has it."""
+        ts = np.array(times, np.int64)
+        by_source = self.by_source.judge_columns(sources, targets, amounts, times,
+                                                 amounts_of=amounts_of, ts=ts)
+        by_target = self.by_target.judge_payers(targets, sources, times, by_source.figures,
+                                                ts=ts)
+        figures, hits = by_source
+        figures.update(by_target.figures)
+        for i, found in by_target.hits.items():
+            hits.setdefault(i, []).extend(found)
+        return Judged(figures, hits)
