@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from services.detector.model import OnlineModel
-from services.detector.repartition import FRAME_KEY, framed_by_partition, offset_of
+from services.detector.repartition import FRAME_KEY, offset_of
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
 from services.detector.stateful import InternalTopics, StatefulDetector
@@ -159,15 +159,15 @@ class LocalTopology:
             return 0
         self._read_source[partition] = start + len(batch)
         member = self._members[partition % self.instances]
-        forwards, dead = member.source.process(batch)
-        self.dead_letters += len(dead)
         if self.framed:
-            for destination, value in framed_by_partition(
-                    [(key, value) for key, value, _ in forwards], self.partitions):
+            framed, dead = member.source.process_framed(batch, self.partitions)
+            for destination, value in framed:
                 self._forward(destination, FRAME_KEY, value, None)
         else:
+            forwards, dead = member.source.process(batch)
             for key, value, headers in forwards:
                 self._forward(partition_of(key, self.partitions), key, value, headers)
+        self.dead_letters += len(dead)
         self._tell(member)
         self._commit(member)
         return len(batch)

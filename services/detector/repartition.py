@@ -1,37 +1,43 @@
 """How the first stage's forwards travel through the repartition topic: a record per
 destination partition and batch, not a record per transaction. Pure.
 
-Each forward (``stages.Forwarded``, MessagePack) must reach the partition of its
-target, so that one instance sees every record of a target. The first stage used to
-produce each forward as a record of its own, keyed by target, and the client chose
-the partition; then each forward paid a produce, a fetch, a consume and the client's
-accessors twice over. Now the forwards of a batch that go to the same partition
-travel as one record (``frame``): a MessagePack array ``[FRAMED, [forward, ...]]``,
-built by joining the forwards' bytes behind an array header, with no re-encoding.
-The second stage decodes it in one call.
+Each forward must reach the partition of its target, so that one instance sees every
+record of a target. Detectors before this one produced each forward as a record of
+its own (``stages.Forwarded``), keyed by target, and the client chose the partition;
+each forward then paid a produce, a fetch, a consume and the client's accessors twice
+over, and carried its figures as a map of names. Now the forwards of a batch that go to
+one partition travel as one record (``frame``), MessagePack
+``[FRAMED, names, [row, ...]]``: each row a forward's members
+(``stages.ForwardRow``), its figures by place, in the order ``names`` gives once for
+the record. The first stage encodes a record in one call, from the rules' figures in
+columns; the second decodes it in one call and makes the figures columns again.
 
 The partition is the one the client's default partitioner gives a record keyed by the
 target (librdkafka's ``consistent_random``: CRC-32 of the key, modulo the partition
 count), so a target keeps its partition, and its state, across an upgrade from
-records keyed by target. Within a framed record the forwards keep the order the first
-stage made them in; the second stage tells them apart by their place in it
-(``position``).
+records keyed by target. Within a record the rows keep the order the first stage made
+them in; the second stage tells them apart by their place in it (``position``).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-FRAMED = 2  # the first member of a framed record: a format number, never a forward's
+import msgspec
+
+FRAMED = 2  # a framed record's first member: a format number
 FRAME_KEY = b"forwards"  # not None: a record without a key is a progress marker
 FORWARDS_PER_RECORD = 1024
-# A record's forwards stop short of this many bytes (a lone forward may pass it), far
+# A record's rows stop short of about this many bytes (a lone row may pass it), far
 # below a topic's default max.message.bytes of 1 MB: a record too large for the topic
 # would fail every transaction that sends it.
 FRAME_BYTES = 256 * 1024
+ROW_BYTES = 256  # a row's members besides its transaction's bytes, about
 PLACE_BITS = 20  # a position: the record's offset, then the forward's place in it
-_HEADER = bytes((0x92, FRAMED))  # fixarray of 2, then the format number
+_HEADER = bytes((0x93, FRAMED))  # fixarray of 3, then the format number
+_encode = msgspec.msgpack.Encoder().encode
 
 
 def partition_of(target: bytes, partitions: int) -> int:
@@ -40,55 +46,46 @@ def partition_of(target: bytes, partitions: int) -> int:
     return zlib.crc32(target) % partitions
 
 
-def frame(forwards: list[bytes]) -> bytes:
-    """Forwards (each a MessagePack value) as one framed record's value."""
-    count = len(forwards)
-    if count < 16:
-        array = bytes((0x90 | count,))  # fixarray
-    elif count < 2**16:
-        array = b"\xdc" + count.to_bytes(2, "big")  # array 16
-    else:
-        raise ValueError(f"{count} forwards in one record: at most {2**16 - 1}")
-    return b"".join((_HEADER, array, *forwards))
-
-
 def is_framed(value: bytes) -> bool:
     """Whether a repartition record's value is ``frame``'s (a lone forward is an array
-    of its members, whose first is bytes)."""
+    of its eleven members)."""
     return value[:2] == _HEADER
 
 
-def framed_by_partition(forwards: Iterable[tuple[bytes, bytes]], partitions: int
-                        ) -> list[tuple[int, bytes]]:
-    """``(target, forward)`` pairs as ``(partition, framed value)`` records: each
-    partition's forwards in the order given, at most ``FORWARDS_PER_RECORD`` and
-    ``FRAME_BYTES`` a record."""
-    by_partition: dict[int, list[bytes]] = {}
+def frame(targets: list[bytes], rows: list[tuple[Any, ...]], names: tuple[str, ...],
+          partitions: int) -> list[tuple[int, bytes]]:
+    """Forwards as rows (``stages.ForwardRow``'s members, the figures a tuple in the
+    order of ``names``), each to its target's partition: ``(partition, value)``
+    records, each partition's rows in the order given, within ``FORWARDS_PER_RECORD``
+    rows and about ``FRAME_BYTES`` a record (judged from each transaction's bytes)."""
+    by_partition: dict[int, list[tuple[Any, ...]]] = {}
     crc = zlib.crc32
-    for target, value in forwards:
+    for target, row in zip(targets, rows, strict=True):
         partition = crc(target) % partitions
         held = by_partition.get(partition)
         if held is None:
-            by_partition[partition] = [value]
+            by_partition[partition] = [row]
         else:
-            held.append(value)
-    return [(partition, frame(chunk)) for partition, values in by_partition.items()
-            for chunk in _chunks(values)]
+            held.append(row)
+    listed = list(names)
+    return [(partition, _encode((FRAMED, listed, chunk)))
+            for partition, held in by_partition.items() for chunk in _chunks(held)]
 
 
-def _chunks(values: list[bytes]) -> Iterator[list[bytes]]:
-    """``values`` cut into runs within both bounds of a record."""
-    if len(values) <= FORWARDS_PER_RECORD and sum(map(len, values)) < FRAME_BYTES:
-        yield values  # the usual batch: one record
+def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """``rows`` cut into runs within both bounds of a record."""
+    sizes = [len(row[0]) + ROW_BYTES for row in rows]
+    if len(rows) <= FORWARDS_PER_RECORD and sum(sizes) < FRAME_BYTES:
+        yield rows  # the usual batch: one record
         return
-    chunk: list[bytes] = []
+    chunk: list[tuple[Any, ...]] = []
     size = 0
-    for value in values:
-        if chunk and (len(chunk) == FORWARDS_PER_RECORD or size + len(value) > FRAME_BYTES):
+    for row, length in zip(rows, sizes, strict=True):
+        if chunk and (len(chunk) == FORWARDS_PER_RECORD or size + length > FRAME_BYTES):
             yield chunk
             chunk, size = [], 0
-        chunk.append(value)
-        size += len(value)
+        chunk.append(row)
+        size += length
     if chunk:
         yield chunk
 

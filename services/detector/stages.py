@@ -27,7 +27,9 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import compress
+from operator import not_
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -43,10 +45,20 @@ from services.detector.event_time import (
     encode_progress,
     progress_of,
 )
-from services.detector.features import FeatureRows, dataset_features
-from services.detector.repartition import is_framed, position
+from services.detector.features import (
+    BatchFeatures,
+    FeatureRows,
+    columns_matrix,
+    dataset_features,
+)
+from services.detector.repartition import frame, is_framed, position
 from services.detector.routing import (
+    BY_MODEL,
+    BY_RULES,
+    BY_VETO,
     CUTOFF,
+    DECIDERS,
+    MODEL,
     VETO,
     Counters,
     Headers,
@@ -57,6 +69,7 @@ from services.detector.routing import (
     decide,
     decider,
     identity_fields,
+    rounded_scores,
     score_batch,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
@@ -191,8 +204,31 @@ class _JsonForwarded(msgspec.Struct, gc=False):
     order: int | None = None
 
 
+class ForwardRow(msgspec.Struct, array_like=True, gc=False):
+    """A forward in a framed record (``repartition.frame``):
+    ``Forwarded``'s members, its figures by place, in the order the record names them
+    once for all its rows."""
+
+    tx: bytes
+    id: str
+    source: str
+    target: str
+    amount: float
+    ts: int
+    hits: list[Hit]
+    figures: list[float]
+    partition: int
+    order: int
+    key: bytes | None
+
+
+# What waits in the second stage's merge: a lone forward, or a row with the names of
+# its figures.
+Waiting = Forwarded | tuple[ForwardRow, tuple[str, ...]]
+_NO_HITS: list[Hit] = []  # a forward's hits where no rule fired (only ever encoded)
+
 _decode_forwarded = msgspec.msgpack.Decoder(Forwarded).decode
-_decode_framed = msgspec.msgpack.Decoder(tuple[int, list[Forwarded]]).decode
+_decode_rows = msgspec.msgpack.Decoder(tuple[int, list[str], list[ForwardRow]]).decode
 _encode_forwarded = msgspec.msgpack.Encoder().encode
 _decode_json_forwarded = msgspec.json.Decoder(_JsonForwarded).decode
 
@@ -227,34 +263,10 @@ class SourceStage:
     def process(self, records: Iterable[Record]) -> tuple[
             list[tuple[bytes, bytes, Headers | None]],
             list[tuple[bytes | None, bytes | None, Headers]]]:
-        """``(forwards, dead letters)``: forwards as ``(target, value, headers)``, the
-        headers None (the key travels in the value)."""
+        """``(forwards, dead letters)``: forwards as ``(target, value, headers)``, a
+        ``Forwarded`` each, the headers None (the key travels in the value)."""
         forwards: list[tuple[bytes, bytes, Headers | None]] = []
-        dead: list[tuple[bytes | None, bytes | None, Headers]] = []
-        now = time.monotonic()
-        # Each partition's records, decoded, go to its rules as one batch; the forwards
-        # then go out in the order the records came.
-        taken: list[tuple[Record, bytes, Any, int, int]] = []
-        batches: dict[int, tuple[SourceRules, list[int]]] = {}
-        for record in records:
-            raw = record.value()
-            partition = record.partition() or 0
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = (self.state.get(partition), [])
-                self.state.clock(partition).heard_at = now
-            try:
-                if raw is not None and len(raw) > MAX_BYTES:  # its forward would not go
-                    raise ValueError
-                tx = decode_schema(raw)  # type: ignore[arg-type]
-            except (DecodeError, ValueError, TypeError):
-                dead.append((record.key(), raw, dead_letter_headers(
-                    record, too_large(raw) or why_refused(raw), self.instance)))
-                continue
-            assert raw is not None
-            ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
-            batch[1].append(len(taken))
-            taken.append((record, raw, tx, ts, partition))
+        taken, batches, dead = self._decoded(records)
         orders = [0] * len(taken)
         judged: list[tuple[list[Hit], dict[str, float]]] = [([], {})] * len(taken)
         for partition, (rules, indices) in batches.items():
@@ -277,8 +289,81 @@ class SourceStage:
             value = encode((body, ident, tx.source, tx.target, tx.amount, ts, hits, features,
                             partition, order, record.key()))
             forwards.append((tx.target.encode(), value, None))
-        self.dead_letters += len(dead)
         return forwards, dead
+
+    def process_framed(self, records: Iterable[Record], partitions: int) -> tuple[
+            list[tuple[int, bytes]], list[tuple[bytes | None, bytes | None, Headers]]]:
+        """``process``, its forwards framed for ``partitions`` repartition partitions
+        (``repartition.frame``): ``(partition, value)`` records. The rules give
+        their figures in columns, and the forwards carry them by place, named once a
+        record: no dict a record on either side."""
+        taken, batches, dead = self._decoded(records)
+        rows: list[tuple[Any, ...]] = []
+        targets: list[bytes] = []
+        names: tuple[str, ...] | None = None
+        for partition, (rules, indices) in batches.items():
+            if not indices:
+                continue
+            advance = self.state.clock(partition).advance
+            mine = [taken[i] for i in indices]
+            orders = [advance(ts) for _, _, _, ts, _ in mine]
+            times = [ts for _, _, _, ts, _ in mine]
+            judged = rules.judge_columns(
+                [tx.source for _, _, tx, _, _ in mine], [tx.target for _, _, tx, _, _ in mine],
+                [tx.amount for _, _, tx, _, _ in mine], times)
+            found = tuple(judged.figures)
+            if names is None:
+                names = found
+            elif found != names:  # never so within one detector's rules
+                raise ValueError(f"figures {found} beside {names} in one batch")
+            # Each record's figures, by place: one tuple a record, made in C.
+            figures = list(zip(*(column.tolist() for column in judged.figures.values()),
+                               strict=True)) if found else [()] * len(mine)
+            hits = judged.hits
+            for at, ((record, raw, tx, ts, _), order, values) in enumerate(
+                    zip(mine, orders, figures, strict=True)):
+                body = extend(raw, tx, identity_fields(tx, record))
+                ident = tx.id if tx.id is not UNSET else \
+                    f"{record.topic()}-{record.partition()}-{record.offset()}"
+                # ``ForwardRow``'s members in its order.
+                rows.append((body, ident, tx.source, tx.target, tx.amount, ts,
+                             hits.get(at, _NO_HITS), values, partition, order, record.key()))
+                targets.append(tx.target.encode())
+        if names is None:
+            return [], dead
+        return frame(targets, rows, names, partitions), dead
+
+    def _decoded(self, records: Iterable[Record]) -> tuple[
+            list[tuple[Record, bytes, Any, int, int]], dict[int, tuple[SourceRules, list[int]]],
+            list[tuple[bytes | None, bytes | None, Headers]]]:
+        """The records that hold a transaction, as ``(record, bytes, transaction, time,
+        partition)``; each partition's rules and its records' places among them; the
+        dead letters."""
+        dead: list[tuple[bytes | None, bytes | None, Headers]] = []
+        now = time.monotonic()
+        taken: list[tuple[Record, bytes, Any, int, int]] = []
+        batches: dict[int, tuple[SourceRules, list[int]]] = {}
+        for record in records:
+            raw = record.value()
+            partition = record.partition() or 0
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = (self.state.get(partition), [])
+                self.state.clock(partition).heard_at = now
+            try:
+                if raw is not None and len(raw) > MAX_BYTES:  # its forward would not go
+                    raise ValueError
+                tx = decode_schema(raw)  # type: ignore[arg-type]
+            except (DecodeError, ValueError, TypeError):
+                dead.append((record.key(), raw, dead_letter_headers(
+                    record, too_large(raw) or why_refused(raw), self.instance)))
+                continue
+            assert raw is not None
+            ts = tx.ts if tx.ts is not UNSET else max(0, record.timestamp()[1])
+            batch[1].append(len(taken))
+            taken.append((record, raw, tx, ts, partition))
+        self.dead_letters += len(dead)
+        return taken, batches, dead
 
     def progress(self, now: float | None = None) -> bytes | None:
         """A progress marker for every repartition partition, when there is news since
@@ -309,7 +394,7 @@ class TargetStage:
                  cutoff: float = CUTOFF, veto: float = VETO,
                  upstream: int | None = None) -> None:
         self.upstream = upstream
-        self.state: PartitionedState[TargetRules, Merge[Forwarded]] = PartitionedState(
+        self.state: PartitionedState[TargetRules, Merge[Waiting]] = PartitionedState(
             rules, lambda: Merge(self.upstream))
         self.instance = instance
         self.counters = Counters()
@@ -335,7 +420,7 @@ class TargetStage:
         """Verdicts for the records the watermark lets through: those read now, and
         those read before that waited for it (``event_time.Merge``)."""
         routed = Routed([], [], [])
-        touched: dict[int, Merge[Forwarded]] = {}
+        touched: dict[int, Merge[Waiting]] = {}
         merge_of = self.state.clock
         decode, msgpack_array = _decode_forwarded, _MSGPACK_ARRAY  # locals: per record
         for record in records:
@@ -349,11 +434,12 @@ class TargetStage:
                     merge.hear(decode_progress(raw))  # type: ignore[arg-type]
                     continue
                 if raw and is_framed(raw):  # a batch's forwards to this partition
-                    _, forwards = _decode_framed(raw)
+                    _, listed, rows = _decode_rows(raw)
+                    names = tuple(listed)
                     at = position(record.offset() or 0, 0)
                     push = merge.push
-                    for place, forwarded in enumerate(forwards):
-                        push(forwarded.partition, forwarded.order, at + place, forwarded)
+                    for place, row in enumerate(rows):
+                        push(row.partition, row.order, at + place, (row, names))
                     continue
                 first = raw[0] if raw else None
                 if first in msgpack_array:
@@ -369,16 +455,123 @@ class TargetStage:
                 continue
             merge.push(forwarded.partition, forwarded.order, position(record.offset() or 0, 0),
                        forwarded)
-        routed = self._judge([(partition, merge.take()) for partition, merge in touched.items()],
-                             routed)
+        released = [(partition, merge.take()) for partition, merge in touched.items()]
+        batches = [(partition, entries) for partition, entries in released if entries]
+        named = {item[1] for _, entries in batches for _, _, _, item in entries
+                 if type(item) is tuple}
+        if len(named) == 1 and all(type(item) is tuple for _, entries in batches
+                                   for _, _, _, item in entries):
+            routed = self._judge_rows(batches, named.pop(), routed)
+        elif batches:  # forwards of older detectors among them: one a record
+            routed = self._judge([(partition, [
+                (order, at, upstream, _as_forwarded(item)) for order, at, upstream, item in
+                entries]) for partition, entries in batches], routed)
+        self.counters.legit += len(routed.legit)
+        self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)
         return routed
+
+    def _judge_rows(self, released: list[tuple[int, list[tuple[int, int, int, Any]]]],
+                    names: tuple[str, ...], routed: Routed) -> Routed:
+        """``_judge`` in columns, for rows whose figures ``names`` names: the payers'
+        figures a matrix, the rules about targets, the model's matrix, the verdicts and
+        their bytes made a column at a time (as ``Router`` routes with rules)."""
+        threshold, model = self.rule.threshold, self.model
+        keys: list[bytes | None] = []
+        txs: list[bytes] = []
+        ids: list[str] = []
+        times: list[int] = []
+        amounts: list[float] = []
+        hits: dict[int, list[Hit]] = {}
+        pieces: list[dict[str, np.ndarray]] = []
+        for partition, entries in released:
+            rows: list[ForwardRow] = [item[0] for _, _, _, item in entries]
+            base = len(txs)
+            count = len(rows)
+            matrix = np.array([row.figures for row in rows], np.float64).reshape(
+                count, len(names))
+            payers = {name: matrix[:, at] for at, name in enumerate(names)}
+            targets = [row.target for row in rows]
+            sources = [row.source for row in rows]
+            ts = [row.ts for row in rows]
+            rules = self.state.get(partition)
+            new_account = payers.get("new_account")
+            new = np.zeros(count, np.bool_) if new_account is None else new_account != 0.0
+            suspect = None if rules.fan_in is None else \
+                rules.fan_in.mule_like_columns(payers, new)
+            judged = rules.judge_columns(targets, sources, ts, new, suspect,
+                                         [order for order, _, _, _ in entries],
+                                         ts=np.array(ts, np.int64))
+            pieces.append({**payers, **judged.figures})
+            for at, row in enumerate(rows):
+                if row.hits:
+                    hits[base + at] = row.hits
+            for at, found in judged.hits.items():
+                hits.setdefault(base + at, []).extend(found)
+            keys.extend([row.key for row in rows])
+            txs.extend([row.tx for row in rows])
+            ids.extend([row.id for row in rows])
+            times.extend(ts)
+            amounts.extend([row.amount for row in rows])
+        count = len(txs)
+        if not count:
+            return routed
+        figures = pieces[0] if len(pieces) == 1 else {
+            name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+        amounts_of = np.array(amounts, np.float64)
+        over = np.flatnonzero(amounts_of >= threshold).tolist()
+        if over:
+            threshold_hit = Hit(self.rule.name, self.rule.reason)
+            for at in over:
+                hits[at] = [threshold_hit, *hits.get(at, ())]
+        fired = np.zeros(count, np.bool_)
+        fired[list(hits)] = True
+        scores: list[float] | None = None
+        if model is not None:
+            dataset = [(at, values) for at, values in enumerate(map(dataset_features, txs))
+                       if values is not None] if b'"V1"' in b"".join(txs) else []
+            batch = BatchFeatures(ids, times, columns_matrix(amounts_of, figures, dataset))
+            scored = model.score(batch.matrix)
+            scores = None if scored is None else rounded_scores(scored)
+            routed = routed._replace(features=batch._replace(verdicts=np.column_stack((
+                fired.astype(float),
+                np.full(count, np.nan) if scores is None else np.array(scores, float)))))
+        fraud, said, by = self._decide(hits, fired, scores)
+        writer = VerdictWriter(threshold, self.instance,
+                               None if model is None else (self.cutoff, self.veto))
+        values = writer.records(txs, fraud, hits, scores, figures, said, by)
+        pairs = list(zip(keys, values, strict=True))
+        fraud_of = fraud.tolist()
+        routed.fraud.extend(compress(pairs, fraud_of))
+        routed.legit.extend(compress(pairs, map(not_, fraud_of)))
+        return routed
+
+    def _decide(self, hits: dict[int, list[Hit]], fired: np.ndarray,
+                scores: list[float] | None
+                ) -> tuple[np.ndarray, Sequence[tuple[str, bool]] | None, np.ndarray | None]:
+        """``decide`` and ``decider`` for a batch in columns: whether each is fraud, who
+        may have decided (``said``) and who did (an index into it; None without a
+        model). The model's hit joins the hits of those it makes fraud on its own."""
+        if self.model is None:
+            return fired, None, None
+        if scores is None or not self.model_decides:  # the rules decide
+            return fired, (("rules", self.model_decides),), np.zeros(len(fired), np.intp)
+        # Without its lone alarms, no score reaches the cutoff the model decides by.
+        cutoff = self.cutoff if self.model_alone else math.inf
+        veto = self.veto
+        score = np.array(scores, np.float64)
+        alone = score >= cutoff
+        fraud = alone | (fired & (score >= veto))
+        by = np.where(alone, BY_MODEL, np.where(fired & (score < veto), BY_VETO, BY_RULES))
+        for at in np.flatnonzero(alone).tolist():
+            hits[at] = [*hits.get(at, ()), Hit(MODEL, f"score {scores[at]:.2f} >= {cutoff:g}")]
+        return fraud, DECIDERS, by
 
     def _judge(self, released: list[tuple[int, list[tuple[int, int, int, Forwarded]]]],
                routed: Routed) -> Routed:
         """The rules about targets, the threshold and the model, for records in the
         order the watermark released them: ``(order, offset, upstream partition,
-        forward)`` by repartition partition."""
+        forward)`` by repartition partition; a record at a time."""
         threshold, model = self.rule.threshold, self.model
         threshold_hit = Hit(self.rule.name, self.rule.reason)
         rows = FeatureRows()
@@ -430,13 +623,21 @@ class TargetStage:
         if batch is not None:  # None scores (no model trained yet) become NaN
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack(
                 (np.array(fired, dtype=float), np.array(scores, dtype=float)))))
-        self.counters.legit += len(routed.legit)
-        self.counters.fraud += len(routed.fraud)
         return routed
 
     def waiting(self) -> int:
         """Records read that wait for the watermark, over every owned partition."""
         return sum(len(merge) for merge in self.state.clocks.values())
+
+
+def _as_forwarded(item: Waiting) -> Forwarded:
+    """A waiting record as a ``Forwarded``, its figures by name."""
+    if type(item) is not tuple:
+        return item  # type: ignore[return-value]
+    row, names = item
+    return Forwarded(row.tx, row.id, row.source, row.target, row.amount, row.ts, row.hits,
+                     dict(zip(names, row.figures, strict=True)), row.partition, row.order,
+                     row.key)
 
 
 def _read_json_forward(raw: bytes, record: Record) -> Forwarded:

@@ -32,7 +32,7 @@ from services import kafka
 from services.detector import distinct_columns, kernels
 from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
-from services.detector.repartition import FRAME_KEY, framed_by_partition, offset_of
+from services.detector.repartition import FRAME_KEY, offset_of
 from services.detector.routing import Headers, Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.snapshots import ModelSnapshots
@@ -276,16 +276,15 @@ class StatefulDetector:
         seconds = [r for r in records if r.topic() == self.internal.repartition]
         outputs: list[Output] = []
         if firsts:
-            forwards, dead = self.source.process(firsts)
             repartition = self.internal.repartition
             if self.repartitions is None:  # one record a forward, keyed by its target
+                forwards, dead = self.source.process(firsts)
                 outputs.extend((repartition, key, value, headers, None)
                                for key, value, headers in forwards)
             else:  # a record a partition (``repartition``)
+                framed, dead = self.source.process_framed(firsts, self.repartitions)
                 outputs.extend((repartition, FRAME_KEY, value, None, partition)
-                               for partition, value in framed_by_partition(
-                                   [(key, value) for key, value, _ in forwards],
-                                   self.repartitions))
+                               for partition, value in framed)
             outputs.extend((dlq, key, value, headers, None) for key, value, headers in dead)
         outputs.extend(self.progress())
         routed = self.target.process(seconds)

@@ -6,6 +6,7 @@ neither judges a forward twice nor loses one."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,56 +15,49 @@ from services.detector.repartition import (
     FRAME_BYTES,
     FRAME_KEY,
     frame,
-    framed_by_partition,
     is_framed,
     offset_of,
 )
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
-from services.detector.stages import SourceStage, TargetStage
+from services.detector.stages import ForwardRow, SourceStage, TargetStage
 from tests.unit.test_forwarded import PARTITIONS, partition_of, scenario
 from tests.unit.test_routing import FakeRecord
 
 Output = tuple[str, bytes | None, bytes]
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=20), st.integers(-2**63, 2**63 - 1),
-                          st.text(max_size=5), st.lists(st.integers(0, 9), max_size=3)),
-                max_size=40))
-def test_a_frame_is_its_forwards_as_one_messagepack_array(values: list[object]) -> None:
-    forwards = [msgspec.msgpack.encode(value) for value in values]
-    framed = frame(forwards)
-    assert is_framed(framed)
-    assert msgspec.msgpack.decode(framed) == [2, values]
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"A", b"B", b"shop", b"x" * 30, b""]),
+                          st.sampled_from([0, 10, 100_000]),
+                          st.lists(st.floats(allow_nan=False), min_size=2, max_size=2)),
+                max_size=3000))
+def test_each_target_lands_whole_and_in_order_in_its_partition(
+        drawn: list[tuple[bytes, int, list[float]]]) -> None:
+    rows = [(b"." * padding, f"t{n}", "S", target.decode(), 1.0, n, [], tuple(figures),
+             0, n, None) for n, (target, padding, figures) in enumerate(drawn)]
+    records = frame([target for target, _, _ in drawn], rows, ("a", "b"), PARTITIONS)
+    seen: list[tuple[int, ForwardRow]] = []
+    for partition, value in records:
+        assert is_framed(value)
+        tag, names, inside = msgspec.msgpack.decode(
+            value, type=tuple[int, list[str], list[ForwardRow]])
+        assert tag == 2 and names == ["a", "b"]
+        assert 0 < len(inside) <= FORWARDS_PER_RECORD
+        # Within a topic's size limit, unless a row alone is larger.
+        assert len(value) < FRAME_BYTES or len(inside) == 1
+        seen.extend((partition, row) for row in inside)
+    assert sorted(row.ts for _, row in seen) == list(range(len(drawn)))
+    for partition, row in seen:  # as the client's partitioner puts a record so keyed
+        assert partition == partition_of(row.target.encode())
+        assert row.figures == list(drawn[row.ts][2])
+    for target in {target for target, _, _ in drawn}:  # in the order they were made
+        mine = [row.ts for _, row in seen if row.target == target.decode()]
+        assert mine == sorted(mine)
 
 
 def test_a_lone_forward_is_not_taken_for_a_frame() -> None:
     [(_, value, _)] = SourceStage(SourceRules, "a").process(scenario(1, tps=1))[0]
     assert not is_framed(value)
-
-
-@given(st.lists(st.tuples(st.sampled_from([b"A", b"B", b"shop", b"x" * 30, b""]),
-                          st.sampled_from([0, 10, 100_000])), max_size=3000))
-@settings(max_examples=30, deadline=None)
-def test_each_target_lands_whole_and_in_order_in_one_partition(
-        drawn: list[tuple[bytes, int]]) -> None:
-    targets = [target for target, _ in drawn]
-    forwards = [(target, msgspec.msgpack.encode([target, n, b"." * padding]))
-                for n, (target, padding) in enumerate(drawn)]
-    records = framed_by_partition(forwards, PARTITIONS)
-    seen: list[tuple[int, list[object]]] = []
-    for partition, value in records:
-        tag, inside = msgspec.msgpack.decode(value)
-        assert tag == 2 and 0 < len(inside) <= FORWARDS_PER_RECORD
-        # Within a topic's size limit, unless a forward alone is larger.
-        assert len(value) < FRAME_BYTES + 16 or len(inside) == 1
-        seen.extend((partition, item[:2]) for item in inside)
-    assert sorted(n for _, (_, n) in seen) == list(range(len(targets)))
-    for partition, (target, _) in seen:
-        assert partition == partition_of(target)  # as the client's partitioner puts it
-    for target in set(targets):  # in the order the first stage made them
-        mine = [n for _, (t, n) in seen if t == target]
-        assert mine == sorted(mine)
 
 
 class Pipe:
@@ -85,13 +79,13 @@ class Pipe:
 
     def write(self, records: list[FakeRecord]) -> None:
         """The first stage's forwards of ``records``, then its progress markers."""
-        forwards, dead = self.source.process(records)
-        assert not dead
         if self.framed:
-            out = [(p, FRAME_KEY, value) for p, value in framed_by_partition(
-                [(key, value) for key, value, _ in forwards], PARTITIONS)]
+            framed, dead = self.source.process_framed(records, PARTITIONS)
+            out = [(p, FRAME_KEY, value) for p, value in framed]
         else:
+            forwards, dead = self.source.process(records)
             out = [(partition_of(key), key, value) for key, value, _ in forwards]
+        assert not dead
         marker = self.source.progress(0.0)
         if marker is not None:
             out.extend((p, None, marker) for p in range(PARTITIONS))
@@ -153,3 +147,43 @@ def test_framed_forwards_are_judged_as_forwards_one_a_record_across_a_restart() 
     reference = sorted(outputs["one a record"], key=str)
     assert sorted(outputs["framed"], key=str) == reference
     assert sorted(outputs["framed, restarted"], key=str) == reference
+
+
+@pytest.mark.parametrize(("decides", "alone"), [(True, True), (True, False), (False, True)])
+def test_with_a_model_framed_rows_give_the_same_verdicts_and_rows_to_learn_from(
+        decides: bool, alone: bool) -> None:
+    """The columns path scores, decides and writes as the one a record does, whether
+    the model decides, decides without lone alarms, or is only shown."""
+    from services.detector.model import OnlineModel
+    from tests.unit.test_model import examples
+
+    model = OnlineModel(background=False, min_examples=100)
+    model.learn(*examples(600))
+    records = scenario(10, tps=100)
+    seen: dict[bool, tuple[list[Output], list[object]]] = {}
+    for framed in (False, True):
+        source = SourceStage(lambda: SourceRules(RuleSettings(), novelty=True), "a")
+        target = TargetStage(lambda: TargetRules(RuleSettings(), novelty=True), "a",
+                             threshold=600.0, model=model)
+        target.model_decides, target.model_alone = decides, alone
+        out: list[Output] = []
+        rows: list[object] = []
+        for start in range(0, len(records), 250):
+            batch = records[start:start + 250]
+            if framed:
+                onward = [FakeRecord(value, FRAME_KEY, n, _partition=p) for n, (p, value) in
+                          enumerate(source.process_framed(batch, PARTITIONS)[0])]
+            else:
+                onward = [FakeRecord(value, key, n) for n, (key, value, _) in
+                          enumerate(source.process(batch)[0])]
+            routed = target.process(onward)
+            out += [("legit", k, v) for k, v in routed.legit] + \
+                [("fraud", k, v) for k, v in routed.fraud]
+            assert routed.features is not None and routed.features.verdicts is not None
+            by_id = dict(zip(routed.features.ids, zip(
+                routed.features.ts, routed.features.matrix.tolist(),
+                routed.features.verdicts.tolist(), strict=True), strict=True))
+            rows += sorted(by_id.items())
+        seen[framed] = (sorted(out, key=str), rows)
+    assert seen[True] == seen[False]
+    assert any(b'"model"' in value for _, _, value in seen[True][0]) == (decides and alone)
