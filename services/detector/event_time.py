@@ -37,8 +37,10 @@ restart (their offsets were held back while they waited) are not judged twice.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from itertools import groupby
+from operator import le
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -162,6 +164,41 @@ class Merge(Generic[Item]):
         self._count += 1
         return True
 
+    def push_all(self, entries: list[tuple[int, int, int, Item]]) -> None:
+        """``push`` of records read together, ``(order, position, partition, item)`` in
+        the order read (a framed record's rows): each upstream partition's stretch in
+        order at once, its bookkeeping once, rather than a call a record."""
+        for partition, stretch in groupby(entries, key=_partition):
+            group = list(stretch)
+            if partition >= 0 and partition in self._restored:  # released before a restart
+                done = self._restored[partition]
+                group = [entry for entry in group if entry[1] > done]
+                if not group:
+                    continue
+            orders = [entry[0] for entry in group]
+            if not all(map(le, orders, orders[1:])):  # not in order: a record at a time
+                for order, position, upstream, item in group:
+                    self.push(upstream, order, position, item)
+                continue
+            if partition >= 0:
+                if orders[-1] > self.heard.get(partition, NEVER):
+                    self.heard[partition] = orders[-1]
+                self.idle.discard(partition)
+            if orders[0] < self.time:
+                self.behind += bisect_left(orders, self.time)
+            run = self._runs.get(partition)
+            if run is None:
+                self._runs[partition] = group
+            elif not run or group[0][:2] > run[-1][:2]:
+                run.extend(group)
+            else:  # behind the run's last: as ``push`` would put each
+                for entry in group:
+                    if not run or entry[:2] > run[-1][:2]:
+                        run.append(entry)
+                    else:
+                        heapq.heappush(self._unordered, entry)
+            self._count += len(group)
+
     def watermark(self) -> int | None:
         """The order up to which every record has come; None when nothing holds it
         (no upstream count given, or every upstream partition idle)."""
@@ -279,6 +316,10 @@ class Merge(Generic[Item]):
 
 def _order(entry: tuple[int, int, int, Any]) -> int:
     return entry[0]
+
+
+def _partition(entry: tuple[int, int, int, Any]) -> int:
+    return entry[2]
 
 
 def _pairs(mapping: dict[int, int]) -> list[list[int]]:

@@ -437,9 +437,8 @@ class TargetStage:
                     _, listed, rows = _decode_rows(raw)
                     names = tuple(listed)
                     at = position(record.offset() or 0, 0)
-                    push = merge.push
-                    for place, row in enumerate(rows):
-                        push(row.partition, row.order, at + place, (row, names))
+                    merge.push_all([(row.order, at + place, row.partition, (row, names))
+                                    for place, row in enumerate(rows)])
                     continue
                 first = raw[0] if raw else None
                 if first in msgpack_array:

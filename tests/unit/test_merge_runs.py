@@ -67,6 +67,9 @@ def _state(merge: Any) -> tuple[Any, ...]:
 # partition's last, or now and then back), a progress marker, or a release.
 _step = st.one_of(
     st.tuples(st.just("push"), st.integers(-1, 3), st.integers(-3, 6)),
+    # Records read together (a framed record's rows): ``push_all`` on one side.
+    st.tuples(st.just("push_all"), st.lists(st.tuples(st.integers(-1, 3),
+                                                      st.integers(-3, 6)), max_size=8)),
     st.tuples(st.just("hear"), st.dictionaries(st.integers(0, 3), st.integers(0, 60)),
               st.lists(st.integers(0, 3), max_size=2)),
     st.tuples(st.just("release")),
@@ -82,14 +85,21 @@ def test_the_runs_release_what_a_heap_would(upstream: int | None, limit: int,
     last: dict[int, int] = {}
     offset = 0
     for step in steps:
-        if step[0] == "push":
-            _, partition, delta = step
-            order = last.get(partition, 0) + delta
-            last[partition] = max(order, last.get(partition, 0))
-            item = f"{partition}@{order}#{offset}"
-            runs.push(partition, order, offset, item)
-            heap.push(partition, order, offset, item)
-            offset += 1
+        if step[0] in ("push", "push_all"):
+            drawn = [step[1:]] if step[0] == "push" else step[1]
+            together = []
+            for partition, delta in drawn:
+                order = last.get(partition, 0) + delta
+                last[partition] = max(order, last.get(partition, 0))
+                item = f"{partition}@{order}#{offset}"
+                together.append((order, offset, partition, item))
+                heap.push(partition, order, offset, item)
+                offset += 1
+            if step[0] == "push":
+                order, at, partition, item = together[0]
+                runs.push(partition, order, at, item)
+            else:
+                runs.push_all(together)
         elif step[0] == "hear":
             marker = Progress(step[1], step[2])
             runs.hear(marker)
