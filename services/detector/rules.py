@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right, insort
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import itemgetter
@@ -138,12 +138,25 @@ class Judged(NamedTuple):
     def records(self, count: int) -> list[tuple[list[Hit], dict[str, float]]]:
         """Each record's hits and figures, as ``evaluate`` gives them: for what reads
         or forwards them a record at a time."""
-        names = tuple(self.figures)
-        rows = zip(*(column.tolist() for column in self.figures.values()), strict=True)
-        hits = self.hits
-        figures = list(map(dict, map(zip, repeat(names), rows))) if names else \
-            [{} for _ in range(count)]
-        return [(hits.get(i) or [], row) for i, row in enumerate(figures)]
+        figures = self.figures
+        if tuple(figures)[:len(_SOURCE_FIGURES)] == _SOURCE_FIGURES:
+            # Every rule about sources on, the detector's case: a dict display a record.
+            rows = [{"velocity": count, "velocity_usual": usual, "gap_s": gap,
+                     "new_account": new, "amount_z": z, "amount_log_z": log_z,
+                     "amount_ratio": ratio, "history": history, "tiny_payees": tiny}
+                    for count, usual, gap, new, z, log_z, ratio, history, tiny in zip(
+                        *(figures[name].tolist() for name in _SOURCE_FIGURES), strict=True)]
+            names: Iterable[str] = tuple(figures)[len(_SOURCE_FIGURES):]
+        else:
+            rows = [{} for _ in range(count)]
+            names = figures
+        for name in names:
+            for row, value in zip(rows, figures[name].tolist(), strict=True):
+                row[name] = value
+        hits: list[list[Hit]] = [[] for _ in range(count)]
+        for i, found in self.hits.items():
+            hits[i] = found
+        return list(zip(hits, rows, strict=True))
 
 
 def _hit_at(hits: dict[int, list[Hit]], at: int, hit: Hit) -> None:
@@ -1493,6 +1506,8 @@ class SourceRules(_RuleSet):
 
 _VELOCITY_FIGURES = ("velocity", "velocity_usual", "gap_s", "new_account")
 _ANOMALY_FIGURES = ("amount_z", "amount_log_z", "amount_ratio", "history")
+# The figures of every rule about sources, as ``SourceRules`` writes them.
+_SOURCE_FIGURES = (*_VELOCITY_FIGURES, *_ANOMALY_FIGURES, "tiny_payees")
 
 
 class TargetRules(_RuleSet):
@@ -1546,8 +1561,9 @@ class TargetRules(_RuleSet):
                        np.float64) != 0.0
         suspect = None if self.fan_in is None else self.fan_in.mule_like(features, new)
         judged = self.judge_columns(targets, sources, times, new, suspect, orders)
-        for figures, row in zip(features, judged.records(len(features)), strict=True):
-            figures.update(row[1])
+        for name, column in judged.figures.items():
+            for figures, value in zip(features, column.tolist(), strict=True):
+                figures[name] = value
         for i, found in judged.hits.items():
             hits[i].extend(found)
 

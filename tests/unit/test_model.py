@@ -191,7 +191,17 @@ def test_an_online_step_moves_the_net_exactly_as_scikit_learn_would() -> None:
                                  theirs.coefs_ + theirs.intercepts_, strict=True):
         assert np.array_equal(weights, expected)
     assert mine._optimizer.t == theirs._optimizer.t  # as many Adam steps
+    for moment, expected in zip(mine._optimizer.ms + mine._optimizer.vs,
+                                theirs._optimizer.ms + theirs._optimizer.vs, strict=True):
+        assert np.array_equal(moment, expected)  # and the same moments, of each shape
+        assert moment.shape == expected.shape
+    assert mine._optimizer.learning_rate == theirs._optimizer.learning_rate
     assert np.array_equal(net.proba(matrix), reference.proba(matrix))
+    # A copy (what a retrain starts from) steps on as the original does.
+    copied, more = copy.deepcopy(net), examples(300, seed=3)
+    copied.partial_fit(*more)
+    net.partial_fit(*more)
+    assert np.array_equal(copied.proba(matrix), net.proba(matrix))
 
 
 def test_a_resumed_retrain_trains_the_net_exactly_as_scikit_learn_would() -> None:

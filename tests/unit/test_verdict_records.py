@@ -19,7 +19,9 @@ def columns(rng: random.Random, count: int) -> dict[str, np.ndarray]:
     for name in rng.sample(["velocity", "gap_s", "amount_z", "history", "fan_in"],
                            rng.randint(0, 5)):
         if rng.random() < 0.4:
-            out[name] = np.array([rng.randint(-3, 10**6) for _ in range(count)], np.int64)
+            high = rng.choice([5, 1023, 1024, 10**6])  # counts, written from a table or not
+            out[name] = np.array([rng.randint(-3 if high > 5 else 0, high)
+                                  for _ in range(count)], np.int64)
         else:
             out[name] = np.array([rng.choice([0.0, -0.0, 1e-7, 86400.0, 1e17, float("nan"),
                                               round(rng.uniform(-1e3, 1e3), 3)])
