@@ -1382,6 +1382,42 @@ class _RuleSet:
         if store is not None:  # a rule no longer run leaves its old state behind
             store.restore(inner, state)
 
+    def restore_batch(self, keys: list[str], states: list[Any]) -> None:
+        """``restore`` of each record in turn, each store handed its keys and states
+        together (``restore_many``): a call a store a chunk, not a call a store a key."""
+        every = list(self.stores.values())
+        stores = self._by_either
+        by_store: dict[ChangeTracking, tuple[list[str], list[Any]]] = {
+            store: ([], []) for store in every}
+        for key, state in zip(keys, states, strict=True):
+            if not key.startswith("/"):  # a record per store: after those before it
+                self._restore_grouped(by_store)
+                self.restore(key, state)
+                continue
+            inner = intern(key[1:])  # one copy of a name in every store
+            if state is None:  # no store holds the key
+                for store in every:
+                    held_keys, held = by_store[store]
+                    held_keys.append(inner)
+                    held.append(None)
+                continue
+            for name, value in state.items():
+                store = stores.get(name)  # type: ignore[assignment]  # None is checked next
+                if store is not None:  # one this detector does not run: left out
+                    held_keys, held = by_store[store]
+                    held_keys.append(inner)
+                    held.append(value)
+        self._restore_grouped(by_store)
+
+    @staticmethod
+    def _restore_grouped(by_store: dict[ChangeTracking, tuple[list[str], list[Any]]]
+                         ) -> None:
+        for store, (keys, states) in by_store.items():
+            if keys:
+                store.restore_many(keys, states)
+                keys.clear()
+                states.clear()
+
 
 class SourceRules(_RuleSet):
     """Velocity (with the source's pace), the amount anomaly and, for a model,

@@ -79,6 +79,9 @@ from services.transaction import MAX_BYTES, decode_schema, extend, too_large, wh
 if TYPE_CHECKING:  # the model imports scikit-learn, which a detector without one never needs
     from services.detector.model import OnlineModel
 
+# Records decoded and handed to the rules at once (``_RuleSet.restore_batch``): a few
+# thousand, whose decoded states are freed together before the next are decoded.
+RESTORE_BATCH = 2048
 KEY_HEADER = "key"  # where detectors before ``Forwarded`` carried the transaction's own key
 
 Rules = TypeVar("Rules", SourceRules, TargetRules)
@@ -118,6 +121,8 @@ class PartitionedState(Generic[Rules, Clock]):
         collecting = gc.isenabled()
         gc.disable()
         try:
+            keys: list[str] = []
+            states: list[Any] = []
             for key, value in changelog:
                 name = key.decode()
                 state = None if value is None else decode_state(value)
@@ -125,8 +130,13 @@ class PartitionedState(Generic[Rules, Clock]):
                     if state is not None:
                         clock.restore(state)
                 else:
-                    rules.restore(name, state)
+                    keys.append(name)
+                    states.append(state)
+                    if len(keys) >= RESTORE_BATCH:
+                        rules.restore_batch(keys, states)
+                        keys, states = [], []
                 applied += 1
+            rules.restore_batch(keys, states)
             rules.flush()
         finally:
             if collecting:

@@ -50,6 +50,11 @@ class ChangeTracking:
         of ``key``."""
         raise NotImplementedError
 
+    def restore_many(self, keys: list[str], states: list[Any]) -> None:
+        """``restore`` of each key in turn."""
+        for key, state in zip(keys, states, strict=True):
+            self.restore(key, state)
+
     def states_of(self, keys: list[str]) -> list[Any]:
         """``state_of`` of each of ``keys``."""
         return list(map(self.state_of, keys))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -82,3 +83,51 @@ def test_a_changelog_of_old_json_and_new_records_restores_alike(stage: str) -> N
         for key, value in log:
             back.restore(key.decode(), None if value is None else decode_state(value))
         assert states(back) == states(rules)
+
+
+def held_order(rules: SourceRules | TargetRules) -> dict[str, list[str]]:
+    """Each store's keys in the order its cap would forget them."""
+    rules.flush()
+    out: dict[str, list[str]] = {}
+    for name, store in rules.stores.items():
+        if hasattr(store, "seq"):
+            held = np.flatnonzero(store.held_by)
+            slots = held[np.argsort(store.seq[held], kind="stable")].tolist()
+            out[name] = [store.slots.names[slot] for slot in slots]
+        else:
+            out[name] = list(getattr(store, "_sources", getattr(store, "_keys", {})))
+    return out
+
+
+@pytest.mark.parametrize("stage", ["source", "target"])
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_a_batch_restore_is_a_restore_record_by_record(stage: str, chunk: int) -> None:
+    """Keys written again, deleted, and in records of a store each, in batches of
+    ``chunk`` records, the stores taking chunks of 2: as one record at a time."""
+    source, target = SourceRules(novelty=True), TargetRules(novelty=True)
+    rules = (source, target)[stage == "target"]
+    log: list[tuple[bytes, bytes | None]] = []
+    for i in range(60):
+        payer, ts = f"ACC{i % 7}", i * MINUTE // 4
+        features: dict[str, float] = {}
+        source.evaluate(payer, f"SHOP{i % 5}", 5.0 if i % 3 else 120.0 + i, ts, [], features)
+        target.evaluate(f"SHOP{i % 5}", payer, ts, [], features, ts - i % 2)
+        if i % 9 == 8:
+            log += rules.encoded_changes()
+    first = next(key.decode()[1:] for key, _ in log if key != b"/")  # an account
+    log += [(f"/{first}".encode(), None), log[1], old_json(log[2:3])[0]]
+    log += [(f"{name}/{first}".encode(), encode_state(held[first])) for name, held in
+            states(rules).items() if held.get(first) is not None][:1]
+    made: Any = type(rules)
+    one, batched = made(novelty=True), made(novelty=True)
+    for key, value in log:
+        one.restore(key.decode(), None if value is None else decode_state(value))
+    for store in batched.stores.values():
+        store.restore_chunk = 2
+    for start in range(0, len(log), chunk):
+        part = log[start:start + chunk]
+        batched.restore_batch([key.decode() for key, _ in part],
+                              [None if value is None else decode_state(value)
+                               for _, value in part])
+    assert states(batched) == states(one)
+    assert held_order(batched) == held_order(one)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numba
 
-from bench.state import build, restore_here
+from bench.state import changelogs, restore_here
 from services.detector import columns, distinct_columns, kernels
 
 MODULES = (kernels, distinct_columns, columns)
@@ -22,8 +22,7 @@ def test_after_the_warm_up_a_run_commit_and_restore_compile_nothing_new() -> Non
     kernels.warm()
     distinct_columns.warm()
     warmed = compiled()
-    source, target, _, _ = build(500, 1000, True, seed=5)
-    for stage, rules in (("source", source), ("target", target)):
-        records = rules.encoded_changes()  # a commit's changelog records
+    _, logs = changelogs(500, 1000, True, seed=5)  # batches and commits, compacted
+    for stage, records in logs.items():
         restore_here(stage, records, 500, True)
     assert compiled() == warmed
