@@ -48,6 +48,7 @@ from bench.harness import goal, goal_lines, report
 from bench.heldout_traffic import FAMILIES, Scale, Tx, generate
 from bench.topology import LocalRecord
 from services.detector.model import OnlineModel
+from services.detector.repartition import FRAME_KEY, by_rows
 from services.detector.routing import Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
@@ -151,13 +152,12 @@ class Detector:
     def first(self, batch: list[LocalRecord]) -> dict[int, list[LocalRecord]]:
         """The first stage, and what it writes to each partition of the repartition
         topic."""
-        forwards, dead = self.source.process(batch)
+        framed, dead = self.source.process_framed(batch, PARTITIONS)  # as the service
         assert not dead, dead
         topic: dict[int, list[LocalRecord]] = {}
-        for key, value, headers in forwards:
-            partition = partition_of(key)
+        for partition, value in framed:
             topic.setdefault(partition, []).append(LocalRecord(
-                REPARTITION, partition, self.offsets[partition], key, value, headers))
+                REPARTITION, partition, self.offsets[partition], FRAME_KEY, value))
             self.offsets[partition] += 1
         self._tell(topic, 0.0)
         return topic
@@ -233,9 +233,9 @@ def run(txs: list[Tx], scale: Scale, delivery: str, full: bool) -> dict[str, Any
         for p, written in detector.finish().items():
             repartitioned.setdefault(p, []).extend(written)
         for partition in range(PARTITIONS):
-            mine = repartitioned.get(partition, [])
-            for start in range(0, len(mine), AT_ONCE_BATCH):
-                judge(detector.second(mine[start:start + AT_ONCE_BATCH], labels))
+            # As the service takes framed records: as many forwards at once as a batch.
+            for run in by_rows(repartitioned.get(partition, []), AT_ONCE_BATCH):
+                judge(detector.second(run, labels))
     else:
         last = detector.finish()
         judge(detector.second([r for p in sorted(last) for r in last[p]], labels))

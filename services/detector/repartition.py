@@ -7,10 +7,12 @@ its own (``stages.Forwarded``), keyed by target, and the client chose the partit
 each forward then paid a produce, a fetch, a consume and the client's accessors twice
 over, and carried its figures as a map of names. Now the forwards of a batch that go to
 one partition travel as one record (``frame``), MessagePack
-``[FRAMED, names, [row, ...]]``: each row a forward's members
+``[FRAMED, count, names, [row, ...]]``: each row a forward's members
 (``stages.ForwardRow``), its figures by place, in the order ``names`` gives once for
-the record. The first stage encodes a record in one call, from the rules' figures in
-columns; the second decodes it in one call and makes the figures columns again.
+the record; ``count`` rows, said up front so that a reader can size its batches
+(``rows_in``, ``by_rows``) before it decodes any. The first stage encodes a record in
+one call, from the rules' figures in columns; the second decodes it in one call and
+makes the figures columns again.
 
 The partition is the one the client's default partitioner gives a record keyed by the
 target (librdkafka's ``consistent_random``: CRC-32 of the key, modulo the partition
@@ -23,9 +25,19 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
+
+
+class _Read(Protocol):
+    """What ``by_rows`` reads of a consumed record."""
+
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+
+
+R = TypeVar("R", bound=_Read)
 
 FRAMED = 2  # a framed record's first member: a format number
 FRAME_KEY = b"forwards"  # not None: a record without a key is a progress marker
@@ -36,7 +48,7 @@ FORWARDS_PER_RECORD = 1024
 FRAME_BYTES = 256 * 1024
 ROW_BYTES = 256  # a row's members besides its transaction's bytes, about
 PLACE_BITS = 20  # a position: the record's offset, then the forward's place in it
-_HEADER = bytes((0x93, FRAMED))  # fixarray of 3, then the format number
+_HEADER = bytes((0x94, FRAMED))  # fixarray of 4, then the format number
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -68,8 +80,21 @@ def frame(targets: list[bytes], rows: list[tuple[Any, ...]], names: tuple[str, .
         else:
             held.append(row)
     listed = list(names)
-    return [(partition, _encode((FRAMED, listed, chunk)))
+    return [(partition, _encode((FRAMED, len(chunk), listed, chunk)))
             for partition, held in by_partition.items() for chunk in _chunks(held)]
+
+
+def rows_in(value: bytes | None) -> int:
+    """How many forwards a repartition record's value holds: a framed record's count,
+    read from its header; one for anything else (a lone forward)."""
+    if not value or value[:2] != _HEADER:
+        return 1
+    first = value[2]
+    if first < 0x80:  # a positive fixint
+        return first
+    if first == 0xCC:  # uint 8
+        return value[3]
+    return int.from_bytes(value[3:5], "big")  # uint 16: FORWARDS_PER_RECORD bounds it
 
 
 def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
@@ -88,6 +113,24 @@ def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
         size += length
     if chunk:
         yield chunk
+
+
+def by_rows(records: list[R], most: int) -> Iterator[list[R]]:
+    """Repartition records read together, cut into runs of at most ``most`` forwards
+    (a record holding more goes alone): what the second stage judges at once, as many
+    as a batch of lone forwards, so that a catch-up of framed records does not make
+    one batch of a million. Progress markers (no key) count none."""
+    run: list[R] = []
+    held = 0
+    for record in records:
+        rows = 0 if record.key() is None else rows_in(record.value())
+        if run and held + rows > most:
+            yield run
+            run, held = [], 0
+        run.append(record)
+        held += rows
+    if run:
+        yield run
 
 
 def position(offset: int, place: int) -> int:

@@ -136,7 +136,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
                         configs={internal.model_snapshots: SNAPSHOT_TOPIC})
     stateful = StatefulDetector.build(
         args.bootstrap, topics.transactions, topics.labels, args.group, instance,
-        args.rules, args.model, args.threshold, args.partition_idle) if args.rules else None
+        args.rules, args.model, args.threshold, args.partition_idle,
+        args.batch_size) if args.rules else None
     failures = kafka.DeliveryFailures(SERVICE)
     exactly_once = args.processing_guarantee == EXACTLY_ONCE
     # Static membership: a restarted instance takes its partitions straight back.
@@ -205,9 +206,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
 
     def stages_batch(records: list[Message]) -> None:  # the stateful rules and the model
         assert stateful is not None
-        outputs, routed = stateful.process(records, topics.legit, topics.fraud, topics.dlq)
+        outputs = stateful.process(records, topics.legit, topics.fraud, topics.dlq)
         in_transaction(checkpoint, records, produce_all, producer, outputs, topics.dlq)
-        stateful.remember(routed)
 
     def caught_up() -> None:
         # The state changes go out now rather than all at once before the commit,

@@ -238,7 +238,7 @@ Waiting = Forwarded | tuple[ForwardRow, tuple[str, ...]]
 _NO_HITS: list[Hit] = []  # a forward's hits where no rule fired (only ever encoded)
 
 _decode_forwarded = msgspec.msgpack.Decoder(Forwarded).decode
-_decode_rows = msgspec.msgpack.Decoder(tuple[int, list[str], list[ForwardRow]]).decode
+_decode_rows = msgspec.msgpack.Decoder(tuple[int, int, list[str], list[ForwardRow]]).decode
 _encode_forwarded = msgspec.msgpack.Encoder().encode
 _decode_json_forwarded = msgspec.json.Decoder(_JsonForwarded).decode
 
@@ -444,7 +444,7 @@ class TargetStage:
                     merge.hear(decode_progress(raw))  # type: ignore[arg-type]
                     continue
                 if raw and is_framed(raw):  # a batch's forwards to this partition
-                    _, listed, rows = _decode_rows(raw)
+                    _, _, listed, rows = _decode_rows(raw)
                     names = tuple(listed)
                     at = position(record.offset() or 0, 0)
                     merge.push_all([(row.order, at + place, row.partition, (row, names))

@@ -32,7 +32,7 @@ from services import kafka
 from services.detector import distinct_columns, kernels
 from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
-from services.detector.repartition import FRAME_KEY, offset_of
+from services.detector.repartition import FRAME_KEY, by_rows, offset_of
 from services.detector.routing import Headers, Routed
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.snapshots import ModelSnapshots
@@ -73,8 +73,9 @@ class StatefulDetector:
                  source: SourceStage, target: TargetStage, settings: RuleSettings,
                  labels: LabelFeed | None = None,
                  snapshots: ModelSnapshots | None = None,
-                 repartitions: int | None = None) -> None:
+                 repartitions: int | None = None, batch_size: int = 1000) -> None:
         self.bootstrap = bootstrap
+        self.batch_size = batch_size  # forwards the second stage judges at once, at most
         # Partitions of the repartition topic, each sent the first stage's progress
         # markers (``event_time``); None sends none (the second stage then takes records
         # as they come: ``TargetStage.upstream``).
@@ -96,7 +97,8 @@ class StatefulDetector:
     @classmethod
     def build(cls, bootstrap: str, transactions: str, labels_topic: str, group: str,
               instance: str, rules: tuple[str, ...], model: bool,
-              threshold: float, idle_after: float = 2.0) -> StatefulDetector:
+              threshold: float, idle_after: float = 2.0,
+              batch_size: int = 1000) -> StatefulDetector:
         """The detector with ``rules`` and, if asked, a model learning from labels,
         which starts as the group's newest snapshot of it where there is one. Event
         time is merged across the transactions topic's partitions, as many as the
@@ -121,7 +123,7 @@ class StatefulDetector:
                              threshold, online, upstream=counts[transactions] or None)
         feed = LabelFeed(bootstrap, labels_topic, instance) if model else None
         return cls(bootstrap, transactions, internal, source, target, settings, feed,
-                   snapshots, counts[internal.repartition] or None)
+                   snapshots, counts[internal.repartition] or None, batch_size)
 
     def values(self) -> dict[str, float]:
         """The live settings this detector obeys besides the threshold, as they are."""
@@ -269,9 +271,9 @@ class StatefulDetector:
                 owner[0].state.revoke(tp.partition)
 
     def process(self, records: list[Message], legit: str, fraud: str,
-                dlq: str) -> tuple[list[Output], Routed]:
+                dlq: str) -> list[Output]:
         """A batch through whichever stage each record belongs to: the outputs to
-        produce, and the second stage's verdicts (for their features)."""
+        produce (the second stage's figures kept for their labels meanwhile)."""
         firsts = [r for r in records if r.topic() == self.transactions]
         seconds = [r for r in records if r.topic() == self.internal.repartition]
         outputs: list[Output] = []
@@ -287,11 +289,17 @@ class StatefulDetector:
                                for partition, value in framed)
             outputs.extend((dlq, key, value, headers, None) for key, value, headers in dead)
         outputs.extend(self.progress())
-        routed = self.target.process(seconds)
-        outputs.extend((legit, key, value, None, None) for key, value in routed.legit)
-        outputs.extend((fraud, key, value, None, None) for key, value in routed.fraud)
-        outputs.extend((dlq, key, value, headers, None) for key, value, headers in routed.dlq)
-        return outputs, routed
+        # The second stage judges as many forwards at once as a batch of the input
+        # holds, however many framed records came together; the model remembers each
+        # run's figures for their labels, and learns, before the next run is scored.
+        for run in by_rows(seconds, self.batch_size):
+            routed = self.target.process(run)
+            outputs.extend((legit, key, value, None, None) for key, value in routed.legit)
+            outputs.extend((fraud, key, value, None, None) for key, value in routed.fraud)
+            outputs.extend((dlq, key, value, headers, None)
+                           for key, value, headers in routed.dlq)
+            self.remember(routed)
+        return outputs
 
     def progress(self) -> list[Output]:
         """The first stage's progress marker, to every repartition partition, when there

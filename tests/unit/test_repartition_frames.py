@@ -14,9 +14,11 @@ from services.detector.repartition import (
     FORWARDS_PER_RECORD,
     FRAME_BYTES,
     FRAME_KEY,
+    by_rows,
     frame,
     is_framed,
     offset_of,
+    rows_in,
 )
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import ForwardRow, SourceStage, TargetStage
@@ -39,9 +41,9 @@ def test_each_target_lands_whole_and_in_order_in_its_partition(
     seen: list[tuple[int, ForwardRow]] = []
     for partition, value in records:
         assert is_framed(value)
-        tag, names, inside = msgspec.msgpack.decode(
-            value, type=tuple[int, list[str], list[ForwardRow]])
-        assert tag == 2 and names == ["a", "b"]
+        tag, count, names, inside = msgspec.msgpack.decode(
+            value, type=tuple[int, int, list[str], list[ForwardRow]])
+        assert tag == 2 and names == ["a", "b"] and count == len(inside) == rows_in(value)
         assert 0 < len(inside) <= FORWARDS_PER_RECORD
         # Within a topic's size limit, unless a row alone is larger.
         assert len(value) < FRAME_BYTES or len(inside) == 1
@@ -187,3 +189,26 @@ def test_with_a_model_framed_rows_give_the_same_verdicts_and_rows_to_learn_from(
         seen[framed] = (sorted(out, key=str), rows)
     assert seen[True] == seen[False]
     assert any(b'"model"' in value for _, _, value in seen[True][0]) == (decides and alone)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(1, 40), st.none()), max_size=60), st.integers(1, 50))
+def test_framed_records_are_judged_in_runs_of_a_batch_of_forwards(
+        counts: list[int | None], most: int) -> None:
+    """Each framed record says how many forwards it holds; a catch-up that reads many
+    of them at once is judged a batch's worth of forwards at a time."""
+    records = []
+    for n, count in enumerate(counts):
+        if count is None:  # a progress marker
+            records.append(FakeRecord(b'{"watermarks":{}}', None, n))
+            continue
+        rows = [(b"{}", f"t{n}.{i}", "S", "T", 1.0, n, [], (), 0, n, None)
+                for i in range(count)]
+        [(_, value)] = frame([b"T"] * count, rows, (), 1)
+        assert rows_in(value) == count
+        records.append(FakeRecord(value, FRAME_KEY, n))
+    runs = list(by_rows(records, most))
+    assert [record for run in runs for record in run] == records  # all, in order
+    for run in runs:
+        held = sum(rows_in(r.value()) for r in run if r.key() is not None)
+        assert held <= most or sum(r.key() is not None for r in run) == 1
