@@ -663,20 +663,22 @@ class CardTesting(ChangeTracking):
         sweeps = self._sweeps_due(newest)
         stops = judged.copy()
         stops[sweeps] = True
+        # Python's numbers: the loop reads them a few hundred times a batch.
+        to_judge, newest_of = judged.tolist(), newest.tolist()
         for i in np.flatnonzero(stops).tolist():
             source, amount = sources[i], amounts[i]
-            if judged[i] and (amount <= tiny_at or source in held_by):
+            if to_judge[i] and (amount <= tiny_at or source in held_by):
                 if i:  # as the records before left it: ``judge`` moves it on
-                    self._newest = int(newest[i - 1])
+                    self._newest = newest_of[i - 1]
                 n, hit = judge(source, targets[i], amount, times[i])
                 payees[i] = n
                 if hit is not None:
                     fired.append((i, hit))
             else:
-                self._newest = int(newest[i])
+                self._newest = newest_of[i]
                 if self._newest - self._swept_at > self._window_ms:
                     self._sweep(self._newest - self._window_ms)
-        self._newest = int(newest[-1])
+        self._newest = newest_of[-1]
         return payees, fired
 
     def _sweeps_due(self, newest: np.ndarray) -> list[int]:
