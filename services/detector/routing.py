@@ -25,9 +25,11 @@ from services.detector.features import (
 )
 from services.detector.rules import AmountThreshold, Hit, StatefulRules
 from services.transaction import (
+    MAX_BYTES,
     Transaction,
     decode_schema,
     extend,
+    too_large,
     why_refused,
 )
 
@@ -149,12 +151,17 @@ class Router:
         threshold = self.threshold  # AmountThreshold.fires, inlined: this runs per record
         legit, fraud = self._legit, self._fraud
         schema_decode, unset = decode_schema, UNSET  # locals: this loop runs per record
-        for record in records:
-            raw: bytes = record.value()  # type: ignore[assignment]  # None fails the decode
+        taken = records if isinstance(records, list) else list(records)
+        raws: list[bytes] = list(map(_value_of, taken))  # None fails the decode
+        oversize = _oversize(raws)
+        for record, raw in zip(taken, raws, strict=True):
             try:
+                if oversize and raw is not None and len(raw) > MAX_BYTES:
+                    raise ValueError  # its verdict would be too large to send
                 tx = schema_decode(raw)
             except (DecodeError, ValueError, TypeError):  # TypeError: a null value
-                dlq_out((record.key(), raw, self.dead_letter_headers(record, why_refused(raw))))
+                dlq_out((record.key(), raw, self.dead_letter_headers(
+                    record, too_large(raw) or why_refused(raw))))
                 continue
             if tx.amount >= threshold:
                 suffix, out = fraud, fraud_out
@@ -230,19 +237,22 @@ class Router:
         one only for a batch with one that is not a transaction."""
         taken = records if isinstance(records, list) else list(records)
         raws: list[bytes] = list(map(_value_of, taken))
-        try:
-            return taken, raws, list(map(decode_schema, raws))
-        except (DecodeError, ValueError, TypeError):  # TypeError: a null value
-            pass
+        if not _oversize(raws):
+            try:
+                return taken, raws, list(map(decode_schema, raws))
+            except (DecodeError, ValueError, TypeError):  # TypeError: a null value
+                pass
         kept: list[Record] = []
         kept_raws: list[bytes] = []
         txs: list[Transaction] = []
         for record, raw in zip(taken, raws, strict=True):
             try:
+                if raw is not None and len(raw) > MAX_BYTES:
+                    raise ValueError  # its verdict would be too large to send
                 tx = decode_schema(raw)
             except (DecodeError, ValueError, TypeError):
                 routed.dlq.append((record.key(), raw, self.dead_letter_headers(
-                    record, why_refused(raw))))
+                    record, too_large(raw) or why_refused(raw))))
                 continue
             kept.append(record)
             kept_raws.append(raw)
@@ -483,6 +493,11 @@ class VerdictWriter:
             tails = np.array([ending + self.tail(who) + b"}" for who in said], object)
             columns.append(tails[by].tolist())
         return list(map(b"".join, zip(*columns, strict=False)))
+
+
+def _oversize(raws: list[bytes]) -> bool:
+    """Whether a batch holds a record over ``transaction.MAX_BYTES`` (a pass in C)."""
+    return max(map(len, filter(None, raws)), default=0) > MAX_BYTES
 
 
 def identity_fields(tx: Transaction, record: Record) -> bytes:

@@ -7,6 +7,7 @@ import pytest
 
 from services.detector.routing import DLQ, FRAUD, LEGIT, Router
 from services.generator.synthetic import TutorialProfile
+from services.transaction import MAX_BYTES
 
 
 @dataclass
@@ -94,6 +95,21 @@ def test_garbage_goes_to_the_dead_letter_topic_untouched_with_its_reason() -> No
         b"queueing.transactions", b"2", b"7")
     assert after == LEGIT
     assert router.counters.as_dict() == {"legit": 1, "fraud": 0, "dlq": 1}
+
+
+@pytest.mark.parametrize("with_rules", [False, True])
+def test_a_transaction_too_large_for_its_verdict_is_a_dead_letter(with_rules: bool) -> None:
+    """Near a topic's 1 MB limit a verdict would not go out, and the detector would stop
+    on the record at every restart: it goes to the dead letters whole instead."""
+    from services.detector.rules import StatefulRules
+
+    router = Router("d1", rules=StatefulRules() if with_rules else None)
+    huge = tx(5, note="x" * MAX_BYTES)
+    routed = router.route([FakeRecord(huge), FakeRecord(tx(5))])
+    assert len(routed.legit) == 1 and not routed.fraud
+    [(key, value, headers)] = routed.dlq
+    assert (key, value) == (b"k", huge)
+    assert dict(headers)["dlq.reason"].startswith(b"record too large")
 
 
 def test_generated_traffic_is_about_ten_percent_fraud() -> None:
