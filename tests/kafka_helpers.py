@@ -218,6 +218,26 @@ def wait_committed(bootstrap: str, group: str, wanted: Mapping[str, int],
                          f"not {dict(wanted)}")
 
 
+def wait_committed_past(bootstrap: str, group: str, wanted: Mapping[tuple[str, int], int],
+                        timeout: float = 30.0) -> None:
+    """Until ``group``'s committed offset of each ``(topic, partition)`` is past the
+    offset ``wanted`` names for it."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committed: dict[tuple[str, int], int] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            offsets = consumer.committed([TopicPartition(t, p) for t, p in wanted], timeout=10)
+            committed = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+            if all(committed[at] > offset for at, offset in wanted.items()):
+                return
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+    raise AssertionError(f"{group} committed {committed} within {timeout:g} s, "
+                         f"not past {dict(wanted)}")
+
+
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
             config: Mapping[str, object] | None = None) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, **(config or {})})
