@@ -8,7 +8,14 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from services import config, control, kafka
 from services.checkpoint import (
@@ -185,7 +192,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
     initial: dict[str, float | bool] = {"threshold": args.threshold}
     if stateful is not None:
         initial.update(stateful.values())
-        checkpoint.before_commit = lambda: produce_all(producer, stateful.changes())
+        checkpoint.before_commit = lambda: produce_all(
+            producer, stateful.changes(), too_large=stateful.state_too_large)
         checkpoint.after_rewind = stateful.reload
         checkpoint.holds = stateful.holds
     settings = control.LiveSettings(SERVICE, initial)
@@ -219,7 +227,8 @@ def run(args: config.argparse.Namespace, shutdown: Shutdown) -> int:
             changes = stateful.progress() + stateful.changes()
             if changes:
                 checkpoint.begin()
-                in_transaction(checkpoint, [], produce_all, producer, changes)
+                in_transaction(checkpoint, [], produce_all, producer, changes, "",
+                               stateful.state_too_large)
 
     def housekeeping() -> None:
         if stateful is not None:
@@ -342,8 +351,12 @@ def produce_routed(producer: Producer, routed: Routed, legit: str, fraud: str,
         kafka.produce_dead_letter(producer, dlq, key, value, headers)
 
 
-def produce_all(producer: Producer, outputs: list[Output], dlq: str = "") -> None:
-    """Every output to its topic (and partition, when it names one)."""
+def produce_all(producer: Producer, outputs: list[Output], dlq: str = "",
+                too_large: Callable[[str, bytes | None, bytes | None], None] | None = None
+                ) -> None:
+    """Every output to its topic (and partition, when it names one). ``too_large``
+    takes an output larger than the client may send, where leaving it out is better
+    than stopping (a state change: ``StatefulDetector.state_too_large``)."""
     produce = producer.produce
     for topic, key, value, headers, partition in outputs:
         if topic == dlq:
@@ -363,6 +376,10 @@ def produce_all(producer: Producer, outputs: list[Output], dlq: str = "") -> Non
                 produce(topic, value, key, partition=partition, headers=headers)
         except BufferError:
             kafka.produce_when_room(producer, topic, key, value, headers, partition)
+        except KafkaException as exc:
+            if too_large is None or exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+            too_large(topic, key, value)
 
 
 def _is_error(message: Message) -> bool:

@@ -93,6 +93,7 @@ class StatefulDetector:
         self.trust = ModelTrust()
         target.model_decides = target.model is None
         self.restored = 0  # changelog records read back, for the heartbeat
+        self.too_large = 0  # state changes too large for a record, left out
 
     @classmethod
     def build(cls, bootstrap: str, transactions: str, labels_topic: str, group: str,
@@ -183,6 +184,7 @@ class StatefulDetector:
         out: dict[str, Any] = {**self.target.counters.as_dict(),
                                "dlq": self.target.counters.dlq + self.source.dead_letters,
                                "state_restored": self.restored,
+                               "state_too_large": self.too_large,
                                # Past window_grace_s: judged without changing a window.
                                "late": sum(rules.late() for stage in (self.source, self.target)
                                            for rules in stage.state.partitions.values()),
@@ -312,6 +314,16 @@ class StatefulDetector:
             return []
         return [(self.internal.repartition, None, marker, None, partition)
                 for partition in range(self.repartitions)]
+
+    def state_too_large(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """A state change larger than the client may send (a target paid by tens of
+        thousands within fan-in's window): left out of its changelog, said in the log
+        and counted in the heartbeat, rather than stopping the detector at every commit.
+        A restart then has the key's last state that fitted, or none."""
+        self.too_large += 1
+        log.error("state of %s is %d bytes, more than a record may hold: left out of %s; "
+                  "a restart will not have it", (key or b"").decode(errors="replace"),
+                  len(value or b""), topic)
 
     def changes(self) -> list[Output]:
         """The state changes since the last call, as changelog records."""
