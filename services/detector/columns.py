@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from itertools import chain, compress, repeat
 from sys import intern
 from typing import Any, cast
@@ -573,6 +574,21 @@ class EventPool(_Columns):
             new[:len(old)] = old
             setattr(self, name, new)
 
+    def _run_growing(self, run: Callable[[int], tuple[int, int]]) -> None:
+        """``run(start)``, a kernel over a batch from record ``start`` on, until it is
+        done: where it stops for room, the pool grows and it goes on from there (the
+        call reads the pool's arrays anew). Then the slots of keys the sweep dropped
+        may be free."""
+        start = 0
+        while True:
+            code, start = run(start)
+            if code == DONE:
+                break
+            self._grow_pool()  # STOP_GROW
+        if self.counts[2]:  # the sweep dropped keys: their slots may be free now
+            self.counts[2] = 0
+            self.slots.release_unheld()
+
     def take_changed(self) -> set[str]:
         changed = super().take_changed()
         if changed:
@@ -623,18 +639,10 @@ class WindowColumns(EventPool):
         record's window before it, -1 for a late record."""
         recent = np.zeros(len(slots), INT)
         window = self.window
-        start = 0
-        while True:
-            code, start = kernels.window_run(
-                start, slots, ts, window.length_ms, window.grace_ms, self.head, self.tail,
-                self.size, self.held_by, self.times, self.nxt, self.scalars, self.flags,
-                self.changed_slots, self.counts, recent)
-            if code == DONE:
-                break
-            self._grow_pool()  # STOP_GROW
-        if self.counts[2]:  # the sweep dropped keys: their slots may be free now
-            self.counts[2] = 0
-            self.slots.release_unheld()
+        self._run_growing(lambda start: kernels.window_run(
+            start, slots, ts, window.length_ms, window.grace_ms, self.head, self.tail,
+            self.size, self.held_by, self.times, self.nxt, self.scalars, self.flags,
+            self.changed_slots, self.counts, recent))
         return recent
 
     def _times(self, slot: int) -> list[int]:

@@ -519,22 +519,13 @@ class DistinctColumns(EventPool):
         out = np.zeros(len(slots), INT)
         window, table = self.window, self.payers
         by_order = orders is not None
-        start = 0
-        while True:
-            code, start = distinct_run(
-                start, slots, ts, ts if orders is None else orders, by_order, numbers,
-                window.length_ms, window.grace_ms, self.counted_from, self.head, self.tail,
-                self.size, self.lo, self.nd, self.top, self.held_by, self.times, self.ords,
-                self.tags,
-                self.nxt, self.scalars, self.flags, self.changed_slots, self.counts,
-                table.refs, table.zeroed, table.released, table.let_go, table.marks,
-                table.stamp, self.tally, out)
-            if code == DONE:
-                break
-            self._grow_pool()  # STOP_GROW
-        if self.counts[2]:  # the sweep dropped keys: their slots may be free now
-            self.counts[2] = 0
-            self.slots.release_unheld()
+        self._run_growing(lambda start: distinct_run(
+            start, slots, ts, ts if orders is None else orders, by_order, numbers,
+            window.length_ms, window.grace_ms, self.counted_from, self.head, self.tail,
+            self.size, self.lo, self.nd, self.top, self.held_by, self.times, self.ords,
+            self.tags, self.nxt, self.scalars, self.flags, self.changed_slots, self.counts,
+            table.refs, table.zeroed, table.released, table.let_go, table.marks,
+            table.stamp, self.tally, out))
         return out
 
     def state_of(self, key: str) -> Any:

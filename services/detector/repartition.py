@@ -38,6 +38,7 @@ class _Read(Protocol):
 
 
 R = TypeVar("R", bound=_Read)
+T = TypeVar("T")
 
 FRAMED = 2  # a framed record's first member: a format number
 FRAME_KEY = b"forwards"  # not None: a record without a key is a progress marker
@@ -100,19 +101,9 @@ def rows_in(value: bytes | None) -> int:
 def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
     """``rows`` cut into runs within both bounds of a record."""
     sizes = [len(row[0]) + ROW_BYTES for row in rows]
-    if len(rows) <= FORWARDS_PER_RECORD and sum(sizes) < FRAME_BYTES:
-        yield rows  # the usual batch: one record
-        return
-    chunk: list[tuple[Any, ...]] = []
-    size = 0
-    for row, length in zip(rows, sizes, strict=True):
-        if chunk and (len(chunk) == FORWARDS_PER_RECORD or size + length > FRAME_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(row)
-        size += length
-    if chunk:
-        yield chunk
+    if len(rows) <= FORWARDS_PER_RECORD and sum(sizes) <= FRAME_BYTES:
+        return iter((rows,))  # the usual batch: one record
+    return _runs(rows, sizes, FRAME_BYTES, FORWARDS_PER_RECORD)
 
 
 def by_rows(records: list[R], most: int) -> Iterator[list[R]]:
@@ -120,15 +111,22 @@ def by_rows(records: list[R], most: int) -> Iterator[list[R]]:
     (a record holding more goes alone): what the second stage judges at once, as many
     as a batch of lone forwards, so that a catch-up of framed records does not make
     one batch of a million. Progress markers (no key) count none."""
-    run: list[R] = []
+    return _runs(records, [0 if record.key() is None else rows_in(record.value())
+                           for record in records], most, len(records))
+
+
+def _runs(items: list[T], weights: list[int], most: int, most_items: int
+          ) -> Iterator[list[T]]:
+    """``items`` in order, cut into runs of at most ``most_items`` items weighing at most
+    ``most`` together; an item heavier than ``most`` goes alone."""
+    run: list[T] = []
     held = 0
-    for record in records:
-        rows = 0 if record.key() is None else rows_in(record.value())
-        if run and held + rows > most:
+    for item, weight in zip(items, weights, strict=True):
+        if run and (len(run) == most_items or held + weight > most):
             yield run
             run, held = [], 0
-        run.append(record)
-        held += rows
+        run.append(item)
+        held += weight
     if run:
         yield run
 

@@ -7,6 +7,7 @@ bytes and the reason in headers. Nothing raises on data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
@@ -185,7 +186,6 @@ class Router:
         """
         routed = Routed([], [], [])
         taken, raws, txs = self._decode(records, routed)
-        count = len(txs)
         times = list(map(_ts_of, txs))
         ids = list(map(_id_of, txs))
         # A bare tutorial record (a count compares by identity first: a pass in C).
@@ -200,19 +200,14 @@ class Router:
         judged = rules.judge_columns(list(map(_source_of, txs)), list(map(_target_of, txs)),
                                      amounts, times, amounts_of=amounts_of)
         hits = judged.hits
-        over = np.flatnonzero(amounts_of >= self.threshold).tolist()
-        if over:
-            threshold_hit = Hit(self.rule.name, self.rule.reason)
-            for i in over:
-                hits[i] = [threshold_hit, *hits.get(i, ())]
-        fired = np.zeros(count, np.bool_)
-        fired[list(hits)] = True
-        scores, batch = self._score(ids, times, amounts_of, judged.figures, raws)
+        fired = threshold_hits(hits, amounts_of, self.rule)
+        scores, batch = score_columns(self.model, ids, times, amounts_of, judged.figures, raws)
         routed = routed._replace(features=batch)
-        fraud, by = self._decide(hits, fired, scores)
+        # Here the model decides from its first version (see the class).
+        fraud, said, by = decide_columns(self.model is not None, hits, fired, scores,
+                                         self.cutoff, self.veto)
         writer = VerdictWriter(self.threshold, self.instance,
                                None if self.model is None else (self.cutoff, self.veto))
-        said = None if self.model is None else DECIDERS
         values = writer.records(raws, fraud, hits, scores, judged.figures, said, by)
         for i in _irregular(txs, raws, bare):
             # A bare record, or one with a detection already: ``extend`` writes it.
@@ -259,43 +254,64 @@ class Router:
             txs.append(tx)
         return kept, kept_raws, txs
 
-    def _score(self, ids: list[str], times: list[int], amounts: np.ndarray,
-               figures: dict[str, np.ndarray], raws: list[bytes]
-               ) -> tuple[list[float] | None, BatchFeatures | None]:
-        """The model's rounded score of every row (None while there is no model or none
-        trained yet), and the rows, for the label join."""
-        if self.model is None or not ids:
-            return None, None
-        dataset: list[tuple[int, list[float]]] = []
-        if b'"V1"' in b"\n".join(raws):  # one search a batch: most hold none
-            for i, raw in enumerate(raws):
-                values = dataset_features(raw)
-                if values is not None:
-                    dataset.append((i, values))
-        batch = BatchFeatures(ids, times, columns_matrix(amounts, figures, dataset))
-        scored = self.model.score(batch.matrix)
-        return None if scored is None else rounded_scores(scored), batch
-
-    def _decide(self, hits: dict[int, list[Hit]], fired: np.ndarray,
-                scores: list[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """``decide`` and ``decider`` for the batch: whether each record is fraud, and
-        who decided (an index into ``DECIDERS``; None without a model). The model's hit
-        joins the hits of the records it makes fraud on its own."""
-        if self.model is None:
-            return fired, None
-        if scores is None:  # the rules decide, as ``decide`` says without a score
-            return fired, np.zeros(len(fired), np.intp)
-        cutoff, veto = self.cutoff, self.veto
-        score = np.array(scores, np.float64)
-        alone = score >= cutoff
-        fraud = alone | (fired & (score >= veto))
-        by = np.where(alone, BY_MODEL, np.where(fired & (score < veto), BY_VETO, BY_RULES))
-        for i in np.flatnonzero(alone).tolist():
-            hits[i] = [*hits.get(i, ()), Hit(MODEL, f"score {scores[i]:.2f} >= {cutoff:g}")]
-        return fraud, by
-
     def dead_letter_headers(self, record: Record, reason: str) -> Headers:
         return dead_letter_headers(record, reason, self.instance)
+
+
+def threshold_hits(hits: dict[int, list[Hit]], amounts: np.ndarray,
+                   rule: AmountThreshold) -> np.ndarray:
+    """The threshold's hit, first, in the hits (by place) of the amounts at or over it;
+    then whether any rule fired on each record."""
+    over = np.flatnonzero(amounts >= rule.threshold).tolist()
+    if over:
+        hit = Hit(rule.name, rule.reason)
+        for i in over:
+            hits[i] = [hit, *hits.get(i, ())]
+    fired = np.zeros(len(amounts), np.bool_)
+    fired[list(hits)] = True
+    return fired
+
+
+def score_columns(model: OnlineModel | None, ids: list[str], times: list[int],
+                  amounts: np.ndarray, figures: Mapping[str, np.ndarray], raws: list[bytes]
+                  ) -> tuple[list[float] | None, BatchFeatures | None]:
+    """The model's rounded score of every row, from the rules' figures in columns (None
+    while there is no model or none trained yet), and the rows, for the label join."""
+    if model is None or not ids:
+        return None, None
+    dataset: list[tuple[int, list[float]]] = []
+    if b'"V1"' in b"\n".join(raws):  # one search a batch: most hold none
+        for i, raw in enumerate(raws):
+            values = dataset_features(raw)
+            if values is not None:
+                dataset.append((i, values))
+    batch = BatchFeatures(ids, times, columns_matrix(amounts, figures, dataset))
+    scored = model.score(batch.matrix)
+    return None if scored is None else rounded_scores(scored), batch
+
+
+def decide_columns(with_model: bool, hits: dict[int, list[Hit]], fired: np.ndarray,
+                   scores: list[float] | None, cutoff: float, veto: float,
+                   decides: bool = True, alone: bool = True
+                   ) -> tuple[np.ndarray, Sequence[tuple[str, bool]] | None, np.ndarray | None]:
+    """``decide`` and ``decider`` for a batch in columns: whether each is fraud, who may
+    have decided (``said``) and who did (an index into it; both None without a model).
+    ``decides``: whether the score counts at all; ``alone``: whether it may raise an
+    alarm no rule raised (``ModelTrust``). The model's hit joins the hits of the records
+    it makes fraud on its own."""
+    if not with_model:
+        return fired, None, None
+    if scores is None or not decides:  # the rules decide
+        return fired, (("rules", decides),), np.zeros(len(fired), np.intp)
+    # Without its lone alarms, no score reaches the cutoff the model decides by.
+    cutoff = cutoff if alone else math.inf
+    score = np.array(scores, np.float64)
+    lone = score >= cutoff
+    fraud = lone | (fired & (score >= veto))
+    by = np.where(lone, BY_MODEL, np.where(fired & (score < veto), BY_VETO, BY_RULES))
+    for i in np.flatnonzero(lone).tolist():
+        hits[i] = [*hits.get(i, ()), Hit(MODEL, f"score {scores[i]:.2f} >= {cutoff:g}")]
+    return fraud, DECIDERS, by
 
 
 def dead_letter_headers(record: Record, reason: str, instance: str) -> Headers:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from itertools import compress
 from operator import not_
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -46,19 +46,12 @@ from services.detector.event_time import (
     progress_of,
 )
 from services.detector.features import (
-    BatchFeatures,
     FeatureRows,
-    columns_matrix,
     dataset_features,
 )
 from services.detector.repartition import frame, is_framed, position
 from services.detector.routing import (
-    BY_MODEL,
-    BY_RULES,
-    BY_VETO,
     CUTOFF,
-    DECIDERS,
-    MODEL,
     VETO,
     Counters,
     Headers,
@@ -67,10 +60,12 @@ from services.detector.routing import (
     VerdictWriter,
     dead_letter_headers,
     decide,
+    decide_columns,
     decider,
     identity_fields,
-    rounded_scores,
     score_batch,
+    score_columns,
+    threshold_hits,
 )
 from services.detector.rules import AmountThreshold, Hit, SourceRules, TargetRules
 from services.detector.store import decode_state, encode_state
@@ -528,24 +523,14 @@ class TargetStage:
         figures = pieces[0] if len(pieces) == 1 else {
             name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
         amounts_of = np.array(amounts, np.float64)
-        over = np.flatnonzero(amounts_of >= threshold).tolist()
-        if over:
-            threshold_hit = Hit(self.rule.name, self.rule.reason)
-            for at in over:
-                hits[at] = [threshold_hit, *hits.get(at, ())]
-        fired = np.zeros(count, np.bool_)
-        fired[list(hits)] = True
-        scores: list[float] | None = None
-        if model is not None:
-            dataset = [(at, values) for at, values in enumerate(map(dataset_features, txs))
-                       if values is not None] if b'"V1"' in b"".join(txs) else []
-            batch = BatchFeatures(ids, times, columns_matrix(amounts_of, figures, dataset))
-            scored = model.score(batch.matrix)
-            scores = None if scored is None else rounded_scores(scored)
+        fired = threshold_hits(hits, amounts_of, self.rule)
+        scores, batch = score_columns(model, ids, times, amounts_of, figures, txs)
+        if batch is not None:  # with how each was judged, for grading (NaN: no score)
             routed = routed._replace(features=batch._replace(verdicts=np.column_stack((
                 fired.astype(float),
                 np.full(count, np.nan) if scores is None else np.array(scores, float)))))
-        fraud, said, by = self._decide(hits, fired, scores)
+        fraud, said, by = decide_columns(model is not None, hits, fired, scores, self.cutoff,
+                                         self.veto, self.model_decides, self.model_alone)
         writer = VerdictWriter(threshold, self.instance,
                                None if model is None else (self.cutoff, self.veto))
         values = writer.records(txs, fraud, hits, scores, figures, said, by)
@@ -554,27 +539,6 @@ class TargetStage:
         routed.fraud.extend(compress(pairs, fraud_of))
         routed.legit.extend(compress(pairs, map(not_, fraud_of)))
         return routed
-
-    def _decide(self, hits: dict[int, list[Hit]], fired: np.ndarray,
-                scores: list[float] | None
-                ) -> tuple[np.ndarray, Sequence[tuple[str, bool]] | None, np.ndarray | None]:
-        """``decide`` and ``decider`` for a batch in columns: whether each is fraud, who
-        may have decided (``said``) and who did (an index into it; None without a
-        model). The model's hit joins the hits of those it makes fraud on its own."""
-        if self.model is None:
-            return fired, None, None
-        if scores is None or not self.model_decides:  # the rules decide
-            return fired, (("rules", self.model_decides),), np.zeros(len(fired), np.intp)
-        # Without its lone alarms, no score reaches the cutoff the model decides by.
-        cutoff = self.cutoff if self.model_alone else math.inf
-        veto = self.veto
-        score = np.array(scores, np.float64)
-        alone = score >= cutoff
-        fraud = alone | (fired & (score >= veto))
-        by = np.where(alone, BY_MODEL, np.where(fired & (score < veto), BY_VETO, BY_RULES))
-        for at in np.flatnonzero(alone).tolist():
-            hits[at] = [*hits.get(at, ()), Hit(MODEL, f"score {scores[at]:.2f} >= {cutoff:g}")]
-        return fraud, DECIDERS, by
 
     def _judge(self, released: list[tuple[int, list[tuple[int, int, int, Forwarded]]]],
                routed: Routed) -> Routed:
