@@ -596,6 +596,32 @@ N_HALF, N_BASE = range(2)  # float parameters: half-life, ms, and 0.5 (see ``F_H
 
 
 @njit(cache=True, nogil=True)
+def round_run(values, scale, out, doubtful):  # type: ignore[no-untyped-def]
+    """``rules.rounded_array``'s arithmetic, a value at a time, with no floating-point
+    state to set around it: numpy's, in its ``errstate``, cost 7 µs a call (two fifths
+    of the first stage's rules on a batch of ten). Returns how many are doubtful."""
+    count = 0
+    for i in range(values.shape[0]):
+        scaled = values[i] * scale
+        out[i] = np.rint(scaled) / scale
+        doubtful[i] = abs(scaled - np.floor(scaled) - 0.5) < 1e-6 or abs(scaled) >= 2.0 ** 52
+        count += doubtful[i]
+    return count
+
+
+def rounded_array(values: np.ndarray, digits: int) -> np.ndarray:
+    """``rules.rounded_array`` (Python's ``round`` of each value, the same doubles to the
+    bit), compiled: the few doubtful ones are Python's own, as there."""
+    scale = 10.0 ** digits
+    out = np.empty(len(values))
+    doubtful = np.empty(len(values), np.bool_)
+    if round_run(np.asarray(values, np.float64), scale, out, doubtful):
+        for i in np.flatnonzero(doubtful).tolist():
+            out[i] = round(float(values[i]), digits)
+    return out
+
+
+@njit(cache=True, nogil=True)
 def novelty_run(start, slots, payees, ts, cap,  # type: ignore[no-untyped-def]
                 held_by, seq, recent, length, new_rate, at, streak, refs,
                 flags, changed, counts, fparams, dropped, novel_out, lately_out, streak_out):
@@ -692,6 +718,7 @@ def warm() -> None:
                 np.zeros(1, np.int16), real.copy(), one.copy(), slot.copy(), slot.copy(),
                 flag.copy(), slot.copy(), np.zeros(5, np.int64), np.array([120_000.0, 0.5]),
                 one.copy(), real.copy(), real.copy(), one.copy())
+    round_run(real, 100.0, real.copy(), boolean.copy())
     window_run(0, one, one, 60_000, 0, slot.copy(), slot.copy(), slot.copy(), flag.copy(),
                np.zeros(4, np.int64), np.zeros(4, np.int32),
                np.array([NEVER, NEVER, 0, 0, -1], np.int64), flag.copy(), slot.copy(),

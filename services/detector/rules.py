@@ -1440,6 +1440,9 @@ class SourceRules(_RuleSet):
             NoveltyColumns,
             Slots,
         )
+        from services.detector.kernels import rounded_array as compiled_rounding
+
+        self._rounded = compiled_rounding
 
         settings = settings or RuleSettings()
         self.slots = Slots()
@@ -1498,16 +1501,16 @@ class SourceRules(_RuleSet):
         if velocity is not None:
             counts, expected, gaps, new, fires = velocity.judge_batch(slots, ts)
             figures["velocity"] = counts
-            figures["velocity_usual"] = rounded_array(expected, 2)
-            figures["gap_s"] = rounded_array(gaps, 1)
+            figures["velocity_usual"] = self._rounded(expected, 2)
+            figures["gap_s"] = self._rounded(gaps, 1)
             figures["new_account"] = new.astype(np.float64)
             self._velocity_hits(hits, np.flatnonzero(fires).tolist(), counts, expected)
         if anomaly is not None:
             z, log_z, ratio, history, fired, means = anomaly.judge_batch(
                 slots, amounts_of)
-            figures["amount_z"] = rounded_array(z, 2)
-            figures["amount_log_z"] = rounded_array(log_z, 2)
-            figures["amount_ratio"] = rounded_array(ratio, 3)
+            figures["amount_z"] = self._rounded(z, 2)
+            figures["amount_log_z"] = self._rounded(log_z, 2)
+            figures["amount_ratio"] = self._rounded(ratio, 3)
             figures["history"] = history
             for i in np.flatnonzero(fired).tolist():
                 amount, mean = amounts[i], float(means[i])
@@ -1525,7 +1528,7 @@ class SourceRules(_RuleSet):
                 _hit_at(hits, i, hit)
         if novelty is not None:
             figures["novelty"] = novel
-            figures["new_payees"] = rounded_array(lately, 2)
+            figures["new_payees"] = self._rounded(lately, 2)
             figures["new_streak"] = streak
         return Judged(figures, hits)
 
@@ -1559,6 +1562,9 @@ class TargetRules(_RuleSet):
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = TARGET_RULES, novelty: bool = False) -> None:
         from services.detector.columns import MixColumns, PayeeColumns, Slots  # as above
+        from services.detector.kernels import rounded_array as compiled_rounding
+
+        self._rounded = compiled_rounding
 
         settings = settings or RuleSettings()
         self.slots = Slots()
@@ -1644,11 +1650,11 @@ class TargetRules(_RuleSet):
         if fan_in is not None:
             figures["fan_in"] = n
             figures["fan_in_new"] = fresh
-            figures["new_payer_share"] = rounded_array(shares, 3)
+            figures["new_payer_share"] = self._rounded(shares, 3)
             for i, hit in fan_in.judged_columns(n, m, fresh, shares):
                 hits[i] = [hit]
         if payees is not None:
-            figures["payee_paid"] = rounded_array(paid, 2)
+            figures["payee_paid"] = self._rounded(paid, 2)
         return Judged(figures, hits)
 
 
