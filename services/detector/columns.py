@@ -11,7 +11,9 @@ states, its insertion order (hence what its cap forgets first) and its figures a
 those of its reference in ``windows`` or ``rules`` (``KeyedTimes``, ``AccountPace``,
 ``AmountAnomaly``, ``CounterpartyNovelty``, ``PayerMix``, ``PayeeHistory``), which
 judge a record at a time and which the tests hold them to. A slot goes back to the
-free list once no store holds its account.
+free list once no store holds its account. A store writes the changelog states of
+many keys as MessagePack straight from its columns (``encoded_at``,
+``msgpack_columns``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 from scipy.special import betainc
 
-from services.detector import kernels
+from services.detector import kernels, msgpack_columns
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -38,7 +40,7 @@ from services.detector.kernels import (
     W_UNUSED,
 )
 from services.detector.rules import RuleSettings, VelocitySettings, _History
-from services.detector.store import ChangeTracking
+from services.detector.store import ChangeTracking, encode_state
 from services.detector.windows import SlidingWindow
 
 INT, FLOAT, FLAG = np.int64, np.float64, np.uint8
@@ -165,6 +167,7 @@ class _Columns(ChangeTracking):
     # Integer columns narrower than int64 (``_ints`` are int64 otherwise).
     _narrow: dict[str, type] = {}
     columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
+    _state_kinds: np.ndarray  # ``_state``'s kinds of value (``msgpack_columns``)
     # Restored states taken into the columns at once: a few thousand, so that the
     # decoded states of a chunk, freed together, leave room the next chunk's fill (of
     # 65,536, they left 74 MiB of 200,000 accounts' restore free but held).
@@ -247,6 +250,8 @@ class _Columns(ChangeTracking):
     _state: tuple[str, ...] = ()
 
     def state_of(self, key: str) -> Any:
+        if self._slot(key) is None:  # (``""``, asked of every store at each commit)
+            return None
         [state] = self.states_of([key])
         return state
 
@@ -257,6 +262,48 @@ class _Columns(ChangeTracking):
         rows = zip(*(getattr(self, name)[at].tolist() for name in self._state), strict=True)
         return [None if slot < 0 else list(row)
                 for slot, row in zip(slots.tolist(), rows, strict=True)]
+
+    def encoded_states_of(self, keys: list[str]) -> list[bytes | None]:
+        """``states_of``, each state as MessagePack (``store.encode_state``'s bytes)."""
+        self.flush()
+        index = self.slots.index
+        slots = np.array(list(map(index.get, keys, repeat(-1, len(keys)))), INT)
+        buf, ends = self.encoded_at(slots)
+        raw, start = buf.tobytes(), 0
+        out: list[bytes | None] = []
+        for key, end in zip(keys, ends.tolist(), strict=True):
+            if end > start:
+                out.append(raw[start:end])
+            else:  # held by none, or the store's own scalars (``""``)
+                state = self.state_of(key) if key == "" else None
+                out.append(None if state is None else encode_state(state))
+            start = end
+        return out
+
+    def held_at(self, slots: np.ndarray) -> np.ndarray:
+        """``slots`` (of the shared table, -1 for a name it has not) with -1 where this
+        store holds nothing."""
+        held = np.empty(len(slots), INT)
+        msgpack_columns.held_slots(slots, self.held_by, held)
+        return held
+
+    def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The states of the accounts at ``slots`` (as ``held_at`` takes them) as
+        MessagePack, one after the other (``msgpack_columns``): ``(buffer, ends)``. A
+        flat state of ``_state``'s columns; other stores write their own."""
+        slots = self.held_at(slots)
+        at = np.maximum(slots, 0)
+        return msgpack_columns.rows(slots >= 0, self._kinds(),
+                                    [getattr(self, name)[at] for name in self._state])
+
+    @classmethod
+    def _kinds(cls) -> np.ndarray:
+        kinds = cls.__dict__.get("_state_kinds")
+        if kinds is None:  # once a class
+            kinds = np.array([msgpack_columns.INTEGER if name in cls._ints else
+                              msgpack_columns.REAL for name in cls._state], np.uint8)
+            cls._state_kinds = kinds
+        return kinds
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         """Restored states into the columns, at ``slots`` (held already)."""
@@ -327,18 +374,22 @@ class _Columns(ChangeTracking):
         return slots
 
     def take_changed(self) -> set[str]:
-        self.flush()
-        n = int(self.counts[0])
-        listed = self.changed_slots[:n]
-        names = self.slots.names
-        changed = self._changed
-        named: set[str | None] = set(map(names.__getitem__, listed.tolist()))
+        listed, changed = self.take_changed_slots()
+        named: set[str | None] = set(map(self.slots.names.__getitem__, listed.tolist()))
         named.discard(None)  # a slot freed since: its name went with it
         changed.update(cast("set[str]", named))
+        return changed
+
+    def take_changed_slots(self) -> tuple[np.ndarray, set[str]]:
+        """``take_changed`` as the slots changed (a slot freed since among them) and
+        the names not in them: those forgotten, and the store's own (``""``)."""
+        self.flush()
+        n = int(self.counts[0])
+        listed = self.changed_slots[:n].copy()
         self.flags[listed] = 0
         self.counts[0] = 0
-        self._changed = set()
-        return changed
+        changed, self._changed = self._changed, set()
+        return listed, changed
 
     def _drop(self, key: str) -> None:
         slot = self.slots.index.get(key)
@@ -415,12 +466,12 @@ class PaceColumns(_Columns):
         slot = self._slot(source)
         return slot is not None and int(self.burst[slot]) != NO_BURST
 
-    def take_changed(self) -> set[str]:
-        changed = super().take_changed()
+    def take_changed_slots(self) -> tuple[np.ndarray, set[str]]:
+        listed, changed = super().take_changed_slots()
         if self.counts[3]:
             self.counts[3] = 0
             changed.add("")
-        return changed
+        return listed, changed
 
     def state_of(self, source: str) -> Any:
         """``[first, at, count, base, burst since, held]`` of a source; ``[first, at,
@@ -458,6 +509,20 @@ class PaceColumns(_Columns):
             else:
                 out.append([first, last, count, since, burst, held])
         return out
+
+    # ``[first, at, count, since]``, then ``[burst since, held]`` in a burst
+    _PACE_KINDS = np.array([msgpack_columns.INTEGER, msgpack_columns.INTEGER,
+                            msgpack_columns.REAL, msgpack_columns.REAL_OR_NIL,
+                            msgpack_columns.INTEGER, msgpack_columns.REAL], np.uint8)
+
+    def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slots = self.held_at(slots)
+        at = np.maximum(slots, 0)
+        burst = self.burst[at]
+        return msgpack_columns.rows(
+            slots >= 0, self._PACE_KINDS,
+            [self.first[at], self.at[at], self.count[at], self.base[at], burst,
+             self.held[at]], np.where(burst != NO_BURST, 6, 4))
 
     def restore(self, source: str, state: Any) -> None:
         if source == "":
@@ -589,11 +654,11 @@ class EventPool(_Columns):
             self.counts[2] = 0
             self.slots.release_unheld()
 
-    def take_changed(self) -> set[str]:
-        changed = super().take_changed()
-        if changed:
+    def take_changed_slots(self) -> tuple[np.ndarray, set[str]]:
+        listed, changed = super().take_changed_slots()
+        if len(listed) or changed:
             changed.add("")  # the newest event time goes with them
-        return changed
+        return listed, changed
 
     def restore(self, key: str, state: Any) -> None:
         if key == "":
@@ -676,6 +741,16 @@ class WindowColumns(EventPool):
                 states.append([times[start:end], [None] * (end - start)])
             start = end
         return states
+
+    def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slots = self.held_at(slots)
+        events = int(self.size[slots[slots >= 0]].sum())
+        buf = np.empty(len(slots) * 2 * msgpack_columns.HEADER_BYTES
+                       + events * (msgpack_columns.NUMBER_BYTES + 1), np.uint8)
+        ends = np.empty(len(slots), INT)
+        msgpack_columns.encode_times(slots, self.head, self.size, self.times, self.nxt, buf,
+                                     ends)
+        return buf[:int(ends[-1]) if len(ends) else 0], ends
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
@@ -905,6 +980,60 @@ class PayeeTable:
                 self.free.append(number)
 
 
+class PackedNames(PayeeTable):
+    """``PayeeTable`` with each name as MessagePack, for the changelog's kernels
+    (``msgpack_columns``): one after the other in ``packed``, a number's at
+    ``packed_at``. A name freed leaves its bytes behind until the pool is made anew
+    (``_pack``)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        super().__init__(capacity)
+        self.packed = np.zeros(4096, np.uint8)
+        self.packed_at = np.zeros(capacity, INT)
+        self.packed_len = np.zeros(capacity, np.int32)
+        self.packed_used = 0
+        self.packed_longest = 0
+
+    def _add_all(self, names: list[str]) -> list[int]:
+        numbers = super()._add_all(names)
+        self._pack(numbers, names)
+        return numbers
+
+    def _grow(self, size: int) -> None:
+        super()._grow(size)
+        self.packed_at = _grown(self.packed_at, size, 0)
+        self.packed_len = _grown(self.packed_len, size, 0)
+
+    def _pack(self, numbers: list[int], names: list[str]) -> None:
+        """The MessagePack of ``names`` into the pool, for ``numbers``; the pool made
+        anew of the names held where freed ones fill most of it."""
+        packed = list(map(encode_state, names))
+        size = sum(map(len, packed))
+        if self.packed_used + size > len(self.packed):
+            new = set(numbers)
+            held = [number for number, name in enumerate(self.names) if name is not None
+                    and number not in new]
+            held_packed = list(map(encode_state, map(self.names.__getitem__, held)))
+            live = sum(map(len, held_packed)) + size
+            self.packed = np.zeros(max(2 * live, 4096), np.uint8)
+            self.packed_used = 0
+            self._put(held, held_packed)
+        self._put(numbers, packed)
+
+    def _put(self, numbers: list[int], packed: list[bytes]) -> None:
+        if not numbers:
+            return
+        lengths = np.fromiter(map(len, packed), INT, len(packed))
+        at = self.packed_used + np.cumsum(lengths) - lengths
+        joined = b"".join(packed)
+        self.packed[self.packed_used:self.packed_used + len(joined)] = np.frombuffer(
+            joined, np.uint8)
+        self.packed_at[numbers] = at
+        self.packed_len[numbers] = lengths
+        self.packed_used += len(joined)
+        self.packed_longest = max(self.packed_longest, int(lengths.max()))
+
+
 class NoveltyColumns(_Columns):
     """``rules.CounterpartyNovelty`` in columns: each source's ``memory`` most recent
     payees, most recent last, a row of payee numbers (``PayeeTable``) with its length;
@@ -931,7 +1060,7 @@ class NoveltyColumns(_Columns):
         self.memory = memory
         self.half_life_ms = half_life_ms
         self.recent = np.zeros((slots.capacity, memory), np.int32)
-        self.payees = PayeeTable()
+        self.payees = PackedNames()
         # as every store's, and the numbers the kernel reports let go (``novelty_run``)
         self.counts = np.zeros(5, INT)
         self._let_go: list[int] = []  # numbers a forgotten row let go, freed after
@@ -1017,6 +1146,19 @@ class NoveltyColumns(_Columns):
                    self.at[at].tolist(), self.streak[at].tolist(), strict=True)
         return [None if slot < 0 else [payees[end - size:end], rate, when, run]
                 for slot, end, size, rate, when, run in rows]
+
+    def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slots = self.held_at(slots)
+        payees = int(self.length[slots[slots >= 0]].sum())
+        buf = np.empty(len(slots) * (2 * msgpack_columns.HEADER_BYTES
+                                     + 3 * msgpack_columns.NUMBER_BYTES)
+                       + payees * self.payees.packed_longest, np.uint8)
+        ends = np.empty(len(slots), INT)
+        table = self.payees
+        msgpack_columns.encode_novelty(
+            slots, self.recent, self.length, self.new_rate.view(np.uint64), self.at,
+            self.streak, table.packed, table.packed_at, table.packed_len, buf, ends)
+        return buf[:int(ends[-1]) if len(ends) else 0], ends
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before

@@ -26,10 +26,9 @@ from __future__ import annotations
 from itertools import chain
 from typing import Any
 
-import msgspec
 import numpy as np
 
-from services.detector.columns import INT, SLOT, EventPool, PayeeTable, Slots, _grown
+from services.detector.columns import INT, SLOT, EventPool, PackedNames, Slots, _grown
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -43,7 +42,13 @@ from services.detector.kernels import (
     new_node,
     njit,  # numba's, once ``kernels`` has pointed its cache where it can write
 )
-from services.detector.store import encode_state
+from services.detector.msgpack_columns import (
+    HEADER_BYTES,
+    NUMBER_BYTES,
+    put_array,
+    put_int,
+    put_name,
+)
 from services.detector.windows import SlidingWindow
 
 # A window this big keeps its payers counted: below it, looking at each event (a
@@ -52,8 +57,8 @@ COUNTED_FROM = 64
 SHIFT = 32  # a tally's key: slot << SHIFT | payer
 
 
-class PayerTable(PayeeTable):
-    """``PayeeTable`` for fan-in's windows, with what their kernel needs beside each
+class PayerTable(PackedNames):
+    """``PackedNames`` for fan-in's windows, with what their kernel needs beside each
     number: the last record whose scan saw it (``marks``, against ``stamp``, which
     every scan of the three windows moves on) and whether it is already listed as let
     go (``zeroed``; ``released``, ``let_go`` of them) since the table last settled.
@@ -71,59 +76,12 @@ class PayerTable(PayeeTable):
         self.marks = np.full(capacity, -1, np.int32)
         self.zeroed = np.zeros(capacity, np.uint8)
         self.released = np.zeros(capacity, np.int32)
-        # Each name as MessagePack, for the changelog's kernel (``encode_states``):
-        # one after the other in ``packed``, a number's at ``packed_at``. A name freed
-        # leaves its bytes behind until the pool is made anew (``_pack``).
-        self.packed = np.zeros(4096, np.uint8)
-        self.packed_at = np.zeros(capacity, INT)
-        self.packed_len = np.zeros(capacity, np.int32)
-        self.packed_used = 0
-        self.packed_longest = 0
-
-    def _add_all(self, names: list[str]) -> list[int]:
-        numbers = super()._add_all(names)
-        self._pack(numbers, names)
-        return numbers
 
     def _grow(self, size: int) -> None:
         super()._grow(size)
         self.marks = _grown(self.marks, size, -1)
         self.zeroed = _grown(self.zeroed, size, 0)
-        self.packed_at = _grown(self.packed_at, size, 0)
-        self.packed_len = _grown(self.packed_len, size, 0)
         self.released = np.zeros(size, np.int32)
-
-    def _pack(self, numbers: list[int], names: list[str]) -> None:
-        """The MessagePack of ``names`` into the pool, for ``numbers``; the pool made
-        anew of the names held where freed ones fill most of it."""
-        packed = list(map(_pack_name, names))
-        size = sum(map(len, packed))
-        if self.packed_used + size > len(self.packed):
-            new = set(numbers)
-            held = [number for number, name in enumerate(self.names) if name is not None
-                    and number not in new]
-            if not held:
-                held_packed: list[bytes] = []
-            else:
-                held_packed = list(map(_pack_name, map(self.names.__getitem__, held)))
-            live = sum(map(len, held_packed)) + size
-            self.packed = np.zeros(max(2 * live, 4096), np.uint8)
-            self.packed_used = 0
-            self._put(held, held_packed)
-        self._put(numbers, packed)
-
-    def _put(self, numbers: list[int], packed: list[bytes]) -> None:
-        if not numbers:
-            return
-        lengths = np.fromiter(map(len, packed), INT, len(packed))
-        at = self.packed_used + np.cumsum(lengths) - lengths
-        joined = b"".join(packed)
-        self.packed[self.packed_used:self.packed_used + len(joined)] = np.frombuffer(
-            joined, np.uint8)
-        self.packed_at[numbers] = at
-        self.packed_len[numbers] = lengths
-        self.packed_used += len(joined)
-        self.packed_longest = max(self.packed_longest, int(lengths.max()))
 
     def settle(self) -> None:
         """Free the numbers the kernels listed as held by no event any longer."""
@@ -135,7 +93,6 @@ class PayerTable(PayeeTable):
             self.release(listed.tolist())
 
 
-_pack_name = msgspec.msgpack.Encoder().encode
 
 
 @njit(cache=True, nogil=True)
@@ -384,60 +341,6 @@ def gather_events(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
 
 
 @njit(cache=True, nogil=True)
-def _put_uint(buf, k, v, width):  # type: ignore[no-untyped-def]
-    for shift in range(width - 1, -1, -1):
-        buf[k] = (v >> (8 * shift)) & 0xFF
-        k += 1
-    return k
-
-
-@njit(cache=True, nogil=True)
-def _put_int(buf, k, v):  # type: ignore[no-untyped-def]
-    """``v`` as MessagePack writes it, in the fewest bytes (as msgspec does)."""
-    if 0 <= v < 128:
-        buf[k] = v
-        return k + 1
-    if -32 <= v < 0:
-        buf[k] = 0x100 + v
-        return k + 1
-    if v > 0:
-        if v < 0x100:
-            buf[k] = 0xCC
-            return _put_uint(buf, k + 1, v, 1)
-        if v < 0x10000:
-            buf[k] = 0xCD
-            return _put_uint(buf, k + 1, v, 2)
-        if v < 0x100000000:
-            buf[k] = 0xCE
-            return _put_uint(buf, k + 1, v, 4)
-        buf[k] = 0xCF
-        return _put_uint(buf, k + 1, v, 8)
-    if v >= -0x80:
-        buf[k] = 0xD0
-        return _put_uint(buf, k + 1, v & 0xFF, 1)
-    if v >= -0x8000:
-        buf[k] = 0xD1
-        return _put_uint(buf, k + 1, v & 0xFFFF, 2)
-    if v >= -0x80000000:
-        buf[k] = 0xD2
-        return _put_uint(buf, k + 1, v & 0xFFFFFFFF, 4)
-    buf[k] = 0xD3
-    return _put_uint(buf, k + 1, v, 8)
-
-
-@njit(cache=True, nogil=True)
-def _put_array(buf, k, n):  # type: ignore[no-untyped-def]
-    if n < 16:
-        buf[k] = 0x90 | n
-        return k + 1
-    if n < 0x10000:
-        buf[k] = 0xDC
-        return _put_uint(buf, k + 1, n, 2)
-    buf[k] = 0xDD
-    return _put_uint(buf, k + 1, n, 4)
-
-
-@njit(cache=True, nogil=True)
 def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[no-untyped-def]
                   packed, packed_at, packed_len, buf, ends):
     """Each of ``slots``' changelog state as MessagePack, one after the other in
@@ -456,25 +359,21 @@ def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
                     own = True
                 at = nxt[at]
             buf[k] = 0x93 if own else 0x92
-            k = _put_array(buf, k + 1, n)
+            k = put_array(buf, k + 1, n)
             at = head[s]
             for _ in range(n):
-                k = _put_int(buf, k, times[at])
+                k = put_int(buf, k, times[at])
                 at = nxt[at]
-            k = _put_array(buf, k, n)
+            k = put_array(buf, k, n)
             at = head[s]
             for _ in range(n):
-                p = payers[at]
-                start = packed_at[p]
-                for b in range(packed_len[p]):
-                    buf[k] = packed[start + b]
-                    k += 1
+                k = put_name(buf, k, payers[at], packed, packed_at, packed_len)
                 at = nxt[at]
             if own:
-                k = _put_array(buf, k, n)
+                k = put_array(buf, k, n)
                 at = head[s]
                 for _ in range(n):
-                    k = _put_int(buf, k, ords[at])
+                    k = put_int(buf, k, ords[at])
                     at = nxt[at]
         ends[j] = k
 
@@ -566,27 +465,17 @@ class DistinctColumns(EventPool):
             start = end
         return states
 
-    def encoded_states_of(self, keys: list[str]) -> list[bytes | None]:
-        """``states_of``, each state as MessagePack (``store.encode_state``'s bytes),
-        written by a kernel straight from the columns."""
-        slots = self._held_slots(keys)
+    def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slots = self.held_at(slots)
         table = self.payers
         events = int(self.size[slots[slots >= 0]].sum())
-        # At most: 3 headers of 5 bytes a key, and an event's time, order and name.
-        buf = np.empty(15 * len(keys) + events * (18 + table.packed_longest), np.uint8)
-        ends = np.empty(len(keys), INT)
+        # At most: 3 headers a key, and an event's time, order and name.
+        buf = np.empty(3 * HEADER_BYTES * len(slots)
+                       + events * (2 * NUMBER_BYTES + table.packed_longest), np.uint8)
+        ends = np.empty(len(slots), INT)
         encode_states(slots, self.head, self.size, self.times, self.ords, self.tags, self.nxt,
                       table.packed, table.packed_at, table.packed_len, buf, ends)
-        raw = buf[:int(ends[-1]) if len(ends) else 0].tobytes()
-        out: list[bytes | None] = []
-        start = 0
-        for key, end, slot in zip(keys, ends.tolist(), slots.tolist(), strict=True):
-            if slot >= 0:
-                out.append(raw[start:end])
-                start = end
-            else:
-                out.append(encode_state(self.newest) if key == "" else None)
-        return out
+        return buf[:int(ends[-1]) if len(ends) else 0], ends
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)

@@ -24,7 +24,6 @@ from operator import itemgetter
 from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-import msgspec
 import numpy as np
 from scipy.special import betainc
 
@@ -1281,12 +1280,7 @@ STORE_CODES = {"velocity": 1, "pace": 2, "amount_anomaly": 3, "card_testing": 4,
                "novelty": 5, "fan_in": 6, "fan_in_suspects": 7, "fan_in_new": 8,
                "payer_mix": 9, "payee": 10}
 STORE_NAMES = {code: name for name, code in STORE_CODES.items()}
-STATES_AT_ONCE = 512  # keys whose states are read together for the changelog
-
-
-def _raw(encoded: list[bytes | None]) -> list[msgspec.Raw | None]:
-    """States already MessagePack, to go into a record as they are."""
-    return [None if value is None else msgspec.Raw(value) for value in encoded]
+STATES_AT_ONCE = 2048  # keys whose states are written together for the changelog
 
 
 class _RuleSet:
@@ -1321,40 +1315,88 @@ class _RuleSet:
                 STORE_NAMES[code]: held for code, held in state.items()}
 
     def encoded_changes(self) -> list[tuple[bytes, bytes | None]]:
-        """``changes`` as changelog records. Two of these a transaction at 10,000 a
-        second: hence the bound methods and no generator per key."""
-        changed: set[str] = set()
+        """``changes`` as changelog records: each key's states written at once for a few
+        thousand keys, by kernels where a store has its states in columns
+        (``encoded_at``, ``msgpack_columns``)."""
+        from services.detector import msgpack_columns  # beside the columns, as they are
+
+        # The column stores that share a table of slots say which slots changed: the
+        # keys' slots, without a lookup of their names.
+        table: Slots | None = None
+        listed: list[np.ndarray] = []
+        named: set[str] = set()
         for store in self.stores.values():
-            changed |= store.take_changed()
-        changed_keys = list(changed)
-        stores = [(STORE_CODES[name], store, store.state_of, getattr(store, "columnar", False),
-                   getattr(store, "encoded_states_of", None))
-                  for name, store in self.stores.items()]
+            take = getattr(store, "take_changed_slots", None)
+            own: Slots | None = getattr(store, "slots", None)
+            if take is not None and (table is None or own is table):
+                table = own
+                changed_slots, forgotten = take()
+                listed.append(changed_slots)
+                named |= forgotten
+            else:
+                named |= store.take_changed()
         out: list[tuple[bytes, bytes | None]] = []
-        add, encode = out.append, encode_state
+        if "" in named:  # the stores' own scalars, read one by one
+            named.discard("")
+            states = {STORE_CODES[name]: store.state_of("")
+                      for name, store in self.stores.items()}
+            self._add(out, "", encode_state(states) if any(
+                state is not None for state in states.values()) else None)
+        changed_keys: list[str] = []
+        slots_of = np.empty(0, np.int64)
+        if table is not None:
+            slots_of = np.unique(np.concatenate(listed)).astype(np.int64)
+            found = list(map(table.names.__getitem__, slots_of.tolist()))
+            if None in found:  # slots freed since: their names went with them
+                kept = [key is not None for key in found]
+                slots_of = slots_of[np.array(kept, np.bool_)]
+                found = list(compress(found, kept))
+            changed_keys = cast("list[str]", found)
+            named.difference_update(changed_keys)
+        if named:
+            others = list(named)
+            index = {} if table is None else table.index
+            changed_keys += others
+            slots_of = np.concatenate([slots_of, np.array(
+                list(map(index.get, others, repeat(-1, len(others)))), np.int64)])
+        codes = [STORE_CODES[name] for name in self.stores]
+        add = out.append
         for start in range(0, len(changed_keys), STATES_AT_ONCE):
             keys = changed_keys[start:start + STATES_AT_ONCE]
-            # The column stores read the states of these keys a column at a time (those
-            # that can, as MessagePack already); the others, a key at a time, which
-            # keeps what they make short-lived.
-            columns = [(code, _raw(encoded(keys)) if encoded is not None else
-                        store.states_of(keys) if columnar else None, state_of)
-                       for code, store, state_of, columnar, encoded in stores]
-            for j, key in enumerate(keys):
-                states = {code: state_of(key) if column is None else column[j]
-                          for code, column, state_of in columns}
-                row = states.values()
-                for state in row:
-                    if state is not None:
-                        add((f"/{key}".encode(), encode(states)))
-                        break
+            slots = slots_of[start:start + STATES_AT_ONCE]
+            encoded = []
+            for store in self.stores.values():
+                encoded_at = getattr(store, "encoded_at", None)
+                own = getattr(store, "slots", None)
+                if encoded_at is not None and own is table:
+                    encoded.append(encoded_at(slots))
+                    continue
+                if encoded_at is not None and own is not None:  # a table of its own
+                    index = own.index
+                    encoded.append(encoded_at(np.array(
+                        list(map(index.get, keys, repeat(-1, len(keys)))), np.int64)))
+                    continue
+                state_of = store.state_of
+                encoded.append(msgpack_columns.joined([
+                    None if (state := state_of(key)) is None else encode_state(state)
+                    for key in keys]))
+            raw, ends, held = msgpack_columns.values(codes, encoded)
+            begin = 0
+            for key, end, holds in zip(keys, ends.tolist(), held.tolist(), strict=True):
+                if holds:
+                    add((f"/{key}".encode(), raw[begin:end]))
                 else:
-                    add((f"/{key}".encode(), None))
-                    # Once compaction has dropped that tombstone, a record an older
-                    # detector wrote for the key would be all that is left of it: delete
-                    # those too.
-                    out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
+                    self._add(out, key, None)
+                begin = end
         return out
+
+    def _add(self, out: list[tuple[bytes, bytes | None]], key: str,
+             value: bytes | None) -> None:
+        out.append((f"/{key}".encode(), value))
+        if value is None:
+            # Once compaction has dropped that tombstone, a record an older detector
+            # wrote for the key would be all that is left of it: delete those too.
+            out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
 
     def flush(self) -> None:
         """Put what was restored in the column stores now (they take it at their first

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numba
 
 from bench.state import changelogs, restore_here
-from services.detector import columns, distinct_columns, kernels
+from services.detector import columns, distinct_columns, kernels, msgpack_columns
 
-MODULES = (kernels, distinct_columns, columns)
+MODULES = (kernels, distinct_columns, columns, msgpack_columns)
 
 
 def compiled() -> dict[str, int]:
@@ -21,6 +21,7 @@ def compiled() -> dict[str, int]:
 def test_after_the_warm_up_a_run_commit_and_restore_compile_nothing_new() -> None:
     kernels.warm()
     distinct_columns.warm()
+    msgpack_columns.warm()
     warmed = compiled()
     _, logs = changelogs(500, 1000, True, seed=5)  # batches and commits, compacted
     for stage, records in logs.items():

@@ -1,0 +1,91 @@
+"""The changelog states the kernels write straight from the columns are, byte for byte,
+what msgspec writes for the same lists: for any number, any name, any store's state,
+and for a rule set's whole record of a key."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.detector import msgpack_columns
+from services.detector.msgpack_columns import INTEGER, REAL, REAL_OR_NIL
+from services.detector.rules import STORE_CODES, SourceRules, TargetRules
+from services.detector.store import decode_state, encode_state
+
+MINUTE = 60_000
+
+# Every width of MessagePack's integers, on both sides of each bound.
+edges = [0, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**63 - 1,
+         -1, -32, -33, -128, -129, -32_768, -32_769, -2**31, -2**31 - 1, -2**63]
+integers = st.one_of(st.sampled_from(edges), st.integers(-2**63, 2**63 - 1))
+reals = st.floats(allow_nan=True, allow_infinity=True)
+places = st.lists(st.sampled_from([INTEGER, REAL, REAL_OR_NIL]), min_size=1, max_size=15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(places.flatmap(lambda kinds: st.tuples(st.just(kinds), st.lists(st.tuples(
+    st.booleans(), st.tuples(*(integers if kind == INTEGER else reals for kind in kinds))),
+    min_size=1, max_size=8))))
+def test_rows_are_msgspecs_bytes_of_the_same_lists(case: tuple[list[int], Any]) -> None:
+    kinds, rows = case
+    held = np.array([holds for holds, _ in rows], np.bool_)
+    columns = [np.array([values[i] for _, values in rows],
+                        np.int64 if kind == INTEGER else np.float64)
+               for i, kind in enumerate(kinds)]
+    buf, ends = msgpack_columns.rows(held, np.array(kinds, np.uint8), columns)
+    raw, start = buf.tobytes(), 0
+    for (holds, values), end in zip(rows, ends.tolist(), strict=True):
+        expected = [None if kind == REAL_OR_NIL and math.isnan(value) else value
+                    for kind, value in zip(kinds, values, strict=True)]
+        assert raw[start:end] == (encode_state(expected) if holds else b"")
+        start = end
+
+
+def busy_rules(names: list[str], days: int) -> tuple[SourceRules, TargetRules]:
+    """Rules with something in every store, among accounts of ``names``: tiny payments,
+    bursts, fan-in, a payee list past 15 entries, times far and near."""
+    source, target = SourceRules(novelty=True), TargetRules(novelty=True)
+    ts = days * 86_400_000
+    for i in range(120):
+        payer, payee = names[i % 3], names[(i * 7) % len(names)]
+        ts += 0 if i % 9 == 0 else MINUTE // 8
+        features: dict[str, float] = {}
+        amount = 5.0 if i % 3 else 120.0 + i
+        source.evaluate(payer, payee, amount, ts, [], features)
+        target.evaluate(payee, payer, ts, [], features, ts - i % 2)
+    return source, target
+
+
+account_names = st.lists(st.one_of(
+    st.text(min_size=1, max_size=40), st.text(min_size=200, max_size=300)),
+    min_size=20, max_size=30, unique=True)
+
+
+@settings(max_examples=15, deadline=None)
+@given(account_names, st.integers(0, 30_000))
+def test_every_stores_states_and_every_record_are_msgspecs_bytes(
+        names: list[str], days: int) -> None:
+    for rules in busy_rules(names, days):
+        keys = [*names, "", "nobody"]
+        for store in rules.stores.values():
+            if hasattr(store, "encoded_at"):
+                assert store.encoded_states_of(keys) == [
+                    None if state is None else encode_state(state)
+                    for state in store.states_of(keys)]
+        written = dict(rules.encoded_changes())
+        held = 0
+        for key in names:
+            states = {STORE_CODES[name]: store.state_of(key)
+                      for name, store in rules.stores.items()}
+            value = written.get(f"/{key}".encode(), b"none written")
+            if all(state is None for state in states.values()):
+                assert value in (None, b"none written")  # a key no store ever held
+            else:
+                assert value == encode_state(states)
+                assert decode_state(value) == states
+                held += 1
+        assert held >= 3  # the payers, at least
