@@ -87,6 +87,10 @@ def _number(n: int) -> int:
     return numbers[n]
 
 
+_NO_SLOTS = np.empty(0, SLOT)  # as ``changed_slots``
+_NO_SLOTS.flags.writeable = False
+
+
 class Slots:
     """Accounts to dense slots, for the stores that share them (``holders``): a slot is
     freed once none of them holds its account."""
@@ -385,9 +389,13 @@ class _Columns(ChangeTracking):
         the names not in them: those forgotten, and the store's own (``""``)."""
         self.flush()
         n = int(self.counts[0])
-        listed = self.changed_slots[:n].copy()
-        self.flags[listed] = 0
-        self.counts[0] = 0
+        listed: np.ndarray
+        if not n:  # (asked at every turn that catches up, of every partition's stores)
+            listed = _NO_SLOTS
+        else:
+            listed = self.changed_slots[:n].copy()
+            self.flags[listed] = 0
+            self.counts[0] = 0
         changed, self._changed = self._changed, set()
         return listed, changed
 

@@ -1344,7 +1344,7 @@ class _RuleSet:
                 state is not None for state in states.values()) else None)
         changed_keys: list[str] = []
         slots_of = np.empty(0, np.int64)
-        if table is not None:
+        if table is not None and any(len(changed_slots) for changed_slots in listed):
             slots_of = np.unique(np.concatenate(listed)).astype(np.int64)
             found = list(map(table.names.__getitem__, slots_of.tolist()))
             if None in found:  # slots freed since: their names went with them
