@@ -753,7 +753,8 @@ class WindowColumns(EventPool):
     def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slots = self.held_at(slots)
         events = int(self.size[slots[slots >= 0]].sum())
-        buf = np.empty(len(slots) * 2 * msgpack_columns.HEADER_BYTES
+        # At most: a key's array of two and their headers, an event's time and nil.
+        buf = np.empty(len(slots) * (1 + 2 * msgpack_columns.HEADER_BYTES)
                        + events * (msgpack_columns.NUMBER_BYTES + 1), np.uint8)
         ends = np.empty(len(slots), INT)
         msgpack_columns.encode_times(slots, self.head, self.size, self.times, self.nxt, buf,
@@ -1158,7 +1159,8 @@ class NoveltyColumns(_Columns):
     def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slots = self.held_at(slots)
         payees = int(self.length[slots[slots >= 0]].sum())
-        buf = np.empty(len(slots) * (2 * msgpack_columns.HEADER_BYTES
+        # At most: a key's array of four, its payees' header and three numbers; names.
+        buf = np.empty(len(slots) * (1 + msgpack_columns.HEADER_BYTES
                                      + 3 * msgpack_columns.NUMBER_BYTES)
                        + payees * self.payees.packed_longest, np.uint8)
         ends = np.empty(len(slots), INT)

@@ -469,8 +469,9 @@ class DistinctColumns(EventPool):
         slots = self.held_at(slots)
         table = self.payers
         events = int(self.size[slots[slots >= 0]].sum())
-        # At most: 3 headers a key, and an event's time, order and name.
-        buf = np.empty(3 * HEADER_BYTES * len(slots)
+        # At most: a key's array of three and their headers, an event's time, order
+        # and name.
+        buf = np.empty((1 + 3 * HEADER_BYTES) * len(slots)
                        + events * (2 * NUMBER_BYTES + table.packed_longest), np.uint8)
         ends = np.empty(len(slots), INT)
         encode_states(slots, self.head, self.size, self.times, self.ords, self.tags, self.nxt,

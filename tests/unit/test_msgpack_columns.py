@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.detector import msgpack_columns
+from services.detector.distinct_columns import DistinctColumns
 from services.detector.msgpack_columns import INTEGER, REAL, REAL_OR_NIL
 from services.detector.rules import STORE_CODES, SourceRules, TargetRules
 from services.detector.store import decode_state, encode_state
@@ -89,3 +90,21 @@ def test_every_stores_states_and_every_record_are_msgspecs_bytes(
                 assert decode_state(value) == states
                 held += 1
         assert held >= 3  # the payers, at least
+
+
+def test_a_window_of_more_events_than_a_short_header_counts_is_msgspecs_bytes() -> None:
+    """A shop paid 70,000 times within fan-in's windows: arrays past 65,535 entries."""
+    count = 70_000
+    payers = [f"P{i}" for i in range(count)]
+    times = [MINUTE + i // 100 for i in range(count)]
+    source, target = SourceRules(novelty=True), TargetRules(novelty=True)
+    judged = source.judge_columns(payers, ["SHOP"] * count, [50.0] * count, times)
+    target.judge_payers(["SHOP"] * count, payers, times, judged.figures)
+    windows = [store for store in target.stores.values() if isinstance(store, DistinctColumns)
+               and (state := store.state_of("SHOP")) is not None and len(state[0]) >= 65_536]
+    assert windows
+    for store in windows:
+        assert store.encoded_states_of(["SHOP"]) == [encode_state(store.state_of("SHOP"))]
+    states = {STORE_CODES[name]: store.state_of("SHOP")
+              for name, store in target.stores.items()}
+    assert dict(target.encoded_changes())[b"/SHOP"] == encode_state(states)
