@@ -170,7 +170,6 @@ class _Columns(ChangeTracking):
     _floats: tuple[str, ...] = ()
     # Integer columns narrower than int64 (``_ints`` are int64 otherwise).
     _narrow: dict[str, type] = {}
-    columnar = True  # ``states_of`` reads many keys at once (``rules._RuleSet``)
     _state_kinds: np.ndarray  # ``_state``'s kinds of value (``msgpack_columns``)
     # Restored states taken into the columns at once: a few thousand, so that the
     # decoded states of a chunk, freed together, leave room the next chunk's fill (of
