@@ -46,7 +46,7 @@ from services.detector.msgpack_columns import (
     HEADER_BYTES,
     NUMBER_BYTES,
     put_array,
-    put_int,
+    put_linked,
     put_name,
 )
 from services.detector.windows import SlidingWindow
@@ -91,8 +91,6 @@ class PayerTable(PackedNames):
             self.zeroed[listed] = 0
             self.let_go[0] = 0
             self.release(listed.tolist())
-
-
 
 
 @njit(cache=True, nogil=True)
@@ -359,22 +357,14 @@ def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
                     own = True
                 at = nxt[at]
             buf[k] = 0x93 if own else 0x92
-            k = put_array(buf, k + 1, n)
-            at = head[s]
-            for _ in range(n):
-                k = put_int(buf, k, times[at])
-                at = nxt[at]
+            k = put_linked(buf, k + 1, head[s], n, times, nxt)
             k = put_array(buf, k, n)
             at = head[s]
             for _ in range(n):
                 k = put_name(buf, k, payers[at], packed, packed_at, packed_len)
                 at = nxt[at]
             if own:
-                k = put_array(buf, k, n)
-                at = head[s]
-                for _ in range(n):
-                    k = put_int(buf, k, ords[at])
-                    at = nxt[at]
+                k = put_linked(buf, k, head[s], n, ords, nxt)
         ends[j] = k
 
 

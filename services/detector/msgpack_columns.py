@@ -97,6 +97,17 @@ def put_name(buf, k, number, packed, packed_at, packed_len):  # type: ignore[no-
 
 
 @njit(cache=True, nogil=True)
+def put_linked(buf, k, at, n, values, nxt):  # type: ignore[no-untyped-def]
+    """An array of the integers ``values`` holds along a list of ``n`` nodes of a pool,
+    from node ``at`` (``nxt``: each node's next)."""
+    k = put_array(buf, k, n)
+    for _ in range(n):
+        k = put_int(buf, k, values[at])
+        at = nxt[at]
+    return k
+
+
+@njit(cache=True, nogil=True)
 def held_slots(slots, held_by, out):  # type: ignore[no-untyped-def]
     """``slots`` with -1 where ``held_by`` says a store holds nothing."""
     for j in range(slots.shape[0]):
@@ -135,11 +146,7 @@ def encode_times(slots, head, size, times, nxt, buf, ends):  # type: ignore[no-u
         if s >= 0:
             n = size[s]
             buf[k] = 0x92
-            k = put_array(buf, k + 1, n)
-            at = head[s]
-            for _ in range(n):
-                k = put_int(buf, k, times[at])
-                at = nxt[at]
+            k = put_linked(buf, k + 1, head[s], n, times, nxt)
             k = put_array(buf, k, n)
             for _ in range(n):
                 buf[k] = NIL
