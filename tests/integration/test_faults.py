@@ -98,7 +98,10 @@ def test_a_broker_stopped_ten_seconds_loses_nothing(
         seen, aborted = committed_view(outputs, where, [], [detector])
     finally:
         outputs.close()
-    assert set(seen) == set(where)  # nothing lost
+    lost = set(where) - set(seen)
+    assert set(seen) == set(where), (  # nothing lost
+        f"{len(lost)} of {len(where)} transactions lost; the detector exited with {code}:\n"
+        f"{detector_log[-6000:]}")
     # Doubled here, not on Apache Kafka: the transaction in flight across the stop,
     # committed with its offsets, which the embedded broker does not keep.
     first_written: dict[str | None, float] = {}
