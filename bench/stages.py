@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from bench.stages_replay import PARTITIONS, drive, scenario
-from services.detector import distinct_columns, kernels, msgpack_columns
+from services.detector import distinct_columns, kernels
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import SourceStage, TargetStage
 from services.lifecycle import settle_heap
@@ -33,7 +33,6 @@ def run(tps: int, seconds: int, batch: int, seed: int, novelty: bool = False
     settings = RuleSettings()
     kernels.warm()  # compiled (or loaded from the cache) once, as a detector starts
     distinct_columns.warm()
-    msgpack_columns.warm()
     source = SourceStage(lambda: SourceRules(settings, novelty=novelty), "bench",
                          idle_after=float("inf"))
     target = TargetStage(lambda: TargetRules(settings, novelty=novelty), "bench",

@@ -49,7 +49,7 @@ import numpy as np
 
 from bench.harness import ROOT, goal, goal_lines, processes, report, start_broker, table
 from services import kafka
-from services.detector import distinct_columns, kernels, msgpack_columns
+from services.detector import distinct_columns, kernels
 from services.detector.event_time import SourceClock
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
 from services.detector.stages import PartitionedState
@@ -213,7 +213,6 @@ def child(path: str, accounts: int, uncapped: bool) -> None:
     rules_for(accounts, uncapped)
     kernels.warm()
     distinct_columns.warm()
-    msgpack_columns.warm()
     gc.collect()
     before = rss_mib()
     out: dict[str, float] = {}

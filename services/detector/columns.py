@@ -296,17 +296,13 @@ class _Columns(ChangeTracking):
         flat state of ``_state``'s columns; other stores write their own."""
         slots = self.held_at(slots)
         at = np.maximum(slots, 0)
-        return msgpack_columns.rows(slots >= 0, self._kinds(),
+        return msgpack_columns.rows(slots >= 0, self._state_kinds,
                                     [getattr(self, name)[at] for name in self._state])
 
-    @classmethod
-    def _kinds(cls) -> np.ndarray:
-        kinds = cls.__dict__.get("_state_kinds")
-        if kinds is None:  # once a class
-            kinds = np.array([msgpack_columns.INTEGER if name in cls._ints else
-                              msgpack_columns.REAL for name in cls._state], np.uint8)
-            cls._state_kinds = kinds
-        return kinds
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._state_kinds = np.array([msgpack_columns.INTEGER if name in cls._ints else
+                                     msgpack_columns.REAL for name in cls._state], np.uint8)
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         """Restored states into the columns, at ``slots`` (held already)."""
@@ -753,12 +749,10 @@ class WindowColumns(EventPool):
         slots = self.held_at(slots)
         events = int(self.size[slots[slots >= 0]].sum())
         # At most: a key's array of two and their headers, an event's time and nil.
-        buf = np.empty(len(slots) * (1 + 2 * msgpack_columns.HEADER_BYTES)
-                       + events * (msgpack_columns.NUMBER_BYTES + 1), np.uint8)
-        ends = np.empty(len(slots), INT)
-        msgpack_columns.encode_times(slots, self.head, self.size, self.times, self.nxt, buf,
-                                     ends)
-        return buf[:int(ends[-1]) if len(ends) else 0], ends
+        room = len(slots) * (1 + 2 * msgpack_columns.HEADER_BYTES) \
+            + events * (msgpack_columns.NUMBER_BYTES + 1)
+        return msgpack_columns.written(msgpack_columns.encode_times, room, slots, self.head,
+                                       self.size, self.times, self.nxt)
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
@@ -1157,17 +1151,15 @@ class NoveltyColumns(_Columns):
 
     def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slots = self.held_at(slots)
-        payees = int(self.length[slots[slots >= 0]].sum())
+        payees, table = int(self.length[slots[slots >= 0]].sum()), self.payees
         # At most: a key's array of four, its payees' header and three numbers; names.
-        buf = np.empty(len(slots) * (1 + msgpack_columns.HEADER_BYTES
-                                     + 3 * msgpack_columns.NUMBER_BYTES)
-                       + payees * self.payees.packed_longest, np.uint8)
-        ends = np.empty(len(slots), INT)
-        table = self.payees
-        msgpack_columns.encode_novelty(
-            slots, self.recent, self.length, self.new_rate.view(np.uint64), self.at,
-            self.streak, table.packed, table.packed_at, table.packed_len, buf, ends)
-        return buf[:int(ends[-1]) if len(ends) else 0], ends
+        room = len(slots) * (1 + msgpack_columns.HEADER_BYTES
+                             + 3 * msgpack_columns.NUMBER_BYTES) \
+            + payees * table.packed_longest
+        return msgpack_columns.written(
+            msgpack_columns.encode_novelty, room, slots, self.recent, self.length,
+            self.new_rate.view(np.uint64), self.at, self.streak, table.packed,
+            table.packed_at, table.packed_len)
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before

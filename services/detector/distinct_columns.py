@@ -48,6 +48,7 @@ from services.detector.msgpack_columns import (
     put_array,
     put_linked,
     put_name,
+    written,
 )
 from services.detector.windows import SlidingWindow
 
@@ -461,12 +462,11 @@ class DistinctColumns(EventPool):
         events = int(self.size[slots[slots >= 0]].sum())
         # At most: a key's array of three and their headers, an event's time, order
         # and name.
-        buf = np.empty((1 + 3 * HEADER_BYTES) * len(slots)
-                       + events * (2 * NUMBER_BYTES + table.packed_longest), np.uint8)
-        ends = np.empty(len(slots), INT)
-        encode_states(slots, self.head, self.size, self.times, self.ords, self.tags, self.nxt,
-                      table.packed, table.packed_at, table.packed_len, buf, ends)
-        return buf[:int(ends[-1]) if len(ends) else 0], ends
+        room = (1 + 3 * HEADER_BYTES) * len(slots) \
+            + events * (2 * NUMBER_BYTES + table.packed_longest)
+        return written(encode_states, room, slots, self.head, self.size, self.times,
+                       self.ords, self.tags, self.nxt, table.packed, table.packed_at,
+                       table.packed_len)
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)

@@ -15,6 +15,8 @@ allows, every float as a float 64, arrays and maps in their shortest header.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from services.detector.kernels import njit  # numba's, its cache where it can write
@@ -209,10 +211,18 @@ def rows(held: np.ndarray, kinds: np.ndarray, columns: list[np.ndarray],
             reals[:, i] = column
     if lengths is None:
         lengths = np.full(n, width, np.int64)
-    buf = np.empty(n * (HEADER_BYTES + width * NUMBER_BYTES), np.uint8)
-    ends = np.empty(n, np.int64)
-    encode_rows(held, lengths, kinds, ints, reals, reals.view(np.uint64), buf, ends)
-    return buf[:int(ends[-1]) if n else 0], ends
+    return written(encode_rows, n * (HEADER_BYTES + width * NUMBER_BYTES), held, lengths,
+                   kinds, ints, reals, reals.view(np.uint64))
+
+
+def written(kernel: Any, room: int, slots: np.ndarray, *args: Any
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``kernel(slots, *args, buf, ends)`` for a key a slot (or row), into a buffer of
+    ``room`` bytes, at most what it writes: ``(what it wrote, where each key's ends)``."""
+    buf = np.empty(room, np.uint8)
+    ends = np.empty(len(slots), np.int64)
+    kernel(slots, *args, buf, ends)
+    return buf[:int(ends[-1]) if len(ends) else 0], ends
 
 
 def joined(encoded: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:

@@ -1295,8 +1295,14 @@ class _RuleSet:
     in JSON with the stores by name, are read as well.
     """
 
-    def __init__(self, stores: dict[str, ChangeTracking]) -> None:
+    def __init__(self, stores: dict[str, ChangeTracking], slots: Slots) -> None:
         self.stores = stores
+        # The column stores (``encoded_at``) share one table of slots, ``slots``: they
+        # say which slots changed and write the states at them; the others, by key.
+        self.slots = slots
+        self._columns = [store for store in stores.values() if hasattr(store, "encoded_at")]
+        if any(getattr(store, "slots", None) is not slots for store in self._columns):
+            raise ValueError("column stores of one rule set with tables of slots apart")
         # A record's stores by number (ours) or by name (older detectors').
         self._by_either: dict[int | str, ChangeTracking] = {}
         for name, store in stores.items():
@@ -1320,17 +1326,13 @@ class _RuleSet:
         (``encoded_at``, ``msgpack_columns``)."""
         from services.detector import msgpack_columns  # beside the columns, as they are
 
-        # The column stores that share a table of slots say which slots changed: the
-        # keys' slots, without a lookup of their names.
-        table: Slots | None = None
+        # The column stores say which slots changed: the keys' slots, without a lookup
+        # of their names.
         listed: list[np.ndarray] = []
         named: set[str] = set()
         for store in self.stores.values():
-            take = getattr(store, "take_changed_slots", None)
-            own: Slots | None = getattr(store, "slots", None)
-            if take is not None and (table is None or own is table):
-                table = own
-                changed_slots, forgotten = take()
+            if store in self._columns:
+                changed_slots, forgotten = store.take_changed_slots()  # type: ignore[attr-defined]
                 listed.append(changed_slots)
                 named |= forgotten
             else:
@@ -1344,9 +1346,9 @@ class _RuleSet:
                 state is not None for state in states.values()) else None)
         changed_keys: list[str] = []
         slots_of = np.empty(0, np.int64)
-        if table is not None and any(len(changed_slots) for changed_slots in listed):
+        if any(map(len, listed)):
             slots_of = np.unique(np.concatenate(listed)).astype(np.int64)
-            found = list(map(table.names.__getitem__, slots_of.tolist()))
+            found = list(map(self.slots.names.__getitem__, slots_of.tolist()))
             if None in found:  # slots freed since: their names went with them
                 kept = [key is not None for key in found]
                 slots_of = slots_of[np.array(kept, np.bool_)]
@@ -1355,31 +1357,19 @@ class _RuleSet:
             named.difference_update(changed_keys)
         if named:
             others = list(named)
-            index = {} if table is None else table.index
             changed_keys += others
             slots_of = np.concatenate([slots_of, np.array(
-                list(map(index.get, others, repeat(-1, len(others)))), np.int64)])
+                list(map(self.slots.index.get, others, repeat(-1, len(others)))), np.int64)])
         codes = [STORE_CODES[name] for name in self.stores]
         add = out.append
         for start in range(0, len(changed_keys), STATES_AT_ONCE):
             keys = changed_keys[start:start + STATES_AT_ONCE]
             slots = slots_of[start:start + STATES_AT_ONCE]
-            encoded = []
-            for store in self.stores.values():
-                encoded_at = getattr(store, "encoded_at", None)
-                own = getattr(store, "slots", None)
-                if encoded_at is not None and own is table:
-                    encoded.append(encoded_at(slots))
-                    continue
-                if encoded_at is not None and own is not None:  # a table of its own
-                    index = own.index
-                    encoded.append(encoded_at(np.array(
-                        list(map(index.get, keys, repeat(-1, len(keys)))), np.int64)))
-                    continue
-                state_of = store.state_of
-                encoded.append(msgpack_columns.joined([
-                    None if (state := state_of(key)) is None else encode_state(state)
-                    for key in keys]))
+            encoded = [store.encoded_at(slots) if store in self._columns  # type: ignore[attr-defined]
+                       else msgpack_columns.joined([
+                           None if (state := store.state_of(key)) is None else
+                           encode_state(state) for key in keys])
+                       for store in self.stores.values()]
             raw, ends, held = msgpack_columns.values(codes, encoded)
             begin = 0
             for key, end, holds in zip(keys, ends.tolist(), held.tolist(), strict=True):
@@ -1503,7 +1493,7 @@ class SourceRules(_RuleSet):
             stores[self.card_testing.name] = self.card_testing
         if self.novelty is not None:
             stores[self.novelty.name] = self.novelty
-        super().__init__(stores)
+        super().__init__(stores, self.slots)
 
     def configure(self) -> None:
         if self.velocity is not None:
@@ -1622,7 +1612,7 @@ class TargetRules(_RuleSet):
             stores["payer_mix"] = self.mix
         if self.payees is not None:
             stores[self.payees.name] = self.payees
-        super().__init__(stores)
+        super().__init__(stores, self.slots)
 
     def configure(self) -> None:
         if self.fan_in is not None:

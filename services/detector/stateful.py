@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from services import kafka
-from services.detector import distinct_columns, kernels, msgpack_columns
+from services.detector import distinct_columns, kernels
 from services.detector.event_time import NEVER
 from services.detector.labels import Examples, LabelJoin
 from services.detector.repartition import FRAME_KEY, by_rows, offset_of
@@ -108,7 +108,6 @@ class StatefulDetector:
         settings = RuleSettings()
         kernels.warm()  # compiled (or loaded from the cache) now, not in the first batch
         distinct_columns.warm()
-        msgpack_columns.warm()
         internal = InternalTopics.of(group)
         online: OnlineModel | None = None
         snapshots: ModelSnapshots | None = None

@@ -21,7 +21,6 @@ def compiled() -> dict[str, int]:
 def test_after_the_warm_up_a_run_commit_and_restore_compile_nothing_new() -> None:
     kernels.warm()
     distinct_columns.warm()
-    msgpack_columns.warm()
     warmed = compiled()
     _, logs = changelogs(500, 1000, True, seed=5)  # batches and commits, compacted
     for stage, records in logs.items():
