@@ -1006,34 +1006,52 @@ class PackedNames(PayeeTable):
         self.packed_at = _grown(self.packed_at, size, 0)
         self.packed_len = _grown(self.packed_len, size, 0)
 
+    def release(self, numbers: Any) -> None:
+        freed = len(self.free)
+        super().release(numbers)
+        self.packed_len[self.free[freed:]] = 0  # its bytes no longer held (``_pack``)
+
     def _pack(self, numbers: list[int], names: list[str]) -> None:
         """The MessagePack of ``names`` into the pool, for ``numbers``; the pool made
         anew of the names held where freed ones fill most of it."""
-        packed = list(map(encode_state, names))
-        size = sum(map(len, packed))
-        if self.packed_used + size > len(self.packed):
-            new = set(numbers)
-            held = [number for number, name in enumerate(self.names) if name is not None
-                    and number not in new]
-            held_packed = list(map(encode_state, map(self.names.__getitem__, held)))
-            live = sum(map(len, held_packed)) + size
-            self.packed = np.zeros(max(2 * live, 4096), np.uint8)
-            self.packed_used = 0
-            self._put(held, held_packed)
-        self._put(numbers, packed)
-
-    def _put(self, numbers: list[int], packed: list[bytes]) -> None:
+        packed, lengths = packed_strings(names)
+        if self.packed_used + len(packed) > len(self.packed):
+            self._repack(len(packed))
         if not numbers:
             return
-        lengths = np.fromiter(map(len, packed), INT, len(packed))
-        at = self.packed_used + np.cumsum(lengths) - lengths
-        joined = b"".join(packed)
-        self.packed[self.packed_used:self.packed_used + len(joined)] = np.frombuffer(
-            joined, np.uint8)
-        self.packed_at[numbers] = at
-        self.packed_len[numbers] = lengths
-        self.packed_used += len(joined)
+        used, where = self.packed_used, np.array(numbers, INT)
+        self.packed[used:used + len(packed)] = np.frombuffer(packed, np.uint8)
+        self.packed_at[where] = np.cumsum(lengths) - lengths + used
+        self.packed_len[where] = lengths
+        self.packed_used += len(packed)
         self.packed_longest = max(self.packed_longest, int(lengths.max()))
+
+    def _repack(self, room: int) -> None:
+        """A pool of the held names' bytes alone, one after the other, with twice the
+        room they and ``room`` more bytes take (a name's bytes copied, never encoded
+        again)."""
+        held = np.flatnonzero(self.packed_len[:len(self.names)])
+        used = int(self.packed_len[held].sum())
+        pool = np.zeros(max(2 * (used + room), 4096), np.uint8)
+        self.packed_used = msgpack_columns.compact(self.packed, held, self.packed_at,
+                                                   self.packed_len, pool)
+        self.packed = pool
+
+
+def packed_strings(names: list[str]) -> tuple[bytes, np.ndarray]:
+    """The MessagePack of each of ``names``, one after the other, and each one's
+    length: msgspec writes the list in one call, and where every name is ASCII (its
+    bytes as many as its characters) each one's length follows from its characters."""
+    whole = encode_state(names)
+    count = len(names)
+    body = whole[1 if count < 16 else 3 if count < 1 << 16 else 5:]
+    # A str's header: 1 byte under 32 bytes long, 2 under 256, 3 under 65,536, else 5.
+    lengths = np.fromiter(map(len, names), INT, count) + 1
+    if count and lengths.max() > 32:
+        lengths += (lengths > 32) + (lengths > 256) + 2 * (lengths > 1 << 16)
+    if int(lengths.sum()) != len(body):  # a name of other bytes than ASCII: by itself
+        lengths = np.fromiter(map(len, map(encode_state, names)), INT, count)
+    return body, lengths
 
 
 class NoveltyColumns(_Columns):

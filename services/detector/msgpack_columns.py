@@ -110,6 +110,19 @@ def put_linked(buf, k, at, n, values, nxt):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def compact(pool, held, packed_at, packed_len, out):  # type: ignore[no-untyped-def]
+    """The bytes of the names ``held`` (a pool's numbers, at ``packed_at``) one after
+    the other into ``out``, each one's new place into ``packed_at``: the bytes used."""
+    k = 0
+    for number in held:
+        start, n = packed_at[number], packed_len[number]
+        out[k:k + n] = pool[start:start + n]
+        packed_at[number] = k
+        k += n
+    return k
+
+
+@njit(cache=True, nogil=True)
 def held_slots(slots, held_by, out):  # type: ignore[no-untyped-def]
     """``slots`` with -1 where ``held_by`` says a store holds nothing."""
     for j in range(slots.shape[0]):
@@ -260,6 +273,7 @@ def warm() -> None:
     slot = np.zeros(1, np.int32)
     buf = np.empty(64, np.uint8)
     held_slots(one, np.zeros(1, np.uint8), one.copy())
+    compact(buf, one, one.copy(), np.ones(1, np.int32), buf.copy())
     rows(np.ones(1, np.bool_), np.array([INTEGER, REAL_OR_NIL], np.uint8), [one, one + 0.5])
     encode_times(one, slot, slot, one, slot, buf, one.copy())
     encode_novelty(one, np.zeros((1, 1), np.int32), np.zeros(1, np.int16), one.view(np.uint64),

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.detector import msgpack_columns
+from services.detector.columns import PackedNames, packed_strings
 from services.detector.distinct_columns import DistinctColumns
 from services.detector.msgpack_columns import INTEGER, REAL, REAL_OR_NIL
 from services.detector.rules import STORE_CODES, SourceRules, TargetRules
@@ -108,3 +109,38 @@ def test_a_window_of_more_events_than_a_short_header_counts_is_msgspecs_bytes() 
     states = {STORE_CODES[name]: store.state_of("SHOP")
               for name, store in target.stores.items()}
     assert dict(target.encoded_changes())[b"/SHOP"] == encode_state(states)
+
+
+names_lists = st.lists(st.one_of(
+    st.text(max_size=40), st.text(min_size=250, max_size=300),
+    st.text(alphabet="abc", min_size=30, max_size=34)), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(names_lists)
+def test_a_batch_of_names_packs_as_msgspec_packs_each(names: list[str]) -> None:
+    packed, lengths = packed_strings(names)
+    each = [encode_state(name) for name in names]
+    assert packed == b"".join(each)
+    assert lengths.tolist() == [len(one) for one in each]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(names_lists, st.lists(st.integers(0, 200), max_size=30)),
+                min_size=1, max_size=12))
+def test_the_names_pool_keeps_every_held_names_bytes_as_names_come_and_go(
+        steps: list[tuple[list[str], list[int]]]) -> None:
+    """Names taken and let go in any order: the pool, made anew whenever freed names'
+    bytes fill it, holds each held name's MessagePack where its number says."""
+    table = PackedNames()
+    for names, freeing in steps:
+        table.refs[table.numbers(names)] += 1
+        held = [number for number, name in enumerate(table.names) if name is not None]
+        gone = sorted({held[at % len(held)] for at in freeing} if held else set())
+        table.refs[gone] = 0
+        table.release(gone)
+        for number, name in enumerate(table.names):
+            if name is not None:
+                at, size = int(table.packed_at[number]), int(table.packed_len[number])
+                assert table.packed[at:at + size].tobytes() == encode_state(name)
+                assert size <= table.packed_longest
