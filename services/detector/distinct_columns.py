@@ -489,7 +489,7 @@ class DistinctColumns(EventPool):
         # Written without orders: each event's order is its time.
         self.ords[nodes] = np.fromiter(events(state[2] if len(state) > 2 else state[0]
                                               for state in states), INT, total)
-        numbers = self.payers.numbers(list(events(state[1] for state in states)))
+        numbers = self.payers.numbers(list(events(state[1] for state in states)), shared=True)
         # Each payer's events counted once (a chunk's few, not a bincount of the table).
         held, times_held = np.unique(numbers, return_counts=True)
         self.payers.refs[held] += times_held.astype(np.int32)
