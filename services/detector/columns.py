@@ -993,8 +993,8 @@ _FEW_NAMES = 8
 class PackedNames(PayeeTable):
     """``PayeeTable`` with each name as MessagePack, for the changelog's kernels
     (``msgpack_columns``): one after the other in ``packed``, a number's at
-    ``packed_at``. A name freed leaves its bytes behind until the pool is made anew
-    (``_pack``)."""
+    ``packed_at``, ``packed_len`` long (0: freed). A name freed leaves its bytes
+    behind until the pool is made anew (``_repack``)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         super().__init__(capacity)
@@ -1028,8 +1028,6 @@ class PackedNames(PayeeTable):
         packed, lengths = packed_strings(names)
         if self.packed_used + len(packed) > len(self.packed):
             self._repack(len(packed))
-        if not numbers:
-            return
         used, where = self.packed_used, np.array(numbers, INT)
         self.packed[used:used + len(packed)] = np.frombuffer(packed, np.uint8)
         self.packed_at[where] = np.cumsum(lengths) - lengths + used
