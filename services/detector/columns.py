@@ -269,10 +269,7 @@ class _Columns(ChangeTracking):
 
     def encoded_states_of(self, keys: list[str]) -> list[bytes | None]:
         """``states_of``, each state as MessagePack (``store.encode_state``'s bytes)."""
-        self.flush()
-        index = self.slots.index
-        slots = np.array(list(map(index.get, keys, repeat(-1, len(keys)))), INT)
-        buf, ends = self.encoded_at(slots)
+        buf, ends = self.encoded_at(self._held_slots(keys))
         raw, start = buf.tobytes(), 0
         out: list[bytes | None] = []
         for key, end in zip(keys, ends.tolist(), strict=True):
@@ -368,10 +365,8 @@ class _Columns(ChangeTracking):
     def _held_slots(self, keys: list[str]) -> np.ndarray:
         """The slot of each key this store holds, -1 for the others."""
         self.flush()
-        slots = np.array(list(map(self.slots.index.get, keys, repeat(-1, len(keys)))), INT)
-        known = slots >= 0
-        slots[known] = np.where(self.held_by[slots[known]] != 0, slots[known], -1)
-        return slots
+        return self.held_at(np.array(list(map(self.slots.index.get, keys,
+                                               repeat(-1, len(keys)))), INT))
 
     def take_changed(self) -> set[str]:
         listed, changed = self.take_changed_slots()
@@ -951,10 +946,6 @@ class PayeeTable:
             self._add_all(list(dict.fromkeys(map(intern, new) if shared else new)))
             numbers[missing] = list(map(index.__getitem__, new))
         return numbers
-
-    def add(self, name: str) -> int:
-        [number] = self._add_all([intern(name)])
-        return number
 
     def _add_all(self, names: list[str]) -> list[int]:
         """Numbers for ``names`` (new and distinct), freed ones first."""
