@@ -7,12 +7,15 @@ its own (``stages.Forwarded``), keyed by target, and the client chose the partit
 each forward then paid a produce, a fetch, a consume and the client's accessors twice
 over, and carried its figures as a map of names. Now the forwards of a batch that go to
 one partition travel as one record (``frame``), MessagePack
-``[FRAMED, count, names, [row, ...]]``: each row a forward's members
+``[PACKED, count, names, [row, ...]]``: each row a forward's members
 (``stages.ForwardRow``), its figures by place, in the order ``names`` gives once for
 the record; ``count`` rows, said up front so that a reader can size its batches
 (``rows_in``, ``by_rows``) before it decodes any. The first stage encodes a record in
 one call, from the rules' figures in columns; the second decodes it in one call and
-makes the figures columns again.
+makes the figures columns again. A row's figures are the bytes of their float64s,
+little-endian (``PACKED``, ``pack_figures``): twelve numbers would be twelve objects
+to make on either side. Frames of earlier detectors (``FRAMED``) hold them as a list
+of numbers, and are still read.
 
 The partition is the one the client's default partitioner gives a record keyed by the
 target (librdkafka's ``consistent_random``: CRC-32 of the key, modulo the partition
@@ -28,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar
 
 import msgspec
+import numpy as np
 
 
 class _Read(Protocol):
@@ -40,7 +44,9 @@ class _Read(Protocol):
 R = TypeVar("R", bound=_Read)
 T = TypeVar("T")
 
-FRAMED = 2  # a framed record's first member: a format number
+FRAMED = 2  # a framed record's first member: a format number (figures as numbers)
+PACKED = 3  # the same, each row's figures the bytes of their float64s (``FIGURE``)
+FIGURE = np.dtype("<f8")  # a packed figure: little-endian whatever the machine
 FRAME_KEY = b"forwards"  # not None: a record without a key is a progress marker
 FORWARDS_PER_RECORD = 1024
 # A record's rows stop short of about this many bytes (a lone row may pass it), far
@@ -50,6 +56,7 @@ FRAME_BYTES = 256 * 1024
 ROW_BYTES = 256  # a row's members besides its transaction's bytes, about
 PLACE_BITS = 20  # a position: the record's offset, then the forward's place in it
 _HEADER = bytes((0x94, FRAMED))  # fixarray of 4, then the format number
+_HEADERS = (_HEADER, bytes((0x94, PACKED)))
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -62,15 +69,44 @@ def partition_of(target: bytes, partitions: int) -> int:
 def is_framed(value: bytes) -> bool:
     """Whether a repartition record's value is ``frame``'s (a lone forward is an array
     of its eleven members)."""
-    return value[:2] == _HEADER
+    return value[:2] in _HEADERS
+
+
+def pack_figures(columns: list[np.ndarray], count: int) -> list[bytes]:
+    """Each of ``count`` rows' figures, one a column, as the bytes of their float64s in
+    the columns' order (a ``PACKED`` frame's rows): one conversion for the batch, then
+    a slice a row."""
+    if not columns:
+        return [b""] * count
+    packed = np.column_stack(columns).astype(FIGURE).tobytes()
+    width = FIGURE.itemsize * len(columns)
+    return [packed[at:at + width] for at in range(0, count * width, width)]
+
+
+def figures_matrix(figures: list[bytes | list[float]], width: int) -> np.ndarray:
+    """The figures of rows, a row each (``PACKED`` bytes, or an earlier frame's lists
+    of numbers, or both across an upgrade), as a float64 matrix of ``width`` columns."""
+    try:
+        flat = np.frombuffer(b"".join(figures), FIGURE)  # type: ignore[arg-type]
+    except TypeError:  # a list among them: rows of an earlier detector's frame
+        return np.array([np.frombuffer(row, FIGURE) if type(row) is bytes else row
+                         for row in figures], np.float64).reshape(len(figures), width)
+    return flat.astype(np.float64).reshape(len(figures), width)
+
+
+def row_figures(figures: bytes | list[float]) -> list[float]:
+    """One row's figures as numbers, whichever frame it came in."""
+    return np.frombuffer(figures, FIGURE).tolist() if type(figures) is bytes else \
+        figures  # type: ignore[return-value]
 
 
 def frame(targets: list[bytes], rows: list[tuple[Any, ...]], names: tuple[str, ...],
-          partitions: int) -> list[tuple[int, bytes]]:
+          partitions: int, packed: bool = False) -> list[tuple[int, bytes]]:
     """Forwards as rows (``stages.ForwardRow``'s members, the figures a tuple in the
-    order of ``names``), each to its target's partition: ``(partition, value)``
-    records, each partition's rows in the order given, within ``FORWARDS_PER_RECORD``
-    rows and about ``FRAME_BYTES`` a record (judged from each transaction's bytes)."""
+    order of ``names``, or with ``packed`` their bytes, ``pack_figures``), each to its
+    target's partition: ``(partition, value)`` records, each partition's rows in the
+    order given, within ``FORWARDS_PER_RECORD`` rows and about ``FRAME_BYTES`` a
+    record (judged from each transaction's bytes)."""
     by_partition: dict[int, list[tuple[Any, ...]]] = {}
     crc = zlib.crc32
     for target, row in zip(targets, rows, strict=True):
@@ -81,14 +117,15 @@ def frame(targets: list[bytes], rows: list[tuple[Any, ...]], names: tuple[str, .
         else:
             held.append(row)
     listed = list(names)
-    return [(partition, _encode((FRAMED, len(chunk), listed, chunk)))
+    form = PACKED if packed else FRAMED
+    return [(partition, _encode((form, len(chunk), listed, chunk)))
             for partition, held in by_partition.items() for chunk in _chunks(held)]
 
 
 def rows_in(value: bytes | None) -> int:
     """How many forwards a repartition record's value holds: a framed record's count,
     read from its header; one for anything else (a lone forward)."""
-    if not value or value[:2] != _HEADER:
+    if not value or value[:2] not in _HEADERS:
         return 1
     first = value[2]
     if first < 0x80:  # a positive fixint

@@ -49,7 +49,14 @@ from services.detector.features import (
     FeatureRows,
     dataset_features,
 )
-from services.detector.repartition import frame, is_framed, position
+from services.detector.repartition import (
+    figures_matrix,
+    frame,
+    is_framed,
+    pack_figures,
+    position,
+    row_figures,
+)
 from services.detector.routing import (
     CUTOFF,
     VETO,
@@ -212,7 +219,8 @@ class _JsonForwarded(msgspec.Struct, gc=False):
 class ForwardRow(msgspec.Struct, array_like=True, gc=False):
     """A forward in a framed record (``repartition.frame``):
     ``Forwarded``'s members, its figures by place, in the order the record names them
-    once for all its rows."""
+    once for all its rows: their float64s' bytes (``repartition.PACKED``), or in an
+    earlier detector's frame a list of numbers."""
 
     tx: bytes
     id: str
@@ -221,7 +229,7 @@ class ForwardRow(msgspec.Struct, array_like=True, gc=False):
     amount: float
     ts: int
     hits: list[Hit]
-    figures: list[float]
+    figures: bytes | list[float]
     partition: int
     order: int
     key: bytes | None
@@ -321,9 +329,8 @@ class SourceStage:
                 names = found
             elif found != names:  # never so within one detector's rules
                 raise ValueError(f"figures {found} beside {names} in one batch")
-            # Each record's figures, by place: one tuple a record, made in C.
-            figures = list(zip(*(column.tolist() for column in judged.figures.values()),
-                               strict=True)) if found else [()] * len(mine)
+            # Each record's figures, by place: their bytes, a slice a record.
+            figures = pack_figures(list(judged.figures.values()), len(mine))
             hits = judged.hits
             for at, ((record, raw, tx, ts, _), order, values) in enumerate(
                     zip(mine, orders, figures, strict=True)):
@@ -336,7 +343,7 @@ class SourceStage:
                 targets.append(tx.target.encode())
         if names is None:
             return [], dead
-        return frame(targets, rows, names, partitions), dead
+        return frame(targets, rows, names, partitions, packed=True), dead
 
     def _decoded(self, records: Iterable[Record]) -> tuple[
             list[tuple[Record, bytes, Any, int, int]], dict[int, tuple[SourceRules, list[int]]],
@@ -492,8 +499,7 @@ class TargetStage:
             rows: list[ForwardRow] = [item[0] for _, _, _, item in entries]
             base = len(txs)
             count = len(rows)
-            matrix = np.array([row.figures for row in rows], np.float64).reshape(
-                count, len(names))
+            matrix = figures_matrix([row.figures for row in rows], len(names))
             payers = {name: matrix[:, at] for at, name in enumerate(names)}
             targets = [row.target for row in rows]
             sources = [row.source for row in rows]
@@ -609,8 +615,8 @@ def _as_forwarded(item: Waiting) -> Forwarded:
         return item  # type: ignore[return-value]
     row, names = item
     return Forwarded(row.tx, row.id, row.source, row.target, row.amount, row.ts, row.hits,
-                     dict(zip(names, row.figures, strict=True)), row.partition, row.order,
-                     row.key)
+                     dict(zip(names, row_figures(row.figures), strict=True)), row.partition,
+                     row.order, row.key)
 
 
 def _read_json_forward(raw: bytes, record: Record) -> Forwarded:

@@ -5,7 +5,10 @@ neither judges a forward twice nor loses one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,10 +17,15 @@ from services.detector.repartition import (
     FORWARDS_PER_RECORD,
     FRAME_BYTES,
     FRAME_KEY,
+    FRAMED,
+    PACKED,
     by_rows,
+    figures_matrix,
     frame,
     is_framed,
     offset_of,
+    pack_figures,
+    row_figures,
     rows_in,
 )
 from services.detector.rules import RuleSettings, SourceRules, TargetRules
@@ -62,12 +70,30 @@ def test_a_lone_forward_is_not_taken_for_a_frame() -> None:
     assert not is_framed(value)
 
 
+def never(n: int) -> bool:
+    return False
+
+
+def as_earlier(value: bytes) -> bytes:
+    """A frame as an earlier detector wrote it: each row's figures a list of numbers."""
+    tag, count, names, rows = msgspec.msgpack.decode(
+        value, type=tuple[int, int, list[str], list[ForwardRow]])
+    assert tag == PACKED
+    listed = [(*row[:7], row_figures(row[7]), *row[8:])
+              for row in map(msgspec.structs.astuple, rows)]
+    return msgspec.msgpack.encode((FRAMED, count, names, listed))
+
+
 class Pipe:
     """Both stages, the repartition topic as a list of records per partition, and
-    where the second stage has read each partition up to."""
+    where the second stage has read each partition up to. ``lists`` and ``lone``: which
+    framed records (by their number) an earlier detector wrote, and which batches
+    (by theirs) a detector that forwards one record a transaction."""
 
-    def __init__(self, framed: bool) -> None:
-        self.framed = framed
+    def __init__(self, framed: bool, lists: Callable[[int], bool] = never,
+                 lone: Callable[[int], bool] = never) -> None:
+        self.framed, self.lists, self.lone = framed, lists, lone
+        self.batches = self.frames = 0
         self.source = SourceStage(lambda: SourceRules(RuleSettings(), novelty=True), "a",
                                   idle_after=float("inf"))
         self.target = self.fresh_target()
@@ -81,9 +107,14 @@ class Pipe:
 
     def write(self, records: list[FakeRecord]) -> None:
         """The first stage's forwards of ``records``, then its progress markers."""
-        if self.framed:
+        self.batches += 1
+        if self.framed and not self.lone(self.batches):
             framed, dead = self.source.process_framed(records, PARTITIONS)
-            out = [(p, FRAME_KEY, value) for p, value in framed]
+            out = []
+            for p, value in framed:
+                self.frames += 1
+                out.append((p, FRAME_KEY, as_earlier(value) if self.lists(self.frames)
+                            else value))
         else:
             forwards, dead = self.source.process(records)
             out = [(partition_of(key), key, value) for key, value, _ in forwards]
@@ -149,6 +180,53 @@ def test_framed_forwards_are_judged_as_forwards_one_a_record_across_a_restart() 
     reference = sorted(outputs["one a record"], key=str)
     assert sorted(outputs["framed"], key=str) == reference
     assert sorted(outputs["framed, restarted"], key=str) == reference
+
+
+def test_frames_of_earlier_detectors_and_lone_forwards_are_judged_as_packed_ones() -> None:
+    """Mid-upgrade the repartition topic holds frames whose figures are lists, and
+    lone forwards, beside packed frames, even in one partition and one batch."""
+    records = scenario(30, tps=100)
+    outputs: dict[str, list[Output]] = {}
+    for name, lists, lone in (("packed", never, never), ("lists", lambda n: True, never),
+                              ("mixed", lambda n: n % 2 == 0, lambda n: n % 3 == 0)):
+        pipe = Pipe(True, lists, lone)
+        out: list[Output] = []
+        for start in range(0, len(records), 200):
+            pipe.write(records[start:start + 200])
+            if start % 400:  # two batches a read: a lone batch and a framed one together
+                out.extend(pipe.judge())
+        out.extend(pipe.judge())
+        outputs[name] = sorted(out, key=str)
+    assert len(outputs["packed"]) == len(records)
+    assert outputs["lists"] == outputs["packed"]
+    assert outputs["mixed"] == outputs["packed"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 30).flatmap(lambda count: st.lists(st.one_of(
+    st.lists(st.integers(-(2**62), 2**62), min_size=count, max_size=count).map(
+        lambda values: np.array(values, np.int64)),
+    st.lists(st.floats(), min_size=count, max_size=count).map(
+        lambda values: np.array(values, np.float64))), max_size=6).map(
+    lambda columns: (count, columns))))
+def test_packed_figures_are_the_numbers_a_list_of_them_carries(
+        drawn: tuple[int, list[np.ndarray]]) -> None:
+    """Any figures (counts, NaN, infinities, -0.0) reach the second stage the same,
+    bit for bit, packed or as the lists of earlier frames."""
+    count, columns = drawn
+    packed = pack_figures(columns, count)
+    as_lists = msgspec.msgpack.decode(msgspec.msgpack.encode(
+        [list(row) for row in zip(*(column.tolist() for column in columns), strict=True)]
+        if columns else [[] for _ in range(count)]), type=list[list[float]])
+    expected = np.array(as_lists, np.float64).reshape(count, len(columns))
+    got = figures_matrix(msgspec.msgpack.decode(msgspec.msgpack.encode(packed),
+                                                type=list[bytes | list[float]]), len(columns))
+    assert got.dtype == np.float64 and got.tobytes() == expected.tobytes()
+    mixed = [row if at % 2 else as_lists[at] for at, row in enumerate(packed)]
+    assert figures_matrix(mixed, len(columns)).tobytes() == expected.tobytes()
+    alone = [row_figures(row) for row in packed]  # a row made a lone forward's again
+    assert np.array(alone, np.float64).reshape(count, len(columns)).tobytes() == \
+        expected.tobytes()
 
 
 @pytest.mark.parametrize(("decides", "alone"), [(True, True), (True, False), (False, True)])
