@@ -34,6 +34,7 @@ AT_LEAST_ONCE = "at_least_once"
 EXACTLY_ONCE = "exactly_once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 CALL_TIMEOUT = 0.5  # seconds a transactional call may block the loop (and signals)
+REWIND_WAIT = 60.0  # seconds a rewind asks for the committed offsets before it stops
 
 
 class Checkpoint:
@@ -150,16 +151,37 @@ class Checkpoint:
         self._records = 0
         self.rewinds += 1
         try:
-            for tp in self.consumer.committed(positions, timeout=10):
+            for tp in self._committed_offsets(positions):
                 # An unset offset means "never committed": start from the beginning.
                 offset = max(tp.offset, 0)
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
                 log.info("rewound %s [%d] to offset %d at %.3f", tp.topic, tp.partition,
                          offset, time.time())
         except KafkaException as exc:
-            log.error("rewind failed: %s", exc.args[0].str())
+            if exc.args[0].code() == KafkaError._TIMED_OUT:
+                # Going on from here would skip what was given up: stop instead, and
+                # the restart resumes from the last commit.
+                raise
+            log.error("rewind failed: %s", exc.args[0].str())  # (a partition gone)
         if self.after_rewind is not None:
             self.after_rewind()
+
+    def _committed_offsets(self, positions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets of ``positions``, asked again while the
+        cluster does not answer (just back from an outage, a group rejoining), for up
+        to ``REWIND_WAIT`` seconds, in short calls so that a signal is handled."""
+        deadline = time.monotonic() + REWIND_WAIT
+        while True:
+            try:
+                committed: list[TopicPartition] = self.consumer.committed(
+                    positions, timeout=2)
+                return committed
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._TIMED_OUT or \
+                        time.monotonic() >= deadline:
+                    raise
+                self._warn("rewind waits for the committed offsets (%s; is the broker "
+                           "reachable?)", exc.args[0].str())
 
     def _warn(self, message: str, *args: Any) -> None:
         """A warning at most every five seconds: an outage must not flood the log."""
