@@ -155,7 +155,7 @@ class Checkpoint:
                 # An unset offset means "never committed": start from the beginning.
                 offset = max(tp.offset, 0)
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-                log.info("rewound %s [%d] to offset %d at %.3f", tp.topic, tp.partition,
+                log.info("rewound %s [%d] to offset %d at %.6f", tp.topic, tp.partition,
                          offset, time.time())
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError._TIMED_OUT:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import signal
 import socket
@@ -470,16 +471,19 @@ def aborted_by_rewinds(records: list[Output], where: Mapping[str, tuple[int, int
     Hidden from ``read_committed`` readers on Apache Kafka, shown by the embedded
     broker (see ``left_open_by_kills``): the outputs a process wrote, before it rewound,
     for input positions at or after the offset it rewound to; each with the time of
-    its rewind.
+    its rewind. An output's time is its millisecond: one written in the millisecond of
+    the rewind came after it (those of the aborted transaction went out before the
+    abort's round trip to the cluster), as the first outputs after a rewind often do.
     """
     aborted = []
     for record in records:
         if record.id not in where:
             continue
         partition, offset = where[record.id]
+        written_ms = round(record.at * 1000)
         for r in given_up:
             if (r.process == record.process and r.partition == partition
-                    and offset >= r.offset and record.at <= r.at):
+                    and offset >= r.offset and written_ms < math.floor(r.at * 1000)):
                 aborted.append((record, r.at))
                 break
     return aborted
