@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -35,6 +35,19 @@ EXACTLY_ONCE = "exactly_once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 CALL_TIMEOUT = 0.5  # seconds a transactional call may block the loop (and signals)
 REWIND_WAIT = 60.0  # seconds a rewind asks for the committed offsets before it stops
+T = TypeVar("T")
+
+
+def abortable(error: KafkaError) -> bool:
+    """Whether a transactional error asks for an abort, the records since the last
+    commit then processed again: one that says so, or a ``produce()`` the client
+    refused because the transaction is already in such an error (``_STATE``: a gap in
+    the producer's sequence after an outage, say; a fatal error says ``_FATAL``)."""
+    return bool(error.txn_requires_abort()) or error.code() == KafkaError._STATE
+
+
+def _timed_out(error: KafkaError) -> bool:
+    return error.code() == KafkaError._TIMED_OUT
 
 
 class Checkpoint:
@@ -120,6 +133,17 @@ class Checkpoint:
         """Give up what is not committed: it is processed again from the last commit."""
         self._rewind()
 
+    def give_up(self, exc: KafkaException) -> None:
+        """``abandon``, for an ``abortable`` error; any other is raised again (fatal,
+        or no answer in time: the process exits, and its restart resumes from the
+        last commit)."""
+        error: KafkaError = exc.args[0]
+        if not abortable(error):
+            raise exc
+        log.warning("transaction failed: %s; reprocessing from the last commit",
+                    error.str())
+        self.abandon()
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self._offsets.pop((tp.topic, tp.partition), None)
@@ -158,7 +182,7 @@ class Checkpoint:
                 log.info("rewound %s [%d] to offset %d at %.6f", tp.topic, tp.partition,
                          offset, time.time())
         except KafkaException as exc:
-            if exc.args[0].code() == KafkaError._TIMED_OUT:
+            if _timed_out(exc.args[0]):
                 # Going on from here would skip what was given up: stop instead, and
                 # the restart resumes from the last commit.
                 raise
@@ -169,19 +193,26 @@ class Checkpoint:
     def _committed_offsets(self, positions: list[TopicPartition]) -> list[TopicPartition]:
         """The group's committed offsets of ``positions``, asked again while the
         cluster does not answer (just back from an outage, a group rejoining), for up
-        to ``REWIND_WAIT`` seconds, in short calls so that a signal is handled."""
-        deadline = time.monotonic() + REWIND_WAIT
+        to ``REWIND_WAIT`` seconds."""
+        return self._again(lambda timeout: self.consumer.committed(positions, timeout=timeout),
+                           "the committed offsets", REWIND_WAIT, 2.0, _timed_out)
+
+    def _again(self, call: Callable[[float], T], name: str, wait: float, timeout: float,
+               retry: Callable[[KafkaError], bool]) -> T:
+        """``call(timeout)`` until it succeeds, for up to ``wait`` seconds, again while
+        its error is one ``retry`` passes (nothing decided yet). The calls are short
+        because a signal is handled only between them: a SIGTERM must not wait for
+        the cluster."""
+        deadline = time.monotonic() + wait
         while True:
             try:
-                committed: list[TopicPartition] = self.consumer.committed(
-                    positions, timeout=2)
-                return committed
+                return call(timeout)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._TIMED_OUT or \
-                        time.monotonic() >= deadline:
+                error: KafkaError = exc.args[0]
+                if not retry(error) or time.monotonic() >= deadline:
                     raise
-                self._warn("rewind waits for the committed offsets (%s; is the broker "
-                           "reachable?)", exc.args[0].str())
+                self._warn("%s not answered yet (%s; is the broker reachable?); retrying",
+                           name, error.str())
 
     def _warn(self, message: str, *args: Any) -> None:
         """A warning at most every five seconds: an outage must not flood the log."""
@@ -260,7 +291,11 @@ class ExactlyOnceCheckpoint(Checkpoint):
         self._opened = time.monotonic()
         if not self._open:
             return True
-        self._prepare()
+        try:
+            self._prepare()  # it produces, which a transaction in error refuses
+        except KafkaException as exc:
+            self.give_up(exc)
+            return False
         # 1. flush: every output of the transaction delivered or failed
         unsent = self.producer.flush(self.flush_timeout)
         if unsent:
@@ -292,12 +327,8 @@ class ExactlyOnceCheckpoint(Checkpoint):
             # 4. commit: outputs and offsets visible together
             self._retry(self.producer.commit_transaction, "commit_transaction")
         except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if not error.txn_requires_abort():
-                raise  # fatal (fenced), or no answer for txn_timeout: exit, restart
-            log.warning("aborting the transaction: %s; reprocessing from the last commit",
-                        error.str())
-            return self._abort()
+            self.give_up(exc)  # fatal (fenced), or no answer for txn_timeout: raised
+            return False
         self._open = False
         positions = self._positions()
         self._committed()
@@ -344,24 +375,10 @@ class ExactlyOnceCheckpoint(Checkpoint):
         return False
 
     def _retry(self, call: Callable[[float], None], name: str) -> None:
-        """``call(timeout)`` until it succeeds, for up to ``txn_timeout`` seconds.
-
-        A retriable error (a timeout: nothing decided yet) means the same call again,
-        as librdkafka asks. The calls are short because a signal is handled only
-        between them: a SIGTERM must not wait for the cluster.
-        """
-        deadline = time.monotonic() + self.txn_timeout
-        while True:
-            try:
-                call(CALL_TIMEOUT)
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if not error.retriable() or time.monotonic() >= deadline:
-                    raise
-                self._warn("%s not confirmed yet (%s; is the broker reachable?); retrying",
-                           name, error.str())
-
+        """``call(timeout)`` until it succeeds, for up to ``txn_timeout`` seconds: a
+        retriable error (a timeout: nothing decided yet) means the same call again,
+        as librdkafka asks."""
+        self._again(call, name, self.txn_timeout, CALL_TIMEOUT, KafkaError.retriable)
 
 def for_guarantee(guarantee: str, consumer: Consumer, producer: Producer,
                   failures: DeliveryFailures) -> Checkpoint:

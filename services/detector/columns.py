@@ -99,6 +99,14 @@ _NO_SLOTS = np.empty(0, SLOT)  # as ``changed_slots``
 _NO_SLOTS.flags.writeable = False
 
 
+def looked_up(index: dict[str, int], names: list[str]) -> tuple[np.ndarray, bool]:
+    """Each of ``names``' number in ``index`` (-1 for a name it lacks), and whether one
+    lacks one: a scan in C of the lookups' list, so that a batch that brings no new
+    name (most batches of a partition) makes no numpy call to say so."""
+    found = list(map(index.get, names, repeat(-1, len(names))))
+    return np.array(found, INT), -1 in found
+
+
 class Slots:
     """Accounts to dense slots, for the stores that share them (``holders``): a slot is
     freed once none of them holds its account."""
@@ -119,14 +127,17 @@ class Slots:
 
     def of_names(self, names: list[str]) -> np.ndarray:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
-        get = self.index.get
-        found = list(map(get, names, repeat(-1, len(names))))
-        slots = np.array(found, INT)
-        if -1 in found:  # new names: each given a slot (once)
+        slots, missing = looked_up(self.index, names)
+        if missing:  # new names: each given a slot (once)
+            get = self.index.get
             for i in np.flatnonzero(slots < 0).tolist():
                 slot = get(names[i], -1)  # (given earlier in the batch)
                 slots[i] = self.add(names[i]) if slot < 0 else slot
         return slots
+
+    def known(self, names: list[str]) -> np.ndarray:
+        """The slots of ``names``, -1 for a name without one (none is given)."""
+        return looked_up(self.index, names)[0]
 
     def add(self, name: str) -> int:
         if self.free:
@@ -373,8 +384,7 @@ class _Columns(ChangeTracking):
     def _held_slots(self, keys: list[str]) -> np.ndarray:
         """The slot of each key this store holds, -1 for the others."""
         self.flush()
-        return self.held_at(np.array(list(map(self.slots.index.get, keys,
-                                               repeat(-1, len(keys)))), INT))
+        return self.held_at(self.slots.known(keys))
 
     def take_changed(self) -> set[str]:
         listed, changed = self.take_changed_slots()
@@ -945,14 +955,12 @@ class PayeeTable:
         names interned, where the same names come as a copy each (a restore's states)
         and one object should hold them all; a batch's new names are not worth it
         (0.45 µs a name)."""
-        index = self.index
-        found = list(map(index.get, names, repeat(-1, len(names))))
-        numbers = np.array(found, INT)
-        if -1 in found:  # (a scan in C: most batches of a partition bring none)
-            missing = numbers < 0
-            new = list(compress(names, missing.tolist()))
+        numbers, missing = looked_up(self.index, names)
+        if missing:
+            absent = numbers < 0
+            new = list(compress(names, absent.tolist()))
             self._add_all(list(dict.fromkeys(map(intern, new) if shared else new)))
-            numbers[missing] = list(map(index.__getitem__, new))
+            numbers[absent] = list(map(self.index.__getitem__, new))
         return numbers
 
     def _add_all(self, names: list[str]) -> list[int]:

@@ -55,8 +55,8 @@ FORWARDS_PER_RECORD = 1024
 FRAME_BYTES = 256 * 1024
 ROW_BYTES = 256  # a row's members besides its transaction's bytes, about
 PLACE_BITS = 20  # a position: the record's offset, then the forward's place in it
-_HEADER = bytes((0x94, FRAMED))  # fixarray of 4, then the format number
-_HEADERS = (_HEADER, bytes((0x94, PACKED)))
+# A frame's first bytes: fixarray of 4, then the format number (either, to read).
+_HEADERS = (bytes((0x94, FRAMED)), bytes((0x94, PACKED)))
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -101,12 +101,12 @@ def row_figures(figures: bytes | list[float]) -> list[float]:
 
 
 def frame(targets: list[bytes], rows: list[tuple[Any, ...]], names: tuple[str, ...],
-          partitions: int, packed: bool = False) -> list[tuple[int, bytes]]:
-    """Forwards as rows (``stages.ForwardRow``'s members, the figures a tuple in the
-    order of ``names``, or with ``packed`` their bytes, ``pack_figures``), each to its
-    target's partition: ``(partition, value)`` records, each partition's rows in the
-    order given, within ``FORWARDS_PER_RECORD`` rows and about ``FRAME_BYTES`` a
-    record (judged from each transaction's bytes)."""
+          partitions: int) -> list[tuple[int, bytes]]:
+    """Forwards as rows (``stages.ForwardRow``'s members, the figures their bytes in
+    the order of ``names``, ``pack_figures``), each to its target's partition:
+    ``(partition, value)`` records, each partition's rows in the order given, within
+    ``FORWARDS_PER_RECORD`` rows and about ``FRAME_BYTES`` a record (judged from each
+    transaction's bytes)."""
     by_partition: dict[int, list[tuple[Any, ...]]] = {}
     crc = zlib.crc32
     for target, row in zip(targets, rows, strict=True):
@@ -117,8 +117,7 @@ def frame(targets: list[bytes], rows: list[tuple[Any, ...]], names: tuple[str, .
         else:
             held.append(row)
     listed = list(names)
-    form = PACKED if packed else FRAMED
-    return [(partition, _encode((form, len(chunk), listed, chunk)))
+    return [(partition, _encode((PACKED, len(chunk), listed, chunk)))
             for partition, held in by_partition.items() for chunk in _chunks(held)]
 
 

@@ -1358,8 +1358,7 @@ class _RuleSet:
         if named:
             others = list(named)
             changed_keys += others
-            slots_of = np.concatenate([slots_of, np.array(
-                list(map(self.slots.index.get, others, repeat(-1, len(others)))), np.int64)])
+            slots_of = np.concatenate([slots_of, self.slots.known(others)])
         codes = [STORE_CODES[name] for name in self.stores]
         add = out.append
         for start in range(0, len(changed_keys), STATES_AT_ONCE):

@@ -342,15 +342,7 @@ def in_transaction(checkpoint: Checkpoint, records: list[Message],
         checkpoint.track(records)
         produce(*args)
     except KafkaException as exc:
-        error: KafkaError = exc.args[0]
-        # produce() refuses with _STATE once the transaction is in an abortable error
-        # (a sequence gap after an outage, say; a fatal one says _FATAL): it must be
-        # aborted, as an error that says so.
-        if not (error.txn_requires_abort() or error.code() == KafkaError._STATE):
-            raise
-        log.warning("transaction failed: %s; reprocessing from the last commit",
-                    error.str())
-        checkpoint.abandon()
+        checkpoint.give_up(exc)
 
 
 def produce_routed(producer: Producer, routed: Routed, legit: str, fraud: str,

@@ -343,7 +343,7 @@ class SourceStage:
                 targets.append(tx.target.encode())
         if names is None:
             return [], dead
-        return frame(targets, rows, names, partitions, packed=True), dead
+        return frame(targets, rows, names, partitions), dead
 
     def _decoded(self, records: Iterable[Record]) -> tuple[
             list[tuple[Record, bytes, Any, int, int]], dict[int, tuple[SourceRules, list[int]]],

@@ -43,15 +43,16 @@ Output = tuple[str, bytes | None, bytes]
                 max_size=3000))
 def test_each_target_lands_whole_and_in_order_in_its_partition(
         drawn: list[tuple[bytes, int, list[float]]]) -> None:
-    rows = [(b"." * padding, f"t{n}", "S", target.decode(), 1.0, n, [], tuple(figures),
-             0, n, None) for n, (target, padding, figures) in enumerate(drawn)]
+    rows = [(b"." * padding, f"t{n}", "S", target.decode(), 1.0, n, [],
+             np.array(figures, "<f8").tobytes(), 0, n, None)
+            for n, (target, padding, figures) in enumerate(drawn)]
     records = frame([target for target, _, _ in drawn], rows, ("a", "b"), PARTITIONS)
     seen: list[tuple[int, ForwardRow]] = []
     for partition, value in records:
         assert is_framed(value)
         tag, count, names, inside = msgspec.msgpack.decode(
             value, type=tuple[int, int, list[str], list[ForwardRow]])
-        assert tag == 2 and names == ["a", "b"] and count == len(inside) == rows_in(value)
+        assert tag == PACKED and names == ["a", "b"] and count == len(inside) == rows_in(value)
         assert 0 < len(inside) <= FORWARDS_PER_RECORD
         # Within a topic's size limit, unless a row alone is larger.
         assert len(value) < FRAME_BYTES or len(inside) == 1
@@ -59,7 +60,7 @@ def test_each_target_lands_whole_and_in_order_in_its_partition(
     assert sorted(row.ts for _, row in seen) == list(range(len(drawn)))
     for partition, row in seen:  # as the client's partitioner puts a record so keyed
         assert partition == partition_of(row.target.encode())
-        assert row.figures == list(drawn[row.ts][2])
+        assert row_figures(row.figures) == list(drawn[row.ts][2])
     for target in {target for target, _, _ in drawn}:  # in the order they were made
         mine = [row.ts for _, row in seen if row.target == target.decode()]
         assert mine == sorted(mine)
@@ -280,7 +281,7 @@ def test_framed_records_are_judged_in_runs_of_a_batch_of_forwards(
         if count is None:  # a progress marker
             records.append(FakeRecord(b'{"watermarks":{}}', None, n))
             continue
-        rows = [(b"{}", f"t{n}.{i}", "S", "T", 1.0, n, [], (), 0, n, None)
+        rows = [(b"{}", f"t{n}.{i}", "S", "T", 1.0, n, [], b"", 0, n, None)
                 for i in range(count)]
         [(_, value)] = frame([b"T"] * count, rows, (), 1)
         assert rows_in(value) == count

@@ -97,3 +97,19 @@ def test_a_rewind_asks_again_while_the_cluster_does_not_answer(
     with pytest.raises(KafkaException):
         run_batch(KafkaError(KafkaError._STATE, "AbortableError"), consumer)
     assert consumer.seeks == []
+
+
+def test_a_commit_whose_state_changes_are_refused_aborts_and_rewinds() -> None:
+    """The commit writes the stateful detector's last state changes first: the same
+    refusal there aborts the transaction too, rather than stopping the detector."""
+    consumer = Consumer()
+    producer = Producer(KafkaError(KafkaError._STATE, "AbortableError"))
+    checkpoint = ExactlyOnceCheckpoint(consumer, producer,  # type: ignore[arg-type]
+                                       DeliveryFailures("test"))
+    checkpoint.before_commit = lambda: producer.produce("changelog", b"state", b"key")
+    checkpoint.begin()
+    checkpoint.track([FakeRecord(b"{}", b"k", 45, _partition=3)])
+    assert checkpoint.commit() is False
+    assert producer.calls == ["init", "begin", "abort"]
+    assert consumer.seeks == [("queueing.transactions", 3, COMMITTED)]
+    assert checkpoint.commits == 0 and checkpoint.rewinds == 1
