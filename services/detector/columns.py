@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable
-from itertools import chain, compress, repeat
+from itertools import chain, compress
 from sys import intern
 from typing import Any, cast
 
@@ -39,6 +39,7 @@ from services.detector.kernels import (
     W_SWEPT,
     W_UNUSED,
 )
+from services.detector.name_index import NameIndex
 from services.detector.rules import RuleSettings, VelocitySettings, _History
 from services.detector.store import ChangeTracking, encode_state
 from services.detector.windows import SlidingWindow
@@ -80,31 +81,8 @@ def map_large_blocks() -> None:
 map_large_blocks()  # before the first column is made
 
 
-# Slot and payee numbers as Python objects, one of each for the whole process: a
-# dict's value is an object, and each table making its own took 32 bytes a number,
-# where the tables of a million accounts (slots by source and by target, payees)
-# hold the same numbers up to a million.
-_NUMBERS: list[int] = list(range(1024))
-
-
-def _number(n: int) -> int:
-    """The shared object of the number ``n``."""
-    numbers = _NUMBERS
-    if n >= len(numbers):
-        numbers.extend(range(len(numbers), max(n + 1, len(numbers) + len(numbers) // 8)))
-    return numbers[n]
-
-
 _NO_SLOTS = np.empty(0, SLOT)  # as ``changed_slots``
 _NO_SLOTS.flags.writeable = False
-
-
-def looked_up(index: dict[str, int], names: list[str]) -> tuple[np.ndarray, bool]:
-    """Each of ``names``' number in ``index`` (-1 for a name it lacks), and whether one
-    lacks one: a scan in C of the lookups' list, so that a batch that brings no new
-    name (most batches of a partition) makes no numpy call to say so."""
-    found = list(map(index.get, names, repeat(-1, len(names))))
-    return np.array(found, INT), -1 in found
 
 
 class Slots:
@@ -112,7 +90,7 @@ class Slots:
     freed once none of them holds its account."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self.index: dict[str, int] = {}
+        self.index = NameIndex(capacity)
         self.names: list[str | None] = []
         self.free: list[int] = []
         self.capacity = capacity
@@ -127,31 +105,35 @@ class Slots:
 
     def of_names(self, names: list[str]) -> np.ndarray:
         """``of``, without first flushing what the stores restored (``flush`` uses it)."""
-        slots, missing = looked_up(self.index, names)
-        if missing:  # new names: each given a slot (once)
-            get = self.index.get
-            for i in np.flatnonzero(slots < 0).tolist():
-                slot = get(names[i], -1)  # (given earlier in the batch)
-                slots[i] = self.add(names[i]) if slot < 0 else slot
+        slots, missing = self.index.lookup(names)
+        if missing:  # new names: each given a slot (once), freed ones first
+            absent = np.flatnonzero(slots < 0).tolist()
+            new = list(dict.fromkeys(map(names.__getitem__, absent)))
+            given = dict(zip(new, self.add_all(new), strict=True))
+            slots[absent] = list(map(given.__getitem__, map(names.__getitem__, absent)))
         return slots
 
     def known(self, names: list[str]) -> np.ndarray:
         """The slots of ``names``, -1 for a name without one (none is given)."""
-        return looked_up(self.index, names)[0]
+        return self.index.lookup(names)[0]
 
-    def add(self, name: str) -> int:
-        if self.free:
-            slot = self.free.pop()
+    def add_all(self, names: list[str]) -> list[int]:
+        """Slots for ``names`` (new and distinct), the last freed first, as adding them
+        one by one gives them."""
+        reused = min(len(names), len(self.free))
+        slots = [self.free.pop() for _ in range(reused)]
+        for slot, name in zip(slots, names, strict=False):
             self.names[slot] = name
-        else:
-            slot = len(self.names)
-            self.names.append(name)
-            if slot >= self.capacity:
+        first = len(self.names)
+        slots += range(first, first + len(names) - reused)
+        self.names += names[reused:]
+        if len(self.names) > self.capacity:
+            while len(self.names) > self.capacity:
                 self.capacity *= 2
-                for holder in self.holders:
-                    holder.grow(self.capacity)
-        self.index[name] = _number(slot)
-        return slot
+            for holder in self.holders:
+                holder.grow(self.capacity)
+        self.index.add(names, slots)
+        return slots
 
     def release(self, slots: Any) -> None:
         """Free those of ``slots`` that no store holds any longer, once the batch is
@@ -169,6 +151,7 @@ class Slots:
 
     def settle(self) -> None:
         released, self._released = self._released, []
+        freed: list[int] = []
         for slot in released:
             name = self.names[slot]
             if name is None or any(h.held_by[slot] for h in self.holders):
@@ -176,9 +159,10 @@ class Slots:
             for holder in self.holders:  # its change is still to be written
                 if holder.flags[slot]:
                     holder._changed.add(name)
-            del self.index[name]
             self.names[slot] = None
             self.free.append(slot)
+            freed.append(slot)
+        self.index.remove(freed)
 
 
 class _Columns(ChangeTracking):
@@ -248,12 +232,11 @@ class _Columns(ChangeTracking):
             # restores most keys as none (no event in the last minute), and a call a key
             # to find that it holds nothing cost a second a million keys. (A key
             # forgotten, then restored, takes a new place in the order, as one by one.)
-            index = self.slots.index
-            known = [key for key in gone if key in index]
-            held = self.held_by[np.array(list(map(index.__getitem__, known)), INT)].tolist()
-            for key, holds in zip(known, held, strict=True):
-                if holds:
-                    self._forget(key)
+            keys = list(gone)
+            slots = self.slots.known(keys)
+            held = (slots >= 0) & (self.held_by[slots] != 0)
+            for key in compress(keys, held.tolist()):
+                self._forget(key)
         else:  # no deletion: a dict of them is what a dict would hold
             final = dict(pending)
         if not final:
@@ -379,7 +362,7 @@ class _Columns(ChangeTracking):
     def _slot(self, key: str) -> int | None:
         self.flush()
         slot = self.slots.index.get(key)
-        return None if slot is None or not self.held_by[slot] else slot
+        return None if slot < 0 or not self.held_by[slot] else slot
 
     def _held_slots(self, keys: list[str]) -> np.ndarray:
         """The slot of each key this store holds, -1 for the others."""
@@ -410,8 +393,7 @@ class _Columns(ChangeTracking):
 
     def _drop(self, key: str) -> None:
         slot = self.slots.index.get(key)
-        slot = None if slot is None or not self.held_by[slot] else slot
-        if slot is not None:
+        if slot >= 0 and self.held_by[slot]:
             self.held_by[slot] = 0
             self.counts[1] -= 1
             self.slots.release((slot,))
@@ -770,7 +752,7 @@ class WindowColumns(EventPool):
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
-        if slot is not None and self.held_by[slot]:  # its events go back to the pool
+        if slot >= 0 and self.held_by[slot]:  # its events go back to the pool
             scalars = self.scalars
             for node in self._nodes(slot):
                 self.nxt[node] = scalars[kernels.W_FREE]
@@ -941,7 +923,7 @@ class PayeeTable:
     (``release``), so the table is only as large as what the rows hold."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self.index: dict[str, int] = {}
+        self.index = NameIndex(capacity)
         self.names: list[str | None] = []
         self.free: list[int] = []
         self.refs = np.zeros(capacity, SLOT)  # (rows: one an account at most)
@@ -955,12 +937,13 @@ class PayeeTable:
         names interned, where the same names come as a copy each (a restore's states)
         and one object should hold them all; a batch's new names are not worth it
         (0.45 µs a name)."""
-        numbers, missing = looked_up(self.index, names)
+        numbers, missing = self.index.lookup(names)
         if missing:
-            absent = numbers < 0
-            new = list(compress(names, absent.tolist()))
-            self._add_all(list(dict.fromkeys(map(intern, new) if shared else new)))
-            numbers[absent] = list(map(self.index.__getitem__, new))
+            absent = np.flatnonzero(numbers < 0).tolist()
+            new = list(map(names.__getitem__, absent))
+            distinct = list(dict.fromkeys(map(intern, new) if shared else new))
+            given = dict(zip(distinct, self._add_all(distinct), strict=True))
+            numbers[absent] = list(map(given.__getitem__, new))
         return numbers
 
     def _add_all(self, names: list[str]) -> list[int]:
@@ -972,7 +955,7 @@ class PayeeTable:
         for number, name in zip(numbers[:reused], names, strict=False):
             self.names[number] = name
         self.names += names[reused:]
-        self.index.update(zip(names, map(_number, numbers), strict=True))
+        self.index.add(names, numbers)
         if len(self.names) > len(self.refs):  # a quarter more: a million, bytes each
             self._grow(max(len(self.refs) * 5 // 4, len(self.names)))
         return numbers
@@ -985,12 +968,13 @@ class PayeeTable:
         """Free those of ``numbers`` no row holds (once the batch that let them go is
         done: its later records may have taken them again)."""
         names, refs = self.names, self.refs
+        freed: list[int] = []
         for number in numbers:
-            name = names[number]
-            if name is not None and not refs[number]:
-                del self.index[name]
+            if names[number] is not None and not refs[number]:
                 names[number] = None
-                self.free.append(number)
+                freed.append(number)
+        self.index.remove(freed)
+        self.free += freed
 
 
 # New names written to the pool one at a time, up to so many in a call.
@@ -1174,7 +1158,7 @@ class NoveltyColumns(_Columns):
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
-        if slot is not None and self.held_by[slot]:
+        if slot >= 0 and self.held_by[slot]:
             self._empty(np.array([slot], INT))
         self._drop(key)
 

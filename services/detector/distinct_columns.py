@@ -470,7 +470,7 @@ class DistinctColumns(EventPool):
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)
-        if slot is not None and self.held_by[slot]:
+        if slot >= 0 and self.held_by[slot]:
             self._empty(np.array([slot], INT))
         self._drop(key)
 
