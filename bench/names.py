@@ -4,7 +4,7 @@ stall of a payee table making its pool of names anew.
 Each call brings ``--batch`` names, ``--new`` of them never seen (as a batch of a
 partition does where accounts are many), the rest known; names leave once more than
 ``--held`` are held, as rows let them go. Timed: the payee table's ``numbers`` (with
-each name's MessagePack for the changelog, ``PackedNames``), its ``release``, and the
+each name's bytes for the changelog, ``name_index.NameIndex``), its ``release``, and the
 slots' ``of_names``, each per new name. Then, with ``--pool`` names held and half of
 them let go, the one call whose new names find the pool full.
 
@@ -20,12 +20,12 @@ import random
 import time
 
 from services.detector import kernels
-from services.detector.columns import PackedNames, Slots
+from services.detector.columns import PayeeTable, Slots
 
 
 def per_new_name(batch: int, new: int, held: int, calls: int) -> dict[str, float]:
     """µs a new name in each table's calls."""
-    table, slots = PackedNames(), Slots()
+    table, slots = PayeeTable(), Slots()
     rng = random.Random(1)
     known: list[str] = []
     spent = {"numbers": 0.0, "release": 0.0, "slots": 0.0}
@@ -55,7 +55,7 @@ def per_new_name(batch: int, new: int, held: int, calls: int) -> dict[str, float
 
 def pool_made_anew(held: int) -> float:
     """ms of the call that finds the pool full, ``held`` names held, half let go."""
-    table = PackedNames()
+    table = PayeeTable()
     numbers = table.numbers([f"A{i:013d}" for i in range(held)])
     table.refs[numbers] = 1
     gone = numbers[::2]
@@ -65,7 +65,7 @@ def pool_made_anew(held: int) -> float:
     while True:
         names = [f"N{serial + i:013d}" for i in range(1000)]
         serial += 1000
-        full = table.packed_used + 15 * len(names) > len(table.packed)
+        full = table.index.used + 15 * len(names) > len(table.index.pool)
         began = time.perf_counter()
         numbers = table.numbers(names)
         spent = time.perf_counter() - began

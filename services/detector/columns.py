@@ -977,100 +977,6 @@ class PayeeTable:
         self.free += freed
 
 
-# New names written to the pool one at a time, up to so many in a call.
-_FEW_NAMES = 8
-
-
-class PackedNames(PayeeTable):
-    """``PayeeTable`` with each name as MessagePack, for the changelog's kernels
-    (``msgpack_columns``): one after the other in ``packed``, a number's at
-    ``packed_at``, ``packed_len`` long (0: freed). A name freed leaves its bytes
-    behind until the pool is made anew (``_repack``)."""
-
-    def __init__(self, capacity: int = 1024) -> None:
-        super().__init__(capacity)
-        self.packed = np.zeros(4096, np.uint8)
-        self.packed_at = np.zeros(capacity, INT)
-        self.packed_len = np.zeros(capacity, np.int32)
-        self.packed_used = 0
-        self.packed_longest = 0
-
-    def _add_all(self, names: list[str]) -> list[int]:
-        numbers = super()._add_all(names)
-        self._pack(numbers, names)
-        return numbers
-
-    def _grow(self, size: int) -> None:
-        super()._grow(size)
-        self.packed_at = _grown(self.packed_at, size, 0)
-        self.packed_len = _grown(self.packed_len, size, 0)
-
-    def release(self, numbers: Any) -> None:
-        freed = len(self.free)
-        super().release(numbers)
-        self.packed_len[self.free[freed:]] = 0  # its bytes no longer held (``_pack``)
-
-    def _pack(self, numbers: list[int], names: list[str]) -> None:
-        """The MessagePack of ``names`` into the pool, for ``numbers``; the pool made
-        anew of the names held where freed ones fill most of it."""
-        if len(names) <= _FEW_NAMES:
-            self._pack_each(numbers, names)
-            return
-        packed, lengths = packed_strings(names)
-        if self.packed_used + len(packed) > len(self.packed):
-            self._repack(len(packed))
-        used, where = self.packed_used, np.array(numbers, INT)
-        self.packed[used:used + len(packed)] = np.frombuffer(packed, np.uint8)
-        self.packed_at[where] = np.cumsum(lengths) - lengths + used
-        self.packed_len[where] = lengths
-        self.packed_used += len(packed)
-        self.packed_longest = max(self.packed_longest, int(lengths.max()))
-
-    def _pack_each(self, numbers: list[int], names: list[str]) -> None:
-        """``_pack``, a name at a time: for a few, Python's numbers cost less than the
-        numpy calls for a batch (some 15 µs a call)."""
-        pool = self.packed.data  # bytes copied in without a numpy call
-        for number, name in zip(numbers, names, strict=True):
-            packed = encode_state(name)
-            size = len(packed)
-            if self.packed_used + size > len(self.packed):
-                self._repack(size)
-                pool = self.packed.data
-            used = self.packed_used
-            pool[used:used + size] = packed
-            self.packed_at[number] = used
-            self.packed_len[number] = size
-            self.packed_used = used + size
-            self.packed_longest = max(self.packed_longest, size)
-
-    def _repack(self, room: int) -> None:
-        """A pool of the held names' bytes alone, one after the other, with twice the
-        room they and ``room`` more bytes take (a name's bytes copied, never encoded
-        again)."""
-        held = np.flatnonzero(self.packed_len[:len(self.names)])
-        used = int(self.packed_len[held].sum())
-        pool = np.zeros(max(2 * (used + room), 4096), np.uint8)
-        self.packed_used = msgpack_columns.compact(self.packed, held, self.packed_at,
-                                                   self.packed_len, pool)
-        self.packed = pool
-
-
-def packed_strings(names: list[str]) -> tuple[bytes, np.ndarray]:
-    """The MessagePack of each of ``names``, one after the other, and each one's
-    length: msgspec writes the list in one call, and where every name is ASCII (its
-    bytes as many as its characters) each one's length follows from its characters."""
-    whole = encode_state(names)
-    count = len(names)
-    body = whole[1 if count < 16 else 3 if count < 1 << 16 else 5:]
-    # A str's header: 1 byte under 32 bytes long, 2 under 256, 3 under 65,536, else 5.
-    lengths = np.fromiter(map(len, names), INT, count) + 1
-    if count and lengths.max() > 32:
-        lengths += (lengths > 32) + (lengths > 256) + 2 * (lengths > 1 << 16)
-    if int(lengths.sum()) != len(body):  # a name of other bytes than ASCII: by itself
-        lengths = np.fromiter(map(len, map(encode_state, names)), INT, count)
-    return body, lengths
-
-
 class NoveltyColumns(_Columns):
     """``rules.CounterpartyNovelty`` in columns: each source's ``memory`` most recent
     payees, most recent last, a row of payee numbers (``PayeeTable``) with its length;
@@ -1097,7 +1003,7 @@ class NoveltyColumns(_Columns):
         self.memory = memory
         self.half_life_ms = half_life_ms
         self.recent = np.zeros((slots.capacity, memory), np.int32)
-        self.payees = PackedNames()
+        self.payees = PayeeTable()
         # as every store's, and the numbers the kernel reports let go (``novelty_run``)
         self.counts = np.zeros(5, INT)
         self._let_go: list[int] = []  # numbers a forgotten row let go, freed after
@@ -1190,11 +1096,12 @@ class NoveltyColumns(_Columns):
         # At most: a key's array of four, its payees' header and three numbers; names.
         room = len(slots) * (1 + msgpack_columns.HEADER_BYTES
                              + 3 * msgpack_columns.NUMBER_BYTES) \
-            + payees * table.packed_longest
+            + payees * (msgpack_columns.HEADER_BYTES + table.index.longest)
+        names = table.index
         return msgpack_columns.written(
             msgpack_columns.encode_novelty, room, slots, self.recent, self.length,
-            self.new_rate.view(np.uint64), self.at, self.streak, table.packed,
-            table.packed_at, table.packed_len)
+            self.new_rate.view(np.uint64), self.at, self.streak, names.pool, names.at,
+            names.length)
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from services.detector.columns import INT, SLOT, EventPool, PackedNames, Slots, _grown
+from services.detector.columns import INT, SLOT, EventPool, PayeeTable, Slots, _grown
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -58,8 +58,8 @@ COUNTED_FROM = 64
 SHIFT = 32  # a tally's key: slot << SHIFT | payer
 
 
-class PayerTable(PackedNames):
-    """``PackedNames`` for fan-in's windows, with what their kernel needs beside each
+class PayerTable(PayeeTable):
+    """``PayeeTable`` for fan-in's windows, with what their kernel needs beside each
     number: the last record whose scan saw it (``marks``, against ``stamp``, which
     every scan of the three windows moves on) and whether it is already listed as let
     go (``zeroed``; ``released``, ``let_go`` of them) since the table last settled.
@@ -341,7 +341,7 @@ def gather_events(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
 
 @njit(cache=True, nogil=True)
 def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[no-untyped-def]
-                  packed, packed_at, packed_len, buf, ends):
+                  pool, name_at, name_len, buf, ends):
     """Each of ``slots``' changelog state as MessagePack, one after the other in
     ``buf`` (where each ends in ``ends``; nothing for -1): ``[times, payers]``, or
     ``[times, payers, orders]`` where an event's order is not its time; the bytes
@@ -362,7 +362,7 @@ def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
             k = put_array(buf, k, n)
             at = head[s]
             for _ in range(n):
-                k = put_name(buf, k, payers[at], packed, packed_at, packed_len)
+                k = put_name(buf, k, payers[at], pool, name_at, name_len)
                 at = nxt[at]
             if own:
                 k = put_linked(buf, k, head[s], n, ords, nxt)
@@ -463,10 +463,10 @@ class DistinctColumns(EventPool):
         # At most: a key's array of three and their headers, an event's time, order
         # and name.
         room = (1 + 3 * HEADER_BYTES) * len(slots) \
-            + events * (2 * NUMBER_BYTES + table.packed_longest)
+            + events * (2 * NUMBER_BYTES + HEADER_BYTES + table.index.longest)
+        names = table.index
         return written(encode_states, room, slots, self.head, self.size, self.times,
-                       self.ords, self.tags, self.nxt, table.packed, table.packed_at,
-                       table.packed_len)
+                       self.ords, self.tags, self.nxt, names.pool, names.at, names.length)
 
     def _forget(self, key: str) -> None:
         slot = self.slots.index.get(key)

@@ -91,10 +91,25 @@ def put_real(buf, k, bits):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def put_name(buf, k, number, packed, packed_at, packed_len):  # type: ignore[no-untyped-def]
-    """A name, as its MessagePack waits in ``packed`` (``columns.PackedNames``)."""
-    start, size = packed_at[number], packed_len[number]
-    buf[k:k + size] = packed[start:start + size]
+def put_name(buf, k, number, pool, at, length):  # type: ignore[no-untyped-def]
+    """A name as a MessagePack str, from its UTF-8 bytes in a ``NameIndex``'s pool
+    (``pool``, ``at``, ``length``): the shortest header that holds its length, as
+    msgspec writes it (at most ``HEADER_BYTES``)."""
+    start, size = at[number], length[number]
+    if size < 32:
+        buf[k] = 0xA0 | size
+        k += 1
+    elif size < 256:
+        buf[k] = 0xD9
+        buf[k + 1] = size
+        k += 2
+    elif size < 65_536:
+        buf[k] = 0xDA
+        k = put_uint(buf, k + 1, size, 2)
+    else:
+        buf[k] = 0xDB
+        k = put_uint(buf, k + 1, size, 4)
+    buf[k:k + size] = pool[start:start + size]
     return k + size
 
 
@@ -106,19 +121,6 @@ def put_linked(buf, k, at, n, values, nxt):  # type: ignore[no-untyped-def]
     for _ in range(n):
         k = put_int(buf, k, values[at])
         at = nxt[at]
-    return k
-
-
-@njit(cache=True, nogil=True)
-def compact(pool, held, packed_at, packed_len, out):  # type: ignore[no-untyped-def]
-    """The bytes of the names ``held`` (a pool's numbers, at ``packed_at``) one after
-    the other into ``out``, each one's new place into ``packed_at``: the bytes used."""
-    k = 0
-    for number in held:
-        start, n = packed_at[number], packed_len[number]
-        out[k:k + n] = pool[start:start + n]
-        packed_at[number] = k
-        k += n
     return k
 
 
@@ -171,7 +173,7 @@ def encode_times(slots, head, size, times, nxt, buf, ends):  # type: ignore[no-u
 
 @njit(cache=True, nogil=True)
 def encode_novelty(slots, recent, length, rate_bits, at, streak,  # type: ignore[no-untyped-def]
-                   packed, packed_at, packed_len, buf, ends):
+                   pool, name_at, name_len, buf, ends):
     """``[recent payees, new rate, at, streak]`` of each slot (``NoveltyColumns``);
     nothing for -1."""
     k = 0
@@ -182,7 +184,7 @@ def encode_novelty(slots, recent, length, rate_bits, at, streak,  # type: ignore
             n = length[s]
             k = put_array(buf, k + 1, n)
             for i in range(n):
-                k = put_name(buf, k, recent[s, i], packed, packed_at, packed_len)
+                k = put_name(buf, k, recent[s, i], pool, name_at, name_len)
             k = put_real(buf, k, rate_bits[s])
             k = put_int(buf, k, at[s])
             k = put_int(buf, k, streak[s])
@@ -273,7 +275,6 @@ def warm() -> None:
     slot = np.zeros(1, np.int32)
     buf = np.empty(64, np.uint8)
     held_slots(one, np.zeros(1, np.uint8), one.copy())
-    compact(buf, one, one.copy(), np.ones(1, np.int32), buf.copy())
     rows(np.ones(1, np.bool_), np.array([INTEGER, REAL_OR_NIL], np.uint8), [one, one + 0.5])
     encode_times(one, slot, slot, one, slot, buf, one.copy())
     encode_novelty(one, np.zeros((1, 1), np.int32), np.zeros(1, np.int16), one.view(np.uint64),

@@ -7,6 +7,9 @@ memory. The kernel takes a batch in passes: every name's hash and first probe, t
 every candidate's bytes. The batch's loads then overlap instead of waiting on each
 other.
 
+The names' bytes serve the changelog too: its kernels write a name as MessagePack
+from them (``msgpack_columns.put_name``), so no table keeps a second copy.
+
 The layout is open addressing with linear probing: ``table`` holds a (hash, number)
 pair a slot, at most half of them used, the hash's low 32 bits alone (a removal or a
 larger table hashes the name's bytes again). The names' UTF-8 bytes lie one after the other
@@ -131,18 +134,21 @@ def _place(table, h, number):  # type: ignore[no-untyped-def]
 def insert(raw, lengths, seed, numbers, table, pool, used, at,  # type: ignore[no-untyped-def]
            length):
     """Each name (none in the table yet, all distinct) under its number, its bytes
-    into the pool from ``used`` on (room made); returns ``MISMATCH`` (and changes
-    nothing) where the lengths do not add up to ``raw``'s size, else 0."""
+    into the pool from ``used`` on (room made); returns the longest name's length, or
+    ``MISMATCH`` (and changes nothing) where the lengths do not add up to ``raw``'s
+    size."""
     offsets = _offsets(lengths, len(raw))
     if len(offsets) == 0:
         return MISMATCH
     pool[used:used + len(raw)] = raw
+    longest = 0
     for k in range(len(lengths)):
         number = numbers[k]
         at[number] = used + offsets[k]
         length[number] = lengths[k]
+        longest = max(longest, lengths[k])
         _place(table, _hash(raw, offsets[k], offsets[k + 1], seed), number)
-    return 0
+    return longest
 
 
 @njit(cache=True, nogil=True)
@@ -205,6 +211,7 @@ class NameIndex:
         self.used = 0  # bytes of the pool written
         self.live = 0  # bytes of the pool that held names hold
         self.count = 0
+        self.longest = 0  # bytes of the longest name added (an encoder's room)
 
     def __len__(self) -> int:
         return self.count
@@ -262,9 +269,11 @@ class NameIndex:
         if self.used + len(raw) > len(self.pool):
             self._make_room(len(raw))
         args = (self.seed, where, self.table, self.pool, self.used, self.at, self.length)
-        if insert(raw, lengths, *args) == MISMATCH:
+        longest = insert(raw, lengths, *args)
+        if longest == MISMATCH:
             raw, lengths = _bytes_of_each(names)
-            insert(raw, lengths, *args)
+            longest = insert(raw, lengths, *args)
+        self.longest = max(self.longest, longest)
         self.used += len(raw)
         self.live += len(raw)
         self.count += len(names)
@@ -315,3 +324,13 @@ def _bytes_of_each(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     encoded = [name.encode("utf-8", "surrogatepass") for name in names]
     return (np.frombuffer(b"".join(encoded), np.uint8),
             np.fromiter(map(len, encoded), INT, len(encoded)))
+
+
+def warm() -> None:
+    """Compile (or load from the cache) the kernels: each path of an index once, a
+    larger table and a pool made anew among them."""
+    index = NameIndex(1)
+    index.add(["a", "é"], [0, 1])
+    index.lookup(["a", "é", "b"])
+    index.remove([0])
+    index.add([f"{i:040d}" for i in range(40)], list(range(2, 42)))

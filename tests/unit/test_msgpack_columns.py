@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.detector import msgpack_columns
-from services.detector.columns import PackedNames, packed_strings
+from services.detector.columns import PayeeTable
 from services.detector.distinct_columns import DistinctColumns
-from services.detector.msgpack_columns import INTEGER, REAL, REAL_OR_NIL
+from services.detector.msgpack_columns import HEADER_BYTES, INTEGER, REAL, REAL_OR_NIL, put_name
 from services.detector.rules import STORE_CODES, SourceRules, TargetRules
 from services.detector.store import decode_state, encode_state
 
@@ -116,31 +116,24 @@ names_lists = st.lists(st.one_of(
     st.text(alphabet="abc", min_size=30, max_size=34)), max_size=40)
 
 
-@settings(max_examples=60, deadline=None)
-@given(names_lists)
-def test_a_batch_of_names_packs_as_msgspec_packs_each(names: list[str]) -> None:
-    packed, lengths = packed_strings(names)
-    each = [encode_state(name) for name in names]
-    assert packed == b"".join(each)
-    assert lengths.tolist() == [len(one) for one in each]
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(names_lists, st.lists(st.integers(0, 200), max_size=30)),
                 min_size=1, max_size=12))
 def test_the_names_pool_keeps_every_held_names_bytes_as_names_come_and_go(
         steps: list[tuple[list[str], list[int]]]) -> None:
     """Names taken and let go in any order: the pool, made anew whenever freed names'
-    bytes fill it, holds each held name's MessagePack where its number says."""
-    table = PackedNames()
+    bytes fill it, holds each held name's bytes where its number says, and the
+    changelog's kernels write each as msgspec writes it."""
+    table = PayeeTable()
     for names, freeing in steps:
         table.refs[table.numbers(names)] += 1
         held = [number for number, name in enumerate(table.names) if name is not None]
         gone = sorted({held[at % len(held)] for at in freeing} if held else set())
         table.refs[gone] = 0
         table.release(gone)
+        index = table.index
         for number, name in enumerate(table.names):
             if name is not None:
-                at, size = int(table.packed_at[number]), int(table.packed_len[number])
-                assert table.packed[at:at + size].tobytes() == encode_state(name)
-                assert size <= table.packed_longest
+                buf = np.zeros(HEADER_BYTES + index.longest, np.uint8)
+                end = put_name(buf, 0, number, index.pool, index.at, index.length)
+                assert buf[:end].tobytes() == encode_state(name)
