@@ -920,7 +920,8 @@ def _grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
 class PayeeTable:
     """Payee names to numbers, for the rows of ``NoveltyColumns``: a number a name, and
     how many rows hold it (``refs``). A number no row holds goes back to the free list
-    (``release``), so the table is only as large as what the rows hold."""
+    (``release``), so the table is only as large as what the rows hold. The changelog's
+    kernels write the names from the index's bytes (``msgpack_columns.put_name``)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.index = NameIndex(capacity)
