@@ -688,7 +688,7 @@ def warm() -> None:
     not pay for it. The arrays are of the columns' own types (``columns``): slots, pool
     nodes, insertion numbers and habits' counts of four bytes (``slot``), a novelty
     row's length of two. The changelog's kernels too (``msgpack_columns``), and the
-names' (``name_index``)."""
+    names' (``name_index``)."""
     from services.detector import msgpack_columns, name_index  # (they import ``njit``)
 
     msgpack_columns.warm()
