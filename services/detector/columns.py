@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable
-from itertools import chain, compress
+from itertools import chain
 from sys import intern
 from typing import Any, cast
 
@@ -40,6 +40,7 @@ from services.detector.kernels import (
     W_UNUSED,
 )
 from services.detector.name_index import NameIndex
+from services.detector.name_index import grown as _grown
 from services.detector.rules import RuleSettings, VelocitySettings, _History
 from services.detector.store import ChangeTracking, encode_state
 from services.detector.windows import SlidingWindow
@@ -232,11 +233,9 @@ class _Columns(ChangeTracking):
             # restores most keys as none (no event in the last minute), and a call a key
             # to find that it holds nothing cost a second a million keys. (A key
             # forgotten, then restored, takes a new place in the order, as one by one.)
-            keys = list(gone)
-            slots = self.slots.known(keys)
-            held = (slots >= 0) & (self.held_by[slots] != 0)
-            for key in compress(keys, held.tolist()):
-                self._forget(key)
+            slots = self.slots.known(list(gone))
+            for slot in slots[(slots >= 0) & (self.held_by[slots] != 0)].tolist():
+                self._forget(slot)
         else:  # no deletion: a dict of them is what a dict would hold
             final = dict(pending)
         if not final:
@@ -314,8 +313,9 @@ class _Columns(ChangeTracking):
         """Restored states in the current format (older detectors wrote fewer fields)."""
         return states
 
-    def _forget(self, key: str) -> None:
-        self._drop(key)
+    def _forget(self, slot: int) -> None:
+        """Its account's state out of the store (a slot it holds)."""
+        self._drop(slot)
 
     def _number_room(self, coming: int) -> None:
         """Room in ``seq`` (int32) for ``coming`` more insertion numbers: before they
@@ -391,13 +391,11 @@ class _Columns(ChangeTracking):
         changed, self._changed = self._changed, set()
         return listed, changed
 
-    def _drop(self, key: str) -> None:
-        slot = self.slots.index.get(key)
-        if slot >= 0 and self.held_by[slot]:
-            self.held_by[slot] = 0
-            self.counts[1] -= 1
-            self.slots.release((slot,))
-            self.slots.settle()
+    def _drop(self, slot: int) -> None:
+        self.held_by[slot] = 0
+        self.counts[1] -= 1
+        self.slots.release((slot,))
+        self.slots.settle()
 
     def forget_oldest(self) -> None:
         """``store.forget_oldest``: room for one more account below the cap, the
@@ -750,15 +748,13 @@ class WindowColumns(EventPool):
         return msgpack_columns.written(msgpack_columns.encode_times, room, slots, self.head,
                                        self.size, self.times, self.nxt)
 
-    def _forget(self, key: str) -> None:
-        slot = self.slots.index.get(key)
-        if slot >= 0 and self.held_by[slot]:  # its events go back to the pool
-            scalars = self.scalars
-            for node in self._nodes(slot):
-                self.nxt[node] = scalars[kernels.W_FREE]
-                scalars[kernels.W_FREE] = node
-            self.size[slot] = 0
-        self._drop(key)
+    def _forget(self, slot: int) -> None:
+        scalars = self.scalars  # its events go back to the pool
+        for node in self._nodes(slot):
+            self.nxt[node] = scalars[kernels.W_FREE]
+            scalars[kernels.W_FREE] = node
+        self.size[slot] = 0
+        self._drop(slot)
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         scalars = self.scalars
@@ -910,13 +906,6 @@ class PayeeColumns(_Columns):
         return [state if len(state) > 2 else [*state[:2], 0.0] for state in states]
 
 
-def _grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
-    """``values`` and ``fill`` after them, ``size`` in all."""
-    grown = np.full(size, fill, values.dtype)
-    grown[:len(values)] = values
-    return grown
-
-
 class PayeeTable:
     """Payee names to numbers, for the rows of ``NoveltyColumns``: a number a name, and
     how many rows hold it (``refs``). A number no row holds goes back to the free list
@@ -1063,11 +1052,9 @@ class NoveltyColumns(_Columns):
         super().forget_oldest()
         self._empty(np.flatnonzero(held & (self.held_by == 0)))
 
-    def _forget(self, key: str) -> None:
-        slot = self.slots.index.get(key)
-        if slot >= 0 and self.held_by[slot]:
-            self._empty(np.array([slot], INT))
-        self._drop(key)
+    def _forget(self, slot: int) -> None:
+        self._empty(np.array([slot], INT))
+        self._drop(slot)
 
     def state_of(self, source: str) -> Any:
         """``[recent payees, new rate, at, streak]``."""

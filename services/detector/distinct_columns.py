@@ -468,11 +468,9 @@ class DistinctColumns(EventPool):
         return written(encode_states, room, slots, self.head, self.size, self.times,
                        self.ords, self.tags, self.nxt, names.pool, names.at, names.length)
 
-    def _forget(self, key: str) -> None:
-        slot = self.slots.index.get(key)
-        if slot >= 0 and self.held_by[slot]:
-            self._empty(np.array([slot], INT))
-        self._drop(key)
+    def _forget(self, slot: int) -> None:
+        self._empty(np.array([slot], INT))
+        self._drop(slot)
 
     def _empty(self, slots: np.ndarray) -> None:
         table = self.payers

@@ -289,11 +289,8 @@ class NameIndex:
         self.count -= len(gone)
 
     def _grow_numbers(self, size: int) -> None:
-        for name, fill in (("at", 0), ("length", -1)):
-            values = getattr(self, name)
-            grown = np.full(size, fill, values.dtype)
-            grown[:len(values)] = values
-            setattr(self, name, grown)
+        self.at = grown(self.at, size, 0)
+        self.length = grown(self.length, size, -1)
 
     def _grow_table(self, room: int) -> None:
         size = len(self.table)
@@ -311,6 +308,13 @@ class NameIndex:
         pool = np.zeros((self.live + room) * 5 // 4 + 4096, np.uint8)
         self.used = compact(held, self.at, self.length, self.pool, pool)
         self.pool = pool
+
+
+def grown(values: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """``values`` and ``fill`` after them, ``size`` in all."""
+    out = np.full(size, fill, values.dtype)
+    out[:len(values)] = values
+    return out
 
 
 def _bytes_of(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
