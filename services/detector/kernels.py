@@ -688,11 +688,12 @@ def warm() -> None:
     not pay for it. The arrays are of the columns' own types (``columns``): slots, pool
     nodes, insertion numbers and habits' counts of four bytes (``slot``), a novelty
     row's length of two. The changelog's kernels too (``msgpack_columns``), and the
-    names' (``name_index``)."""
-    from services.detector import msgpack_columns, name_index  # (they import ``njit``)
+    names' (``name_index``), and the verdicts' (``verdict_bytes``)."""
+    from services.detector import msgpack_columns, name_index, verdict_bytes  # (``njit``)
 
     msgpack_columns.warm()
     name_index.warm()
+    verdict_bytes.warm()
     one = np.zeros(1, np.int64)
     slot = np.zeros(1, np.int32)
     flag = np.zeros(1, np.uint8)

@@ -52,7 +52,6 @@ _source_of, _target_of, _amount_of = (attrgetter(name) for name in ("source", "t
                                                                      "amount"))
 _id_of, _ts_of, _detection_of = (attrgetter(name) for name in ("id", "ts", "detection"))
 _key_of, _value_of = methodcaller("key"), methodcaller("value")
-_BUT_LAST = slice(None, -1)
 
 
 class Record(Protocol):
@@ -482,33 +481,53 @@ class VerdictWriter:
         """``record`` of every transaction of a batch, from its verdicts in columns:
         whether each is fraud, the hits of those with any (by place), the scores (None:
         no score for any), the figures (one array a figure) and, with a model, who
-        decided each (``said[by[i]]``). Each figure's values are written by one call
-        for the batch; a record is then one join of its pieces."""
+        decided each (``said[by[i]]``). Each column's values are written by one call
+        for the batch, and the records by one kernel (``verdict_bytes``)."""
+        # numba's, which the classic path (``route`` with no rule) never loads
+        from services.detector import verdict_bytes
+
         count = len(txs)
         if not count:
             return []
-        scored = scores is not None
-        score_at = b',"score":' if scored else b',"score":null'
-        heads = [self._openings[at] + b"[]" + score_at for at in (False, True)]
-        head = np.array(heads, object)[fraud.astype(np.intp)].tolist()
-        for i, found in hits.items():
-            head[i] = self._openings[bool(fraud[i])] + self.rules(found) + score_at
-        # Each transaction's bytes but its closing "}": a slice each, in C.
-        columns: list[Iterable[bytes]] = [map(bytes.__getitem__, txs, repeat(_BUT_LAST)), head]
+        score_at = b',"score":' if scores is not None else b',"score":null'
+        # The pieces of the records: a head by fraud or not, one for each record with
+        # hits; a prefix a column; a tail by who decided.
+        parts = [self._openings[False] + b"[]" + score_at,
+                 self._openings[True] + b"[]" + score_at]
+        heads = fraud.astype(np.int64)
+        if hits:
+            # The same hits come again and again in a batch (the threshold's, a burst's
+            # records): each head is written once.
+            written: dict[tuple[bool, tuple[Hit, ...]], int] = {}
+            fraud_of = fraud.tolist()
+            for i, found in hits.items():
+                said_of = (fraud_of[i], tuple(found))
+                piece = written.get(said_of)
+                if piece is None:
+                    piece = written[said_of] = len(parts)
+                    parts.append(self._openings[said_of[0]] + self.rules(found) + score_at)
+                heads[i] = piece
+        prefixes: list[int] = []
+        columns: list[bytes] = []
+        dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
         if scores is not None:
-            columns.append(_tokens(scores))
+            prefixes.append(len(parts))
+            parts.append(b"")
+            columns.append(dumps(scores, option=numpy))
         opening = b',"features":{'
         for name, column in figures.items():
-            columns.append(repeat(opening + orjson.dumps(name) + b":"))
-            columns.append(_tokens(np.ascontiguousarray(column)))
+            prefixes.append(len(parts))
+            parts.append(opening + dumps(name) + b":")
+            columns.append(dumps(np.ascontiguousarray(column), option=numpy))
             opening = b","
         ending = b"}" if figures else b',"features":{}'
         if said is None or by is None:
-            columns.append(repeat(ending + self.tail(None) + b"}"))
+            tails = np.full(count, len(parts), np.int64)
+            parts.append(ending + self.tail(None) + b"}")
         else:
-            tails = np.array([ending + self.tail(who) + b"}" for who in said], object)
-            columns.append(tails[by].tolist())
-        return list(map(b"".join, zip(*columns, strict=False)))
+            tails = np.asarray(by, np.int64) + len(parts)
+            parts.extend(ending + self.tail(who) + b"}" for who in said)
+        return verdict_bytes.joined(txs, parts, heads, prefixes, tails, columns)
 
 
 def _oversize(raws: list[bytes]) -> bool:
@@ -537,18 +556,3 @@ def _irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[in
     return [i for i, (tx, raw) in enumerate(zip(txs, raws, strict=True))
             if tx.id is UNSET or tx.ts is UNSET or tx.detection is not UNSET
             or raw[-1] != 125]  # 125 is "}"
-
-
-def _tokens(values: Sequence[float | None] | np.ndarray) -> list[bytes]:
-    """Each value's JSON, as ``orjson`` writes it in an object: one call for them all
-    (numbers hold no comma), or for counts, the ones written once (``_COUNTS``)."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values) and \
-            values.min() >= 0 and values.max() < len(_COUNTS):
-        counts: list[bytes] = _COUNTS[values].tolist()
-        return counts
-    written: bytes = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
-    return written[1:-1].split(b",")
-
-
-# The JSON of the counts most figures hold (payments in a window, distinct payers).
-_COUNTS = np.array([orjson.dumps(count) for count in range(1024)], object)
