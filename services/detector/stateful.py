@@ -24,6 +24,8 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import compress
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
@@ -42,6 +44,7 @@ from services.detector.trust import ModelTrust
 if TYPE_CHECKING:  # scikit-learn loads only when a model is asked for
     from services.detector.model import OnlineModel
 
+_topic_of = methodcaller("topic")
 log = logging.getLogger("fraud.detector.state")
 
 # What the service does with a batch: (topic, key, value, headers, partition or None).
@@ -276,8 +279,13 @@ class StatefulDetector:
                 dlq: str) -> list[Output]:
         """A batch through whichever stage each record belongs to: the outputs to
         produce (the second stage's figures kept for their labels meanwhile)."""
-        firsts = [r for r in records if r.topic() == self.transactions]
-        seconds = [r for r in records if r.topic() == self.internal.repartition]
+        topics = list(map(_topic_of, records))  # each record's, asked once
+        if topics.count(self.transactions) == len(records):  # the usual batch under load
+            firsts, seconds = records, []
+        else:
+            repartition = self.internal.repartition
+            firsts = list(compress(records, [t == self.transactions for t in topics]))
+            seconds = list(compress(records, [t == repartition for t in topics]))
         outputs: list[Output] = []
         if firsts:
             repartition = self.internal.repartition
