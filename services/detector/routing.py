@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import attrgetter, methodcaller, not_
+from operator import not_
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import numpy as np
@@ -48,10 +48,6 @@ Headers = list[tuple[str, str | bytes | None]]  # as Producer.produce takes them
 # counted: ``DECIDERS[BY_RULES]`` and so on.
 DECIDERS = (("rules", True), ("model", True), ("model_veto", True))
 BY_RULES, BY_MODEL, BY_VETO = 0, 1, 2
-_source_of, _target_of, _amount_of = (attrgetter(name) for name in ("source", "target",
-                                                                     "amount"))
-_id_of, _ts_of, _detection_of = (attrgetter(name) for name in ("id", "ts", "detection"))
-_key_of, _value_of = methodcaller("key"), methodcaller("value")
 
 
 class Record(Protocol):
@@ -152,7 +148,7 @@ class Router:
         legit, fraud = self._legit, self._fraud
         schema_decode, unset = decode_schema, UNSET  # locals: this loop runs per record
         taken = records if isinstance(records, list) else list(records)
-        raws: list[bytes] = list(map(_value_of, taken))  # None fails the decode
+        raws = cast(list[bytes], [record.value() for record in taken])  # None fails the decode
         oversize = _oversize(raws)
         for record, raw in zip(taken, raws, strict=True):
             try:
@@ -185,8 +181,9 @@ class Router:
         """
         routed = Routed([], [], [])
         taken, raws, txs = self._decode(records, routed)
-        times = list(map(_ts_of, txs))
-        ids = list(map(_id_of, txs))
+        # Unset for a bare record, until the lines below set them.
+        times: list[Any] = [tx.ts for tx in txs]
+        ids: list[Any] = [tx.id for tx in txs]
         # A bare tutorial record (a count compares by identity first: a pass in C).
         bare = bool(times.count(UNSET) or ids.count(UNSET))
         if bare:  # its time is when it was produced, its id where it came from
@@ -194,9 +191,9 @@ class Router:
                      for ts, record in zip(times, taken, strict=True)]
             ids = [f"{record.topic()}-{record.partition()}-{record.offset()}"
                    if tx_id is UNSET else tx_id for tx_id, record in zip(ids, taken, strict=True)]
-        amounts = list(map(_amount_of, txs))
+        amounts = [tx.amount for tx in txs]
         amounts_of = np.array(amounts, np.float64)
-        judged = rules.judge_columns(list(map(_source_of, txs)), list(map(_target_of, txs)),
+        judged = rules.judge_columns([tx.source for tx in txs], [tx.target for tx in txs],
                                      amounts, times, amounts_of=amounts_of)
         hits = judged.hits
         fired = threshold_hits(hits, amounts_of, self.rule)
@@ -218,7 +215,7 @@ class Router:
                 None if said is None or by is None else said[by[i]])
             values[i] = extend(raws[i], tx, identity_fields(tx, record) + b',"detection":'
                                + detection)
-        pairs = list(zip(map(_key_of, taken), values, strict=True))
+        pairs = list(zip([record.key() for record in taken], values, strict=True))
         fraud_of = fraud.tolist()
         routed.fraud.extend(compress(pairs, fraud_of))
         routed.legit.extend(compress(pairs, map(not_, fraud_of)))
@@ -230,7 +227,7 @@ class Router:
         others go to the dead letters. Every record at once first (a loop in C), one by
         one only for a batch with one that is not a transaction."""
         taken = records if isinstance(records, list) else list(records)
-        raws: list[bytes] = list(map(_value_of, taken))
+        raws = cast(list[bytes], [record.value() for record in taken])  # None: refused
         if not _oversize(raws):
             try:
                 return taken, raws, list(map(decode_schema, raws))
@@ -550,7 +547,7 @@ def _irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[in
     """The records ``VerdictWriter.records`` cannot write by appending to their bytes:
     a bare tutorial record (``bare``: whether there is one), one with a detection
     already, or one whose bytes do not end with its object's "}"."""
-    if not bare and list(map(_detection_of, txs)).count(UNSET) == len(txs) and \
+    if not bare and [tx.detection for tx in txs].count(UNSET) == len(txs) and \
             all(map(bytes.endswith, raws, repeat(b"}"))):
         return []
     return [i for i, (tx, raw) in enumerate(zip(txs, raws, strict=True))

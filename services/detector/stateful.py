@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import compress
-from operator import methodcaller
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
@@ -44,7 +43,6 @@ from services.detector.trust import ModelTrust
 if TYPE_CHECKING:  # scikit-learn loads only when a model is asked for
     from services.detector.model import OnlineModel
 
-_topic_of = methodcaller("topic")
 log = logging.getLogger("fraud.detector.state")
 
 # What the service does with a batch: (topic, key, value, headers, partition or None).
@@ -279,7 +277,7 @@ class StatefulDetector:
                 dlq: str) -> list[Output]:
         """A batch through whichever stage each record belongs to: the outputs to
         produce (the second stage's figures kept for their labels meanwhile)."""
-        topics = list(map(_topic_of, records))  # each record's, asked once
+        topics = [record.topic() for record in records]  # each record's, asked once
         if topics.count(self.transactions) == len(records):  # the usual batch under load
             firsts, seconds = records, []
         else:
