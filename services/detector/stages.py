@@ -418,6 +418,11 @@ class TargetStage:
         self.model_decides = True
         # Whether, deciding, it may raise an alarm no rule raised (ModelTrust.alone).
         self.model_alone = True
+        # The figures' names of the first framed forward read, and whether anything
+        # else was ever pushed (a lone forward of an earlier detector, other names):
+        # until then, what the merges release needs no look to be judged in columns.
+        self._names: tuple[str, ...] | None = None
+        self._mixed = False
         self.set_threshold(threshold)
 
     def set_threshold(self, threshold: float) -> None:
@@ -448,6 +453,10 @@ class TargetStage:
                 if raw and is_framed(raw):  # a batch's forwards to this partition
                     _, _, listed, rows = _decode_rows(raw)
                     names = tuple(listed)
+                    if self._names is None:
+                        self._names = names
+                    elif names != self._names:
+                        self._mixed = True
                     at = position(record.offset() or 0, 0)
                     merge.push_all([(row.order, at + place, row.partition, (row, names))
                                     for place, row in enumerate(rows)])
@@ -464,19 +473,25 @@ class TargetStage:
                 routed.dlq.append((record.key(), raw, dead_letter_headers(
                     record, f"not a forwarded transaction: {exc}", self.instance)))
                 continue
+            self._mixed = True
             merge.push(forwarded.partition, forwarded.order, position(record.offset() or 0, 0),
                        forwarded)
         released = [(partition, merge.take()) for partition, merge in touched.items()]
         batches = [(partition, entries) for partition, entries in released if entries]
-        named = {item[1] for _, entries in batches for _, _, _, item in entries
-                 if type(item) is tuple}
-        if len(named) == 1 and all(type(item) is tuple for _, entries in batches
-                                   for _, _, _, item in entries):
-            routed = self._judge_rows(batches, named.pop(), routed)
-        elif batches:  # forwards of older detectors among them: one a record
-            routed = self._judge([(partition, [
-                (order, at, upstream, _as_forwarded(item)) for order, at, upstream, item in
-                entries]) for partition, entries in batches], routed)
+        if batches and not self._mixed:
+            assert self._names is not None  # rows were pushed, all with these names
+            routed = self._judge_rows(batches, self._names, routed)
+        elif batches:
+            named = {item[1] for _, entries in batches for _, _, _, item in entries
+                     if type(item) is tuple}
+            if len(named) == 1 and all(type(item) is tuple for _, entries in batches
+                                       for _, _, _, item in entries):
+                routed = self._judge_rows(batches, named.pop(), routed)
+            else:  # forwards of older detectors among them: one a record
+                routed = self._judge([(partition, [
+                    (order, at, upstream, _as_forwarded(item))
+                    for order, at, upstream, item in entries])
+                    for partition, entries in batches], routed)
         self.counters.legit += len(routed.legit)
         self.counters.fraud += len(routed.fraud)
         self.counters.dlq += len(routed.dlq)
