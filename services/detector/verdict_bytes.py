@@ -97,7 +97,8 @@ def joined(txs: Sequence[bytes], parts: list[bytes], heads: np.ndarray,
     ends = np.empty(count, INT)
     written = _write(np.frombuffer(b"".join(txs), np.uint8), np.cumsum(sizes),
                      np.frombuffer(b"".join(parts), np.uint8), at, lengths, heads, prefix,
-                     tails, values, marks[:, :-1] + 1, marks[:, 1:], out, ends, COPY)
+                     tails, values, marks[:, :-1] + 1, np.ascontiguousarray(marks[:, 1:]),
+                     out, ends, COPY)
     assert written == size
     blob = out[:size].tobytes()
     return list(map(blob.__getitem__, map(slice, [0, *ends[:-1].tolist()], ends.tolist())))
@@ -117,6 +118,7 @@ def _room(size: int) -> np.ndarray:
 
 
 def warm() -> None:
-    """Compile (or load from the cache) the kernel."""
-    joined([b'{"a":1}', b"{}"], [b",", b"!"], np.zeros(2, INT), [0], np.ones(2, INT),
-           [b"[1,2]"])
+    """Compile (or load from the cache) the kernel, for the arrays' types and layouts
+    of a batch (two columns: a column's values' ends are a slice of a matrix)."""
+    joined([b'{"a":1}', b"{}"], [b",", b"!"], np.zeros(2, INT), [0, 1], np.ones(2, INT),
+           [b"[1,2]", b"[3,4]"])
