@@ -234,8 +234,9 @@ class _Columns(ChangeTracking):
             # to find that it holds nothing cost a second a million keys. (A key
             # forgotten, then restored, takes a new place in the order, as one by one.)
             slots = self.slots.known(list(gone))
-            for slot in slots[(slots >= 0) & (self.held_by[slots] != 0)].tolist():
-                self._forget(slot)
+            held = slots[(slots >= 0) & (self.held_by[slots] != 0)]
+            if len(held):
+                self._forget(held)
         else:  # no deletion: a dict of them is what a dict would hold
             final = dict(pending)
         if not final:
@@ -313,9 +314,9 @@ class _Columns(ChangeTracking):
         """Restored states in the current format (older detectors wrote fewer fields)."""
         return states
 
-    def _forget(self, slot: int) -> None:
-        """Its account's state out of the store (a slot it holds)."""
-        self._drop(slot)
+    def _forget(self, slots: np.ndarray) -> None:
+        """Their accounts' states out of the store (slots it holds, each once)."""
+        self._drop(slots)
 
     def _number_room(self, coming: int) -> None:
         """Room in ``seq`` (int32) for ``coming`` more insertion numbers: before they
@@ -391,10 +392,10 @@ class _Columns(ChangeTracking):
         changed, self._changed = self._changed, set()
         return listed, changed
 
-    def _drop(self, slot: int) -> None:
-        self.held_by[slot] = 0
-        self.counts[1] -= 1
-        self.slots.release((slot,))
+    def _drop(self, slots: np.ndarray) -> None:
+        self.held_by[slots] = 0
+        self.counts[1] -= len(slots)
+        self.slots.release(slots.tolist())
         self.slots.settle()
 
     def forget_oldest(self) -> None:
@@ -748,13 +749,14 @@ class WindowColumns(EventPool):
         return msgpack_columns.written(msgpack_columns.encode_times, room, slots, self.head,
                                        self.size, self.times, self.nxt)
 
-    def _forget(self, slot: int) -> None:
-        scalars = self.scalars  # its events go back to the pool
-        for node in self._nodes(slot):
-            self.nxt[node] = scalars[kernels.W_FREE]
-            scalars[kernels.W_FREE] = node
-        self.size[slot] = 0
-        self._drop(slot)
+    def _forget(self, slots: np.ndarray) -> None:
+        scalars = self.scalars  # their events go back to the pool
+        for slot in slots.tolist():
+            for node in self._nodes(slot):
+                self.nxt[node] = scalars[kernels.W_FREE]
+                scalars[kernels.W_FREE] = node
+        self.size[slots] = 0
+        self._drop(slots)
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         scalars = self.scalars
@@ -1052,9 +1054,9 @@ class NoveltyColumns(_Columns):
         super().forget_oldest()
         self._empty(np.flatnonzero(held & (self.held_by == 0)))
 
-    def _forget(self, slot: int) -> None:
-        self._empty(np.array([slot], INT))
-        self._drop(slot)
+    def _forget(self, slots: np.ndarray) -> None:
+        self._empty(slots)
+        self._drop(slots)
 
     def state_of(self, source: str) -> Any:
         """``[recent payees, new rate, at, streak]``."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from services.detector.columns import INT, SLOT, EventPool, PayeeTable, Slots, _grown
+from services.detector.columns import INT, SLOT, EventPool, PayeeTable, Slots
 from services.detector.kernels import (
     DONE,
     NEVER,
@@ -50,6 +50,7 @@ from services.detector.msgpack_columns import (
     put_name,
     written,
 )
+from services.detector.name_index import grown as _grown
 from services.detector.windows import SlidingWindow
 
 # A window this big keeps its payers counted: below it, looking at each event (a
@@ -468,9 +469,9 @@ class DistinctColumns(EventPool):
         return written(encode_states, room, slots, self.head, self.size, self.times,
                        self.ords, self.tags, self.nxt, names.pool, names.at, names.length)
 
-    def _forget(self, slot: int) -> None:
-        self._empty(np.array([slot], INT))
-        self._drop(slot)
+    def _forget(self, slots: np.ndarray) -> None:
+        self._empty(slots)
+        self._drop(slots)
 
     def _empty(self, slots: np.ndarray) -> None:
         table = self.payers

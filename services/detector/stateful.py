@@ -277,16 +277,15 @@ class StatefulDetector:
                 dlq: str) -> list[Output]:
         """A batch through whichever stage each record belongs to: the outputs to
         produce (the second stage's figures kept for their labels meanwhile)."""
+        repartition = self.internal.repartition
         topics = [record.topic() for record in records]  # each record's, asked once
         if topics.count(self.transactions) == len(records):  # the usual batch under load
             firsts, seconds = records, []
         else:
-            repartition = self.internal.repartition
             firsts = list(compress(records, [t == self.transactions for t in topics]))
             seconds = list(compress(records, [t == repartition for t in topics]))
         outputs: list[Output] = []
         if firsts:
-            repartition = self.internal.repartition
             if self.repartitions is None:  # one record a forward, keyed by its target
                 forwards, dead = self.source.process(firsts)
                 outputs.extend((repartition, key, value, headers, None)
