@@ -688,12 +688,19 @@ def warm() -> None:
     not pay for it. The arrays are of the columns' own types (``columns``): slots, pool
     nodes, insertion numbers and habits' counts of four bytes (``slot``), a novelty
     row's length of two. The changelog's kernels too (``msgpack_columns``), and the
-    names' (``name_index``), and the verdicts' (``verdict_bytes``)."""
-    from services.detector import msgpack_columns, name_index, verdict_bytes  # (``njit``)
+    names' (``name_index``), the verdicts' (``verdict_bytes``), and card testing's
+    (``card_columns``)."""
+    from services.detector import (  # (``njit``)
+        card_columns,
+        msgpack_columns,
+        name_index,
+        verdict_bytes,
+    )
 
     msgpack_columns.warm()
     name_index.warm()
     verdict_bytes.warm()
+    card_columns.warm()
     one = np.zeros(1, np.int64)
     slot = np.zeros(1, np.int32)
     flag = np.zeros(1, np.uint8)

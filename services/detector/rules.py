@@ -1458,13 +1458,14 @@ class SourceRules(_RuleSet):
 
     A batch is judged at once (``evaluate_batch``): the sources get dense slots, and the
     velocity window, the pace, the habits and the recent payees, held in columns by
-    slot, go through compiled kernels (``columns``); card testing, a record at a time.
-    ``Velocity``, ``AmountAnomaly`` and ``CounterpartyNovelty`` are the reference the
-    columns are held to, a record at a time."""
+    slot, and card testing's tiny payments (``card_columns``), go through compiled
+    kernels. ``Velocity``, ``AmountAnomaly``, ``CounterpartyNovelty`` and
+    ``CardTesting`` are the reference the columns are held to, a record at a time."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = SOURCE_RULES, novelty: bool = False) -> None:
         # Here, not at the top: every service reads RuleSettings, few run the rules.
+        from services.detector.card_columns import CardColumns
         from services.detector.columns import (
             BatchVelocity,
             HabitColumns,
@@ -1480,7 +1481,8 @@ class SourceRules(_RuleSet):
         self.velocity = BatchVelocity(settings, self.slots) if "velocity" in names else None
         self.anomaly = HabitColumns(self.slots, settings) \
             if "amount_anomaly" in names else None
-        self.card_testing = CardTesting(settings) if "card_testing" in names else None
+        self.card_testing = CardColumns(self.slots, settings) \
+            if "card_testing" in names else None
         self.novelty = NoveltyColumns(self.slots) if novelty else None
         stores: dict[str, Any] = {}
         if self.velocity is not None:
@@ -1520,7 +1522,9 @@ class SourceRules(_RuleSet):
         # Names are kept as the stores first saw them (a dict keeps its first key): only
         # what a store holds as a value, the payees, is interned, where it is kept.
         velocity, anomaly, novelty = self.velocity, self.anomaly, self.novelty
-        columns = velocity is not None or anomaly is not None or novelty is not None
+        card_testing = self.card_testing
+        columns = velocity is not None or anomaly is not None or novelty is not None \
+            or card_testing is not None
         if columns:
             slots = self.slots.of(sources)
         if ts is None:
@@ -1549,14 +1553,13 @@ class SourceRules(_RuleSet):
                                      f"{amount / mean:.1f}x the account's mean of {mean:.2f}"))
         if novelty is not None:
             novel, lately, streak = novelty.judge_batch(slots, targets, ts)
-        if columns:
-            self.slots.settle()
-        if self.card_testing is not None:
-            tiny_payees, card_hits = self.card_testing.judge_columns(
-                sources, targets, amounts, times, amounts_of=amounts_of, ts=ts)
+        if card_testing is not None:
+            tiny_payees, card_hits = card_testing.judge_columns(slots, targets, amounts_of, ts)
             figures["tiny_payees"] = tiny_payees
             for i, hit in card_hits:
                 _hit_at(hits, i, hit)
+        if columns:
+            self.slots.settle()
         if novelty is not None:
             figures["novelty"] = novel
             figures["new_payees"] = self._rounded(lately, 2)

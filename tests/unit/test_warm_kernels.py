@@ -6,9 +6,9 @@ from __future__ import annotations
 import numba
 
 from bench.state import changelogs, restore_here
-from services.detector import columns, distinct_columns, kernels, msgpack_columns
+from services.detector import card_columns, columns, distinct_columns, kernels, msgpack_columns
 
-MODULES = (kernels, distinct_columns, columns, msgpack_columns)
+MODULES = (kernels, distinct_columns, columns, msgpack_columns, card_columns)
 
 
 def compiled() -> dict[str, int]:
