@@ -205,7 +205,7 @@ class Router:
         writer = VerdictWriter(self.threshold, self.instance,
                                None if self.model is None else (self.cutoff, self.veto))
         values = writer.records(raws, fraud, hits, scores, judged.figures, said, by)
-        for i in _irregular(txs, raws, bare):
+        for i in irregular(txs, raws, bare):
             # A bare record, or one with a detection already: ``extend`` writes it.
             tx, record = txs[i], taken[i]
             detection = writer.detection(
@@ -543,7 +543,7 @@ def identity_fields(tx: Transaction, record: Record) -> bytes:
     return extra
 
 
-def _irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[int]:
+def irregular(txs: list[Transaction], raws: list[bytes], bare: bool) -> list[int]:
     """The records ``VerdictWriter.records`` cannot write by appending to their bytes:
     a bare tutorial record (``bare``: whether there is one), one with a detection
     already, or one whose bytes do not end with its object's "}"."""

@@ -28,7 +28,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from itertools import compress
+from itertools import compress, repeat
 from operator import not_
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -70,6 +70,7 @@ from services.detector.routing import (
     decide_columns,
     decider,
     identity_fields,
+    irregular,
     score_batch,
     score_columns,
     threshold_hits,
@@ -317,33 +318,52 @@ class SourceStage:
         for partition, (rules, indices) in batches.items():
             if not indices:
                 continue
-            advance = self.state.clock(partition).advance
             mine = [taken[i] for i in indices]
-            orders = [advance(ts) for _, _, _, ts, _ in mine]
+            txs = [tx for _, _, tx, _, _ in mine]
             times = [ts for _, _, _, ts, _ in mine]
-            judged = rules.judge_columns(
-                [tx.source for _, _, tx, _, _ in mine], [tx.target for _, _, tx, _, _ in mine],
-                [tx.amount for _, _, tx, _, _ in mine], times)
+            ts = np.array(times, np.int64)
+            orders = self._advance(self.state.clock(partition), ts)
+            sources = [tx.source for tx in txs]
+            payees = [tx.target for tx in txs]
+            amounts = [tx.amount for tx in txs]
+            judged = rules.judge_columns(sources, payees, amounts, times, ts=ts)
             found = tuple(judged.figures)
             if names is None:
                 names = found
             elif found != names:  # never so within one detector's rules
                 raise ValueError(f"figures {found} beside {names} in one batch")
-            # Each record's figures, by place: their bytes, a slice a record.
-            figures = pack_figures(list(judged.figures.values()), len(mine))
-            hits = judged.hits
-            for at, ((record, raw, tx, ts, _), order, values) in enumerate(
-                    zip(mine, orders, figures, strict=True)):
-                body = extend(raw, tx, identity_fields(tx, record))
-                ident = tx.id if tx.id is not UNSET else \
-                    f"{record.topic()}-{record.partition()}-{record.offset()}"
-                # ``ForwardRow``'s members in its order.
-                rows.append((body, ident, tx.source, tx.target, tx.amount, ts,
-                             hits.get(at, _NO_HITS), values, partition, order, record.key()))
-                targets.append(tx.target.encode())
+            hits = [_NO_HITS] * len(mine)
+            for at, fired in judged.hits.items():
+                hits[at] = fired
+            # The transactions' bytes and ids as they are, but where a record lacks
+            # its id or time, or holds a detection: ``extend`` writes those.
+            raws = [raw for _, raw, _, _, _ in mine]
+            ids = [tx.id for tx in txs]
+            bare = ids.count(UNSET) > 0 or [tx.ts for tx in txs].count(UNSET) > 0
+            for i in irregular(txs, raws, bare):
+                record, raw, tx, _, _ = mine[i]
+                raws[i] = extend(raw, tx, identity_fields(tx, record))
+                if tx.id is UNSET:
+                    ids[i] = f"{record.topic()}-{record.partition()}-{record.offset()}"
+            # ``ForwardRow``'s members in its order, each record's figures by place.
+            rows.extend(zip(raws, ids, sources, payees, amounts, times, hits,
+                            pack_figures(list(judged.figures.values()), len(mine)),
+                            repeat(partition), orders, [m[0].key() for m in mine]))
+            targets.extend([payee.encode() for payee in payees])
         if names is None:
             return [], dead
         return frame(targets, rows, names, partitions), dead
+
+    @staticmethod
+    def _advance(clock: SourceClock, ts: np.ndarray) -> list[int]:
+        """``clock.advance`` of each of a partition's records in turn, at once: each
+        record's order, the partition's stream time after it."""
+        orders = np.maximum.accumulate(np.maximum(ts, clock.time))
+        newest = int(orders[-1])
+        if newest > clock.time:
+            clock.time = newest
+            clock.changed = True
+        return orders.tolist()
 
     def _decoded(self, records: Iterable[Record]) -> tuple[
             list[tuple[Record, bytes, Any, int, int]], dict[int, tuple[SourceRules, list[int]]],

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import msgspec
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -291,3 +292,25 @@ def test_framed_records_are_judged_in_runs_of_a_batch_of_forwards(
     for run in runs:
         held = sum(rows_in(r.value()) for r in run if r.key() is not None)
         assert held <= most or sum(r.key() is not None for r in run) == 1
+
+
+def test_transactions_the_first_stage_must_write_anew_are_framed_as_lone_forwards() -> None:
+    """A tutorial record without its id or time, one that holds a detection, one with
+    spaces after its object: framed, each is written as its lone forward writes it."""
+    records = scenario(3, tps=100)
+    for at, record in enumerate(records):
+        tx = orjson.loads(record.value())  # type: ignore[arg-type]
+        if at % 4 == 1:
+            del tx["id"], tx["ts"]
+        elif at % 4 == 2:
+            tx["detection"] = {"fraud": True, "reasons": ["an old verdict"]}
+        record._value = orjson.dumps(tx) + (b"  \n" if at % 4 == 3 else b"")
+    outputs = []
+    for framed in (False, True):
+        pipe = Pipe(framed)
+        pipe.write(records)
+        outputs.append(sorted(pipe.judge(), key=str))
+    assert len(outputs[0]) == len(records)
+    assert outputs[1] == outputs[0]
+    ids = {orjson.loads(value)["id"] for _, _, value in outputs[1]}
+    assert f"queueing.transactions-{records[1].partition()}-{records[1].offset()}" in ids
