@@ -1589,9 +1589,9 @@ class TargetRules(_RuleSet):
     """Fan-in and, for a model (``novelty``), how often the target was paid lately:
     who paid one target, where the target's records are.
 
-    A batch at once (``evaluate_batch``): the targets get dense slots, the payer mix
-    and the payee history, in columns, go through kernels; the fan-in windows, a record
-    at a time."""
+    A batch at once (``evaluate_batch``): the targets get dense slots, and the payer
+    mix, the payee history and the fan-in windows (``distinct_columns``), in columns,
+    go through kernels."""
 
     def __init__(self, settings: RuleSettings | None = None,
                  names: tuple[str, ...] = TARGET_RULES, novelty: bool = False) -> None:
