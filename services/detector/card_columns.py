@@ -17,7 +17,7 @@ lists keep (by time, then payee), so either reads the other's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from services.detector.kernels import (
 from services.detector.msgpack_columns import joined
 from services.detector.store import encode_state
 from services.detector.windows import SlidingWindow
+
+if TYPE_CHECKING:  # (``rules`` imports this module)
+    from services.detector.rules import Hit, RuleSettings
 
 SWEPT = 3  # ``counts``: whether a sweep let go of any source (its slot may be free)
 
@@ -164,7 +167,8 @@ class CardColumns(EventPool):
     name = "card_testing"
     _pool = ("times", "tags", "nxt")
 
-    def __init__(self, slots: Slots, settings: Any, max_accounts: int = 200_000) -> None:
+    def __init__(self, slots: Slots, settings: RuleSettings,
+                 max_accounts: int = 200_000) -> None:
         super().__init__(slots, SlidingWindow(1, 0))  # (the window is the settings')
         self.settings = settings
         self.max_accounts = max_accounts
@@ -179,7 +183,7 @@ class CardColumns(EventPool):
         self._window_ms = round(self.settings.card_test_window_s * 1000)
 
     def judge_columns(self, slots: np.ndarray, targets: list[str], amounts: np.ndarray,
-                      ts: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Any]]]:
+                      ts: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Hit]]]:
         """``CardTesting.judge_columns``: each record's distinct payees, and the hits by
         the record's place in the batch. Before the slots settle: a slot this lets go
         may not be taken again within the batch."""
@@ -216,7 +220,7 @@ class CardColumns(EventPool):
         if self.counts[SWEPT]:  # the sweep let sources go: their slots may be free
             self.counts[SWEPT] = 0
             self.slots.release_unheld()
-        hits: list[tuple[int, Any]] = []
+        hits: list[tuple[int, Hit]] = []
         if fired.any():
             within = f"{settings.card_test_amount:g} within {self._window_ms / 60_000:g} min"
             hits = [(i, Hit(self.name, f"{int(found[i])} distinct payees paid at most "
