@@ -27,6 +27,7 @@ from services.detector.distinct_columns import (
     _let_go,
     _next_stamp,
     gather_events,
+    let_go_all,
 )
 from services.detector.kernels import (
     DONE,
@@ -55,13 +56,8 @@ SWEPT = 3  # ``counts``: whether a sweep let go of any source (its slot may be f
 def _empty(s, head, tail, size, tags, nxt, scalars,  # type: ignore[no-untyped-def]
            refs, zeroed, released, let_go):
     """Every payment of slot ``s`` let go."""
-    at = head[s]
-    for _ in range(size[s]):
-        following = nxt[at]
-        _let_go(at, tags, nxt, scalars, refs, zeroed, released, let_go)
-        at = following
-    size[s] = 0
-    head[s] = tail[s] = -1
+    let_go_all(s, head, size, tags, nxt, scalars, refs, zeroed, released, let_go)
+    tail[s] = -1
 
 
 @njit(cache=True, nogil=True)
@@ -103,6 +99,9 @@ def card_run(start, slots, ts, tiny, numbers,  # type: ignore[no-untyped-def]
             tags[node] = numbers[i]
             refs[numbers[i]] += 1
             nxt[node] = -1
+            # In time order, as ``kernels.window_run`` links an event: written out in
+            # each kernel, since a shared compiled helper, even inlined, cost some 50 ns
+            # a record there.
             if size[s] == 0:
                 _take(s, held_by, seq, counts)
                 head[s] = tail[s] = node

@@ -141,13 +141,9 @@ def _let_go(node, payers, nxt, scalars, refs, zeroed, released,  # type: ignore[
 
 
 @njit(cache=True, nogil=True)
-def _empty(s, head, size, lo, nd, payers, nxt, scalars,  # type: ignore[no-untyped-def]
-           refs, zeroed, released, let_go, tally):
-    """Every event of slot ``s`` let go, and its tally with them."""
-    at = lo[s]
-    while at >= 0:
-        _uncount(tally, s, payers[at], nd)
-        at = nxt[at]
+def let_go_all(s, head, size, payers, nxt, scalars,  # type: ignore[no-untyped-def]
+               refs, zeroed, released, let_go):
+    """Every event of slot ``s`` back to the pool, its payer held by one event fewer."""
     at = head[s]
     for _ in range(size[s]):
         following = nxt[at]
@@ -155,6 +151,17 @@ def _empty(s, head, size, lo, nd, payers, nxt, scalars,  # type: ignore[no-untyp
         at = following
     size[s] = 0
     head[s] = -1
+
+
+@njit(cache=True, nogil=True)
+def _empty(s, head, size, lo, nd, payers, nxt, scalars,  # type: ignore[no-untyped-def]
+           refs, zeroed, released, let_go, tally):
+    """Every event of slot ``s`` let go, and its tally with them."""
+    at = lo[s]
+    while at >= 0:
+        _uncount(tally, s, payers[at], nd)
+        at = nxt[at]
+    let_go_all(s, head, size, payers, nxt, scalars, refs, zeroed, released, let_go)
     lo[s] = -1
     nd[s] = 0
 
