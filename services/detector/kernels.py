@@ -444,9 +444,10 @@ def window_run(start, slots, ts, length, grace,  # type: ignore[no-untyped-def]
                 head[s] = nxt[first]
                 size[s] -= 1
                 _free(first, nxt, scalars)
+            last = size[s] == 0 or t >= times[tail[s]]  # in order: the usual case
             if size[s] == 0:
                 head[s] = tail[s] = node
-            elif t >= times[tail[s]]:  # in order: the usual case
+            elif last:
                 nxt[tail[s]] = node
                 tail[s] = node
             elif t < times[head[s]]:
@@ -460,15 +461,22 @@ def window_run(start, slots, ts, length, grace,  # type: ignore[no-untyped-def]
                 nxt[at] = node
             size[s] += 1
             # Its window: the events up to it (itself included) later than t - length.
-            found = 0
-            at = head[s]
             edge = t - length
-            while True:
-                if times[at] > edge:
-                    found += 1
-                if at == node:
-                    break
-                at = nxt[at]
+            at = head[s]
+            if last:  # every event is up to it: the list less its head up to the edge,
+                # a walk over no more than the grace's events (the trim took the rest)
+                found = size[s]
+                while at >= 0 and times[at] <= edge:
+                    found -= 1
+                    at = nxt[at]
+            else:
+                found = 0
+                while True:
+                    if times[at] > edge:
+                        found += 1
+                    if at == node:
+                        break
+                    at = nxt[at]
         if scalars[W_SWEPT] == NEVER or newest - scalars[W_SWEPT] > length + grace:
             # Drop the keys whose events have all left every possible window.
             scalars[W_SWEPT] = newest

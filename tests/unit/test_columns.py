@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.special import betainc
 
 from services.detector import kernels
-from services.detector.columns import SEQ_LIMIT, MixColumns, Slots
+from services.detector.columns import SEQ_LIMIT, MixColumns, Slots, WindowColumns
 from services.detector.rules import (
     AmountAnomaly,
     FanIn,
@@ -24,6 +24,7 @@ from services.detector.rules import (
     TargetRules,
     Velocity,
 )
+from services.detector.windows import KeyedTimes, SlidingWindow
 
 MINUTE = 60_000
 
@@ -291,3 +292,30 @@ def test_insertion_numbers_start_anew_before_they_overflow_and_keep_the_order() 
     assert int(store.counts[2]) == 4  # a, b, c numbered 0, 1, 2 anew, then d
     assert store.state_of("a") is None  # the oldest went, as it would have
     assert all(store.state_of(key) is not None for key in "bcd")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0, 1, 1, 2, 3, 5, -1, -2, -6])),
+                min_size=1, max_size=120),
+       st.lists(st.integers(1, 30), min_size=1, max_size=10))
+def test_the_velocity_window_counts_at_its_edges_as_the_reference_does(
+        stream: list[tuple[int, int]], sizes: list[int]) -> None:
+    """Seconds apart, so that events fall on a window's edge (5 s) and its grace's
+    (2 s): each record's count of its window, as ``KeyedTimes`` counts it."""
+    window = SlidingWindow(5_000, 2_000)
+    reference, columns = KeyedTimes(window), WindowColumns(Slots(capacity=2), window)
+    records, ts = [], 600_000
+    for source, step in stream:
+        ts += 1_000 * step
+        records.append((f"S{source}", ts))
+    expected = [reference.count(key, at) for key, at in records]
+    got: list[int | None] = []
+    start, cut = 0, 0
+    while start < len(records):
+        batch = records[start:start + sizes[cut % len(sizes)]]
+        slots = columns.slots.of([key for key, _ in batch])
+        recent = columns.count_batch(slots, np.array([at for _, at in batch], np.int64))
+        got += [None if count < 0 else count + 1 for count in recent.tolist()]
+        columns.slots.settle()
+        start, cut = start + len(batch), cut + 1
+    assert got == expected
