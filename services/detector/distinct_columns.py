@@ -53,9 +53,11 @@ from services.detector.msgpack_columns import (
 from services.detector.name_index import grown as _grown
 from services.detector.windows import SlidingWindow
 
-# A window this big keeps its payers counted: below it, looking at each event (a
-# few hundred ns) costs less than the tally's entries (some 50 bytes each) cost.
-COUNTED_FROM = 64
+# A window this big keeps its payers counted: below it, looking at each event costs
+# less than the tally's entries (some 50 bytes each). A window's events lie apart in
+# the pool, a wait on memory each: at 64, a busy hour's walks cost 2.5 times what the
+# tally does at 8 (``docs/performance.md``).
+COUNTED_FROM = 8
 SHIFT = 32  # a tally's key: slot << SHIFT | payer
 
 
@@ -78,12 +80,14 @@ class PayerTable(PayeeTable):
         self.marks = np.full(capacity, -1, np.int32)
         self.zeroed = np.zeros(capacity, np.uint8)
         self.released = np.zeros(capacity, np.int32)
+        self.tied = np.zeros(capacity, np.int32)  # a scan's own count a payer (scratch)
 
     def _grow(self, size: int) -> None:
         super()._grow(size)
         self.marks = _grown(self.marks, size, -1)
         self.zeroed = _grown(self.zeroed, size, 0)
         self.released = np.zeros(size, np.int32)
+        self.tied = np.zeros(size, np.int32)
 
     def settle(self) -> None:
         """Free the numbers the kernels listed as held by no event any longer."""
@@ -178,15 +182,51 @@ def empty_slots(slots, head, size, lo, nd, payers, nxt,  # type: ignore[no-untyp
 
 
 @njit(cache=True, nogil=True)
+def _tied_alone(s, g, at, edge, answer, payers, times, nxt, marks,  # type: ignore[no-untyped-def]
+                tied, stamp, tally):
+    """``answer`` (the distinct payers of a counted window, ties included) less the
+    payers that only ties pay, ``at`` on (the key's events of the record's order, the
+    last of its list), plus the record's own payer ``g`` where it is one of them."""
+    mark = _next_stamp(stamp, marks)
+    first = at
+    while at >= 0:  # each payer's events among the ties in the window
+        if times[at] > edge:
+            p = payers[at]
+            if marks[p] != mark:
+                marks[p] = mark
+                tied[p] = 0
+            tied[p] += 1
+        at = nxt[at]
+    alone = False
+    at = first
+    while at >= 0:
+        if times[at] > edge:
+            p = payers[at]
+            if tied[p] > 0:
+                if tally[(s << SHIFT) | p] == tied[p]:  # none of a lower order
+                    answer -= 1
+                    if p == g:
+                        alone = True
+                tied[p] = 0
+        at = nxt[at]
+    return answer + 1 if alone else answer
+
+
+@njit(cache=True, nogil=True)
 def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-untyped-def]
-                 length, grace, counted_from, head, tail, size, lo, nd, top, held_by,
-                 times, ords, payers, nxt, scalars, flags, changed, counts,
-                 refs, zeroed, released, let_go, marks, stamp, tally, out):
+                 length, grace, counted_from, head, tail, size, lo, nd, top, tie,
+                 held_by, times, ords, payers, nxt, scalars, flags, changed, counts,
+                 refs, zeroed, released, let_go, marks, tied, stamp, tally, out):
     """``KeyedEvents.distinct`` for records ``start`` on: ``out`` the distinct payers
     of each record's window (-1: late). ``by_order``: whether ``orders`` are the
     records' orders (else each record's order is its time, and no event is left out
     of a window for its order). Returns ``(DONE, n)`` or ``(STOP_GROW, record)``.
-    ``counts``: changed slots so far, keys held, whether the sweep dropped any."""
+    ``counts``: changed slots so far, keys held, whether the sweep dropped any.
+
+    ``tie``: the first of a key's events of its top order where those are the last of
+    its list, and only they (-1: not known to be so). A record of that order, the last
+    of its list, then has its answer from the tally, less the payers only the ties pay,
+    rather than from a look at every event of its window."""
     n = slots.shape[0]
     capacity = times.shape[0]
     for i in range(start, n):
@@ -212,12 +252,14 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
         nxt[node] = -1
         refs[g] += 1
         answer = -1
+        tied_up = False  # of the key's top order, the last of its list, after the others
         if size[s] == 0:  # a new key: this event alone
             head[s] = tail[s] = node
             size[s] = 1
             lo[s] = -1
             nd[s] = 0
             top[s] = o
+            tie[s] = node
             held_by[s] = 1
             counts[1] += 1
             answer = 1
@@ -228,16 +270,17 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                 if lo[s] == first:
                     _uncount(tally, s, payers[first], nd)
                     lo[s] = nxt[first]
+                if tie[s] == first:  # the ties after it are the last still
+                    tie[s] = nxt[first]
                 head[s] = nxt[first]
                 size[s] -= 1
                 _let_go(first, payers, nxt, scalars, refs, zeroed, released, let_go)
             fast = not by_order or top[s] < o  # no event of this order or later held
-            if o > top[s]:
-                top[s] = o
             if size[s] == 0:
                 head[s] = tail[s] = node
                 size[s] = 1
                 lo[s] = -1
+                tie[s] = node if o >= top[s] else -1
                 answer = 1
             elif t >= times[tail[s]]:  # in order: the usual case
                 nxt[tail[s]] = node
@@ -245,8 +288,15 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                 size[s] += 1
                 if lo[s] >= 0:
                     _count(tally, s, g, nd)
+                if fast:
+                    tie[s] = node
+                elif o == top[s] and tie[s] >= 0:
+                    tied_up = True
+                else:
+                    tie[s] = -1
             else:  # after every event at or before its time
                 fast = False
+                tie[s] = -1
                 if t < times[head[s]]:
                     nxt[node] = head[s]
                     head[s] = node
@@ -261,45 +311,52 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                     nxt[at] = node
                     if passed:  # at or after the first event counted: counted too
                         _count(tally, s, g, nd)
+                if nxt[node] == lo[s] and lo[s] >= 0:
+                    # Just before the first counted: counted from it on, so that every
+                    # event before the first counted is before every window to come.
+                    lo[s] = node
+                    _count(tally, s, g, nd)
                 size[s] += 1
+            if o > top[s]:
+                top[s] = o
             edge = t - length
-            if answer < 0 and fast:
-                # The window's first event, and the events before it.
-                at = head[s]
-                before = 0
-                met_lo = False
-                while times[at] <= edge:
-                    if at == lo[s]:
-                        met_lo = True
-                    at = nxt[at]
-                    before += 1
-                first = at
-                if lo[s] < 0 and size[s] - before < counted_from:
-                    mark = _next_stamp(stamp, marks)
-                    answer = 0
-                    while at >= 0:
-                        p = payers[at]
-                        if marks[p] != mark:
-                            marks[p] = mark
-                            answer += 1
+            if answer < 0 and (fast or tied_up):
+                if lo[s] >= 0:
+                    # Counted: every event before the first counted is before this
+                    # window too (an earlier record's, of an earlier or equal time),
+                    # so the window's start moves on from there.
+                    at = lo[s]
+                    while times[at] <= edge:
+                        _uncount(tally, s, payers[at], nd)
                         at = nxt[at]
+                    lo[s] = at
+                    answer = nd[s]
                 else:
-                    if lo[s] < 0:  # nothing counted yet: the whole window
+                    # The window's first event, and the events before it.
+                    at = head[s]
+                    before = 0
+                    while times[at] <= edge:
+                        at = nxt[at]
+                        before += 1
+                    if size[s] - before >= counted_from:  # from now on, counted
+                        lo[s] = at
                         while at >= 0:
                             _count(tally, s, payers[at], nd)
                             at = nxt[at]
-                    elif met_lo:  # counted from before the window: those go
-                        at = lo[s]
-                        while at != first:
-                            _uncount(tally, s, payers[at], nd)
+                        answer = nd[s]
+                    elif fast:
+                        mark = _next_stamp(stamp, marks)
+                        answer = 0
+                        while at >= 0:
+                            p = payers[at]
+                            if marks[p] != mark:
+                                marks[p] = mark
+                                answer += 1
                             at = nxt[at]
-                    else:  # counted from within the window: the events before come in
-                        while at != lo[s]:
-                            _count(tally, s, payers[at], nd)
-                            at = nxt[at]
-                    lo[s] = first
-                    answer = nd[s]
-            elif answer < 0:
+                if tied_up and answer >= 0:
+                    answer = _tied_alone(s, g, tie[s], edge, answer, payers, times, nxt,
+                                         marks, tied, stamp, tally)
+            if answer < 0:
                 # Its window's events of a lower order (all, without orders), and itself.
                 mark = _next_stamp(stamp, marks)
                 marks[g] = mark
@@ -389,16 +446,18 @@ class DistinctColumns(EventPool):
     """``windows.KeyedEvents`` in columns (``EventPool``), for fan-in's windows
     (``distinct_batch``). See the module."""
 
-    _ints = ("head", "tail", "size", "lo", "nd", "top")
+    _ints = ("head", "tail", "size", "lo", "nd", "top", "tie")
     # Pool nodes, and counts of events and payers: four bytes (three windows of a
     # million targets' slots each).
-    _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT, "lo": SLOT, "nd": SLOT}
+    _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT, "lo": SLOT, "nd": SLOT,
+               "tie": SLOT}
     _pool = ("times", "ords", "tags", "nxt")
     counted_from = COUNTED_FROM
 
     lo: np.ndarray  # the first event counted in the tally (-1: none)
     nd: np.ndarray  # distinct payers in the tally
     top: np.ndarray  # at least the highest order the key holds
+    tie: np.ndarray  # the first of its events of that order, the last of its list (-1)
 
     def __init__(self, slots: Slots, window: SlidingWindow, payers: PayerTable) -> None:
         super().__init__(slots, window)
@@ -420,10 +479,10 @@ class DistinctColumns(EventPool):
         self._run_growing(lambda start: distinct_run(
             start, slots, ts, ts if orders is None else orders, by_order, numbers,
             window.length_ms, window.grace_ms, self.counted_from, self.head, self.tail,
-            self.size, self.lo, self.nd, self.top, self.held_by, self.times, self.ords,
-            self.tags, self.nxt, self.scalars, self.flags, self.changed_slots, self.counts,
-            table.refs, table.zeroed, table.released, table.let_go, table.marks,
-            table.stamp, self.tally, out))
+            self.size, self.lo, self.nd, self.top, self.tie, self.held_by, self.times,
+            self.ords, self.tags, self.nxt, self.scalars, self.flags, self.changed_slots,
+            self.counts, table.refs, table.zeroed, table.released, table.let_go,
+            table.marks, table.tied, table.stamp, self.tally, out))
         return out
 
     def state_of(self, key: str) -> Any:
@@ -502,6 +561,7 @@ class DistinctColumns(EventPool):
         self.tags[nodes] = numbers
         self.lo[slots] = -1
         self.nd[slots] = 0
+        self.tie[slots] = -1  # not known: its ties are looked at, as out of order
         starts = self.head[slots] - (nodes[0] if total else 0)
         self.top[slots] = np.maximum.reduceat(self.ords[nodes], starts) if total else 0
 

@@ -75,11 +75,34 @@ def the_table_holds_what_the_windows_hold(stores: tuple[DistinctColumns, ...]) -
     assert not table.refs[table.free].any()
 
 
+# Busy targets: payments of the same instant, or orders that tie (an upstream partition's
+# time held while its records come), now and then a jump along the window or back.
+busy = st.lists(st.tuples(st.integers(0, 1), payers,
+                          st.one_of(st.just(0), st.integers(1, 3), st.integers(-3, -1),
+                                    st.integers(20_000, 70_000)),
+                          st.one_of(st.just(0), st.integers(-2, 2))),
+                min_size=1, max_size=250)
+
+
 @settings(max_examples=200, deadline=None)
 @given(payments, cuts, st.booleans(), st.integers(0, 250))
 def test_a_batch_counts_as_the_reference_does_record_by_record(
         stream: list[tuple[int, int, int, int]], sizes: list[int], ordered: bool,
         restart_at: int) -> None:
+    counts_as_the_reference(stream, sizes, ordered, restart_at)
+
+
+@settings(max_examples=200, deadline=None)
+@given(busy, cuts, st.integers(0, 250))
+def test_payments_of_one_order_count_as_the_reference_counts_them(
+        stream: list[tuple[int, int, int, int]], sizes: list[int], restart_at: int) -> None:
+    """Ties (the same order) count only the payers of a lower order, and themselves,
+    however many a target's window holds."""
+    counts_as_the_reference(stream, sizes, True, restart_at)
+
+
+def counts_as_the_reference(stream: list[tuple[int, int, int, int]], sizes: list[int],
+                            ordered: bool, restart_at: int) -> None:
     records, ts = [], 600_000
     for target, payer, step, lag in stream:
         ts = max(ts + step, 0)
