@@ -80,7 +80,7 @@ class PayerTable(PayeeTable):
         self.marks = np.full(capacity, -1, np.int32)
         self.zeroed = np.zeros(capacity, np.uint8)
         self.released = np.zeros(capacity, np.int32)
-        self.tied = np.zeros(capacity, np.int32)  # a scan's own count a payer (scratch)
+        self.tied = np.zeros(capacity, np.int32)  # a scan's own count a payer, zero after
 
     def _grow(self, size: int) -> None:
         super()._grow(size)
@@ -182,20 +182,16 @@ def empty_slots(slots, head, size, lo, nd, payers, nxt,  # type: ignore[no-untyp
 
 
 @njit(cache=True, nogil=True)
-def _tied_alone(s, g, at, edge, answer, payers, times, nxt, marks,  # type: ignore[no-untyped-def]
-                tied, stamp, tally):
+def _tied_alone(s, g, at, edge, answer, payers, times, nxt, tied,  # type: ignore[no-untyped-def]
+                tally):
     """``answer`` (the distinct payers of a counted window, ties included) less the
     payers that only ties pay, ``at`` on (the key's events of the record's order, the
-    last of its list), plus the record's own payer ``g`` where it is one of them."""
-    mark = _next_stamp(stamp, marks)
+    last of its list), plus the record's own payer ``g`` where it is one of them.
+    ``tied``: zero for every payer, before and after."""
     first = at
     while at >= 0:  # each payer's events among the ties in the window
         if times[at] > edge:
-            p = payers[at]
-            if marks[p] != mark:
-                marks[p] = mark
-                tied[p] = 0
-            tied[p] += 1
+            tied[payers[at]] += 1
         at = nxt[at]
     alone = False
     at = first
@@ -355,7 +351,7 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                             at = nxt[at]
                 if tied_up and answer >= 0:
                     answer = _tied_alone(s, g, tie[s], edge, answer, payers, times, nxt,
-                                         marks, tied, stamp, tally)
+                                         tied, tally)
             if answer < 0:
                 # Its window's events of a lower order (all, without orders), and itself.
                 mark = _next_stamp(stamp, marks)
