@@ -28,6 +28,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.stages_replay import PARTITIONS, START_MS, Record
 from services.detector import distinct_columns, kernels
 from services.detector.rules import RuleSettings, SourceRules, TargetRules, _RuleSet
@@ -40,7 +42,8 @@ BATCH = 1000
 
 class StoreBytes:
     """The bytes each store writes and the keys it writes them for, counted around
-    the stores' ``encoded_at`` (the column stores, every one that grows)."""
+    the stores' ``changelog_at`` (the column stores, every one that grows), a long
+    window's settled records (``take_settled``) included."""
 
     def __init__(self) -> None:
         self.bytes: collections.Counter[str] = collections.Counter()
@@ -49,17 +52,26 @@ class StoreBytes:
     def watch(self, rules: _RuleSet) -> None:
         store: Any
         for name, store in rules.stores.items():
-            encoded_at = getattr(store, "encoded_at", None)
-            if encoded_at is None or getattr(store, "_counted", False):
+            changelog_at = getattr(store, "changelog_at", None)
+            if changelog_at is None or getattr(store, "_counted", False):
                 continue
 
-            def counted(slots: Any, encoded_at: Any = encoded_at, name: str = name) -> Any:
-                buf, ends = encoded_at(slots)
+            def counted(slots: Any, changelog_at: Any = changelog_at, name: str = name
+                        ) -> Any:
+                buf, ends = changelog_at(slots)
                 self.bytes[name] += len(buf)
-                self.keys[name] += int((ends > 0).sum()) if len(ends) else 0
+                self.keys[name] += int((np.diff(ends, prepend=0) > 0).sum())
                 return buf, ends
 
-            store.encoded_at = counted
+            store.changelog_at = counted
+            take_settled = getattr(store, "take_settled", None)
+            if take_settled is not None:
+                def settled(take_settled: Any = take_settled, name: str = name) -> Any:
+                    records = take_settled()
+                    self.bytes[name] += sum(len(value or b"") for _, value in records)
+                    return records
+
+                store.take_settled = settled
             store._counted = True
 
     def per_key(self) -> dict[str, float]:

@@ -299,6 +299,12 @@ class _Columns(ChangeTracking):
         return msgpack_columns.rows(slots >= 0, self._state_kinds,
                                     [getattr(self, name)[at] for name in self._state])
 
+    def changelog_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The states at ``slots`` as the changelog takes them: ``encoded_at``'s, but
+        for a store that writes part of them in records of their own
+        (``distinct_columns``)."""
+        return self.encoded_at(slots)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._state_kinds = np.array([msgpack_columns.INTEGER if name in cls._ints else

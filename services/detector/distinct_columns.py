@@ -17,13 +17,20 @@ record newer than any of its key, of a higher order than any, moves that start a
 record looks at its window's events, as ``KeyedEvents`` slices them.
 
 A changed target's state goes to the changelog as MessagePack written by a kernel
-straight from the pool (``encode_states``), the payers' names from a pool of their
-own MessagePack: the bytes msgspec writes for the same lists, without the lists.
+straight from the pool (``encode_parts``), the payers' names from a pool of their
+own MessagePack: the bytes msgspec writes for the same lists, without the lists. A
+window of ``SETTLE_FROM`` events or more goes as two records (``changelog_at``): its
+settled events in a record of their own, written again only when the events born
+since outgrow the square root of the window, and, in the key's record, those born
+since, which a list in the order of their births (``later``) reaches without a walk
+of the window. A change then writes some √n events of a window of n, not n: an
+hour's window had every change of a busy target write the whole hour again.
 """
 
 from __future__ import annotations
 
 from itertools import chain
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -46,6 +53,7 @@ from services.detector.msgpack_columns import (
     HEADER_BYTES,
     NUMBER_BYTES,
     put_array,
+    put_int,
     put_linked,
     put_name,
     written,
@@ -58,6 +66,10 @@ from services.detector.windows import SlidingWindow
 # the pool, a wait on memory each: at 64, a busy hour's walks cost 2.5 times what the
 # tally does at 8 (``docs/performance.md``).
 COUNTED_FROM = 8
+# A key's window this big goes to the changelog in two records (``changelog_at``):
+# below it, writing the whole window costs less than a second record. (At 32, the
+# changes of bench.changelog's tenth minute cost 17.0 µs a transaction, 15.1 at 8.)
+SETTLE_FROM = 8
 SHIFT = 32  # a tally's key: slot << SHIFT | payer
 
 
@@ -209,10 +221,40 @@ def _tied_alone(s, g, at, edge, answer, payers, times, nxt, tied,  # type: ignor
 
 
 @njit(cache=True, nogil=True)
+def _fresh(s, node, fresh_head, fresh_tail, fresh_n, later):  # type: ignore[no-untyped-def]
+    """``node``, born last, at the end of slot ``s``'s events born since its settled
+    record."""
+    if fresh_n[s] == 0:
+        fresh_head[s] = node
+    else:
+        later[fresh_tail[s]] = node
+    fresh_tail[s] = node
+    fresh_n[s] += 1
+
+
+@njit(cache=True, nogil=True)
+def _unfresh(s, node, fresh_head, fresh_tail, fresh_n, later):  # type: ignore[no-untyped-def]
+    """``node`` out of slot ``s``'s events born since its settled record (the window
+    dropped it): the first of them, mostly, as the oldest event goes first."""
+    if fresh_head[s] == node:
+        fresh_head[s] = later[node]
+        before = -1
+    else:
+        before = fresh_head[s]
+        while later[before] != node:
+            before = later[before]
+        later[before] = later[node]
+    if fresh_tail[s] == node:
+        fresh_tail[s] = before
+    fresh_n[s] -= 1
+
+
+@njit(cache=True, nogil=True)
 def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-untyped-def]
                  length, grace, counted_from, head, tail, size, lo, nd, top, tie,
-                 held_by, times, ords, payers, nxt, scalars, flags, changed, counts,
-                 refs, zeroed, released, let_go, marks, tied, stamp, tally, out):
+                 settled, fresh_head, fresh_tail, fresh_n, held_by, times, ords, payers,
+                 nxt, born, later, births, scalars, flags, changed, counts, refs, zeroed,
+                 released, let_go, marks, tied, stamp, tally, out):
     """``KeyedEvents.distinct`` for records ``start`` on: ``out`` the distinct payers
     of each record's window (-1: late). ``by_order``: whether ``orders`` are the
     records' orders (else each record's order is its time, and no event is left out
@@ -222,7 +264,13 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
     ``tie``: the first of a key's events of its top order where those are the last of
     its list, and only they (-1: not known to be so). A record of that order, the last
     of its list, then has its answer from the tally, less the payers only the ties pay,
-    rather than from a look at every event of its window."""
+    rather than from a look at every event of its window.
+
+    ``born``: each event's birth number, from ``births`` (the next to give). A key's
+    events born since its settled record (``settled``, ``changelog_at``) are also a
+    list in the order of their births (``fresh_head``, ``later``, ``fresh_tail``,
+    ``fresh_n`` of them), so that the changelog writes them without a walk of the
+    window; a key that starts anew has no settled record."""
     n = slots.shape[0]
     capacity = times.shape[0]
     for i in range(start, n):
@@ -246,6 +294,9 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
         ords[node] = o
         payers[node] = g
         nxt[node] = -1
+        born[node] = births[0]
+        births[0] += 1
+        later[node] = -1
         refs[g] += 1
         answer = -1
         tied_up = False  # of the key's top order, the last of its list, after the others
@@ -256,6 +307,9 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
             nd[s] = 0
             top[s] = o
             tie[s] = node
+            settled[s] = 0
+            fresh_head[s] = fresh_tail[s] = node
+            fresh_n[s] = 1
             held_by[s] = 1
             counts[1] += 1
             answer = 1
@@ -270,6 +324,8 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                     tie[s] = nxt[first]
                 head[s] = nxt[first]
                 size[s] -= 1
+                if born[first] >= settled[s]:
+                    _unfresh(s, first, fresh_head, fresh_tail, fresh_n, later)
                 _let_go(first, payers, nxt, scalars, refs, zeroed, released, let_go)
             fast = not by_order or top[s] < o  # no event of this order or later held
             if size[s] == 0:
@@ -277,11 +333,15 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                 size[s] = 1
                 lo[s] = -1
                 tie[s] = node if o >= top[s] else -1
+                settled[s] = 0
+                fresh_head[s] = fresh_tail[s] = node
+                fresh_n[s] = 1
                 answer = 1
             elif t >= times[tail[s]]:  # in order: the usual case
                 nxt[tail[s]] = node
                 tail[s] = node
                 size[s] += 1
+                _fresh(s, node, fresh_head, fresh_tail, fresh_n, later)
                 if lo[s] >= 0:
                     _count(tally, s, g, nd)
                 if fast:
@@ -313,6 +373,7 @@ def distinct_run(start, slots, ts, orders, by_order, tags,  # type: ignore[no-un
                     lo[s] = node
                     _count(tally, s, g, nd)
                 size[s] += 1
+                _fresh(s, node, fresh_head, fresh_tail, fresh_n, later)
             if o > top[s]:
                 top[s] = o
             edge = t - length
@@ -430,6 +491,81 @@ def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
         ends[j] = k
 
 
+@njit(cache=True, nogil=True)
+def refresh(slots, head, size, nxt, fresh_head, fresh_tail, fresh_n,  # type: ignore[no-untyped-def]
+            later):
+    """Every event of each of ``slots`` born since its settled record, that is, none
+    settled: its events born since, in the order of the list (which, among events of
+    one time, is that of their births)."""
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        fresh_n[s] = 0
+        at = head[s]
+        for _ in range(size[s]):
+            later[at] = -1
+            _fresh(s, at, fresh_head, fresh_tail, fresh_n, later)
+            at = nxt[at]
+
+
+PLAIN, SINCE, SETTLED = 0, 1, 2  # what ``encode_parts`` writes of a slot
+
+
+@njit(cache=True, nogil=True)
+def encode_parts(slots, modes, since, head, size, times, ords,  # type: ignore[no-untyped-def]
+                 payers, nxt, fresh_head, fresh_n, later, pool, name_at, name_len, buf,
+                 ends):
+    """Each slot's part of the changelog, one after the other in ``buf`` (where each
+    ends in ``ends``; nothing for a slot of -1): ``PLAIN``, the state as
+    ``encode_states`` writes it; ``SETTLED``, ``[times, payers, orders, since]`` of
+    every event (a settled record); ``SINCE``, ``[times, payers, orders, oldest,
+    since]`` of the events born since the settled record ``since`` names, in the
+    order of their births (a walk of those alone), ``oldest`` the time of the slot's
+    oldest event."""
+    k = 0
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        if s < 0:
+            ends[j] = k
+            continue
+        mode = modes[j]
+        if mode == PLAIN:
+            n = size[s]
+            own = False
+            at = head[s]
+            for _ in range(n):
+                if ords[at] != times[at]:
+                    own = True
+                at = nxt[at]
+            buf[k] = 0x93 if own else 0x92
+            k = put_linked(buf, k + 1, head[s], n, times, nxt)
+            k = put_array(buf, k, n)
+            at = head[s]
+            for _ in range(n):
+                k = put_name(buf, k, payers[at], pool, name_at, name_len)
+                at = nxt[at]
+            if own:
+                k = put_linked(buf, k, head[s], n, ords, nxt)
+            ends[j] = k
+            continue
+        if mode == SINCE:
+            first, n, links = fresh_head[s], fresh_n[s], later
+            buf[k] = 0x95
+        else:
+            first, n, links = head[s], size[s], nxt
+            buf[k] = 0x94
+        k = put_linked(buf, k + 1, first, n, times, links)
+        k = put_array(buf, k, n)
+        at = first
+        for _ in range(n):
+            k = put_name(buf, k, payers[at], pool, name_at, name_len)
+            at = links[at]
+        k = put_linked(buf, k, first, n, ords, links)
+        if mode == SINCE:
+            k = put_int(buf, k, times[head[s]])
+        k = put_int(buf, k, since[j])
+        ends[j] = k
+
+
 def new_tally() -> Any:
     """A tally: ``slot << SHIFT | payer`` to how many of the slot's events it paid."""
     from numba import types  # after ``kernels``: see there
@@ -442,18 +578,26 @@ class DistinctColumns(EventPool):
     """``windows.KeyedEvents`` in columns (``EventPool``), for fan-in's windows
     (``distinct_batch``). See the module."""
 
-    _ints = ("head", "tail", "size", "lo", "nd", "top", "tie")
+    _ints = ("head", "tail", "size", "lo", "nd", "top", "tie", "settled", "fresh_head",
+             "fresh_tail", "fresh_n", "recorded")
     # Pool nodes, and counts of events and payers: four bytes (three windows of a
     # million targets' slots each).
     _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT, "lo": SLOT, "nd": SLOT,
-               "tie": SLOT}
-    _pool = ("times", "ords", "tags", "nxt")
+               "tie": SLOT, "fresh_head": SLOT, "fresh_tail": SLOT, "fresh_n": SLOT,
+               "recorded": np.uint8}
+    _pool = ("times", "ords", "tags", "nxt", "born", "later")
     counted_from = COUNTED_FROM
+    settle_from = SETTLE_FROM
 
     lo: np.ndarray  # the first event counted in the tally (-1: none)
     nd: np.ndarray  # distinct payers in the tally
     top: np.ndarray  # at least the highest order the key holds
     tie: np.ndarray  # the first of its events of that order, the last of its list (-1)
+    settled: np.ndarray  # the birth its settled record's events precede (0: none)
+    fresh_head: np.ndarray  # the first of its events born since (``later`` links them)
+    fresh_tail: np.ndarray
+    fresh_n: np.ndarray
+    recorded: np.ndarray  # 1: the key in the slot may have a settled record
 
     def __init__(self, slots: Slots, window: SlidingWindow, payers: PayerTable) -> None:
         super().__init__(slots, window)
@@ -462,6 +606,15 @@ class DistinctColumns(EventPool):
         self.ords = np.zeros(1024, INT)
         self.tags = np.zeros(1024, np.int32)
         self.tally = new_tally()
+        # Each event's birth number, the next one to give (from 1: 0 is a restored
+        # event's, older than any settled record), and the keys with a settled record
+        # in the changelog (``changelog_at``).
+        self.born = np.zeros(1024, INT)
+        self.later = np.zeros(1024, SLOT)
+        self.births = np.ones(1, INT)
+        self.settled_names: set[str] = set()
+        self._settled_out: list[tuple[str, bytes | None]] = []
+        self._settled_in: dict[str, Any] = {}  # settled records read back, by key
 
     def distinct_batch(self, slots: np.ndarray, ts: np.ndarray, orders: np.ndarray | None,
                        numbers: np.ndarray) -> np.ndarray:
@@ -475,8 +628,10 @@ class DistinctColumns(EventPool):
         self._run_growing(lambda start: distinct_run(
             start, slots, ts, ts if orders is None else orders, by_order, numbers,
             window.length_ms, window.grace_ms, self.counted_from, self.head, self.tail,
-            self.size, self.lo, self.nd, self.top, self.tie, self.held_by, self.times,
-            self.ords, self.tags, self.nxt, self.scalars, self.flags, self.changed_slots,
+            self.size, self.lo, self.nd, self.top, self.tie, self.settled,
+            self.fresh_head, self.fresh_tail, self.fresh_n, self.held_by, self.times,
+            self.ords, self.tags, self.nxt, self.born, self.later, self.births,
+            self.scalars, self.flags, self.changed_slots,
             self.counts, table.refs, table.zeroed, table.released, table.let_go,
             table.marks, table.tied, table.stamp, self.tally, out))
         return out
@@ -531,6 +686,133 @@ class DistinctColumns(EventPool):
         return written(encode_states, room, slots, self.head, self.size, self.times,
                        self.ords, self.tags, self.nxt, names.pool, names.at, names.length)
 
+    def changelog_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``encoded_at`` as the changelog takes it: a key of fewer than
+        ``settle_from`` events as its whole state; a bigger one as the events born
+        since its settled record (``SINCE``), that record written anew
+        (``take_settled``) once those outgrow the square root of the window, so that
+        a change writes some √n events, not n. A key back to a small window has its
+        settled record deleted. See docs/architecture.md, "Where state lives"."""
+        slots = self.held_at(slots)
+        count = len(slots)
+        modes = np.full(count, PLAIN, INT)
+        since = np.zeros(count, INT)
+        held = slots >= 0
+        sizes = np.zeros(count, INT)
+        sizes[held] = self.size[slots[held]]
+        names = self.slots.names
+        big = np.flatnonzero(sizes >= self.settle_from)
+        small = np.flatnonzero(held & (sizes < self.settle_from))
+        if len(small):
+            small_slots = slots[small]
+            back = small_slots[self.recorded[small_slots] != 0]
+            if len(back):  # small again, or since it started anew
+                self.recorded[back] = 0
+                unsettled = back[self.settled[back] != 0]
+                self.settled[unsettled] = 0  # none settled: every event born since
+                refresh(unsettled, self.head, self.size, self.nxt, self.fresh_head,
+                        self.fresh_tail, self.fresh_n, self.later)
+            for slot in back.tolist():
+                name = names[slot]
+                if name in self.settled_names:
+                    self.settled_names.discard(name)
+                    self._settled_out.append((name, None))
+        if len(big):
+            big_slots = slots[big]
+            since[big] = self.settled[big_slots]
+            fresh = self.fresh_n[big_slots].astype(INT)
+            again = (since[big] == 0) | (fresh * fresh > sizes[big])
+            if again.any():
+                anew = big[again]
+                anew_slots = slots[anew]
+                # Every event held now was born before the next birth number.
+                self.settled[anew_slots] = since[anew] = int(self.births[0])
+                self.recorded[anew_slots] = 1
+                self.fresh_n[anew_slots] = 0
+                self.fresh_head[anew_slots] = self.fresh_tail[anew_slots] = -1
+                modes_anew = np.full(len(anew), SETTLED, INT)
+                buf, ends = self._parts(slots[anew], modes_anew, since[anew])
+                raw, start = buf.tobytes(), 0
+                for slot, end in zip(slots[anew].tolist(), ends.tolist(), strict=True):
+                    name = names[slot]
+                    self.settled_names.add(name)
+                    self._settled_out.append((name, raw[start:end]))
+                    start = end
+            modes[big] = SINCE
+        return self._parts(slots, modes, since)
+
+    def _parts(self, slots: np.ndarray, modes: np.ndarray, since: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        table = self.payers
+        events = int(self.size[slots[slots >= 0]].sum())
+        # At most: a key's array of five, its three arrays' headers and two numbers; an
+        # event's time, order and name.
+        room = (1 + 3 * HEADER_BYTES + 2 * NUMBER_BYTES) * len(slots) \
+            + events * (2 * NUMBER_BYTES + HEADER_BYTES + table.index.longest)
+        names = table.index
+        return written(encode_parts, room, slots, modes, since, self.head, self.size,
+                       self.times, self.ords, self.tags, self.nxt, self.fresh_head,
+                       self.fresh_n, self.later, names.pool, names.at, names.length)
+
+    def take_settled(self) -> list[tuple[str, bytes | None]]:
+        """The settled records ``changelog_at`` made since the last call, ``(key,
+        value)``, None deleting one; they go before the keys' own records."""
+        out, self._settled_out = self._settled_out, []
+        return out
+
+    def restore_settled(self, key: str, state: Any) -> None:
+        """A settled record read back (None: deleted); kept until the restore ends,
+        for the key's record that follows it (``_apply``)."""
+        if state is None:
+            self._settled_in.pop(key, None)
+        else:  # kept small: numbers in arrays, each name the one copy the table holds
+            times, payers, orders, _ = state
+            self._settled_in[key] = (np.array(times, INT), list(map(intern, payers)),
+                                     np.array(orders, INT))
+
+    def end_restore(self) -> None:
+        self.flush()
+        self._settled_in.clear()
+
+    def restore(self, key: str, state: Any) -> None:
+        if key != "" and state is not None and len(state) == 5:  # ``SINCE``: none may be
+            self._pending.append((key, state))
+            if len(self._pending) >= self.restore_chunk:
+                self.flush()
+            return
+        super().restore(key, state)
+
+    def _restored(self, states: list[Any]) -> list[Any]:
+        return [state if state is not None and len(state) == 5 else
+                None if state is None or not state[0] else state for state in states]
+
+    def _whole(self, slots: np.ndarray, states: list[Any]) -> list[Any]:
+        """Restored states, each a key's whole window: a ``SINCE`` state merged with
+        its settled record's events at or after its oldest time (the window drops its
+        oldest first, so those are the ones it still held), which precede the events
+        since of the same time, as they were inserted before them."""
+        out = []
+        names = self.slots.names
+        for slot, state in zip(slots.tolist(), states, strict=True):
+            if len(state) != 5:
+                out.append(state)
+                continue
+            name = names[slot]
+            self.settled_names.add(name)
+            times, payers, orders, oldest, _ = state
+            settled = self._settled_in.get(name)
+            if settled is not None:
+                kept = np.flatnonzero(settled[0] >= oldest).tolist()
+                times = settled[0][kept].tolist() + times
+                payers = [settled[1][i] for i in kept] + payers
+                orders = settled[2][kept].tolist() + orders
+                order = np.argsort(np.array(times, INT), kind="stable").tolist()
+                times = [times[i] for i in order]
+                payers = [payers[i] for i in order]
+                orders = [orders[i] for i in order]
+            out.append([times, payers, orders])
+        return out
+
     def _forget(self, slots: np.ndarray) -> None:
         self._empty(slots)
         self._drop(slots)
@@ -544,7 +826,14 @@ class DistinctColumns(EventPool):
 
     def _apply(self, slots: np.ndarray, states: list[Any]) -> None:
         self._empty(slots)  # what a key held before
+        states = self._whole(slots, states)
         nodes = self._place(slots, states)
+        self.born[nodes] = 0  # before any settled record this store writes
+        self.settled[slots] = 0  # written whole at its next change: none settled
+        refresh(slots, self.head, self.size, self.nxt, self.fresh_head, self.fresh_tail,
+                self.fresh_n, self.later)
+        names, settled = self.slots.names, self.settled_names
+        self.recorded[slots] = [names[slot] in settled for slot in slots.tolist()]
         total = len(nodes)
         events = chain.from_iterable
         # Written without orders: each event's order is its time.

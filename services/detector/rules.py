@@ -1301,6 +1301,10 @@ class _RuleSet:
         # say which slots changed and write the states at them; the others, by key.
         self.slots = slots
         self._columns = [store for store in stores.values() if hasattr(store, "encoded_at")]
+        # The stores that write a long window as a settled record and the events since
+        # (``distinct_columns.DistinctColumns.changelog_at``), by name.
+        self._settling: list[tuple[str, Any]] = [
+            (name, store) for name, store in stores.items() if hasattr(store, "take_settled")]
         if any(getattr(store, "slots", None) is not slots for store in self._columns):
             raise ValueError("column stores of one rule set with tables of slots apart")
         # A record's stores by number (ours) or by name (older detectors').
@@ -1317,6 +1321,9 @@ class _RuleSet:
         the stores by name, or None for a key no store holds any longer."""
         for key, value in self.encoded_changes():
             state = None if value is None else decode_state(value)
+            if not key.startswith(b"/"):  # a settled record (``changelog_at``), as it is
+                yield key.decode(), state
+                continue
             yield key.decode(), None if state is None else {
                 STORE_NAMES[code]: held for code, held in state.items()}
 
@@ -1364,11 +1371,16 @@ class _RuleSet:
         for start in range(0, len(changed_keys), STATES_AT_ONCE):
             keys = changed_keys[start:start + STATES_AT_ONCE]
             slots = slots_of[start:start + STATES_AT_ONCE]
-            encoded = [store.encoded_at(slots) if store in self._columns  # type: ignore[attr-defined]
+            encoded = [store.changelog_at(slots) if store in self._columns  # type: ignore[attr-defined]
                        else msgpack_columns.joined([
                            None if (state := store.state_of(key)) is None else
                            encode_state(state) for key in keys])
                        for store in self.stores.values()]
+            # A long window's settled records go before the keys' records that follow
+            # them: a restore reads a settled record first.
+            for name, store in self._settling:
+                out.extend((f"{name}+/{key}".encode(), value)
+                           for key, value in store.take_settled())
             raw, ends, held = msgpack_columns.values(codes, encoded)
             begin = 0
             for key, end, holds in zip(keys, ends.tolist(), held.tolist(), strict=True):
@@ -1386,12 +1398,16 @@ class _RuleSet:
             # Once compaction has dropped that tombstone, a record an older detector
             # wrote for the key would be all that is left of it: delete those too.
             out.extend((f"{name}/{key}".encode(), None) for name in self.stores)
+            for name, store in self._settling:  # and its settled records
+                if key in store.settled_names:
+                    store.settled_names.discard(key)
+                    out.append((f"{name}+/{key}".encode(), None))
 
     def flush(self) -> None:
         """Put what was restored in the column stores now (they take it at their first
         read otherwise): the decoded states go."""
         for store in self.stores.values():
-            flush = getattr(store, "flush", None)
+            flush = getattr(store, "end_restore", None) or getattr(store, "flush", None)
             if flush is not None:
                 flush()
 
@@ -1411,6 +1427,11 @@ class _RuleSet:
                     store.restore(inner, held)
             return
         name, _, inner = key.partition("/")  # a changelog of a record per store
+        if name.endswith("+"):  # a long window's settled record (``changelog_at``)
+            settling = self.stores.get(name[:-1])
+            if settling is not None and hasattr(settling, "restore_settled"):
+                settling.restore_settled(intern(inner), state)
+            return
         store = self.stores.get(name)  # type: ignore[assignment]  # None is checked next
         if store is not None:  # a rule no longer run leaves its old state behind
             store.restore(inner, state)

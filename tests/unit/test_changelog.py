@@ -29,11 +29,12 @@ def busy_rules() -> tuple[SourceRules, TargetRules]:
 
 
 def old_json(records: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
-    """The same records as an older detector wrote them: JSON, stores by name."""
+    """The same records as an older detector wrote them: JSON, stores by name (a long
+    window's settled records, which none of them wrote, as they are)."""
     names = {code: name for name, code in STORE_CODES.items()}
     return [(key, None if value is None else orjson.dumps(
         {names[code]: state for code, state in decode_state(value).items()}))
-        for key, value in records]
+        if key.startswith(b"/") else (key, value) for key, value in records]
 
 
 def states(rules: SourceRules | TargetRules) -> dict[str, dict[str, Any]]:
