@@ -1292,7 +1292,9 @@ class _RuleSet:
     only the newest record of a key, so each record must be the whole of it. That makes
     one record of what were up to four (one a store), and a tombstone (None) only once
     no store holds the key. Changelogs written a record per store (``"store/key"``), or
-    in JSON with the stores by name, are read as well.
+    in JSON with the stores by name, are read as well. A long fan-in window's settled
+    events have a record of their own (``"store+/key"``, ``DistinctColumns
+    .changelog_at``), written before the key's record that holds the events since.
     """
 
     def __init__(self, stores: dict[str, ChangeTracking], slots: Slots) -> None:
