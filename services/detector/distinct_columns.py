@@ -21,9 +21,9 @@ straight from the pool (``encode_parts``), the payers' names from a pool of thei
 own MessagePack: the bytes msgspec writes for the same lists, without the lists. A
 window of ``SETTLE_FROM`` events or more goes as two records (``changelog_at``): its
 settled events in a record of their own, written again only when the events born
-since outgrow the square root of the window, and, in the key's record, those born
-since, which a list in the order of their births (``later``) reaches without a walk
-of the window. A change then writes some √n events of a window of n, not n: an
+since outgrow √(2nr) (a window of n, r events a change), and, in the key's record,
+those born since, which a list in the order of their births (``later``) reaches
+without a walk of the window. A change then writes some √(2nr) events, not n: an
 hour's window had every change of a busy target write the whole hour again.
 """
 
@@ -579,12 +579,12 @@ class DistinctColumns(EventPool):
     (``distinct_batch``). See the module."""
 
     _ints = ("head", "tail", "size", "lo", "nd", "top", "tie", "settled", "fresh_head",
-             "fresh_tail", "fresh_n", "recorded")
+             "fresh_tail", "fresh_n", "written_n", "recorded")
     # Pool nodes, and counts of events and payers: four bytes (three windows of a
     # million targets' slots each).
     _narrow = {"head": SLOT, "tail": SLOT, "size": SLOT, "lo": SLOT, "nd": SLOT,
                "tie": SLOT, "fresh_head": SLOT, "fresh_tail": SLOT, "fresh_n": SLOT,
-               "recorded": np.uint8}
+               "written_n": SLOT, "recorded": np.uint8}
     _pool = ("times", "ords", "tags", "nxt", "born", "later")
     counted_from = COUNTED_FROM
     settle_from = SETTLE_FROM
@@ -597,6 +597,7 @@ class DistinctColumns(EventPool):
     fresh_head: np.ndarray  # the first of its events born since (``later`` links them)
     fresh_tail: np.ndarray
     fresh_n: np.ndarray
+    written_n: np.ndarray  # of those, how many its record last held
     recorded: np.ndarray  # 1: the key in the slot may have a settled record
 
     def __init__(self, slots: Slots, window: SlidingWindow, payers: PayerTable) -> None:
@@ -690,9 +691,10 @@ class DistinctColumns(EventPool):
         """``encoded_at`` as the changelog takes it: a key of fewer than
         ``settle_from`` events as its whole state; a bigger one as the events born
         since its settled record (``SINCE``), that record written anew
-        (``take_settled``) once those outgrow the square root of the window, so that
-        a change writes some √n events, not n. A key back to a small window has its
-        settled record deleted. See docs/architecture.md, "Where state lives"."""
+        (``take_settled``) once those outgrow √(2nr) (n events, r a change), so
+        that a change writes some √(2nr) events, not n. A key back to a small window
+        has its settled record deleted. See docs/architecture.md, "Where state
+        lives"."""
         slots = self.held_at(slots)
         count = len(slots)
         modes = np.full(count, PLAIN, INT)
@@ -721,7 +723,12 @@ class DistinctColumns(EventPool):
             big_slots = slots[big]
             since[big] = self.settled[big_slots]
             fresh = self.fresh_n[big_slots].astype(INT)
-            again = (since[big] == 0) | (fresh * fresh > sizes[big])
+            # Written anew every k changes, a settled record costs n / k a change, and
+            # the events since about r k / 2 (r: those a change adds): least at
+            # k = √(2n / r), where the events since reach √(2nr).
+            added = np.maximum(fresh - self.written_n[big_slots], 1)
+            again = (since[big] == 0) | (fresh * fresh > 2 * sizes[big] * added)
+            self.written_n[big_slots] = np.where(again, 0, fresh)
             if again.any():
                 anew = big[again]
                 anew_slots = slots[anew]
