@@ -597,7 +597,7 @@ class DistinctColumns(EventPool):
     fresh_head: np.ndarray  # the first of its events born since (``later`` links them)
     fresh_tail: np.ndarray
     fresh_n: np.ndarray
-    written_n: np.ndarray  # of those, how many its record last held
+    written_n: np.ndarray  # of those, how many its record last held (-1: all, whole)
     recorded: np.ndarray  # 1: the key in the slot may have a settled record
 
     def __init__(self, slots: Slots, window: SlidingWindow, payers: PayerTable) -> None:
@@ -703,12 +703,18 @@ class DistinctColumns(EventPool):
         sizes = np.zeros(count, INT)
         sizes[held] = self.size[slots[held]]
         names = self.slots.names
-        big = np.flatnonzero(sizes >= self.settle_from)
-        small = np.flatnonzero(held & (sizes < self.settle_from))
-        if len(small):
-            small_slots = slots[small]
-            back = small_slots[self.recorded[small_slots] != 0]
-            if len(back):  # small again, or since it started anew
+        big = sizes >= self.settle_from
+        # A big window's first write is whole all the same: a key written once (a
+        # short run, a quiet target) is not worth a second record; the next settles.
+        first = big & (self.settled[np.maximum(slots, 0)] == 0) & \
+            (self.written_n[np.maximum(slots, 0)] != -1)
+        self.written_n[slots[first]] = -1
+        plain = np.flatnonzero(held & (~big | first))
+        big = np.flatnonzero(big & ~first)
+        if len(plain):
+            plain_slots = slots[plain]
+            back = plain_slots[self.recorded[plain_slots] != 0]
+            if len(back):  # whole again: small again, or since it started anew
                 self.recorded[back] = 0
                 unsettled = back[self.settled[back] != 0]
                 self.settled[unsettled] = 0  # none settled: every event born since
@@ -837,6 +843,7 @@ class DistinctColumns(EventPool):
         nodes = self._place(slots, states)
         self.born[nodes] = 0  # before any settled record this store writes
         self.settled[slots] = 0  # written whole at its next change: none settled
+        self.written_n[slots] = 0
         refresh(slots, self.head, self.size, self.nxt, self.fresh_head, self.fresh_tail,
                 self.fresh_n, self.later)
         names, settled = self.slots.names, self.settled_names

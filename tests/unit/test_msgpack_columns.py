@@ -109,18 +109,23 @@ def test_a_window_of_more_events_than_a_short_header_counts_is_msgspecs_bytes() 
     assert windows
     for store in windows:
         assert store.encoded_states_of(["SHOP"]) == [encode_state(store.state_of("SHOP"))]
-    # In the changelog each such window is a settled record of its own, and the key's
+    states = {STORE_CODES[name]: store.state_of("SHOP")
+              for name, store in target.stores.items()}
+    assert dict(target.encoded_changes())[b"/SHOP"] == encode_state(states)
+    # Written again, each such window is a settled record of its own, and the key's
     # record holds none of its events yet.
+    target.judge_payers(["SHOP"], ["P0"], [times[-1]], {
+        name: column[:1] for name, column in judged.figures.items()})
     written = dict(target.encoded_changes())
     record = decode_state(written[b"/SHOP"])
     for name, store in target.stores.items():
         if store not in windows:
             continue
-        times, payers, *orders = store.state_of("SHOP")
+        times_held, payers, *orders = store.state_of("SHOP")
         since = decode_state(written[f"{name}+/SHOP".encode()])[3]
         assert written[f"{name}+/SHOP".encode()] == encode_state(
-            [times, payers, orders[0] if orders else times, since])
-        assert record[STORE_CODES[name]] == [[], [], [], times[0], since]
+            [times_held, payers, orders[0] if orders else times_held, since])
+        assert record[STORE_CODES[name]] == [[], [], [], times_held[0], since]
 
 
 names_lists = st.lists(st.one_of(

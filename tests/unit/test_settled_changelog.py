@@ -112,10 +112,12 @@ def test_a_restart_from_settled_records_holds_the_windows_and_answers_alike(
 
 def test_a_window_back_under_the_size_deletes_its_settled_record() -> None:
     live = rules(settle_from=3)
-    paid = [("T0", f"P{i}", START + i, START + i, False, False) for i in range(5)]
-    judge(live, paid)
+    paid_first = [("T0", f"P{i}", START + i, START + i, False, False) for i in range(5)]
+    judge(live, paid_first)
+    assert b"fan_in+/T0" not in dict(live.encoded_changes())  # written whole, once
+    judge(live, [("T0", "P8", START + 5, START + 5, False, False)])
     first = dict(live.encoded_changes())
-    assert first[b"fan_in+/T0"] is not None  # five events: settled
+    assert first[b"fan_in+/T0"] is not None  # written again: settled
     # An hour and more later, one payment: the window holds it alone.
     judge(live, [("T0", "P9", START + 4 * 3_600_000, START + 4 * 3_600_000, False, False)])
     second = dict(live.encoded_changes())
@@ -130,8 +132,10 @@ def paid(target: str, payer: str, at: int) -> tuple[str, str, int, int, bool, bo
 
 def test_payments_of_one_instant_keep_their_order_across_a_settled_record() -> None:
     live = rules(settle_from=2)
-    judge(live, [paid("T0", payer, START) for payer in ("P0", "P1", "P5")])
-    log = live.encoded_changes()  # the three settled
+    judge(live, [paid("T0", payer, START) for payer in ("P0", "P1")])
+    log = live.encoded_changes()  # the two written whole
+    judge(live, [paid("T0", "P5", START)])
+    log += live.encoded_changes()  # the three settled
     judge(live, [paid("T0", "P2", START)])  # the same instant, after them
     log += live.encoded_changes()
     assert decode_state(dict(log)[b"/T0"])[STORE_CODES["fan_in"]][:2] == [[START], ["P2"]]
@@ -142,16 +146,18 @@ def test_payments_of_one_instant_keep_their_order_across_a_settled_record() -> N
 
 def test_what_the_window_dropped_after_its_settled_record_stays_dropped() -> None:
     live = rules(settle_from=2)
-    judge(live, [paid("T0", f"P{i}", START + 1_000 * i) for i in range(10)])
-    log = live.encoded_changes()
+    judge(live, [paid("T0", f"P{i}", START + 1_000 * i) for i in range(9)])
+    log = live.encoded_changes()  # written whole
+    judge(live, [paid("T0", "P9", START + 9_000)])
+    log += live.encoded_changes()  # written again: settled
     # An hour and the grace on from the third: the first two leave the window, and
     # one payment since is too few to settle the window anew.
     window = windows(live)[0].window
     later = START + 2_000 + window.length_ms + window.grace_ms - 1
-    judge(live, [paid("T0", "P9", later)])
+    judge(live, [paid("T0", "P10", later)])
     log += live.encoded_changes()
     record = decode_state(dict(log)[b"/T0"])[STORE_CODES["fan_in"]]
-    assert record[:2] == [[later], ["P9"]] and record[3] == START + 2_000
+    assert record[:2] == [[later], ["P10"]] and record[3] == START + 2_000
     back = restored(log, 1, settle_from=2)
     assert windows(back)[0].states_of(["T0"]) == windows(live)[0].states_of(["T0"])
     assert windows(back)[0].states_of(["T0"])[0][0] == [
