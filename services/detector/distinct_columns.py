@@ -703,14 +703,14 @@ class DistinctColumns(EventPool):
         sizes = np.zeros(count, INT)
         sizes[held] = self.size[slots[held]]
         names = self.slots.names
-        big = sizes >= self.settle_from
+        wide = sizes >= self.settle_from
         # A big window's first write is whole all the same: a key written once (a
         # short run, a quiet target) is not worth a second record; the next settles.
-        first = big & (self.settled[np.maximum(slots, 0)] == 0) & \
+        first = wide & (self.settled[np.maximum(slots, 0)] == 0) & \
             (self.written_n[np.maximum(slots, 0)] != -1)
         self.written_n[slots[first]] = -1
-        plain = np.flatnonzero(held & (~big | first))
-        big = np.flatnonzero(big & ~first)
+        plain = np.flatnonzero(held & (~wide | first))
+        big = np.flatnonzero(wide & ~first)
         if len(plain):
             plain_slots = slots[plain]
             back = plain_slots[self.recorded[plain_slots] != 0]
