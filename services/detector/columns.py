@@ -668,11 +668,8 @@ class EventPool(_Columns):
         if key == "":
             scalars = self.scalars
             scalars[W_NEWEST] = scalars[W_SWEPT] = max(self.newest, state)
-        else:  # a key without events is none
-            pending = self._pending  # as ``_Columns.restore``
-            pending.append((key, None if state is None or not state[0] else state))
-            if len(pending) >= self.restore_chunk:
-                self.flush()
+        else:  # a key without events is none (``_restored``)
+            super().restore(key, self._restored([state])[0])
 
     def _restored(self, states: list[Any]) -> list[Any]:
         return [None if state is None or not state[0] else state for state in states]

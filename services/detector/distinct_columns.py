@@ -462,36 +462,6 @@ def gather_events(slots, head, size, times, ords, payers, nxt,  # type: ignore[n
 
 
 @njit(cache=True, nogil=True)
-def encode_states(slots, head, size, times, ords, payers, nxt,  # type: ignore[no-untyped-def]
-                  pool, name_at, name_len, buf, ends):
-    """Each of ``slots``' changelog state as MessagePack, one after the other in
-    ``buf`` (where each ends in ``ends``; nothing for -1): ``[times, payers]``, or
-    ``[times, payers, orders]`` where an event's order is not its time; the bytes
-    msgspec writes for the same lists."""
-    k = 0
-    for j in range(slots.shape[0]):
-        s = slots[j]
-        if s >= 0:
-            n = size[s]
-            own = False
-            at = head[s]
-            for _ in range(n):
-                if ords[at] != times[at]:
-                    own = True
-                at = nxt[at]
-            buf[k] = 0x93 if own else 0x92
-            k = put_linked(buf, k + 1, head[s], n, times, nxt)
-            k = put_array(buf, k, n)
-            at = head[s]
-            for _ in range(n):
-                k = put_name(buf, k, payers[at], pool, name_at, name_len)
-                at = nxt[at]
-            if own:
-                k = put_linked(buf, k, head[s], n, ords, nxt)
-        ends[j] = k
-
-
-@njit(cache=True, nogil=True)
 def refresh(slots, head, size, nxt, fresh_head, fresh_tail, fresh_n,  # type: ignore[no-untyped-def]
             later):
     """Every event of each of ``slots`` born since its settled record, that is, none
@@ -515,9 +485,10 @@ def encode_parts(slots, modes, since, head, size, times, ords,  # type: ignore[n
                  payers, nxt, fresh_head, fresh_n, later, pool, name_at, name_len, buf,
                  ends):
     """Each slot's part of the changelog, one after the other in ``buf`` (where each
-    ends in ``ends``; nothing for a slot of -1): ``PLAIN``, the state as
-    ``encode_states`` writes it; ``SETTLED``, ``[times, payers, orders, since]`` of
-    every event (a settled record); ``SINCE``, ``[times, payers, orders, oldest,
+    ends in ``ends``; nothing for a slot of -1), the bytes msgspec writes for the
+    same lists: ``PLAIN``, its whole state, ``[times, payers]``, or ``[times, payers,
+    orders]`` where an event's order is not its time; ``SETTLED``, ``[times, payers,
+    orders, since]`` of every event (a settled record); ``SINCE``, ``[times, payers, orders, oldest,
     since]`` of the events born since the settled record ``since`` names, in the
     order of their births (a walk of those alone), ``oldest`` the time of the slot's
     oldest event."""
@@ -677,15 +648,7 @@ class DistinctColumns(EventPool):
 
     def encoded_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slots = self.held_at(slots)
-        table = self.payers
-        events = int(self.size[slots[slots >= 0]].sum())
-        # At most: a key's array of three and their headers, an event's time, order
-        # and name.
-        room = (1 + 3 * HEADER_BYTES) * len(slots) \
-            + events * (2 * NUMBER_BYTES + HEADER_BYTES + table.index.longest)
-        names = table.index
-        return written(encode_states, room, slots, self.head, self.size, self.times,
-                       self.ords, self.tags, self.nxt, names.pool, names.at, names.length)
+        return self._parts(slots, np.full(len(slots), PLAIN, INT), np.zeros(len(slots), INT))
 
     def changelog_at(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``encoded_at`` as the changelog takes it: a key of fewer than
@@ -787,15 +750,8 @@ class DistinctColumns(EventPool):
         self.flush()
         self._settled_in.clear()
 
-    def restore(self, key: str, state: Any) -> None:
-        if key != "" and state is not None and len(state) == 5:  # ``SINCE``: none may be
-            self._pending.append((key, state))
-            if len(self._pending) >= self.restore_chunk:
-                self.flush()
-            return
-        super().restore(key, state)
-
     def _restored(self, states: list[Any]) -> list[Any]:
+        # A ``SINCE`` state holds its window even without an event since.
         return [state if state is not None and len(state) == 5 else
                 None if state is None or not state[0] else state for state in states]
 
